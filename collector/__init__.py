@@ -1,0 +1,1 @@
+"""MQTT -> TimescaleDB telemetry ingest (at-least-once delivery, idempotent writes)."""

@@ -1,0 +1,37 @@
+"""Collector settings (`WATTFLEET_*` environment variables)."""
+
+from __future__ import annotations
+
+import socket
+
+from pydantic import Field, SecretStr
+
+from contract.settings import DatabaseSettings, MqttSettings, ServiceSettings
+
+
+def _stable_client_id() -> str:
+    # A collector must come back under the same client id: its persistent session holds
+    # its share of queued telemetry, which no other collector will receive.
+    return f"collector-{socket.gethostname()}"
+
+
+class CollectorSettings(ServiceSettings, MqttSettings, DatabaseSettings):
+    mqtt_client_id: str = Field(default_factory=_stable_client_id)
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9101
+
+    # A batch is committed when it holds this many messages or its first message has
+    # waited this long, whichever comes first.
+    batch_max_messages: int = Field(default=2_000, ge=1)
+    batch_max_seconds: float = Field(default=0.25, gt=0)
+    # Received but uncommitted messages held in memory. When full, the collector stops
+    # reading from the broker (which keeps queuing) rather than dropping anything.
+    queue_max_messages: int = Field(default=20_000, ge=1)
+
+    max_payload_bytes: int = Field(default=1_048_576, ge=1_024)
+    future_tolerance_s: float = 300.0
+    retention_days: int = 30
+    db_retry_max_s: float = 30.0
+
+    def secrets_to_check(self) -> dict[str, SecretStr | None]:
+        return {"WATTFLEET_MQTT_PASSWORD": self.mqtt_password}

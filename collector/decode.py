@@ -1,0 +1,201 @@
+"""Turning one MQTT message into accepted samples or dead letters, with a reason.
+
+Pure functions over bytes: no broker or database needed, so every rejection class is
+unit-tested. Checks that need the database (unknown or disabled node) live in
+`ingest.py`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from pydantic import ValidationError
+
+from contract.telemetry import (
+    IMPLAUSIBLE_ERROR_TYPES,
+    NodeStatus,
+    TelemetryBatch,
+    TelemetrySample,
+)
+from contract.topics import parse_node_topic
+
+
+class Reason(StrEnum):
+    """Why a payload went to the dead-letter table (also the metric's label)."""
+
+    INVALID_JSON = "invalid_json"
+    SCHEMA_VIOLATION = "schema_violation"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    NODE_ID_MISMATCH = "node_id_mismatch"
+    UNKNOWN_NODE = "unknown_node"
+    DISABLED_NODE = "disabled_node"
+    TIMESTAMP_IN_FUTURE = "timestamp_in_future"
+    TIMESTAMP_TOO_OLD = "timestamp_too_old"
+    IMPLAUSIBLE_VALUE = "implausible_value"
+    UNEXPECTED_TOPIC = "unexpected_topic"
+
+
+# What a dead letter keeps of an oversized payload: enough to see what it was.
+KEPT_PAYLOAD_BYTES = 4_096
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    topic: str
+    node_id: str | None
+    reason: Reason
+    detail: str
+    payload: bytes
+
+
+@dataclass(slots=True)
+class Decoded:
+    """What one message carried. `live` is False for a replayed backlog, whose
+    timestamps say nothing about the node's clock."""
+
+    topic: str
+    node_id: str | None
+    samples: list[TelemetrySample] = field(default_factory=list)
+    live: bool = True
+    status: NodeStatus | None = None
+    dead: list[DeadLetter] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_payload_bytes: int = 1_048_576
+    future_tolerance: timedelta = timedelta(minutes=5)
+    max_age: timedelta = timedelta(days=30)
+
+
+def _reason_for(exc: ValidationError) -> tuple[Reason, str]:
+    errors = exc.errors(include_url=False, include_input=False)
+    types = {e["type"] for e in errors}
+    if "json_invalid" in types or "json_type" in types:
+        return Reason.INVALID_JSON, errors[0]["msg"]
+    detail = "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in errors[:5]
+    )
+    if types <= IMPLAUSIBLE_ERROR_TYPES:
+        return Reason.IMPLAUSIBLE_VALUE, detail
+    return Reason.SCHEMA_VIOLATION, detail
+
+
+class Decoder:
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+
+    def decode(self, topic: str, payload: bytes, received_at: datetime) -> Decoded:
+        """Validates a message from `nodes/{id}/telemetry` or `nodes/{id}/status`."""
+        parsed = parse_node_topic(topic)
+        if parsed is None or parsed[1] not in ("telemetry", "status"):
+            return self._reject(topic, None, Reason.UNEXPECTED_TOPIC, "not a node topic", payload)
+        node_id, kind = parsed
+        if len(payload) > self.limits.max_payload_bytes:
+            return self._reject(
+                topic,
+                node_id,
+                Reason.PAYLOAD_TOO_LARGE,
+                f"{len(payload)} bytes > {self.limits.max_payload_bytes}; first "
+                f"{KEPT_PAYLOAD_BYTES} kept",
+                payload[:KEPT_PAYLOAD_BYTES],
+            )
+        if kind == "status":
+            return self._decode_status(topic, node_id, payload)
+        if b'"samples"' in payload:
+            return self._decode_batch(topic, node_id, payload, received_at)
+        try:
+            sample = TelemetrySample.model_validate_json(payload)
+        except ValidationError as exc:
+            return self._reject(topic, node_id, *_reason_for(exc), payload)
+        out = Decoded(topic, node_id)
+        self._accept(out, sample, payload, received_at)
+        return out
+
+    def _decode_status(self, topic: str, node_id: str, payload: bytes) -> Decoded:
+        try:
+            status = NodeStatus.model_validate_json(payload)
+        except ValidationError as exc:
+            return self._reject(topic, node_id, *_reason_for(exc), payload)
+        return Decoded(topic, node_id, status=status)
+
+    def _decode_batch(
+        self, topic: str, node_id: str, payload: bytes, received_at: datetime
+    ) -> Decoded:
+        out = Decoded(topic, node_id, live=False)
+        try:
+            batch = TelemetryBatch.model_validate_json(payload)
+        except ValidationError as exc:
+            # Slow path, bad input only: find the bad samples so the good ones still land.
+            return self._decode_batch_per_sample(topic, node_id, payload, received_at, exc)
+        for sample in batch.samples:
+            self._accept(out, sample, None, received_at)
+        return out
+
+    def _decode_batch_per_sample(
+        self,
+        topic: str,
+        node_id: str,
+        payload: bytes,
+        received_at: datetime,
+        whole_error: ValidationError,
+    ) -> Decoded:
+        try:
+            document = json.loads(payload)
+            raw_samples = document["samples"]
+            if not isinstance(raw_samples, list) or not raw_samples:
+                raise TypeError("samples is not a non-empty list")
+        except (ValueError, KeyError, TypeError):
+            return self._reject(topic, node_id, *_reason_for(whole_error), payload)
+        out = Decoded(topic, node_id, live=False)
+        for raw in raw_samples:
+            try:
+                sample = TelemetrySample.model_validate(raw)
+            except ValidationError as exc:
+                reason, detail = _reason_for(exc)
+                out.dead.append(DeadLetter(topic, node_id, reason, detail, _encode(raw)))
+                continue
+            self._accept(out, sample, None, received_at)
+        return out
+
+    def _accept(
+        self, out: Decoded, sample: TelemetrySample, payload: bytes | None, received_at: datetime
+    ) -> None:
+        reason: Reason | None = None
+        if sample.node_id != out.node_id:
+            reason, detail = (
+                Reason.NODE_ID_MISMATCH,
+                (f"payload node_id {sample.node_id!r} on topic {out.topic!r}"),
+            )
+        elif sample.timestamp > received_at + self.limits.future_tolerance:
+            reason, detail = (
+                Reason.TIMESTAMP_IN_FUTURE,
+                (
+                    f"{sample.timestamp.isoformat()} is ahead of receive time "
+                    f"{received_at.isoformat()}"
+                ),
+            )
+        elif sample.timestamp < received_at - self.limits.max_age:
+            reason, detail = (
+                Reason.TIMESTAMP_TOO_OLD,
+                (f"{sample.timestamp.isoformat()} is older than retention"),
+            )
+        if reason is None:
+            out.samples.append(sample)
+            return
+        raw = payload if payload is not None else sample.model_dump_json().encode()
+        out.dead.append(DeadLetter(out.topic, out.node_id, reason, detail, raw))
+
+    @staticmethod
+    def _reject(
+        topic: str, node_id: str | None, reason: Reason, detail: str, payload: bytes
+    ) -> Decoded:
+        return Decoded(topic, node_id, dead=[DeadLetter(topic, node_id, reason, detail, payload)])
+
+
+def _encode(raw: Any) -> bytes:
+    return json.dumps(raw, separators=(",", ":"), default=str).encode()

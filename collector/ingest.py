@@ -1,0 +1,269 @@
+"""Writing decoded batches to TimescaleDB in one transaction per batch.
+
+Every statement is idempotent, so a batch redelivered after a crash (committed but
+not yet acknowledged to the broker) changes nothing: telemetry and decisions insert
+with ON CONFLICT DO NOTHING on (node_id, ts), node events on (node_id, ts, state),
+and node_status only moves forward.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from collector.decode import DeadLetter, Decoded, Reason
+
+INSERT_TELEMETRY = """
+INSERT INTO telemetry (ts, node_id, tenant_id, seq, soc_percent, battery_voltage,
+    battery_power_w, solar_power_w, grid_power_w, load_power_w, grid_price, grid_mode,
+    received_at)
+SELECT * FROM unnest(%s::timestamptz[], %s::text[], %s::bigint[], %s::bigint[],
+    %s::float8[], %s::float8[], %s::float8[], %s::float8[], %s::float8[], %s::float8[],
+    %s::float8[], %s::text[], %s::timestamptz[])
+ON CONFLICT (node_id, ts) DO NOTHING
+"""
+
+# A decision row is kept only when it differs from the node's previous one: the previous
+# sample in this batch, else the latest stored decision before it.
+INSERT_DECISIONS = """
+WITH b AS (
+    SELECT * FROM unnest(%s::timestamptz[], %s::text[], %s::bigint[], %s::text[], %s::text[],
+        %s::float8[], %s::float8[])
+        AS b(ts, node_id, tenant_id, decision, grid_mode, daily_savings, daily_cost)
+), o AS (
+    SELECT b.*, lag(decision) OVER (PARTITION BY node_id ORDER BY ts) AS prev FROM b
+)
+INSERT INTO optimizer_decisions (ts, node_id, tenant_id, decision, grid_mode, daily_savings,
+    daily_cost)
+SELECT ts, node_id, tenant_id, decision, grid_mode, daily_savings, daily_cost FROM o
+WHERE decision IS DISTINCT FROM coalesce(prev, (
+    SELECT d.decision FROM optimizer_decisions d
+    WHERE d.node_id = o.node_id AND d.ts < o.ts ORDER BY d.ts DESC LIMIT 1))
+ON CONFLICT (node_id, ts) DO NOTHING
+"""
+
+INSERT_DEAD_LETTERS = """
+INSERT INTO dead_letters (received_at, topic, node_id, reason, detail, payload)
+SELECT * FROM unnest(%s::timestamptz[], %s::text[], %s::text[], %s::text[], %s::text[],
+    %s::bytea[])
+"""
+
+# Rows arrive sorted by node id so concurrent collectors lock them in the same order.
+UPSERT_SEEN = """
+INSERT INTO node_status (node_id, state, last_seen_at, last_seq, clock_drift_s, updated_at)
+SELECT node_id, 'online', last_seen_at, last_seq, clock_drift_s, now()
+FROM unnest(%s::text[], %s::timestamptz[], %s::bigint[], %s::float8[])
+    AS u(node_id, last_seen_at, last_seq, clock_drift_s)
+ON CONFLICT (node_id) DO UPDATE SET
+    last_seen_at = greatest(node_status.last_seen_at, EXCLUDED.last_seen_at),
+    last_seq = greatest(node_status.last_seq, EXCLUDED.last_seq),
+    clock_drift_s = coalesce(EXCLUDED.clock_drift_s, node_status.clock_drift_s),
+    updated_at = now()
+"""
+
+INSERT_EVENT = """
+INSERT INTO node_events (ts, node_id, tenant_id, state, source, detail)
+VALUES (%s, %s, %s, %s, 'status', %s)
+ON CONFLICT (node_id, ts, state) DO NOTHING
+"""
+
+UPSERT_STATE = """
+INSERT INTO node_status (node_id, state, last_seen_at, agent_version, updated_at)
+VALUES (%(node_id)s, %(state)s, CASE WHEN %(state)s = 'online' THEN %(received_at)s END,
+    %(agent_version)s, now())
+ON CONFLICT (node_id) DO UPDATE SET
+    state = EXCLUDED.state,
+    last_seen_at = greatest(node_status.last_seen_at, EXCLUDED.last_seen_at),
+    agent_version = coalesce(EXCLUDED.agent_version, node_status.agent_version),
+    updated_at = now()
+"""
+
+
+@dataclass(slots=True)
+class Inbound:
+    """A received message, decoded, waiting for its batch to commit."""
+
+    mid: int
+    qos: int
+    generation: int
+    received_at: datetime
+    payload: bytes
+    decoded: Decoded
+
+
+@dataclass(slots=True)
+class WriteResult:
+    attempted: int = 0
+    inserted: int = 0
+    dead: Counter[Reason] = field(default_factory=Counter)
+    lags_s: list[float] = field(default_factory=list)
+
+
+class BatchWriter:
+    """Writes batches over one connection it owns (autocommit; one explicit
+    transaction per batch, so no connection sits idle in a transaction)."""
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.conn = conn
+
+    def write(self, batch: list[Inbound], now: datetime) -> WriteResult:
+        """Writes the batch atomically; raises psycopg.Error and writes nothing on failure."""
+        result = WriteResult()
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            nodes = self._lookup_nodes(cur, batch)
+            dead: list[tuple[datetime, DeadLetter]] = []
+            telemetry: list[list[Any]] = [[] for _ in range(13)]
+            decisions: list[list[Any]] = [[] for _ in range(7)]
+            seen: dict[str, list[Any]] = {}
+            statuses = []
+            for item in batch:
+                decoded = item.decoded
+                dead.extend((item.received_at, d) for d in decoded.dead)
+                if not (decoded.samples or decoded.status) or decoded.node_id is None:
+                    continue
+                node = nodes.get(decoded.node_id)
+                if node is None or not node[1]:
+                    reason = Reason.UNKNOWN_NODE if node is None else Reason.DISABLED_NODE
+                    detail = f"node {decoded.node_id!r} is {reason.value.split('_')[0]}"
+                    dead.append(
+                        (
+                            item.received_at,
+                            DeadLetter(
+                                decoded.topic, decoded.node_id, reason, detail, item.payload
+                            ),
+                        )
+                    )
+                    continue
+                tenant_id = node[0]
+                if decoded.status is not None:
+                    statuses.append((item, tenant_id))
+                    continue
+                self._add_samples(item, tenant_id, now, telemetry, decisions, seen, result)
+            if telemetry[0]:
+                cur.execute(INSERT_TELEMETRY, telemetry)
+                result.attempted = len(telemetry[0])
+                result.inserted = cur.rowcount
+            if decisions[0]:
+                cur.execute(INSERT_DECISIONS, decisions)
+            if seen:
+                ordered = sorted(seen.items())
+                cur.execute(
+                    UPSERT_SEEN,
+                    [[k for k, _ in ordered]] + [[v[i] for _, v in ordered] for i in range(3)],
+                )
+            for item, tenant_id in statuses:
+                self._record_status(cur, item, tenant_id)
+            if dead:
+                self._insert_dead(cur, dead)
+                result.dead.update(d.reason for _, d in dead)
+        return result
+
+    @staticmethod
+    def _lookup_nodes(
+        cur: psycopg.Cursor[Any], batch: list[Inbound]
+    ) -> dict[str, tuple[int, bool]]:
+        ids = sorted({i.decoded.node_id for i in batch if i.decoded.node_id is not None})
+        if not ids:
+            return {}
+        cur.execute("SELECT id, tenant_id, enabled FROM nodes WHERE id = ANY(%s)", (ids,))
+        return {row[0]: (row[1], row[2]) for row in cur.fetchall()}
+
+    @staticmethod
+    def _add_samples(
+        item: Inbound,
+        tenant_id: int,
+        now: datetime,
+        telemetry: list[list[Any]],
+        decisions: list[list[Any]],
+        seen: dict[str, list[Any]],
+        result: WriteResult,
+    ) -> None:
+        decoded = item.decoded
+        node_id = decoded.node_id
+        last = seen.setdefault(node_id, [item.received_at, -1, None])  # type: ignore[arg-type]
+        if item.received_at > last[0]:
+            last[0] = item.received_at
+        for s in decoded.samples:
+            battery, grid = s.battery, s.grid
+            for column, value in zip(
+                telemetry,
+                (
+                    s.timestamp,
+                    node_id,
+                    tenant_id,
+                    s.seq,
+                    battery.soc_percent,
+                    battery.voltage,
+                    battery.power_w,
+                    s.solar.power_w,
+                    grid.power_w,
+                    s.load.power_w if s.load else None,
+                    grid.current_price,
+                    grid.mode,
+                    item.received_at,
+                ),
+                strict=True,
+            ):
+                column.append(value)
+            if s.seq > last[1]:
+                last[1] = s.seq
+            if decoded.live:
+                # Only a live sample's timestamp reflects the node's clock right now.
+                last[2] = (item.received_at - s.timestamp).total_seconds()
+                result.lags_s.append((now - s.timestamp).total_seconds())
+            if s.optimizer is not None:
+                opt = s.optimizer
+                for column, value in zip(
+                    decisions,
+                    (
+                        s.timestamp,
+                        node_id,
+                        tenant_id,
+                        opt.latest_decision,
+                        grid.mode,
+                        opt.daily_savings_pln,
+                        opt.daily_cost_pln,
+                    ),
+                    strict=True,
+                ):
+                    column.append(value)
+
+    @staticmethod
+    def _record_status(cur: psycopg.Cursor[Any], item: Inbound, tenant_id: int) -> None:
+        status = item.decoded.status
+        assert status is not None
+        detail = {
+            "agent_version": status.agent_version,
+            "received_at": item.received_at.isoformat(),
+        }
+        cur.execute(
+            INSERT_EVENT, (status.ts, item.decoded.node_id, tenant_id, status.state, Jsonb(detail))
+        )
+        cur.execute(
+            UPSERT_STATE,
+            {
+                "node_id": item.decoded.node_id,
+                "state": status.state,
+                "received_at": item.received_at,
+                "agent_version": status.agent_version,
+            },
+        )
+
+    @staticmethod
+    def _insert_dead(cur: psycopg.Cursor[Any], dead: list[tuple[datetime, DeadLetter]]) -> None:
+        cur.execute(
+            INSERT_DEAD_LETTERS,
+            [
+                [at for at, _ in dead],
+                [d.topic for _, d in dead],
+                [d.node_id for _, d in dead],
+                [d.reason.value for _, d in dead],
+                [d.detail for _, d in dead],
+                [d.payload for _, d in dead],
+            ],
+        )

@@ -1,0 +1,79 @@
+"""The collector's Prometheus metrics, on a registry the caller owns (one per test)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from collector.decode import Reason
+
+
+class CollectorMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.received = Counter(
+            "wattfleet_collector_messages_received_total",
+            "MQTT messages received, by topic kind.",
+            ["kind"],
+            registry=registry,
+        )
+        self.written = Counter(
+            "wattfleet_collector_samples_written_total",
+            "Telemetry rows inserted.",
+            registry=registry,
+        )
+        self.duplicates = Counter(
+            "wattfleet_collector_samples_duplicate_total",
+            "Samples already stored (redeliveries, replays), skipped by the idempotent insert.",
+            registry=registry,
+        )
+        self.dead_letters = Counter(
+            "wattfleet_collector_dead_letters_total",
+            "Payloads or samples quarantined in dead_letters, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in Reason:
+            self.dead_letters.labels(reason.value)
+        self.batch_size = Histogram(
+            "wattfleet_collector_batch_messages",
+            "Messages committed per batch.",
+            buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000),
+            registry=registry,
+        )
+        self.commit_seconds = Histogram(
+            "wattfleet_collector_commit_seconds",
+            "Time to write and commit one batch.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=registry,
+        )
+        self.lag_seconds = Histogram(
+            "wattfleet_collector_end_to_end_lag_seconds",
+            "From a live sample's timestamp to its commit.",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+            registry=registry,
+        )
+        self.commit_failures = Counter(
+            "wattfleet_collector_commit_failures_total",
+            "Batches whose commit failed and will be retried.",
+            registry=registry,
+        )
+        self.queue_full = Counter(
+            "wattfleet_collector_queue_full_total",
+            "Times intake stopped reading from the broker because the in-memory queue was full.",
+            registry=registry,
+        )
+        self.queue_depth = Gauge(
+            "wattfleet_collector_queue_messages",
+            "Messages received and not yet committed.",
+            registry=registry,
+        )
+        self.database_up = Gauge(
+            "wattfleet_collector_database_up",
+            "1 while the last database operation succeeded.",
+            registry=registry,
+        )
+        self.broker_connected = Gauge(
+            "wattfleet_collector_broker_connected",
+            "1 while connected to the broker.",
+            registry=registry,
+        )

@@ -1,0 +1,284 @@
+"""The collector process: MQTT intake, a bounded queue, and one batch writer.
+
+Delivery: a message is acknowledged to the broker (manual PUBACK) only after the batch
+holding it is committed. When the queue is full, intake blocks: the collector stops
+reading and the broker keeps queuing (named decision: block, never drop). When the
+database is down, the writer retries the same batch with capped doubling backoff and
+acknowledges nothing meanwhile.
+
+Acks carry the broker's packet ids, which are only meaningful on the connection the
+message came in on; after a reconnect the broker redelivers whatever was unacknowledged
+(with its persistent session) and those copies are acknowledged instead. So every
+message remembers its connection generation and acks from an older one are dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+from paho.mqtt.client import Client, ConnectFlags, DisconnectFlags, MQTTMessage
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
+from prometheus_client import CollectorRegistry, start_http_server
+
+from collector.config import CollectorSettings
+from collector.decode import Decoder, Limits
+from collector.ingest import BatchWriter, Inbound
+from collector.metrics import CollectorMetrics
+from contract import topics
+from contract.mqtt import connect_properties, make_client
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Collector:
+    def __init__(
+        self, settings: CollectorSettings, metrics: CollectorMetrics, clock: Clock = utc_now
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.clock = clock
+        self.decoder = Decoder(
+            Limits(
+                max_payload_bytes=settings.max_payload_bytes,
+                future_tolerance=timedelta(seconds=settings.future_tolerance_s),
+                max_age=timedelta(days=settings.retention_days),
+            )
+        )
+        self.queue: queue.Queue[Inbound] = queue.Queue(maxsize=settings.queue_max_messages)
+        self._accepting = True
+        self._stopping = threading.Event()
+        self._generation = 0
+        self._ack_lock = threading.Lock()
+        self._conn: psycopg.Connection[Any] | None = None
+        self._db_failing = False
+        self.client = make_client(settings, settings.mqtt_client_id, manual_ack=True)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self._writer = threading.Thread(target=self._write_loop, name="batch-writer")
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        s = self.settings
+        self.client.connect_async(
+            s.mqtt_host,
+            s.mqtt_port,
+            keepalive=s.mqtt_keepalive_s,
+            clean_start=False,
+            properties=connect_properties(s),
+        )
+        self.client.loop_start()
+        self._writer.start()
+
+    def stop(self) -> None:
+        """Stops intake, commits and acknowledges everything queued, then disconnects.
+
+        Messages that arrive after intake stops are left unacknowledged in the broker
+        session and delivered again when this collector (same client id) returns.
+        """
+        self._accepting = False
+        self._stopping.set()
+        self._writer.join()
+        self.client.disconnect()
+        self.client.loop_stop()
+        if self._conn is not None:
+            self._conn.close()
+
+    # -- MQTT callbacks (paho's network thread) -----------------------------------------
+
+    def _on_connect(
+        self,
+        client: Client,
+        _userdata: object,
+        _flags: ConnectFlags,
+        reason: ReasonCode,
+        _props: Properties | None,
+    ) -> None:
+        if reason.is_failure:
+            log.error("broker refused the connection: %s", reason)
+            return
+        with self._ack_lock:
+            self._generation += 1
+        self.metrics.broker_connected.set(1)
+        log.info("connected to %s:%s", self.settings.mqtt_host, self.settings.mqtt_port)
+        options = SubscribeOptions(qos=1)
+        client.subscribe(
+            [
+                (topics.shared_subscription("telemetry"), options),
+                (topics.shared_subscription("status"), options),
+            ]
+        )
+
+    def _on_disconnect(
+        self,
+        _client: Client,
+        _userdata: object,
+        _flags: DisconnectFlags,
+        reason: ReasonCode,
+        _props: Properties | None,
+    ) -> None:
+        with self._ack_lock:
+            self._generation += 1
+        self.metrics.broker_connected.set(0)
+        if not self._stopping.is_set():
+            log.warning("disconnected from the broker (%s); reconnecting", reason)
+
+    def _on_message(self, _client: Client, _userdata: object, msg: MQTTMessage) -> None:
+        if not self._accepting:
+            return
+        received_at = self.clock()
+        payload = bytes(msg.payload)
+        decoded = self.decoder.decode(msg.topic, payload, received_at)
+        self.metrics.received.labels(msg.topic.rsplit("/", 1)[-1]).inc()
+        item = Inbound(msg.mid, msg.qos, self._generation, received_at, payload, decoded)
+        try:
+            self.queue.put_nowait(item)
+        except queue.Full:
+            self.metrics.queue_full.inc()
+            while self._accepting:
+                try:
+                    self.queue.put(item, timeout=0.5)
+                    break
+                except queue.Full:
+                    continue
+        self.metrics.queue_depth.set(self.queue.qsize())
+
+    # -- batch writer thread ----------------------------------------------------------------
+
+    def _take_batch(self) -> list[Inbound] | None:
+        """The next batch, or None once stopping and drained."""
+        while True:
+            try:
+                first = self.queue.get(timeout=0.2)
+                break
+            except queue.Empty:
+                if self._stopping.is_set():
+                    return None
+        batch = [first]
+        deadline = time.monotonic() + self.settings.batch_max_seconds
+        limit = self.settings.batch_max_messages
+        while len(batch) < limit:
+            try:
+                batch.append(self.queue.get_nowait())
+                continue
+            except queue.Empty:
+                pass
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._stopping.is_set():
+                break
+            try:
+                batch.append(self.queue.get(timeout=remaining))
+            except queue.Empty:
+                break
+        return batch
+
+    def _write_loop(self) -> None:
+        while (batch := self._take_batch()) is not None:
+            if not self._commit_with_retry(batch):
+                return
+            self._ack(batch)
+            self.metrics.queue_depth.set(self.queue.qsize())
+
+    def _commit_with_retry(self, batch: list[Inbound]) -> bool:
+        """Commits the batch, retrying while the database is unavailable. False only if
+        asked to stop while still failing (nothing acknowledged: the broker keeps it)."""
+        delay = 0.5
+        while True:
+            started = time.perf_counter()
+            try:
+                writer = BatchWriter(self._connection())
+                result = writer.write(batch, self.clock())
+            except psycopg.Error as exc:
+                self._database_failed(exc)
+                if self._stopping.wait(delay):
+                    log.error(
+                        "stopping with %d uncommitted messages left to the broker",
+                        len(batch) + self.queue.qsize(),
+                    )
+                    return False
+                delay = min(delay * 2, self.settings.db_retry_max_s)
+                continue
+            self._database_ok()
+            m = self.metrics
+            m.commit_seconds.observe(time.perf_counter() - started)
+            m.batch_size.observe(len(batch))
+            m.written.inc(result.inserted)
+            m.duplicates.inc(result.attempted - result.inserted)
+            for reason, count in result.dead.items():
+                m.dead_letters.labels(reason.value).inc(count)
+            for lag in result.lags_s:
+                m.lag_seconds.observe(lag)
+            return True
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(
+                self.settings.database_url,
+                autocommit=True,
+                prepare_threshold=self.settings.prepare_threshold,
+                connect_timeout=10,
+            )
+        return self._conn
+
+    def _database_failed(self, exc: psycopg.Error) -> None:
+        self.metrics.commit_failures.inc()
+        self.metrics.database_up.set(0)
+        # Logged once at ERROR, then at DEBUG until the database is back.
+        log.log(
+            logging.DEBUG if self._db_failing else logging.ERROR,
+            "database write failed, will retry: %s",
+            exc,
+        )
+        self._db_failing = True
+        if self._conn is not None and self._conn.broken:
+            self._conn.close()
+
+    def _database_ok(self) -> None:
+        if self._db_failing:
+            log.info("database writes recovered")
+        self._db_failing = False
+        self.metrics.database_up.set(1)
+
+    def _ack(self, batch: list[Inbound]) -> None:
+        with self._ack_lock:
+            generation = self._generation
+            for item in batch:
+                if item.qos > 0 and item.generation == generation:
+                    self.client.ack(item.mid, item.qos)
+
+
+def run(settings: CollectorSettings, stop: threading.Event) -> None:
+    """Runs a collector until `stop` is set, then drains, acknowledges and exits."""
+    registry = CollectorRegistry()
+    metrics = CollectorMetrics(registry)
+    server, _ = start_http_server(settings.metrics_port, settings.metrics_host, registry)
+    collector = Collector(settings, metrics)
+    collector.start()
+    log.info(
+        "collector %s started; metrics on %s:%s",
+        settings.mqtt_client_id,
+        settings.metrics_host,
+        settings.metrics_port,
+    )
+    try:
+        stop.wait()
+    finally:
+        collector.stop()
+        server.shutdown()
+        log.info("collector stopped")

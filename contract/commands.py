@@ -1,0 +1,153 @@
+"""The command whitelist, its typed parameters, acks, and HMAC-SHA256 signing.
+
+A command travels as `{"id", "type", "params", "issued_at", "expires_at", "sig"}` on
+`nodes/{node_id}/commands`. The signature covers the node id and every other field, in a
+canonical JSON form, under the node's own secret, so a command cannot be replayed to
+another node or altered in flight.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+
+from contract.telemetry import MAX_POWER_W
+
+
+class CommandType(StrEnum):
+    FORCE_CHARGE = "FORCE_CHARGE"
+    DISCHARGE = "DISCHARGE"
+    SET_MODE = "SET_MODE"
+    RESTART_AGENT = "RESTART_AGENT"
+    CONFIG_PUSH = "CONFIG_PUSH"
+    SELF_UPDATE = "SELF_UPDATE"
+    FETCH_LOGS = "FETCH_LOGS"
+
+
+class _Params(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
+
+
+class PowerParams(_Params):
+    """FORCE_CHARGE and DISCHARGE: battery power and how long to hold it."""
+
+    power_w: Annotated[float, Field(gt=0, le=MAX_POWER_W)]
+    duration_s: Annotated[int, Field(gt=0, le=24 * 3600)]
+
+
+class SetModeParams(_Params):
+    mode: Literal["AUTO", "SELF_CONSUMPTION", "PASSIVE", "BACKUP"]
+
+
+class NoParams(_Params):
+    pass
+
+
+class ConfigPushParams(_Params):
+    """The whole agent config; the agent validates it against its own model."""
+
+    config: dict[str, Any]
+    version: Annotated[int, Field(ge=1)]
+
+
+class SelfUpdateParams(_Params):
+    version: Annotated[str, StringConstraints(pattern=r"^[0-9]+(\.[0-9]+){0,3}([ab]|rc)?[0-9]*$")]
+
+
+class FetchLogsParams(_Params):
+    lines: Annotated[int, Field(ge=1, le=10_000)] = 500
+
+
+PARAMS_BY_TYPE: dict[CommandType, type[_Params]] = {
+    CommandType.FORCE_CHARGE: PowerParams,
+    CommandType.DISCHARGE: PowerParams,
+    CommandType.SET_MODE: SetModeParams,
+    CommandType.RESTART_AGENT: NoParams,
+    CommandType.CONFIG_PUSH: ConfigPushParams,
+    CommandType.SELF_UPDATE: SelfUpdateParams,
+    CommandType.FETCH_LOGS: FetchLogsParams,
+}
+
+
+def validate_params(command_type: CommandType, params: dict[str, Any]) -> _Params:
+    """The typed params for a command; raises pydantic.ValidationError when ill-typed."""
+    return PARAMS_BY_TYPE[command_type].model_validate(params)
+
+
+class CommandEnvelope(BaseModel):
+    """A signed command as published to a node."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    type: CommandType
+    params: dict[str, Any]
+    issued_at: AwareDatetime
+    expires_at: AwareDatetime
+    sig: str
+
+
+AckState = Literal["received", "succeeded", "failed", "rejected"]
+
+
+class Ack(BaseModel):
+    """A node's answer about one command, on `nodes/{node_id}/acks`."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    state: AckState
+    detail: Annotated[str, StringConstraints(max_length=2_000)] = ""
+    ts: AwareDatetime
+
+
+def _canonical(node_id: str, fields: dict[str, Any]) -> bytes:
+    body = {k: v for k, v in fields.items() if k != "sig"}
+    body["node_id"] = node_id
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), default=_json_default).encode()
+
+
+def _json_default(value: object) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def sign(node_id: str, fields: dict[str, Any], secret: bytes) -> str:
+    """Hex HMAC-SHA256 of the command's fields (any `sig` key is ignored)."""
+    return hmac.new(secret, _canonical(node_id, fields), hashlib.sha256).hexdigest()
+
+
+def build_command(
+    node_id: str,
+    secret: bytes,
+    command_id: str,
+    command_type: CommandType,
+    params: _Params,
+    issued_at: datetime,
+    expires_at: datetime,
+) -> dict[str, Any]:
+    """The JSON-ready, signed command body for `nodes/{node_id}/commands`."""
+    fields: dict[str, Any] = {
+        "id": command_id,
+        "type": command_type.value,
+        "params": params.model_dump(mode="json"),
+        "issued_at": issued_at.isoformat(),
+        "expires_at": expires_at.isoformat(),
+    }
+    fields["sig"] = sign(node_id, fields, secret)
+    return fields
+
+
+def verify(node_id: str, fields: dict[str, Any], secret: bytes) -> bool:
+    """True when `fields["sig"]` is this node's signature over the received fields."""
+    sig = fields.get("sig")
+    if not isinstance(sig, str):
+        return False
+    return hmac.compare_digest(sign(node_id, fields, secret), sig)

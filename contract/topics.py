@@ -1,0 +1,60 @@
+"""MQTT topic names (see ARCHITECTURE.md, "Contracts")."""
+
+from __future__ import annotations
+
+import re
+
+BROADCAST = "hub/broadcast"
+SHARED_GROUP = "collector"
+
+# A node id is also its MQTT username, so it must never contain topic syntax.
+NODE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+_NODE_ID = re.compile(NODE_ID_PATTERN)
+
+KINDS = ("telemetry", "status", "commands", "acks", "logs")
+
+
+def node_topic(node_id: str, kind: str) -> str:
+    """`nodes/{node_id}/{kind}`; raises ValueError for an unknown kind or unsafe id."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown topic kind {kind!r}")
+    if not _NODE_ID.match(node_id):
+        raise ValueError(f"invalid node id {node_id!r}")
+    return f"nodes/{node_id}/{kind}"
+
+
+def telemetry(node_id: str) -> str:
+    return node_topic(node_id, "telemetry")
+
+
+def status(node_id: str) -> str:
+    return node_topic(node_id, "status")
+
+
+def commands(node_id: str) -> str:
+    return node_topic(node_id, "commands")
+
+
+def acks(node_id: str) -> str:
+    return node_topic(node_id, "acks")
+
+
+def logs(node_id: str) -> str:
+    return node_topic(node_id, "logs")
+
+
+def shared_subscription(kind: str, group: str = SHARED_GROUP) -> str:
+    """The `$share/{group}/nodes/+/{kind}` filter collectors split the load on."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown topic kind {kind!r}")
+    return f"$share/{group}/nodes/+/{kind}"
+
+
+def parse_node_topic(topic: str) -> tuple[str, str] | None:
+    """(node_id, kind) for a `nodes/{id}/{kind}` topic, None for anything else."""
+    parts = topic.split("/")
+    if len(parts) != 3 or parts[0] != "nodes" or parts[2] not in KINDS:
+        return None
+    if not _NODE_ID.match(parts[1]):
+        return None
+    return parts[1], parts[2]

@@ -1,0 +1,1 @@
+"""The control API: tenants, users, node enrollment, audited signed commands."""

@@ -1,0 +1,237 @@
+"""Broker accounts and ACL roles, held by Mosquitto's dynamic security plugin.
+
+The roles are data defined here once: the initial `dynamic-security.json` is rendered
+from them, and nodes enrolled at runtime get their own role through the plugin's
+`$CONTROL/dynamic-security/v1` API, because the plugin (Mosquitto 2.0) does not
+substitute `%u` in ACL topics: node X's role names node X's topics literally.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import json
+import os
+import secrets
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+from paho.mqtt.client import Client, MQTTMessage
+
+from contract import topics
+
+CONTROL_TOPIC = "$CONTROL/dynamic-security/v1"
+RESPONSE_TOPIC = CONTROL_TOPIC + "/response"
+PBKDF2_ITERATIONS = 101  # what `mosquitto_ctrl dynsec init` writes
+
+ADMIN_ROLE = "dynsec-admin"
+COLLECTOR_ROLE = "collector"
+API_ROLE = "control-api"
+
+
+class BrokerSecurityError(Exception):
+    """The broker refused or did not answer a dynamic-security command."""
+
+
+def _acl(acltype: str, topic: str) -> dict[str, Any]:
+    return {"acltype": acltype, "topic": topic, "allow": True}
+
+
+def _receive(topic: str) -> list[dict[str, Any]]:
+    """Subscribe to a filter and receive what it matches."""
+    return [_acl("subscribeLiteral", topic), _acl("publishClientReceive", topic)]
+
+
+def collector_role() -> dict[str, Any]:
+    acls = []
+    for kind in ("telemetry", "status"):
+        acls.append(_acl("subscribeLiteral", topics.shared_subscription(kind)))
+        acls.append(_acl("publishClientReceive", f"nodes/+/{kind}"))
+    return {"rolename": COLLECTOR_ROLE, "acls": acls}
+
+
+def api_role() -> dict[str, Any]:
+    control = f"{CONTROL_TOPIC}/#"
+    return {
+        "rolename": API_ROLE,
+        "acls": [
+            _acl("publishClientSend", "nodes/+/commands"),
+            _acl("publishClientSend", topics.BROADCAST),
+            *_receive("nodes/+/acks"),
+            _acl("publishClientSend", CONTROL_TOPIC),
+            _acl("subscribePattern", control),
+            _acl("publishClientReceive", control),
+        ],
+    }
+
+
+def admin_role() -> dict[str, Any]:
+    control = f"{CONTROL_TOPIC}/#"
+    return {
+        "rolename": ADMIN_ROLE,
+        "acls": [
+            _acl("publishClientSend", control),
+            _acl("subscribePattern", control),
+            _acl("publishClientReceive", control),
+        ],
+    }
+
+
+def node_role_name(node_id: str) -> str:
+    return f"node:{node_id}"
+
+
+def node_role(node_id: str) -> dict[str, Any]:
+    """Node X writes only its own status/telemetry/acks/logs, reads its commands and
+    the hub's broadcasts."""
+    acls = [
+        _acl("publishClientSend", topics.node_topic(node_id, kind))
+        for kind in ("status", "telemetry", "acks", "logs")
+    ]
+    acls += _receive(topics.commands(node_id)) + _receive(topics.BROADCAST)
+    return {"rolename": node_role_name(node_id), "acls": acls}
+
+
+def hash_password(password: str, salt: bytes | None = None) -> dict[str, Any]:
+    """The plugin's stored form of a password: PBKDF2-SHA512, base64 fields."""
+    salt = salt if salt is not None else secrets.token_bytes(12)
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, PBKDF2_ITERATIONS)
+    return {
+        "password": base64.b64encode(digest).decode(),
+        "salt": base64.b64encode(salt).decode(),
+        "iterations": PBKDF2_ITERATIONS,
+    }
+
+
+def _client(username: str, password: str, role: str) -> dict[str, Any]:
+    return {"username": username, "roles": [{"rolename": role}], **hash_password(password)}
+
+
+def initial_config(
+    admin: tuple[str, str], collector: tuple[str, str], api: tuple[str, str]
+) -> dict[str, Any]:
+    """A `dynamic-security.json` with the admin, collector and control-API accounts
+    (each a (username, password) pair), every role, and deny-by-default access."""
+    return {
+        "clients": [
+            _client(*admin, ADMIN_ROLE),
+            _client(*collector, COLLECTOR_ROLE),
+            _client(*api, API_ROLE),
+        ],
+        "groups": [],
+        "roles": [admin_role(), collector_role(), api_role()],
+        "defaultACLAccess": {
+            "publishClientSend": False,
+            "publishClientReceive": False,
+            "subscribe": False,
+            "unsubscribe": True,
+        },
+    }
+
+
+class DynsecClient:
+    """Sends dynamic-security commands over an already connected MQTT client whose
+    account holds the admin (or control-API) role, and waits for the answers."""
+
+    def __init__(self, client: Client, timeout_s: float = 5.0) -> None:
+        self._client = client
+        self._timeout_s = timeout_s
+        self._lock = threading.Lock()
+        self._pending: dict[str, tuple[threading.Event, list[dict[str, Any]]]] = {}
+        client.message_callback_add(RESPONSE_TOPIC, self._on_response)
+        result, _ = client.subscribe(RESPONSE_TOPIC, qos=1)
+        if result != 0:
+            raise BrokerSecurityError(f"cannot subscribe to {RESPONSE_TOPIC}: rc={result}")
+
+    def _on_response(self, _client: Client, _userdata: object, msg: MQTTMessage) -> None:
+        try:
+            responses = json.loads(msg.payload)["responses"]
+        except (ValueError, KeyError, TypeError):
+            return
+        for response in responses:
+            with self._lock:
+                waiting = self._pending.get(response.get("correlationData", ""))
+            if waiting is not None:
+                waiting[1].append(response)
+                waiting[0].set()
+
+    def run(self, command: str, **fields: Any) -> dict[str, Any]:
+        """Runs one command; raises BrokerSecurityError with the plugin's error text."""
+        correlation = uuid.uuid4().hex
+        done = threading.Event()
+        answer: list[dict[str, Any]] = []
+        with self._lock:
+            self._pending[correlation] = (done, answer)
+        try:
+            body = {"commands": [{"command": command, "correlationData": correlation, **fields}]}
+            self._client.publish(CONTROL_TOPIC, json.dumps(body), qos=1)
+            if not done.wait(self._timeout_s):
+                raise BrokerSecurityError(f"{command}: no answer from the broker")
+        finally:
+            with self._lock:
+                self._pending.pop(correlation, None)
+        if answer[0].get("error"):
+            raise BrokerSecurityError(f"{command}: {answer[0]['error']}")
+        return answer[0]
+
+    def add_node(self, node_id: str, password: str) -> None:
+        """Creates (or re-creates) node X's role and client with the given password."""
+        role = node_role(node_id)
+        try:
+            self.run("createRole", rolename=role["rolename"], acls=role["acls"])
+        except BrokerSecurityError as exc:
+            if "already exists" not in str(exc):
+                raise
+        try:
+            self.run(
+                "createClient",
+                username=node_id,
+                password=password,
+                roles=[{"rolename": role["rolename"]}],
+            )
+        except BrokerSecurityError as exc:
+            if "already exists" not in str(exc):
+                raise
+            self.run("setClientPassword", username=node_id, password=password)
+            self.run("enableClient", username=node_id)
+
+    def disable_node(self, node_id: str) -> None:
+        """Disables the account; the broker disconnects the node at once."""
+        self.run("disableClient", username=node_id)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description="Write the broker's initial dynamic-security.json. Passwords come from "
+        "WATTFLEET_BROKER_ADMIN_PASSWORD, WATTFLEET_COLLECTOR_MQTT_PASSWORD and "
+        "WATTFLEET_API_MQTT_PASSWORD."
+    )
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--force", action="store_true", help="overwrite an existing file")
+    args = parser.parse_args()
+    if args.out.exists() and not args.force:
+        # The running broker rewrites this file with every enrolled node: never clobber it.
+        print(f"{args.out} exists; keeping it")
+        return
+    names = (
+        "WATTFLEET_BROKER_ADMIN_PASSWORD",
+        "WATTFLEET_COLLECTOR_MQTT_PASSWORD",
+        "WATTFLEET_API_MQTT_PASSWORD",
+    )
+    missing = [name for name in names if not os.environ.get(name)]
+    if missing:
+        parser.error("missing environment: " + ", ".join(missing))
+    config = initial_config(
+        ("admin", os.environ[names[0]]),
+        ("collector", os.environ[names[1]]),
+        ("control-api", os.environ[names[2]]),
+    )
+    args.out.write_text(json.dumps(config, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""TimescaleDB schema migrations (Alembic, raw SQL for TimescaleDB objects)."""
