@@ -174,18 +174,21 @@ class Collector:
         deadline = time.monotonic() + self.settings.batch_max_seconds
         limit = self.settings.batch_max_messages
         while len(batch) < limit:
-            try:
-                batch.append(self.queue.get_nowait())
-                continue
-            except queue.Empty:
-                pass
+            if self._stopping.is_set():
+                # Draining for shutdown: take what is queued, wait for nothing more.
+                try:
+                    batch.append(self.queue.get_nowait())
+                    continue
+                except queue.Empty:
+                    break
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or self._stopping.is_set():
+            if remaining <= 0:
                 break
             try:
-                batch.append(self.queue.get(timeout=remaining))
+                # Short waits so a stop request is noticed within 0.1 s.
+                batch.append(self.queue.get(timeout=min(remaining, 0.1)))
             except queue.Empty:
-                break
+                continue
         return batch
 
     def _write_loop(self) -> None:

@@ -1,0 +1,216 @@
+"""The collector against a real Mosquitto and a real TimescaleDB: what arrives, once."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from contract import topics
+from tests.support.fleet import (
+    count_rows,
+    create_tenant,
+    enroll,
+    mqtt_client,
+    publish_all,
+    publish_json,
+    sample,
+    scrape,
+    wait_rows,
+)
+from tests.support.services import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def test_sample_arrives_with_every_field(database, broker, collector_factory):
+    tenant = create_tenant(database)
+    (node,) = enroll(database, broker, tenant)
+    collector = collector_factory().start()
+    client = mqtt_client(broker, node.id, node.password)
+    ts = (datetime.now(UTC) - timedelta(seconds=2)).replace(microsecond=123000)
+    publish_json(client, topics.telemetry(node.id), sample(node.id, 7, ts))
+
+    wait_rows(database, 1, "SELECT count(*) FROM telemetry WHERE node_id = %s", (node.id,))
+    with database.connect() as conn:
+        row = conn.execute(
+            "SELECT ts, tenant_id, seq, soc_percent, battery_voltage, battery_power_w,"
+            " solar_power_w, grid_power_w, load_power_w, grid_price, grid_mode, received_at"
+            " FROM telemetry WHERE node_id = %s",
+            (node.id,),
+        ).fetchone()
+        status = conn.execute(
+            "SELECT last_seen_at, last_seq, clock_drift_s FROM node_status WHERE node_id = %s",
+            (node.id,),
+        ).fetchone()
+        decision = conn.execute(
+            "SELECT ts, decision, grid_mode, daily_savings, daily_cost"
+            " FROM optimizer_decisions WHERE node_id = %s",
+            (node.id,),
+        ).fetchall()
+    assert row[:11] == (
+        ts,
+        tenant,
+        7,
+        57.0,
+        52.1,
+        -300.0,
+        1500.0,
+        200.0,
+        1400.0,
+        0.55,
+        "SELF_CONSUMPTION",
+    )
+    assert row[11] >= ts
+    assert status[0] == row[11] and status[1] == 7
+    assert 0 <= status[2] < 5
+    assert decision == [(ts, "charge from PV", "SELF_CONSUMPTION", 1.5, 0.4)]
+    metrics = scrape(collector.metrics_port)
+    assert metrics["wattfleet_collector_samples_written_total"] == 1
+
+
+def _stream(nodes, per_node, start=None, replay_every=0):
+    """Messages for every node: single samples, and every `replay_every`-th message a
+    `{"samples": [...]}` replay of three. Returns ({node_id: messages}, total samples)."""
+    start = start or datetime.now(UTC) - timedelta(hours=1)
+    out, total = {}, 0
+    for node in nodes:
+        msgs, seq = [], 0
+        while seq < per_node:
+            if replay_every and len(msgs) % replay_every == replay_every - 1:
+                batch = [
+                    sample(node.id, s, start + timedelta(seconds=s))
+                    for s in range(seq, min(seq + 3, per_node))
+                ]
+                msgs.append((topics.telemetry(node.id), json.dumps({"samples": batch})))
+                seq += len(batch)
+            else:
+                msgs.append(
+                    (
+                        topics.telemetry(node.id),
+                        json.dumps(sample(node.id, seq, start + timedelta(seconds=seq))),
+                    )
+                )
+                seq += 1
+        out[node.id] = msgs
+        total += per_node
+    return out, total
+
+
+def _publish_streams(broker, nodes, streams):
+    for node in nodes:
+        client = mqtt_client(broker, node.id, node.password)
+        publish_all(client, streams[node.id])
+        client.disconnect()
+        client.loop_stop()
+
+
+def _tenant_rows(database, tenant):
+    return count_rows(database, "SELECT count(*) FROM telemetry WHERE tenant_id = %s", (tenant,))
+
+
+def test_n_samples_from_m_nodes_give_exactly_n_rows(database, broker, collector_factory):
+    tenant = create_tenant(database)
+    nodes = enroll(database, broker, tenant, count=5)
+    collector = collector_factory().start()
+    streams, total = _stream(nodes, 200, replay_every=10)
+    _publish_streams(broker, nodes, streams)
+
+    wait_rows(database, total, "SELECT count(*) FROM telemetry WHERE tenant_id = %s", (tenant,))
+    with database.connect() as conn:
+        per_node = dict(
+            conn.execute(
+                "SELECT node_id, count(DISTINCT seq) FROM telemetry WHERE tenant_id = %s"
+                " GROUP BY node_id",
+                (tenant,),
+            ).fetchall()
+        )
+        last_seq = dict(
+            conn.execute(
+                "SELECT s.node_id, s.last_seq FROM node_status s JOIN nodes n ON n.id = s.node_id"
+                " WHERE n.tenant_id = %s",
+                (tenant,),
+            ).fetchall()
+        )
+    assert per_node == {n.id: 200 for n in nodes}
+    assert last_seq == {n.id: 199 for n in nodes}
+    wait_for(
+        lambda: (
+            scrape(collector.metrics_port)["wattfleet_collector_samples_written_total"] == total
+        ),
+        10,
+        "written counter",
+    )
+    assert _tenant_rows(database, tenant) == total
+
+
+def test_collector_killed_mid_stream_loses_and_duplicates_nothing(
+    database, broker, collector_factory
+):
+    tenant = create_tenant(database)
+    nodes = enroll(database, broker, tenant, count=4)
+    client_id = "collector-stable"
+    # Small batches, so the kill lands between commits with acks outstanding.
+    collector = collector_factory(client_id=client_id, batch_max_messages="50").start()
+    streams, total = _stream(nodes, 500, replay_every=7)
+    _publish_streams(broker, nodes, streams)
+    wait_for(lambda: _tenant_rows(database, tenant) > 0, 20, "first rows")
+    collector.kill()
+    assert _tenant_rows(database, tenant) < total, "killed too late to prove anything"
+
+    restarted = collector_factory(client_id=client_id).start()
+    wait_rows(database, total, "SELECT count(*) FROM telemetry WHERE tenant_id = %s", (tenant,))
+    assert (
+        count_rows(
+            database,
+            "SELECT count(*) FROM (SELECT DISTINCT node_id, seq FROM telemetry WHERE tenant_id = %s) d",
+            (tenant,),
+        )
+        == total
+    )
+    assert restarted.stop() == 0
+
+
+def test_two_collectors_share_the_stream_exactly_once(database, broker, collector_factory):
+    tenant = create_tenant(database)
+    nodes = enroll(database, broker, tenant, count=6)
+    first = collector_factory(batch_max_messages="20").start()
+    second = collector_factory(batch_max_messages="20").start()
+    streams, total = _stream(nodes, 150, replay_every=5)
+    _publish_streams(broker, nodes, streams)
+
+    wait_rows(database, total, "SELECT count(*) FROM telemetry WHERE tenant_id = %s", (tenant,))
+    key = "wattfleet_collector_messages_received_total{kind=telemetry}"
+    received = [scrape(c.metrics_port).get(key, 0) for c in (first, second)]
+    assert all(r > 0 for r in received), f"one collector got nothing: {received}"
+    assert sum(received) == sum(len(m) for m in streams.values())
+
+
+def test_sigterm_flushes_acknowledges_and_exits_zero(database, broker, collector_factory):
+    tenant = create_tenant(database)
+    nodes = enroll(database, broker, tenant, count=2)
+    client_id = "collector-graceful"
+    # Long batch window: at SIGTERM, messages are still waiting in memory.
+    collector = collector_factory(
+        client_id=client_id, batch_max_seconds="30", batch_max_messages="100000"
+    ).start()
+    streams, total = _stream(nodes, 100)
+    _publish_streams(broker, nodes, streams)
+    key = "wattfleet_collector_messages_received_total{kind=telemetry}"
+    wait_for(lambda: scrape(collector.metrics_port).get(key) == total, 20, "all received")
+    assert _tenant_rows(database, tenant) == 0
+
+    assert collector.stop() == 0
+    assert _tenant_rows(database, tenant) == total
+    # Everything was acknowledged: a restart under the same session gets nothing again.
+    again = collector_factory(client_id=client_id).start()
+    wait_for(
+        lambda: scrape(again.metrics_port).get("wattfleet_collector_broker_connected") == 1,
+        10,
+        "reconnect",
+    )
+    client = mqtt_client(broker, nodes[0].id, nodes[0].password)
+    publish_json(client, topics.telemetry(nodes[0].id), sample(nodes[0].id, 10_000))
+    wait_rows(database, total + 1, "SELECT count(*) FROM telemetry WHERE tenant_id = %s", (tenant,))
+    assert scrape(again.metrics_port)[key] == 1

@@ -1,0 +1,119 @@
+"""Fixtures that start real services on free ports and stop them afterwards.
+
+The database is TimescaleDB from WATTFLEET_TEST_DATABASE_URL when set, otherwise the
+embedded PGlite + TimescaleDB server (tests/support/pglite). It is migrated once per
+session; tests isolate themselves with unique tenant and node ids. Each test that
+needs a broker gets its own Mosquitto, so no persistent session or shared
+subscription leaks from one test into the next.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.fleet import unique
+from tests.support.services import (
+    Broker,
+    Database,
+    free_port,
+    migrate,
+    service_env,
+    start_embedded_timescaledb,
+    start_module,
+    stop_process,
+)
+
+
+@pytest.fixture(scope="session")
+def database() -> Iterator[Database]:
+    url = os.environ.get("WATTFLEET_TEST_DATABASE_URL")
+    db = Database(url, embedded=False) if url else start_embedded_timescaledb()
+    try:
+        migrate(db)
+        yield db
+    finally:
+        db.stop()
+
+
+@pytest.fixture
+def broker() -> Iterator[Broker]:
+    # Not under pytest's tmp_path: that is private to root, and mosquitto runs as its
+    # own user.
+    workdir = Path(tempfile.mkdtemp(prefix="wattfleet-broker-"))
+    workdir.chmod(0o755)
+    b = Broker(workdir).start()
+    try:
+        yield b
+    finally:
+        b.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+class CollectorProcess:
+    """`python -m collector` as a real subprocess, with its own metrics port."""
+
+    def __init__(self, database: Database, broker: Broker, log_dir: Path, **settings: str) -> None:
+        self.metrics_port = free_port()
+        self.client_id = settings.pop("client_id", unique("collector"))
+        self.log_path = log_dir / f"{self.client_id}.log"
+        self.env = service_env(
+            **{
+                **database.env(),
+                "WATTFLEET_MQTT_HOST": "127.0.0.1",
+                "WATTFLEET_MQTT_PORT": str(broker.port),
+                "WATTFLEET_MQTT_USERNAME": "collector",
+                "WATTFLEET_MQTT_PASSWORD": broker.passwords["collector"],
+                "WATTFLEET_MQTT_CLIENT_ID": self.client_id,
+                "WATTFLEET_METRICS_PORT": str(self.metrics_port),
+                "WATTFLEET_LOG_LEVEL": "DEBUG",
+                **{f"WATTFLEET_{k.upper()}": v for k, v in settings.items()},
+            }
+        )
+        self.proc: Any = None
+
+    def start(self) -> CollectorProcess:
+        from tests.support.fleet import scrape
+        from tests.support.services import wait_for, wait_for_port
+
+        self.proc = start_module("collector", self.env, self.log_path)
+        wait_for_port(self.metrics_port, 20, self.proc)
+        wait_for(
+            lambda: scrape(self.metrics_port).get("wattfleet_collector_broker_connected") == 1,
+            20,
+            "collector connected to the broker",
+        )
+        return self
+
+    def stop(self) -> int:
+        return stop_process(self.proc)
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture
+def collector_factory(
+    database: Database, broker: Broker, tmp_path: Path
+) -> Iterator[Callable[..., CollectorProcess]]:
+    started: list[CollectorProcess] = []
+
+    def make(**settings: str) -> CollectorProcess:
+        proc = CollectorProcess(database, broker, tmp_path, **settings)
+        started.append(proc)
+        return proc
+
+    yield make
+    for proc in started:
+        if proc.proc is not None:
+            stop_process(proc.proc)

@@ -1,0 +1,162 @@
+"""Tenants, nodes and their broker accounts for tests; telemetry payload builders."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from paho.mqtt.client import Client, MQTTMessageInfo
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from prometheus_client.parser import text_string_to_metric_families
+
+from control_api.broker_security import DynsecClient
+from tests.support.services import Broker, Database, wait_for
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+@dataclass
+class Node:
+    id: str
+    tenant_id: int
+    password: str
+
+
+def create_tenant(db: Database, slug: str | None = None) -> int:
+    slug = slug or unique("t")
+    with db.connect() as conn:
+        row = conn.execute(
+            "INSERT INTO tenants (slug, name) VALUES (%s, %s) RETURNING id", (slug, slug.upper())
+        ).fetchone()
+    return int(row[0])
+
+
+def create_node(
+    db: Database, tenant_id: int, node_id: str | None = None, enabled: bool = True
+) -> str:
+    node_id = node_id or unique("node")
+    with db.connect() as conn:
+        conn.execute(
+            "INSERT INTO nodes (id, tenant_id, display_name, enabled) VALUES (%s, %s, %s, %s)",
+            (node_id, tenant_id, node_id, enabled),
+        )
+    return node_id
+
+
+def mqtt_client(
+    broker: Broker, username: str, password: str, client_id: str | None = None
+) -> Client:
+    """A connected v5 client with its network loop running; raise if refused."""
+    client = Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=client_id or unique(username),
+        protocol=MQTTProtocolVersion.MQTTv5,
+    )
+    client.username_pw_set(username, password)
+    connected = threading.Event()
+    outcome: list[Any] = []
+
+    def on_connect(_c: Client, _u: object, _f: object, reason: Any, _p: object) -> None:
+        outcome.append(reason)
+        connected.set()
+
+    client.on_connect = on_connect
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    if not connected.wait(10) or outcome[0].is_failure:
+        client.loop_stop()
+        raise ConnectionRefusedError(f"{username}: {outcome[0] if outcome else 'no CONNACK'}")
+    return client
+
+
+@contextmanager
+def dynsec(broker: Broker) -> Iterator[DynsecClient]:
+    client = mqtt_client(broker, "admin", broker.passwords["admin"])
+    try:
+        yield DynsecClient(client)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def enroll(
+    db: Database, broker: Broker, tenant_id: int, count: int = 1, enabled: bool = True
+) -> list[Node]:
+    """Creates nodes in the database and their broker accounts."""
+    nodes = []
+    with dynsec(broker) as admin:
+        for _ in range(count):
+            node_id = create_node(db, tenant_id, enabled=enabled)
+            password = secrets.token_urlsafe(12)
+            admin.add_node(node_id, password)
+            nodes.append(Node(node_id, tenant_id, password))
+    return nodes
+
+
+def sample(node_id: str, seq: int, ts: datetime | None = None, **overrides: Any) -> dict[str, Any]:
+    """A valid telemetry sample (seed schema + seq + power fields)."""
+    body: dict[str, Any] = {
+        "node_id": node_id,
+        "timestamp": (ts or datetime.now(UTC)).isoformat(),
+        "seq": seq,
+        "battery": {"soc_percent": 50.0 + seq % 50, "voltage": 52.1, "power_w": -300.0},
+        "solar": {"power_w": 1500.0},
+        "grid": {"current_price": 0.55, "mode": "SELF_CONSUMPTION", "power_w": 200.0},
+        "load": {"power_w": 1400.0},
+        "optimizer": {
+            "latest_decision": "charge from PV",
+            "daily_savings_pln": 1.5,
+            "daily_cost_pln": 0.4,
+        },
+    }
+    body.update(overrides)
+    return body
+
+
+def publish_all(client: Client, messages: list[tuple[str, bytes | str]], qos: int = 1) -> None:
+    infos: list[MQTTMessageInfo] = [client.publish(t, p, qos=qos) for t, p in messages]
+    for info in infos:
+        info.wait_for_publish(10)
+        if info.rc != 0 or not info.is_published():
+            raise AssertionError(f"publish failed rc={info.rc}")
+
+
+def publish_json(client: Client, topic: str, body: Any) -> None:
+    publish_all(client, [(topic, json.dumps(body))])
+
+
+def scrape(port: int) -> dict[str, float]:
+    """A service's /metrics as {"name{label=value,...}": value}."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    values = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
+            values[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
+    return values
+
+
+def count_rows(db: Database, sql: str, params: tuple[Any, ...] = ()) -> int:
+    with db.connect() as conn:
+        return int(conn.execute(sql, params).fetchone()[0])
+
+
+def wait_rows(
+    db: Database, expected: int, sql: str, params: tuple[Any, ...] = (), timeout: float = 30
+) -> int:
+    """Waits until the count query returns `expected`; returns the final count."""
+    wait_for(
+        lambda: count_rows(db, sql, params) >= expected, timeout, f"{expected} rows from {sql}"
+    )
+    return count_rows(db, sql, params)
