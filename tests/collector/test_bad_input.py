@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -48,7 +49,7 @@ def test_each_bad_input_class_is_quarantined_with_its_reason(database, broker, c
     now = datetime.now(UTC)
     topic = topics.telemetry(node.id)
 
-    cases = [
+    cases: list[tuple[str, bytes | str]] = [
         ("invalid_json", b"{not json"),
         ("invalid_json", b'\xff\xfe{"node_id": 1}'),
         (
@@ -69,7 +70,7 @@ def test_each_bad_input_class_is_quarantined_with_its_reason(database, broker, c
     ]
     client = mqtt_client(broker, node.id, node.password)
     publish_all(client, [(topic, payload) for _, payload in cases])
-    for principal, reason in ((disabled, "disabled_node"), (None, "unknown_node")):
+    for principal, _reason in ((disabled, "disabled_node"), (None, "unknown_node")):
         node_id = principal.id if principal else ghost
         c = mqtt_client(broker, node_id, principal.password if principal else "ghost-password")
         publish_json(c, topics.telemetry(node_id), sample(node_id, 1))
@@ -80,7 +81,8 @@ def test_each_bad_input_class_is_quarantined_with_its_reason(database, broker, c
     wait_for(lambda: len(_dead_letters(database, node.id)) == len(cases), 20, "dead letters")
     got = _dead_letters(database, node.id)
     assert [r[0] for r in got] == [reason for reason, _ in cases]
-    assert got[4][2].startswith(b'{"node_id"') and len(got[4][2]) == 4096
+    assert got[4][2].startswith(b'{"node_id"')
+    assert len(got[4][2]) == 4096
     assert got[1][2] == cases[1][1]
     assert "battery.soc_percent" in got[8][1]
     assert [r[0] for r in _dead_letters(database, disabled.id)] == ["disabled_node"]
@@ -129,9 +131,9 @@ def test_node_cannot_use_another_nodes_topics(database, broker, collector_factor
     a, b = enroll(database, broker, tenant, count=2)
     collector_factory().start()
     client = mqtt_client(broker, a.id, a.password)
-    outcomes = {}
+    outcomes: dict[int | None, Any] = {}
     client.on_publish = lambda _c, _u, mid, reason, _p: outcomes.__setitem__(mid, reason)
-    subacks = {}
+    subacks: dict[int | None, Any] = {}
     client.on_subscribe = lambda _c, _u, mid, reasons, _p: subacks.__setitem__(mid, reasons)
 
     own = client.publish(topics.telemetry(a.id), json.dumps(sample(a.id, 1)), qos=1)
@@ -147,7 +149,8 @@ def test_node_cannot_use_another_nodes_topics(database, broker, collector_factor
     assert not outcomes[own.mid].is_failure
     assert all(outcomes[info.mid].is_failure for info in forged)
     assert not subacks[own_sub][0].is_failure
-    assert subacks[foreign_sub][0].is_failure and subacks[wildcard_sub][0].is_failure
+    assert subacks[foreign_sub][0].is_failure
+    assert subacks[wildcard_sub][0].is_failure
     wait_rows(database, 1, "SELECT count(*) FROM telemetry WHERE node_id = %s", (a.id,))
     assert count_rows(database, "SELECT count(*) FROM telemetry WHERE node_id = %s", (b.id,)) == 0
 

@@ -63,7 +63,8 @@ def test_sample_arrives_with_every_field(database, broker, collector_factory):
         "SELF_CONSUMPTION",
     )
     assert row[11] >= ts
-    assert status[0] == row[11] and status[1] == 7
+    assert status[0] == row[11]
+    assert status[1] == 7
     assert 0 <= status[2] < 5
     assert decision == [(ts, "charge from PV", "SELF_CONSUMPTION", 1.5, 0.4)]
     metrics = scrape(collector.metrics_port)
@@ -76,7 +77,8 @@ def _stream(nodes, per_node, start=None, replay_every=0):
     start = start or datetime.now(UTC) - timedelta(hours=1)
     out, total = {}, 0
     for node in nodes:
-        msgs, seq = [], 0
+        msgs: list[tuple[str, str]] = []
+        seq = 0
         while seq < per_node:
             if replay_every and len(msgs) % replay_every == replay_every - 1:
                 batch = [
@@ -164,7 +166,8 @@ def test_collector_killed_mid_stream_loses_and_duplicates_nothing(
     assert (
         count_rows(
             database,
-            "SELECT count(*) FROM (SELECT DISTINCT node_id, seq FROM telemetry WHERE tenant_id = %s) d",
+            "SELECT count(*) FROM (SELECT DISTINCT node_id, seq FROM telemetry"
+            " WHERE tenant_id = %s) d",
             (tenant,),
         )
         == total

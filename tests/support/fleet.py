@@ -7,7 +7,7 @@ import secrets
 import threading
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -123,7 +123,7 @@ def sample(node_id: str, seq: int, ts: datetime | None = None, **overrides: Any)
     return body
 
 
-def publish_all(client: Client, messages: list[tuple[str, bytes | str]], qos: int = 1) -> None:
+def publish_all(client: Client, messages: Sequence[tuple[str, bytes | str]], qos: int = 1) -> None:
     infos: list[MQTTMessageInfo] = [client.publish(t, p, qos=qos) for t, p in messages]
     for info in infos:
         info.wait_for_publish(10)

@@ -3,6 +3,7 @@ client without stopping it for everyone else."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 
@@ -47,20 +48,16 @@ class CuttableProxy:
             pass
         finally:
             for s in (src, dst):
-                try:
+                with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
     def cut(self) -> None:
         """Drops every open connection and refuses new ones until `restore()`."""
         with self._lock:
             self._up = False
             for s in self._open:
-                try:
+                with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
                 s.close()
             self._open.clear()
 
