@@ -253,13 +253,15 @@ def _tenant_views() -> list[str]:
                 RAISE EXCEPTION 'role % already belongs to tenant %', p_role, mapped;
             END IF;
             IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = p_role) THEN
-                EXECUTE format('CREATE ROLE %I LOGIN NOINHERIT', p_role);
+                EXECUTE format('CREATE ROLE %I LOGIN', p_role);
             END IF;
             IF p_password IS NOT NULL THEN
                 EXECUTE format('ALTER ROLE %I PASSWORD %L', p_role, p_password);
             END IF;
-            EXECUTE format('GRANT wattfleet_tenant TO %I', p_role);
+            -- INHERIT before the GRANT: from PostgreSQL 16 a membership inherits only
+            -- if the member role did when it was granted.
             EXECUTE format('ALTER ROLE %I INHERIT', p_role);
+            EXECUTE format('GRANT wattfleet_tenant TO %I', p_role);
             INSERT INTO public.tenant_roles (role_name, tenant_id) VALUES (p_role, p_tenant_id)
                 ON CONFLICT (role_name) DO NOTHING;
         END

@@ -1,0 +1,83 @@
+"""Unit tests of message validation: no broker, no database."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from collector.decode import KEPT_PAYLOAD_BYTES, Decoder, Limits, Reason
+from tests.support.fleet import sample
+
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+TOPIC = "nodes/n1/telemetry"
+decoder = Decoder(Limits(max_payload_bytes=4096))
+
+
+def _decode(body, topic=TOPIC):
+    payload = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return decoder.decode(topic, payload, NOW)
+
+
+def test_valid_sample_is_accepted_as_live():
+    out = _decode(sample("n1", 3, NOW - timedelta(seconds=2)))
+    assert [s.seq for s in out.samples] == [3] and out.live and not out.dead
+
+
+def test_replay_batch_is_not_live():
+    batch = {"samples": [sample("n1", i, NOW - timedelta(hours=1, seconds=-i)) for i in range(3)]}
+    out = _decode(batch)
+    assert [s.seq for s in out.samples] == [0, 1, 2] and not out.live
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"{", Reason.INVALID_JSON),
+        (b"\xc3\x28", Reason.INVALID_JSON),
+        (b"[]", Reason.SCHEMA_VIOLATION),
+        ({"node_id": "n1"}, Reason.SCHEMA_VIOLATION),
+        (sample("n1", 1, NOW, timestamp="2026-11-28T12:00:00"), Reason.SCHEMA_VIOLATION),
+        (sample("n1", -1, NOW), Reason.IMPLAUSIBLE_VALUE),
+        (sample("n1", 1, NOW, battery={"soc_percent": 100.5}), Reason.IMPLAUSIBLE_VALUE),
+        (
+            sample("n1", 1, NOW, grid={"current_price": 0.5, "mode": "A", "power_w": -2e5}),
+            Reason.IMPLAUSIBLE_VALUE,
+        ),
+        (
+            b'{"node_id":"n1","timestamp":"2026-11-28T12:00:00Z","seq":1,"battery":'
+            b'{"soc_percent":NaN},"solar":{"power_w":0},"grid":{"current_price":0,"mode":"A"}}',
+            Reason.IMPLAUSIBLE_VALUE,
+        ),
+        (sample("n2", 1, NOW), Reason.NODE_ID_MISMATCH),
+        (sample("n1", 1, NOW + timedelta(minutes=6)), Reason.TIMESTAMP_IN_FUTURE),
+        (sample("n1", 1, NOW - timedelta(days=31)), Reason.TIMESTAMP_TOO_OLD),
+        ({"samples": []}, Reason.SCHEMA_VIOLATION),
+        ({"samples": "all of them"}, Reason.SCHEMA_VIOLATION),
+    ],
+)
+def test_each_rejection_has_its_reason(body, reason):
+    out = _decode(body)
+    assert not out.samples
+    assert [d.reason for d in out.dead] == [reason]
+
+
+def test_small_future_skew_is_tolerated():
+    assert _decode(sample("n1", 1, NOW + timedelta(minutes=4))).samples
+
+
+def test_oversized_payload_keeps_its_head_only():
+    out = _decode(sample("n1", 1, NOW, padding="x" * 10_000))
+    (dead,) = out.dead
+    assert dead.reason is Reason.PAYLOAD_TOO_LARGE
+    assert len(dead.payload) == KEPT_PAYLOAD_BYTES
+
+
+def test_status_payloads_and_foreign_topics():
+    ok = decoder.decode("nodes/n1/status", b'{"state":"online","ts":"2026-11-28T12:00:00Z"}', NOW)
+    assert ok.status is not None and ok.status.state == "online"
+    bad = decoder.decode("nodes/n1/status", b'{"state":"dancing","ts":"2026-11-28T12:00:00Z"}', NOW)
+    assert [d.reason for d in bad.dead] == [Reason.SCHEMA_VIOLATION]
+    foreign = decoder.decode("nodes/n1/commands", b"{}", NOW)
+    assert [d.reason for d in foreign.dead] == [Reason.UNEXPECTED_TOPIC]

@@ -1,0 +1,80 @@
+"""Migrations run, re-run, downgrade and upgrade again on a fresh TimescaleDB."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+from alembic import command
+
+from tests.support.fleet import unique
+from tests.support.services import (
+    Database,
+    alembic_config,
+    downgrade,
+    migrate,
+    start_embedded_timescaledb,
+)
+
+pytestmark = pytest.mark.integration
+
+OBJECTS = """
+SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE (n.nspname = 'public' AND c.relname IN ('tenants', 'nodes', 'node_status', 'telemetry',
+       'optimizer_decisions', 'node_events', 'dead_letters', 'telemetry_5m', 'telemetry_1h',
+       'telemetry_1d', 'tenant_roles'))
+   OR n.nspname = 'tenant_view' AND c.relkind = 'v'
+"""
+# 11 tables and aggregates, 8 tenant views.
+EXPECTED_OBJECTS = 11 + 8
+JOBS = "SELECT count(*) FROM timescaledb_information.jobs WHERE job_id >= 1000"
+
+
+@pytest.fixture
+def fresh_database() -> Iterator[Database]:
+    """An empty database: its own embedded server, or a new database on the native one."""
+    url = os.environ.get("WATTFLEET_TEST_DATABASE_URL")
+    if not url:
+        db = start_embedded_timescaledb()
+        try:
+            yield db
+        finally:
+            db.stop()
+        return
+    name = unique("migrations").replace("-", "_")
+    admin = Database(url, embedded=False)
+    with admin.connect() as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base, _, _ = url.rpartition("/")
+    try:
+        yield Database(f"{base}/{name}", embedded=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+def _count(db, sql):
+    with db.connect() as conn:
+        return conn.execute(sql).fetchone()[0]
+
+
+def test_upgrade_rerun_downgrade_and_upgrade_again(fresh_database):
+    db = fresh_database
+    migrate(db)
+    assert _count(db, OBJECTS) == EXPECTED_OBJECTS
+    assert _count(db, JOBS) == 7
+
+    # Re-running every statement over existing objects changes nothing and fails nothing.
+    command.stamp(alembic_config(db), "base")
+    migrate(db)
+    assert _count(db, OBJECTS) == EXPECTED_OBJECTS
+    assert _count(db, JOBS) == 7
+
+    downgrade(db, "base")
+    assert _count(db, OBJECTS) == 0
+    assert _count(db, JOBS) == 0
+
+    migrate(db)
+    assert _count(db, OBJECTS) == EXPECTED_OBJECTS
+    assert _count(db, JOBS) == 7

@@ -1,0 +1,106 @@
+"""Retention and compression jobs drop and compress what they should."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tests.support.fleet import create_node, create_tenant
+
+pytestmark = pytest.mark.integration
+
+
+def _job(conn, proc, table):
+    (job,) = conn.execute(
+        "SELECT job_id FROM timescaledb_information.jobs WHERE proc_name = %s"
+        " AND hypertable_name = %s",
+        (proc, table),
+    ).fetchone()
+    return job
+
+
+def test_retention_and_compression_jobs(database):
+    tenant = create_tenant(database)
+    node = create_node(database, tenant)
+    now = datetime.now(UTC)
+    ages_days = (45, 35, 20, 10, 1)
+    with database.connect() as conn:
+        for seq, age in enumerate(ages_days):
+            conn.execute(
+                "INSERT INTO telemetry (ts, node_id, tenant_id, seq, soc_percent)"
+                " VALUES (%s, %s, %s, %s, 50)",
+                (now - timedelta(days=age), node, tenant, seq),
+            )
+        for age in (20, 1):
+            conn.execute(
+                "INSERT INTO dead_letters (received_at, topic, node_id, reason, detail, payload)"
+                " VALUES (%s, 'nodes/x/telemetry', %s, 'invalid_json', 'test', 'x')",
+                (now - timedelta(days=age), node),
+            )
+
+        conn.execute(f"CALL run_job({_job(conn, 'policy_retention', 'telemetry')})")
+        conn.execute(f"CALL run_job({_job(conn, 'policy_retention', 'dead_letters')})")
+        conn.execute(f"CALL run_job({_job(conn, 'policy_compression', 'telemetry')})")
+
+        kept = [
+            r[0]
+            for r in conn.execute(
+                "SELECT seq FROM telemetry WHERE node_id = %s ORDER BY seq", (node,)
+            )
+        ]
+        dead = conn.execute(
+            "SELECT count(*) FROM dead_letters WHERE node_id = %s", (node,)
+        ).fetchone()[0]
+        compressed = dict(
+            conn.execute(
+                "SELECT c.range_end > %s, bool_and(c.is_compressed)"
+                " FROM timescaledb_information.chunks c"
+                " WHERE c.hypertable_name = 'telemetry' AND c.range_end <= %s"
+                " GROUP BY 1",
+                (now - timedelta(days=7), now),
+            ).fetchall()
+        )
+        recent_chunk_compressed = conn.execute(
+            "SELECT is_compressed FROM timescaledb_information.chunks"
+            " WHERE hypertable_name = 'telemetry' AND range_start <= %s AND range_end > %s",
+            (now - timedelta(days=1), now - timedelta(days=1)),
+        ).fetchone()[0]
+    assert kept == [2, 3, 4]  # 45 and 35 days old: dropped; 20, 10 and 1: kept
+    assert dead == 1
+    assert compressed[False] is True  # every chunk older than 7 days is compressed
+    assert recent_chunk_compressed is False
+    # Compressed rows stay readable, and segmentby node_id is configured.
+    with database.connect() as conn:
+        segmentby = conn.execute(
+            "SELECT attname FROM timescaledb_information.compression_settings"
+            " WHERE hypertable_name = 'telemetry' AND segmentby_column_index = 1"
+        ).fetchone()
+    assert segmentby == ("node_id",)
+
+
+def test_late_samples_insert_idempotently_into_compressed_chunks(database):
+    """An edge backlog may reach past the 7-day compression horizon."""
+    tenant = create_tenant(database)
+    node = create_node(database, tenant)
+    old = datetime.now(UTC) - timedelta(days=9)
+    insert = (
+        "INSERT INTO telemetry (ts, node_id, tenant_id, seq, soc_percent) VALUES (%s, %s, %s, %s, 50)"
+        " ON CONFLICT (node_id, ts) DO NOTHING"
+    )
+    with database.connect() as conn:
+        conn.execute(insert, (old, node, tenant, 1))
+        conn.execute(f"CALL run_job({_job(conn, 'policy_compression', 'telemetry')})")
+        chunk_compressed = conn.execute(
+            "SELECT is_compressed FROM timescaledb_information.chunks"
+            " WHERE hypertable_name = 'telemetry' AND range_start <= %s AND range_end > %s",
+            (old, old),
+        ).fetchone()[0]
+        duplicate = conn.execute(insert, (old, node, tenant, 1)).rowcount
+        late = conn.execute(insert, (old + timedelta(seconds=5), node, tenant, 2)).rowcount
+        rows = conn.execute(
+            "SELECT seq FROM telemetry WHERE node_id = %s ORDER BY seq", (node,)
+        ).fetchall()
+    assert chunk_compressed is True
+    assert (duplicate, late) == (0, 1)
+    assert rows == [(1,), (2,)]
