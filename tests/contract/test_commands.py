@@ -57,12 +57,13 @@ def test_forged_or_altered_commands_fail_verification(node_id, secret, tamper):
 
 def test_params_are_typed_per_command():
     assert validate_params(CommandType.SET_MODE, {"mode": "AUTO"}).model_dump() == {"mode": "AUTO"}
-    for command_type, params in [
+    cases: list[tuple[CommandType, dict[str, object]]] = [
         (CommandType.SET_MODE, {"mode": "TURBO"}),
         (CommandType.FORCE_CHARGE, {"power_w": -1, "duration_s": 60}),
         (CommandType.FORCE_CHARGE, {"power_w": 100, "duration_s": 60, "shell": "rm -rf /"}),
         (CommandType.SELF_UPDATE, {"version": "1.0; curl evil"}),
         (CommandType.RESTART_AGENT, {"now": True}),
-    ]:
+    ]
+    for command_type, params in cases:
         with pytest.raises(ValidationError):
             validate_params(command_type, params)

@@ -34,9 +34,9 @@ def as_role(db: Database, role: str, password: str) -> Iterator[Any]:
             yield conn
         return
     import psycopg
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+    from psycopg.conninfo import make_conninfo
 
-    params = conninfo_to_dict(db.url)
-    params.update(user=role, password=password)
-    with psycopg.connect(make_conninfo(**params), autocommit=True) as conn:
+    with psycopg.connect(
+        make_conninfo(db.url, user=role, password=password), autocommit=True
+    ) as conn:
         yield conn

@@ -85,8 +85,8 @@ def test_late_samples_insert_idempotently_into_compressed_chunks(database):
     node = create_node(database, tenant)
     old = datetime.now(UTC) - timedelta(days=9)
     insert = (
-        "INSERT INTO telemetry (ts, node_id, tenant_id, seq, soc_percent) VALUES (%s, %s, %s, %s, 50)"
-        " ON CONFLICT (node_id, ts) DO NOTHING"
+        "INSERT INTO telemetry (ts, node_id, tenant_id, seq, soc_percent)"
+        " VALUES (%s, %s, %s, %s, 50) ON CONFLICT (node_id, ts) DO NOTHING"
     )
     with database.connect() as conn:
         conn.execute(insert, (old, node, tenant, 1))

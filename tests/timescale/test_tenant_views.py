@@ -65,7 +65,7 @@ def _seed(database, tenant):
 
 def test_tenant_role_sees_only_its_tenant_in_every_view(database):
     tenant_a, tenant_b = create_tenant(database), create_tenant(database)
-    node_a, node_b = _seed(database, tenant_a), _seed(database, tenant_b)
+    _node_a, node_b = _seed(database, tenant_a), _seed(database, tenant_b)
     with database.connect() as conn:
         refresh_all(conn)
     role_b = unique("tenant_b")
