@@ -22,8 +22,8 @@ class CollectorSettings(ServiceSettings, MqttSettings, DatabaseSettings):
 
     # A batch is committed when it holds this many messages or its first message has
     # waited this long, whichever comes first.
-    batch_max_messages: int = Field(default=2_000, ge=1)
-    batch_max_seconds: float = Field(default=0.25, gt=0)
+    batch_max_messages: int = Field(default=5_000, ge=1)
+    batch_max_seconds: float = Field(default=1.0, gt=0)
     # Received but uncommitted messages held in memory. When full, the collector stops
     # reading from the broker (which keeps queuing) rather than dropping anything.
     queue_max_messages: int = Field(default=20_000, ge=1)

@@ -8,6 +8,7 @@ and node_status only moves forward.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,23 +19,40 @@ from psycopg.types.json import Jsonb
 
 from collector.decode import DeadLetter, Decoded, Reason
 
+# Telemetry goes through a per-transaction staging table filled by binary COPY (the
+# fastest load path, formatted in C by psycopg), then one idempotent INSERT ... SELECT.
+# ON COMMIT DROP keeps no session state, so this also works behind PgBouncer.
+TELEMETRY_COLUMNS = (
+    ("ts", "timestamptz"),
+    ("node_id", "text"),
+    ("tenant_id", "int8"),
+    ("seq", "int8"),
+    ("soc_percent", "float8"),
+    ("battery_voltage", "float8"),
+    ("battery_power_w", "float8"),
+    ("solar_power_w", "float8"),
+    ("grid_power_w", "float8"),
+    ("load_power_w", "float8"),
+    ("grid_price", "float8"),
+    ("grid_mode", "text"),
+    ("received_at", "timestamptz"),
+)
+CREATE_STAGE = "CREATE TEMP TABLE telemetry_stage (LIKE telemetry) ON COMMIT DROP"
+COPY_STAGE = (
+    f"COPY telemetry_stage ({', '.join(name for name, _ in TELEMETRY_COLUMNS)})"
+    " FROM STDIN (FORMAT BINARY)"
+)
 INSERT_TELEMETRY = """
-INSERT INTO telemetry (ts, node_id, tenant_id, seq, soc_percent, battery_voltage,
-    battery_power_w, solar_power_w, grid_power_w, load_power_w, grid_price, grid_mode,
-    received_at)
-SELECT * FROM unnest(%s::timestamptz[], %s::text[], %s::bigint[], %s::bigint[],
-    %s::float8[], %s::float8[], %s::float8[], %s::float8[], %s::float8[], %s::float8[],
-    %s::float8[], %s::text[], %s::timestamptz[])
+INSERT INTO telemetry SELECT * FROM telemetry_stage
 ON CONFLICT (node_id, ts) DO NOTHING
 """
 
 # A decision row is kept only when it differs from the node's previous one: the previous
-# sample in this batch, else the latest stored decision before it.
+# row sent (the writer already dropped repeats within the batch), else the latest
+# stored decision before it. Rows travel as one JSON parameter, parsed by the server.
 INSERT_DECISIONS = """
 WITH b AS (
-    SELECT * FROM unnest(%s::timestamptz[], %s::text[], %s::bigint[], %s::text[], %s::text[],
-        %s::float8[], %s::float8[])
-        AS b(ts, node_id, tenant_id, decision, grid_mode, daily_savings, daily_cost)
+    SELECT * FROM json_populate_recordset(NULL::optimizer_decisions, %s::json)
 ), o AS (
     SELECT b.*, lag(decision) OVER (PARTITION BY node_id ORDER BY ts) AS prev FROM b
 )
@@ -84,6 +102,22 @@ ON CONFLICT (node_id) DO UPDATE SET
 """
 
 
+def _decision_changes(
+    by_node: dict[str, list[tuple[datetime, dict[str, Any]]]],
+) -> list[dict[str, Any]]:
+    """Per node, in time order, each row whose decision differs from the row before it
+    in the batch (the first row is kept: the database compares it with what is stored)."""
+    changes = []
+    for rows in by_node.values():
+        rows.sort(key=lambda r: r[0])
+        previous = None
+        for _, row in rows:
+            if row["decision"] != previous:
+                changes.append(row)
+                previous = row["decision"]
+    return changes
+
+
 @dataclass(slots=True)
 class Inbound:
     """A received message, decoded, waiting for its batch to commit."""
@@ -117,8 +151,8 @@ class BatchWriter:
         with self.conn.transaction(), self.conn.cursor() as cur:
             nodes = self._lookup_nodes(cur, batch)
             dead: list[tuple[datetime, DeadLetter]] = []
-            telemetry: list[list[Any]] = [[] for _ in range(13)]
-            decisions: list[list[Any]] = [[] for _ in range(7)]
+            telemetry: list[tuple[Any, ...]] = []
+            decisions: dict[str, list[tuple[datetime, dict[str, Any]]]] = {}
             seen: dict[str, list[Any]] = {}
             statuses = []
             for item in batch:
@@ -144,12 +178,12 @@ class BatchWriter:
                     statuses.append((item, tenant_id))
                     continue
                 self._add_samples(item, tenant_id, now, telemetry, decisions, seen, result)
-            if telemetry[0]:
-                cur.execute(INSERT_TELEMETRY, telemetry)
-                result.attempted = len(telemetry[0])
-                result.inserted = cur.rowcount
-            if decisions[0]:
-                cur.execute(INSERT_DECISIONS, decisions)
+            if telemetry:
+                result.attempted = len(telemetry)
+                result.inserted = self._insert_telemetry(cur, telemetry)
+            if decisions:
+                changes = _decision_changes(decisions)
+                cur.execute(INSERT_DECISIONS, (json.dumps(changes, separators=(",", ":")),))
             if seen:
                 ordered = sorted(seen.items())
                 cur.execute(
@@ -174,24 +208,34 @@ class BatchWriter:
         return {row[0]: (row[1], row[2]) for row in cur.fetchall()}
 
     @staticmethod
+    def _insert_telemetry(cur: psycopg.Cursor[Any], rows: list[tuple[Any, ...]]) -> int:
+        cur.execute(CREATE_STAGE)
+        with cur.copy(COPY_STAGE) as copy:
+            copy.set_types([pg_type for _, pg_type in TELEMETRY_COLUMNS])
+            for row in rows:
+                copy.write_row(row)
+        cur.execute(INSERT_TELEMETRY)
+        return cur.rowcount
+
+    @staticmethod
     def _add_samples(
         item: Inbound,
         tenant_id: int,
         now: datetime,
-        telemetry: list[list[Any]],
-        decisions: list[list[Any]],
+        telemetry: list[tuple[Any, ...]],
+        decisions: dict[str, list[tuple[datetime, dict[str, Any]]]],
         seen: dict[str, list[Any]],
         result: WriteResult,
     ) -> None:
         decoded = item.decoded
         node_id = decoded.node_id
-        last = seen.setdefault(node_id, [item.received_at, -1, None])  # type: ignore[arg-type]
+        assert node_id is not None
+        last = seen.setdefault(node_id, [item.received_at, -1, None])
         if item.received_at > last[0]:
             last[0] = item.received_at
         for s in decoded.samples:
             battery, grid = s.battery, s.grid
-            for column, value in zip(
-                telemetry,
+            telemetry.append(
                 (
                     s.timestamp,
                     node_id,
@@ -206,10 +250,8 @@ class BatchWriter:
                     grid.current_price,
                     grid.mode,
                     item.received_at,
-                ),
-                strict=True,
-            ):
-                column.append(value)
+                )
+            )
             if s.seq > last[1]:
                 last[1] = s.seq
             if decoded.live:
@@ -218,20 +260,20 @@ class BatchWriter:
                 result.lags_s.append((now - s.timestamp).total_seconds())
             if s.optimizer is not None:
                 opt = s.optimizer
-                for column, value in zip(
-                    decisions,
+                decisions.setdefault(node_id, []).append(
                     (
                         s.timestamp,
-                        node_id,
-                        tenant_id,
-                        opt.latest_decision,
-                        grid.mode,
-                        opt.daily_savings_pln,
-                        opt.daily_cost_pln,
-                    ),
-                    strict=True,
-                ):
-                    column.append(value)
+                        {
+                            "ts": s.timestamp.isoformat(),
+                            "node_id": node_id,
+                            "tenant_id": tenant_id,
+                            "decision": opt.latest_decision,
+                            "grid_mode": grid.mode,
+                            "daily_savings": opt.daily_savings_pln,
+                            "daily_cost": opt.daily_cost_pln,
+                        },
+                    )
+                )
 
     @staticmethod
     def _record_status(cur: psycopg.Cursor[Any], item: Inbound, tenant_id: int) -> None:

@@ -211,6 +211,7 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--force", action="store_true", help="overwrite an existing file")
+    parser.add_argument("--chown", metavar="UID:GID", help="hand the file to the broker's user")
     args = parser.parse_args()
     if args.out.exists() and not args.force:
         # The running broker rewrites this file with every enrolled node: never clobber it.
@@ -230,6 +231,10 @@ def main() -> None:
         ("control-api", os.environ[names[2]]),
     )
     args.out.write_text(json.dumps(config, indent=2))
+    args.out.chmod(0o600)
+    if args.chown:
+        uid, gid = (int(part) for part in args.chown.split(":"))
+        os.chown(args.out, uid, gid)
     print(f"wrote {args.out}")
 
 

