@@ -177,7 +177,7 @@ class BatchWriter:
                 if decoded.status is not None:
                     statuses.append((item, tenant_id))
                     continue
-                self._add_samples(item, tenant_id, now, telemetry, decisions, seen, result)
+                self._add_samples(item, tenant_id, telemetry, decisions, seen)
             if telemetry:
                 result.attempted = len(telemetry)
                 result.inserted = self._insert_telemetry(cur, telemetry)
@@ -185,6 +185,7 @@ class BatchWriter:
                 changes = _decision_changes(decisions)
                 cur.execute(INSERT_DECISIONS, (json.dumps(changes, separators=(",", ":")),))
             if seen:
+                result.lags_s = [(now - v[3]).total_seconds() for v in seen.values() if v[3]]
                 ordered = sorted(seen.items())
                 cur.execute(
                     UPSERT_SEEN,
@@ -221,16 +222,15 @@ class BatchWriter:
     def _add_samples(
         item: Inbound,
         tenant_id: int,
-        now: datetime,
         telemetry: list[tuple[Any, ...]],
         decisions: dict[str, list[tuple[datetime, dict[str, Any]]]],
         seen: dict[str, list[Any]],
-        result: WriteResult,
     ) -> None:
         decoded = item.decoded
         node_id = decoded.node_id
         assert node_id is not None
-        last = seen.setdefault(node_id, [item.received_at, -1, None])
+        # [last seen, highest seq, clock drift, newest live sample time]
+        last = seen.setdefault(node_id, [item.received_at, -1, None, None])
         if item.received_at > last[0]:
             last[0] = item.received_at
         for s in decoded.samples:
@@ -257,7 +257,8 @@ class BatchWriter:
             if decoded.live:
                 # Only a live sample's timestamp reflects the node's clock right now.
                 last[2] = (item.received_at - s.timestamp).total_seconds()
-                result.lags_s.append((now - s.timestamp).total_seconds())
+                if last[3] is None or s.timestamp > last[3]:
+                    last[3] = s.timestamp
             if s.optimizer is not None:
                 opt = s.optimizer
                 decisions.setdefault(node_id, []).append(

@@ -48,7 +48,7 @@ class CollectorMetrics:
         )
         self.lag_seconds = Histogram(
             "wattfleet_collector_end_to_end_lag_seconds",
-            "From a live sample's timestamp to its commit.",
+            "From each node's newest live sample in a batch to the batch's commit.",
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
             registry=registry,
         )

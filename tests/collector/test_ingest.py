@@ -217,3 +217,35 @@ def test_sigterm_flushes_acknowledges_and_exits_zero(database, broker, collector
     publish_json(client, topics.telemetry(nodes[0].id), sample(nodes[0].id, 10_000))
     wait_rows(database, total + 1, "SELECT count(*) FROM telemetry WHERE tenant_id = %s", (tenant,))
     assert scrape(again.metrics_port)[key] == 1
+
+
+def test_optimizer_decisions_are_stored_only_when_they_change(database, broker, collector_factory):
+    tenant = create_tenant(database)
+    (node,) = enroll(database, broker, tenant)
+    collector_factory().start()
+    start = datetime.now(UTC) - timedelta(minutes=10)
+    decisions = ["hold", "hold", "charge", "charge", "hold", "hold"]
+
+    def message(seq):
+        body = sample(node.id, seq, start + timedelta(seconds=5 * seq))
+        body["optimizer"] = {"latest_decision": decisions[seq]}
+        return body
+
+    client = mqtt_client(broker, node.id, node.password)
+    publish_json(client, topics.telemetry(node.id), message(0))
+    wait_rows(database, 1, "SELECT count(*) FROM telemetry WHERE node_id = %s", (node.id,))
+    # The rest as one replay, then all of it again as a redelivery would.
+    replay = {"samples": [message(seq) for seq in range(1, 6)]}
+    publish_json(client, topics.telemetry(node.id), replay)
+    wait_rows(database, 6, "SELECT count(*) FROM telemetry WHERE node_id = %s", (node.id,))
+    publish_json(client, topics.telemetry(node.id), {"samples": [message(s) for s in range(6)]})
+    publish_json(client, topics.telemetry(node.id), sample(node.id, 99))
+    wait_rows(database, 7, "SELECT count(*) FROM telemetry WHERE node_id = %s", (node.id,))
+
+    with database.connect() as conn:
+        stored = conn.execute(
+            "SELECT ts, decision FROM optimizer_decisions WHERE node_id = %s ORDER BY ts",
+            (node.id,),
+        ).fetchall()
+    assert [d for _, d in stored] == ["hold", "charge", "hold", "charge from PV"]
+    assert [t for t, _ in stored[:3]] == [start + timedelta(seconds=s) for s in (0, 10, 20)]
