@@ -37,6 +37,7 @@ class Reason(StrEnum):
     TIMESTAMP_TOO_OLD = "timestamp_too_old"
     IMPLAUSIBLE_VALUE = "implausible_value"
     UNEXPECTED_TOPIC = "unexpected_topic"
+    REJECTED_BY_DATABASE = "rejected_by_database"
 
 
 # What a dead letter keeps of an oversized payload: enough to see what it was.

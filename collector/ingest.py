@@ -137,6 +137,16 @@ class WriteResult:
     dead: Counter[Reason] = field(default_factory=Counter)
     lags_s: list[float] = field(default_factory=list)
 
+    def add(self, other: WriteResult) -> None:
+        self.attempted += other.attempted
+        self.inserted += other.inserted
+        self.dead.update(other.dead)
+        self.lags_s.extend(other.lags_s)
+
+
+# Errors that mean "this data", not "this database": retrying cannot help.
+REFUSED_DATA = (psycopg.DataError, psycopg.IntegrityError)
+
 
 class BatchWriter:
     """Writes batches over one connection it owns (autocommit; one explicit
@@ -146,7 +156,34 @@ class BatchWriter:
         self.conn = conn
 
     def write(self, batch: list[Inbound], now: datetime) -> WriteResult:
-        """Writes the batch atomically; raises psycopg.Error and writes nothing on failure."""
+        """Writes the batch atomically. If the database refuses some message's data
+        (REFUSED_DATA), each message is written on its own and the refused ones go to
+        dead_letters, so one poison message cannot stall ingest. Any other psycopg.Error
+        is raised, with nothing of the batch written."""
+        try:
+            return self._write(batch, now)
+        except REFUSED_DATA as exc:
+            if len(batch) == 1:
+                return self._quarantine(batch[0], exc)
+            result = WriteResult()
+            for item in batch:
+                result.add(self.write([item], now))
+            return result
+
+    def _quarantine(self, item: Inbound, exc: psycopg.Error) -> WriteResult:
+        detail = str(exc).replace("\x00", "")
+        letter = DeadLetter(
+            item.decoded.topic,
+            item.decoded.node_id,
+            Reason.REJECTED_BY_DATABASE,
+            detail,
+            item.payload,
+        )
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            self._insert_dead(cur, [(item.received_at, letter)])
+        return WriteResult(dead=Counter({Reason.REJECTED_BY_DATABASE: 1}))
+
+    def _write(self, batch: list[Inbound], now: datetime) -> WriteResult:
         result = WriteResult()
         with self.conn.transaction(), self.conn.cursor() as cur:
             nodes = self._lookup_nodes(cur, batch)

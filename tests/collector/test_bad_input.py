@@ -245,3 +245,37 @@ def test_unknown_secret_is_refused_by_the_broker(broker):
         mqtt_client(broker, "collector", secrets.token_hex(8))
     with pytest.raises(ConnectionRefusedError):
         mqtt_client(broker, "", "")
+
+
+def test_data_the_database_refuses_is_quarantined_alone(database, broker, collector_factory):
+    """A NUL character passes JSON and schema validation, but PostgreSQL text refuses it."""
+    tenant = create_tenant(database)
+    (node,) = enroll(database, broker, tenant)
+    collector = collector_factory().start()
+    start = datetime.now(UTC) - timedelta(minutes=5)
+    poison = sample(node.id, 1, start + timedelta(seconds=5))
+    poison["grid"]["mode"] = "AUTO\u0000"
+    client = mqtt_client(broker, node.id, node.password)
+    publish_all(
+        client,
+        [
+            (topics.telemetry(node.id), json.dumps(sample(node.id, 0, start))),
+            (topics.telemetry(node.id), json.dumps(poison)),
+            (
+                topics.telemetry(node.id),
+                json.dumps(sample(node.id, 2, start + timedelta(seconds=10))),
+            ),
+        ],
+    )
+
+    wait_rows(database, 2, "SELECT count(*) FROM telemetry WHERE node_id = %s", (node.id,))
+    wait_for(lambda: len(_dead_letters(database, node.id)) == 1, 10, "one dead letter")
+    ((reason, detail, payload),) = _dead_letters(database, node.id)
+    assert reason == "rejected_by_database"
+    assert "0x00" in detail
+    assert json.loads(payload)["seq"] == 1
+    publish_json(client, topics.telemetry(node.id), sample(node.id, 3))
+    wait_rows(database, 3, "SELECT count(*) FROM telemetry WHERE node_id = %s", (node.id,))
+    metrics = scrape(collector.metrics_port)
+    assert metrics["wattfleet_collector_dead_letters_total{reason=rejected_by_database}"] == 1
+    assert metrics.get("wattfleet_collector_commit_failures_total", 0) == 0
