@@ -1,0 +1,171 @@
+"""Reading and controlling a SunSpec inverter over Modbus (pymodbus, sync client).
+
+Discovery finds the "SunS" marker at one of the map's base addresses and walks the model
+chain; readings apply each point's scale factor. The site's power flows come from:
+- PV: the MPPT model's strings (160), else the inverter's DC power (103 DCW);
+- battery: inverter AC power minus PV (a hybrid inverter's AC side carries both);
+- grid: the first meter model (201-204), + import / - export;
+- load: inverter AC power plus grid power.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pymodbus.client import ModbusTcpClient
+from pymodbus.exceptions import ModbusException
+
+from edge.registers import END_MODEL_ID, SUNS_MARKER, RegisterMap, decode, encode
+
+MAX_READ = 125  # registers per Modbus read request
+INVERTER_MODELS = (103, 101)
+METER_MODELS = (201, 202, 203, 204)
+
+
+class InverterError(Exception):
+    """The device did not answer, answered with an error, or is not SunSpec."""
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One poll of the device, in the contract's units and sign conventions."""
+
+    soc_percent: float | None
+    battery_voltage: float | None
+    battery_power_w: float | None
+    solar_power_w: float | None
+    grid_power_w: float | None
+    load_power_w: float | None
+    ac_power_w: float | None
+    energy_wh: float | None
+    operating_state: int | None
+    events: int | None
+    storage: dict[str, Any]
+
+
+class SunSpecDevice:
+    def __init__(self, client: ModbusTcpClient, unit_id: int, regmap: RegisterMap) -> None:
+        self.client = client
+        self.unit_id = unit_id
+        self.regmap = regmap
+        self.models: dict[int, int] = {}  # model id -> address of its first point
+
+    def _read(self, address: int, count: int) -> list[int]:
+        registers: list[int] = []
+        while count > 0:
+            n = min(count, MAX_READ)
+            try:
+                response = self.client.read_holding_registers(
+                    address, count=n, device_id=self.unit_id
+                )
+            except ModbusException as exc:
+                raise InverterError(f"read {address}+{n}: {exc}") from exc
+            if response.isError():
+                raise InverterError(f"read {address}+{n}: device answered {response}")
+            registers += response.registers
+            address, count = address + n, count - n
+        return registers
+
+    def discover(self) -> dict[int, int]:
+        """Finds the SunSpec marker and the model chain; raises InverterError if absent."""
+        for base in self.regmap.markers:
+            try:
+                if tuple(self._read(base, 2)) != SUNS_MARKER:
+                    continue
+            except InverterError:
+                continue
+            models: dict[int, int] = {}
+            address = base + 2
+            for _ in range(100):  # a chain is never this long: a corrupt one stops here
+                model_id, length = self._read(address, 2)
+                if model_id == END_MODEL_ID:
+                    self.models = models
+                    return models
+                models[model_id] = address + 2
+                address += 2 + length
+            raise InverterError(f"SunSpec chain at {base} does not end")
+        raise InverterError(f"no SunSpec marker at {self.regmap.markers}")
+
+    def read_model(self, model_id: int) -> dict[str, Any]:
+        """Every mapped point of a model, scaled; a repeating block as `modules`."""
+        model = self.regmap.models[model_id]
+        regs = self._read(self.models[model_id], model.length)
+
+        def scale_of(name: str | None, points: dict[str, Any]) -> int | None:
+            if name is None:
+                return None
+            sf = decode(points[name], regs[points[name].offset : points[name].offset + 1])
+            return None if sf is None else int(sf)
+
+        values: dict[str, Any] = {}
+        for name, point in model.points.items():
+            raw = regs[point.offset : point.offset + point.width]
+            values[name] = decode(point, raw, scale_of(point.sf, model.points))
+        if model.repeating is not None:
+            block, modules = model.repeating, []
+            count = int(values.get("N") or 0)
+            for i in range(count):
+                start = block.start + i * block.size
+                if start + block.size > len(regs):
+                    break
+                modules.append(
+                    {
+                        name: decode(
+                            p,
+                            regs[start + p.offset : start + p.offset + p.width],
+                            scale_of(p.sf, model.points),
+                        )
+                        for name, p in block.points.items()
+                    }
+                )
+            values["modules"] = modules
+        return values
+
+    def write(self, model_id: int, values: dict[str, float]) -> None:
+        """Writes writable points (scaled with the device's own factors)."""
+        model = self.regmap.models[model_id]
+        current = self.read_model(model_id)
+        for name, value in values.items():
+            point = model.points[name]
+            if not point.writable:
+                raise InverterError(f"{model.name}.{name} is not writable")
+            scale = int(current[point.sf]) if point.sf and current[point.sf] is not None else 0
+            registers = encode(point, value, scale)
+            address = self.models[model_id] + point.offset
+            try:
+                response = self.client.write_registers(address, registers, device_id=self.unit_id)
+            except ModbusException as exc:
+                raise InverterError(f"write {model.name}.{name}: {exc}") from exc
+            if response.isError():
+                raise InverterError(f"write {model.name}.{name}: device answered {response}")
+
+    def reading(self) -> Reading:
+        """Polls every model wattfleet uses; discovers the chain first if needed."""
+        if not self.models:
+            self.discover()
+        inverter_id = next((m for m in INVERTER_MODELS if m in self.models), None)
+        if inverter_id is None:
+            raise InverterError("no inverter model (101/103) on this device")
+        inverter = self.read_model(inverter_id)
+        storage = self.read_model(124) if 124 in self.models else {}
+        pv = inverter.get("DCW")
+        if 160 in self.models:
+            strings = [m["DCW"] for m in self.read_model(160)["modules"] if m["DCW"] is not None]
+            pv = sum(strings) if strings else pv
+        meter_id = next((m for m in METER_MODELS if m in self.models), None)
+        grid = self.read_model(meter_id)["W"] if meter_id is not None else None
+        ac = inverter.get("W")
+        return Reading(
+            soc_percent=storage.get("ChaState"),
+            battery_voltage=storage.get("InBatV"),
+            battery_power_w=None if ac is None or pv is None else ac - pv,
+            solar_power_w=pv,
+            grid_power_w=grid,
+            load_power_w=None if ac is None or grid is None else ac + grid,
+            ac_power_w=ac,
+            energy_wh=inverter.get("WH"),
+            operating_state=inverter.get("St"),
+            events=inverter.get("Evt1"),
+            storage=storage,
+        )

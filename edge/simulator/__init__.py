@@ -1,0 +1,1 @@
+"""A simulated site behind a real pymodbus server: `python -m edge.simulator`."""

@@ -1,0 +1,57 @@
+"""`python -m edge.simulator --host 127.0.0.1 --port P [--unit-id U] [--seed S] [--at HH:MM]`
+
+Serves one simulated site as a SunSpec Modbus TCP device until SIGTERM or Ctrl-C. Run
+several with different ports (and seeds) for a fleet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import time
+from datetime import UTC, datetime
+
+from edge.simulator.device import SimulatedInverter
+from edge.simulator.site import Site
+
+
+def frozen_clock(at: str) -> float:
+    """Seconds since the epoch for today's HH:MM (UTC): the simulated clock stands still."""
+    hour, minute = (int(part) for part in at.split(":"))
+    today = datetime.now(UTC).replace(hour=hour, minute=minute, second=0, microsecond=0)
+    return today.timestamp()
+
+
+async def serve(args: argparse.Namespace) -> None:
+    clock = time.time
+    if args.at:
+        fixed = frozen_clock(args.at)
+        clock = lambda: fixed  # noqa: E731 - a constant clock
+    inverter = SimulatedInverter(Site(seed=args.seed, soc_percent=args.soc), args.unit_id, clock)
+    server = inverter.server(args.host, args.port)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda: asyncio.ensure_future(server.shutdown()))  # type: ignore[no-untyped-call]
+    task = asyncio.create_task(server.serve_forever())
+    await asyncio.sleep(0.1)
+    print(f"simulator listening on {args.host}:{args.port} unit {args.unit_id}", flush=True)
+    await task
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="A simulated SunSpec hybrid inverter site.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=5020)
+    parser.add_argument("--unit-id", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=1, help="site variation (PV size, load)")
+    parser.add_argument("--soc", type=float, default=50.0, help="initial state of charge, %%")
+    parser.add_argument("--at", metavar="HH:MM", help="freeze the simulated clock (UTC)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    asyncio.run(serve(args))
+
+
+if __name__ == "__main__":
+    main()
