@@ -10,7 +10,11 @@ chain; readings apply each point's scale factor. The site's power flows come fro
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from pymodbus.client import ModbusTcpClient
@@ -45,24 +49,50 @@ class Reading:
 
 
 class SunSpecDevice:
-    def __init__(self, client: ModbusTcpClient, unit_id: int, regmap: RegisterMap) -> None:
+    """One device on a bus. Requests are serialized by the bus lock and spaced by
+    `frame_gap_s`, so the poller and command handlers can share the device."""
+
+    def __init__(
+        self,
+        client: ModbusTcpClient,
+        unit_id: int,
+        regmap: RegisterMap,
+        frame_gap_s: float = 0.0,
+        bus_lock: threading.Lock | None = None,
+    ) -> None:
         self.client = client
         self.unit_id = unit_id
         self.regmap = regmap
+        self.frame_gap_s = frame_gap_s
+        self.bus_lock = bus_lock or threading.Lock()
         self.models: dict[int, int] = {}  # model id -> address of its first point
+        self._last_frame = 0.0
+
+    def _request(self, call: Callable[[], Any], what: str) -> Any:
+        with self.bus_lock:
+            wait = self._last_frame + self.frame_gap_s - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            try:
+                response = call()
+            except ModbusException as exc:
+                raise InverterError(f"{what}: {exc}") from exc
+            finally:
+                self._last_frame = time.monotonic()
+        if response.isError():
+            raise InverterError(f"{what}: device answered {response}")
+        return response
 
     def _read(self, address: int, count: int) -> list[int]:
         registers: list[int] = []
         while count > 0:
             n = min(count, MAX_READ)
-            try:
-                response = self.client.read_holding_registers(
-                    address, count=n, device_id=self.unit_id
-                )
-            except ModbusException as exc:
-                raise InverterError(f"read {address}+{n}: {exc}") from exc
-            if response.isError():
-                raise InverterError(f"read {address}+{n}: device answered {response}")
+            response = self._request(
+                partial(
+                    self.client.read_holding_registers, address, count=n, device_id=self.unit_id
+                ),
+                f"read {address}+{n}",
+            )
             registers += response.registers
             address, count = address + n, count - n
         return registers
@@ -133,12 +163,10 @@ class SunSpecDevice:
             scale = int(current[point.sf]) if point.sf and current[point.sf] is not None else 0
             registers = encode(point, value, scale)
             address = self.models[model_id] + point.offset
-            try:
-                response = self.client.write_registers(address, registers, device_id=self.unit_id)
-            except ModbusException as exc:
-                raise InverterError(f"write {model.name}.{name}: {exc}") from exc
-            if response.isError():
-                raise InverterError(f"write {model.name}.{name}: device answered {response}")
+            self._request(
+                partial(self.client.write_registers, address, registers, device_id=self.unit_id),
+                f"write {model.name}.{name}",
+            )
 
     def reading(self) -> Reading:
         """Polls every model wattfleet uses; discovers the chain first if needed."""

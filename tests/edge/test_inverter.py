@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 
 import pytest
@@ -11,39 +9,9 @@ from pymodbus.client import ModbusTcpClient
 
 from edge.inverter import InverterError, SunSpecDevice
 from edge.registers import sunspec_map
-from tests.support.services import REPO, free_port, service_env, stop_process, wait_for_port
+from tests.support.services import free_port
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def simulator() -> Iterator[int]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "edge.simulator",
-            "--port",
-            str(port),
-            "--seed",
-            "7",
-            "--at",
-            "12:00",
-            "--soc",
-            "62.5",
-            "--unit-id",
-            "3",
-        ],
-        cwd=REPO,
-        env=service_env(),
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_port(port, 15, proc)
-        yield port
-    finally:
-        stop_process(proc)
 
 
 @pytest.fixture

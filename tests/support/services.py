@@ -251,8 +251,14 @@ def service_env(**overrides: str) -> dict[str, str]:
     return env
 
 
-def start_module(module: str, env: dict[str, str], log_path: Path) -> subprocess.Popen[Any]:
+def start_module(
+    module: str, env: dict[str, str], log_path: Path, *args: str
+) -> subprocess.Popen[Any]:
     log_file = log_path.open("ab")
     return subprocess.Popen(
-        [sys.executable, "-m", module], env=env, cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT
+        [sys.executable, "-m", module, *args],
+        env=env,
+        cwd=REPO,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
     )

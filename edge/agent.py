@@ -1,0 +1,158 @@
+"""The agent loop: poll the inverter, buffer each sample, publish, replay the backlog."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+from pymodbus.client import ModbusSerialClient, ModbusTcpClient
+
+from contract.telemetry import TelemetrySample
+from edge.buffer import SampleBuffer
+from edge.config import EdgeSettings
+from edge.inverter import InverterError, Reading, SunSpecDevice
+from edge.publisher import Publisher
+from edge.registers import sunspec_map
+
+log = logging.getLogger(__name__)
+
+STORAGE_MODES = {1: "FORCE_CHARGE", 2: "DISCHARGE"}
+PRUNE_EVERY_S = 600.0
+
+
+def agent_version() -> str:
+    try:
+        return importlib.metadata.version("wattfleet")
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def modbus_client(settings: EdgeSettings) -> ModbusTcpClient | ModbusSerialClient:
+    if settings.modbus_transport == "rtu":
+        return ModbusSerialClient(
+            settings.modbus_serial_port,
+            baudrate=settings.modbus_baudrate,
+            timeout=settings.modbus_timeout_s,
+            retries=1,
+        )
+    return ModbusTcpClient(
+        settings.modbus_host,
+        port=settings.modbus_port,
+        timeout=settings.modbus_timeout_s,
+        retries=1,
+    )
+
+
+class Agent:
+    def __init__(self, settings: EdgeSettings, clock: Callable[[], datetime] = utc_now) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.buffer = SampleBuffer(
+            settings.buffer_path, settings.buffer_max_samples, settings.buffer_max_age
+        )
+        self.device = SunSpecDevice(
+            modbus_client(settings),  # type: ignore[arg-type]
+            settings.modbus_unit_id,
+            sunspec_map(),
+            frame_gap_s=settings.modbus_frame_gap_s,
+        )
+        self.publisher = Publisher(settings, self.buffer, agent_version(), clock)
+        self.device_available = True
+        self.last_reading: Reading | None = None
+
+    def price_per_kwh(self, now: datetime) -> float:
+        start, end = self.settings.peak_hours
+        peak = start <= now.hour < end
+        return self.settings.peak_price_per_kwh if peak else self.settings.price_per_kwh
+
+    def sample(self, reading: Reading, now: datetime) -> dict[str, Any] | None:
+        """The contract's telemetry body (without seq), or None if the reading is unusable."""
+        mode = STORAGE_MODES.get(int(reading.storage.get("StorCtl_Mod") or 0), "AUTO")
+        body: dict[str, Any] = {
+            "node_id": self.settings.node_id,
+            "timestamp": now.isoformat(),
+            "battery": {
+                "soc_percent": reading.soc_percent,
+                "voltage": reading.battery_voltage,
+                "power_w": reading.battery_power_w,
+            },
+            "solar": {"power_w": reading.solar_power_w},
+            "grid": {
+                "current_price": self.price_per_kwh(now),
+                "mode": mode,
+                "power_w": reading.grid_power_w,
+            },
+        }
+        if reading.load_power_w is not None:
+            body["load"] = {"power_w": max(0.0, reading.load_power_w)}
+        try:
+            TelemetrySample.model_validate({**body, "seq": 0})
+        except ValidationError as exc:
+            log.warning("unusable reading, not buffered: %s", exc.errors()[0]["msg"])
+            return None
+        return body
+
+    def poll(self) -> int | None:
+        """Reads the device once and buffers and publishes the sample; its seq or None."""
+        now = self.clock()
+        try:
+            reading = self.device.reading()
+        except InverterError as exc:
+            # Logged once at ERROR, then at DEBUG until the device answers again.
+            log.log(
+                logging.ERROR if self.device_available else logging.DEBUG,
+                "inverter unavailable: %s",
+                exc,
+            )
+            self.device_available = False
+            self.device.models.clear()
+            return None
+        if not self.device_available:
+            log.info("inverter available again")
+        self.device_available = True
+        self.last_reading = reading
+        body = self.sample(reading, now)
+        if body is None:
+            return None
+        seq = self.buffer.append(body, now)
+        self.publisher.publish_live(seq, json.dumps({**body, "seq": seq}, separators=(",", ":")))
+        return seq
+
+    def run(self, stop: threading.Event) -> None:
+        """Polls on its interval until `stop`, publishing and replaying in between."""
+        self.publisher.start()
+        interval = self.settings.poll_interval_s
+        next_poll = next_heartbeat = next_prune = time.monotonic()
+        try:
+            while not stop.is_set():
+                now = time.monotonic()
+                if now >= next_prune:
+                    dropped = self.buffer.prune(self.clock())
+                    if dropped:
+                        log.warning("buffer full: dropped %d oldest samples", dropped)
+                    next_prune = now + PRUNE_EVERY_S
+                if now >= next_poll:
+                    self.poll()
+                    next_poll = max(next_poll + interval, now)
+                if now >= next_heartbeat:
+                    self.publisher.publish_status(
+                        clock=self.clock().isoformat(), buffer_depth=self.buffer.depth()
+                    )
+                    next_heartbeat = now + self.settings.heartbeat_interval_s
+                backlog = self.publisher.pump()
+                stop.wait(0.01 if backlog else min(0.2, max(0.0, next_poll - time.monotonic())))
+        finally:
+            self.publisher.stop()
+            self.device.client.close()  # type: ignore[no-untyped-call]
+            self.buffer.close()

@@ -1,0 +1,128 @@
+"""The store-and-forward buffer: every sample is written here before it is published,
+and deleted only once the broker acknowledged it (PUBACK).
+
+SQLite in WAL mode with synchronous=FULL: a committed sample survives kill -9 and a power
+cut. The buffer also owns the node's monotonic `seq`, so numbering survives restarts and
+the replay order is `seq` order, never wall-clock order.
+
+Bounded by age and by row count; when either is exceeded the oldest samples are dropped
+and counted in `dropped_total` (persisted), so the loss is reported, never silent.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS samples (seq INTEGER PRIMARY KEY, ts TEXT NOT NULL, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT OR IGNORE INTO counters VALUES ('next_seq', 0), ('dropped_total', 0);
+"""
+
+
+class SampleBuffer:
+    """Thread-safe: the poller appends, the MQTT thread deletes what was acknowledged."""
+
+    def __init__(self, path: Path, max_rows: int, max_age: timedelta) -> None:
+        self.max_rows = max_rows
+        self.max_age = max_age
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def append(self, sample: dict[str, Any], ts: datetime) -> int:
+        """Stores the sample under the next seq (set in its body too) and returns the seq."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                (seq,) = self._db.execute(
+                    "UPDATE counters SET value = value + 1 WHERE name = 'next_seq'"
+                    " RETURNING value - 1"
+                ).fetchone()
+                body = json.dumps({**sample, "seq": seq}, separators=(",", ":"))
+                self._db.execute(
+                    "INSERT INTO samples (seq, ts, body) VALUES (?, ?, ?)",
+                    (seq, ts.isoformat(), body),
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return int(seq)
+
+    def pending(self, limit: int, exclude: Iterable[int] = ()) -> list[tuple[int, str]]:
+        """Up to `limit` buffered (seq, JSON body) pairs, oldest first, skipping `exclude`
+        (samples already in flight)."""
+        skip = set(exclude)
+        out: list[tuple[int, str]] = []
+        with self._lock:
+            cursor = self._db.execute("SELECT seq, body FROM samples ORDER BY seq")
+            for seq, body in cursor:
+                if seq in skip:
+                    continue
+                out.append((seq, body))
+                if len(out) >= limit:
+                    break
+        return out
+
+    def delete(self, seqs: Iterable[int]) -> None:
+        """Forgets acknowledged samples (one transaction: one fsync, not one per row)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany("DELETE FROM samples WHERE seq = ?", ((s,) for s in seqs))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def prune(self, now: datetime) -> int:
+        """Drops samples beyond the age or row bound, oldest first; returns how many."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                old = self._db.execute(
+                    "DELETE FROM samples WHERE ts < ?", ((now - self.max_age).isoformat(),)
+                ).rowcount
+                (count,) = self._db.execute("SELECT count(*) FROM samples").fetchone()
+                over = max(0, count - self.max_rows)
+                if over:
+                    self._db.execute(
+                        "DELETE FROM samples WHERE seq IN"
+                        " (SELECT seq FROM samples ORDER BY seq LIMIT ?)",
+                        (over,),
+                    )
+                dropped = old + over
+                if dropped:
+                    self._db.execute(
+                        "UPDATE counters SET value = value + ? WHERE name = 'dropped_total'",
+                        (dropped,),
+                    )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return int(dropped)
+
+    def depth(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT count(*) FROM samples").fetchone()[0])
+
+    def dropped_total(self) -> int:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM counters WHERE name = 'dropped_total'")
+            return int(row.fetchone()[0])

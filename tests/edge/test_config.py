@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from contract.settings import ConfigError
+from edge.config import EdgeSettings
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "edge" / "config.example.yaml"
+
+
+def test_example_documents_every_setting_and_is_valid(monkeypatch):
+    keys = set(yaml.safe_load(EXAMPLE.read_text()))
+    assert keys == set(EdgeSettings.model_fields)
+    monkeypatch.setenv("WATTFLEET_EDGE_MQTT_PASSWORD", "from-env")
+    monkeypatch.setenv("WATTFLEET_EDGE_NODE_SECRET", "also-from-env")
+    settings = EdgeSettings.from_file(EXAMPLE)
+    assert settings.mqtt_password.get_secret_value() == "from-env"
+    assert (settings.mqtt_username, settings.mqtt_client_id) == ("site-0001", "site-0001")
+
+
+def test_prod_refuses_example_secrets():
+    with pytest.raises(ConfigError, match="WATTFLEET_EDGE_MQTT_PASSWORD"):
+        EdgeSettings.from_file(EXAMPLE)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("node_id: a\nmqtt_prot: 1\n", "mqtt_prot"),
+        ("node_id: 'a/b'\n", "node_id"),
+        ("- just\n- a list\n", "expected a mapping"),
+        ("node_id: [unclosed\n", "while parsing"),
+    ],
+)
+def test_bad_files_say_what_is_wrong(tmp_path, text, message):
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        EdgeSettings.from_file(path)
