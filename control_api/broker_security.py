@@ -40,9 +40,10 @@ def _acl(acltype: str, topic: str) -> dict[str, Any]:
     return {"acltype": acltype, "topic": topic, "allow": True}
 
 
-def _receive(topic: str) -> list[dict[str, Any]]:
-    """Subscribe to a filter and receive what it matches."""
-    return [_acl("subscribeLiteral", topic), _acl("publishClientReceive", topic)]
+def _receive(topic: str, subscribe: str = "subscribeLiteral") -> list[dict[str, Any]]:
+    """Subscribe to a filter and receive what it matches. subscribeLiteral admits exactly
+    this filter; subscribePattern any filter its wildcards match (one node's acks)."""
+    return [_acl(subscribe, topic), _acl("publishClientReceive", topic)]
 
 
 def collector_role() -> dict[str, Any]:
@@ -60,7 +61,8 @@ def api_role() -> dict[str, Any]:
         "acls": [
             _acl("publishClientSend", "nodes/+/commands"),
             _acl("publishClientSend", topics.BROADCAST),
-            *_receive("nodes/+/acks"),
+            *_receive("nodes/+/acks", "subscribePattern"),
+            *_receive("nodes/+/logs", "subscribePattern"),
             _acl("publishClientSend", CONTROL_TOPIC),
             _acl("subscribePattern", control),
             _acl("publishClientReceive", control),

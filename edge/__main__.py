@@ -34,8 +34,10 @@ def main() -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    Agent(settings).run(stop)
-    return 0
+    agent = Agent(settings)
+    agent.run(stop)
+    # 75 (EX_TEMPFAIL): asked to restart; the systemd unit starts the agent again.
+    return 75 if agent.restart_requested else 0
 
 
 if __name__ == "__main__":

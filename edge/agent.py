@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from pymodbus.client import ModbusSerialClient, ModbusTcpClient
 
 from contract.telemetry import TelemetrySample
 from edge.buffer import SampleBuffer
+from edge.commands import CommandHandler, LogRing, SeenCommands
 from edge.config import EdgeSettings
 from edge.inverter import InverterError, Reading, SunSpecDevice
 from edge.publisher import Publisher
@@ -67,9 +69,49 @@ class Agent:
             sunspec_map(),
             frame_gap_s=settings.modbus_frame_gap_s,
         )
-        self.publisher = Publisher(settings, self.buffer, agent_version(), clock)
+        self.publisher = Publisher(
+            settings, self.buffer, agent_version(), clock, on_command=self._on_command
+        )
         self.device_available = True
         self.last_reading: Reading | None = None
+        self.log_ring = LogRing()
+        logging.getLogger().addHandler(self.log_ring)
+        # Commands wait here for the command thread; a full queue refuses more (the hub
+        # sees no ack, and the command expires) rather than growing without bound.
+        self.commands: queue.Queue[bytes] = queue.Queue(maxsize=100)
+        self.commands_handler = CommandHandler(
+            settings.node_id,
+            settings.node_secret.get_secret_value().encode(),
+            self.device,
+            SeenCommands(settings.buffer_path.with_name("commands.sqlite3")),
+            self.log_ring,
+            self.publisher.send,
+            clock,
+            self._request_restart,
+        )
+        self.restart_requested = False
+        self._stop = threading.Event()
+
+    def _on_command(self, payload: bytes) -> None:
+        try:
+            self.commands.put_nowait(payload)
+        except queue.Full:
+            log.error("command queue full: a command was refused")
+
+    def _request_restart(self) -> None:
+        self.restart_requested = True
+        self._stop.set()
+
+    def _command_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                payload = self.commands.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            try:
+                self.commands_handler.handle(payload)
+            except Exception:  # the command thread must outlive any one command
+                log.exception("command handling failed")
 
     def price_per_kwh(self, now: datetime) -> float:
         start, end = self.settings.peak_hours
@@ -130,8 +172,12 @@ class Agent:
         return seq
 
     def run(self, stop: threading.Event) -> None:
-        """Polls on its interval until `stop`, publishing and replaying in between."""
+        """Polls on its interval until `stop` (or a RESTART_AGENT command), publishing and
+        replaying in between."""
+        self._stop = stop
         self.publisher.start()
+        worker = threading.Thread(target=self._command_loop, name="commands", daemon=True)
+        worker.start()
         interval = self.settings.poll_interval_s
         next_poll = next_heartbeat = next_prune = time.monotonic()
         try:
@@ -153,6 +199,8 @@ class Agent:
                 backlog = self.publisher.pump()
                 stop.wait(0.01 if backlog else min(0.2, max(0.0, next_poll - time.monotonic())))
         finally:
+            stop.set()
+            worker.join(5)
             self.publisher.stop()
             self.device.client.close()  # type: ignore[no-untyped-call]
             self.buffer.close()

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from paho.mqtt.client import Client, ConnectFlags, DisconnectFlags
+from paho.mqtt.client import Client, ConnectFlags, DisconnectFlags, MQTTMessage
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
@@ -38,6 +38,7 @@ class Publisher:
         buffer: SampleBuffer,
         agent_version: str,
         clock: Callable[[], datetime],
+        on_command: Callable[[bytes], None],
     ) -> None:
         self.settings = settings
         self.buffer = buffer
@@ -55,6 +56,8 @@ class Publisher:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_publish = self._on_publish
+        self.on_command = on_command
+        self.client.message_callback_add(topics.commands(settings.node_id), self._on_command)
 
     def start(self) -> None:
         s = self.settings
@@ -111,6 +114,7 @@ class Publisher:
             return
         log.info("connected to %s:%s", self.settings.mqtt_host, self.settings.mqtt_port)
         self.connected.set()
+        self.client.subscribe(topics.commands(self.settings.node_id), qos=1)
         self.publish_status()
 
     def _on_disconnect(
@@ -135,7 +139,14 @@ class Publisher:
     ) -> None:
         self._acks.append((mid, not reason.is_failure))
 
+    def _on_command(self, _client: Client, _userdata: object, msg: MQTTMessage) -> None:
+        self.on_command(bytes(msg.payload))
+
     # -- the agent thread -----------------------------------------------------------------
+
+    def send(self, kind: str, body: dict[str, Any]) -> None:
+        """Publishes a JSON body on `nodes/{node_id}/{kind}` (acks, logs), QoS 1."""
+        self.client.publish(topics.node_topic(self.settings.node_id, kind), json.dumps(body), 1)
 
     def _apply_acks(self) -> None:
         while self._acks:

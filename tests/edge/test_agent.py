@@ -2,77 +2,14 @@
 
 from __future__ import annotations
 
-import sqlite3
-from pathlib import Path
-from typing import Any
-
 import pytest
-import yaml
 
 from tests.edge.conftest import SIMULATOR_UNIT
+from tests.support.agent import AgentProcess
 from tests.support.fleet import count_rows, create_tenant, enroll
-from tests.support.proxy import CuttableProxy
-from tests.support.services import (
-    free_port,
-    service_env,
-    start_module,
-    stop_process,
-    wait_for,
-)
+from tests.support.services import stop_process, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-class AgentProcess:
-    """`python -m edge` reaching the broker through a proxy the test can cut: the broker
-    (and the collector on it) stay up while the agent loses its connection.
-
-    Not a broker restart: Mosquitto 2.0.11 does not restore shared subscriptions from
-    persistence, so samples published after a restart and before the collectors
-    resubscribe are lost (see docs/operations.md)."""
-
-    def __init__(self, tmp_path: Path, broker, node, simulator_port: int, **overrides: Any):
-        self.proxy = CuttableProxy(broker.port)
-        self.buffer_path = tmp_path / "buffer.sqlite3"
-        self.config = tmp_path / "config.yaml"
-        settings = {
-            "env": "dev",
-            "log_level": "DEBUG",
-            "node_id": node.id,
-            "node_secret": "test-secret",
-            "mqtt_host": "127.0.0.1",
-            "mqtt_port": self.proxy.port,
-            "mqtt_password": node.password,
-            "mqtt_tls": False,
-            "mqtt_keepalive_s": 5,
-            "mqtt_reconnect_max_s": 1,
-            "modbus_host": "127.0.0.1",
-            "modbus_port": simulator_port,
-            "modbus_unit_id": SIMULATOR_UNIT,
-            "poll_interval_s": 0.1,
-            "buffer_path": str(self.buffer_path),
-            "status_port": free_port(),
-            **overrides,
-        }
-        self.config.write_text(yaml.safe_dump(settings))
-        self.log_path = tmp_path / "agent.log"
-        self.proc: Any = None
-
-    def start(self) -> AgentProcess:
-        self.proc = start_module("edge", service_env(), self.log_path, "--config", str(self.config))
-        return self
-
-    def buffered(self) -> list[int]:
-        if not self.buffer_path.exists():
-            return []
-        with sqlite3.connect(self.buffer_path) as db:
-            return [row[0] for row in db.execute("SELECT seq FROM samples ORDER BY seq")]
-
-    def next_seq(self) -> int:
-        with sqlite3.connect(self.buffer_path) as db:
-            return int(
-                db.execute("SELECT value FROM counters WHERE name = 'next_seq'").fetchone()[0]
-            )
 
 
 def _seqs(database, node_id) -> list[int]:
@@ -90,7 +27,7 @@ def site(database, broker, collector_factory, simulator, tmp_path):
     tenant = create_tenant(database)
     (node,) = enroll(database, broker, tenant)
     collector_factory().start()
-    return node, lambda **o: AgentProcess(tmp_path, broker, node, simulator, **o)
+    return node, lambda **o: AgentProcess(tmp_path, broker, node, simulator, SIMULATOR_UNIT, **o)
 
 
 def test_agent_publishes_what_the_inverter_reads(database, site):

@@ -40,3 +40,16 @@ def test_bad_files_say_what_is_wrong(tmp_path, text, message):
     path.write_text(text)
     with pytest.raises(ConfigError, match=message):
         EdgeSettings.from_file(path)
+
+
+def test_systemd_unit_restarts_and_runs_unprivileged():
+    unit = (EXAMPLE.parent / "systemd" / "wattfleet-edge.service").read_text()
+    lines = {
+        line.split("=", 1)[0]: line.split("=", 1)[1]
+        for line in unit.splitlines()
+        if "=" in line and not line.startswith("#")
+    }
+    assert lines["User"] == "wattfleet"
+    assert lines["Restart"] == "always"
+    assert lines["ExecStart"].endswith("-m edge --config /etc/wattfleet/config.yaml")
+    assert lines["NoNewPrivileges"] == "true"

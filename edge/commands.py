@@ -1,0 +1,223 @@
+"""Signed commands from the hub: verify, refuse what must be refused, execute, and say
+so on `nodes/{node_id}/acks`.
+
+Every command is checked, in this order, before anything runs: well-formed envelope and
+a whitelisted type, HMAC-SHA256 signature under this node's secret, not expired, not
+seen before (ids are remembered on disk until they expire), typed parameters. A refusal
+is acked `rejected` with the reason; an accepted command is acked `received`, then
+`succeeded` or `failed` with the device's answer. No command runs a shell string.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+from collections import deque
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from contract.commands import (
+    CommandEnvelope,
+    CommandType,
+    FetchLogsParams,
+    PowerParams,
+    SetModeParams,
+    validate_params,
+    verify,
+)
+from edge.inverter import InverterError, SunSpecDevice
+
+log = logging.getLogger(__name__)
+
+STORCTL_AUTO, STORCTL_CHARGE, STORCTL_DISCHARGE, STORCTL_HOLD = 0, 1, 2, 3
+LOG_CHUNK_LINES = 200
+
+
+class CommandRejectedError(Exception):
+    """A command refused before it ran; the message is the reason sent to the hub."""
+
+
+class CommandFailedError(Exception):
+    """An accepted command that could not be carried out."""
+
+
+class SeenCommands:
+    """Command ids already handled, kept on disk until their expiry so a restart does
+    not reopen the door to replays."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS seen_commands (id TEXT PRIMARY KEY, expires_at TEXT)"
+        )
+        self._lock = threading.Lock()
+
+    def remember(self, command_id: str, expires_at: datetime, now: datetime) -> bool:
+        """Records the id; False if it was already there (a replay)."""
+        with self._lock:
+            self._db.execute("DELETE FROM seen_commands WHERE expires_at < ?", (now.isoformat(),))
+            inserted = self._db.execute(
+                "INSERT OR IGNORE INTO seen_commands VALUES (?, ?)",
+                (command_id, expires_at.isoformat()),
+            ).rowcount
+        return bool(inserted)
+
+
+class LogRing(logging.Handler):
+    """The agent's recent log lines, for FETCH_LOGS."""
+
+    def __init__(self, capacity: int = 10_000) -> None:
+        super().__init__()
+        self.lines: deque[str] = deque(maxlen=capacity)
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+class CommandHandler:
+    def __init__(
+        self,
+        node_id: str,
+        secret: bytes,
+        device: SunSpecDevice,
+        seen: SeenCommands,
+        logs: LogRing,
+        send: Callable[[str, dict[str, Any]], None],
+        clock: Callable[[], datetime],
+        restart: Callable[[], None],
+    ) -> None:
+        self.node_id = node_id
+        self.secret = secret
+        self.device = device
+        self.seen = seen
+        self.logs = logs
+        self.send = send  # (kind, body): publishes on nodes/{id}/{kind}
+        self.clock = clock
+        self.restart = restart
+        self.last_results: deque[dict[str, Any]] = deque(maxlen=20)
+
+    def _ack(self, command_id: str, state: str, detail: str = "") -> None:
+        body = {"id": command_id, "state": state, "detail": detail, "ts": self.clock().isoformat()}
+        self.send("acks", body)
+        if state != "received":
+            self.last_results.append(body)
+        log.info("command %s %s %s", command_id, state, detail)
+
+    def handle(self, payload: bytes) -> None:
+        """Checks and runs one command message; every outcome is acked."""
+        command_id = "unknown"
+        try:
+            fields = json.loads(payload)
+            if not isinstance(fields, dict):
+                raise CommandRejectedError("not a JSON object")
+            if isinstance(fields.get("id"), str):
+                command_id = fields["id"][:64]
+            envelope, params = self._check(fields)
+        except json.JSONDecodeError:
+            self._ack(command_id, "rejected", "invalid JSON")
+            return
+        except CommandRejectedError as exc:
+            self._ack(command_id, "rejected", str(exc))
+            return
+        self._ack(envelope.id, "received")
+        try:
+            detail = self._execute(envelope.type, params)
+        except (CommandFailedError, InverterError) as exc:
+            self._ack(envelope.id, "failed", str(exc))
+            return
+        self._ack(envelope.id, "succeeded", detail)
+        if envelope.type is CommandType.RESTART_AGENT:
+            self.restart()
+
+    def _check(self, fields: dict[str, Any]) -> tuple[CommandEnvelope, Any]:
+        if fields.get("type") not in set(CommandType):
+            raise CommandRejectedError(f"unknown command type {fields.get('type')!r}")
+        try:
+            envelope = CommandEnvelope.model_validate(fields)
+        except ValidationError as exc:
+            raise CommandRejectedError(f"malformed command: {exc.errors()[0]['msg']}") from exc
+        if not verify(self.node_id, fields, self.secret):
+            raise CommandRejectedError("bad signature")
+        now = self.clock()
+        if envelope.expires_at <= now:
+            raise CommandRejectedError(f"expired at {envelope.expires_at.isoformat()}")
+        if not self.seen.remember(envelope.id, envelope.expires_at, now):
+            raise CommandRejectedError("replayed: this command id was already handled")
+        try:
+            params = validate_params(envelope.type, envelope.params)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise CommandRejectedError(f"bad params: {where}: {first['msg']}") from exc
+        return envelope, params
+
+    # -- executors -------------------------------------------------------------------
+
+    def _execute(self, command_type: CommandType, params: Any) -> str:
+        if command_type is CommandType.FORCE_CHARGE:
+            return self._storage(STORCTL_CHARGE, "InWRte", params)
+        if command_type is CommandType.DISCHARGE:
+            return self._storage(STORCTL_DISCHARGE, "OutWRte", params)
+        if command_type is CommandType.SET_MODE:
+            return self._set_mode(params)
+        if command_type is CommandType.FETCH_LOGS:
+            return self._fetch_logs(params)
+        if command_type is CommandType.RESTART_AGENT:
+            return "restarting"
+        raise CommandFailedError(f"{command_type.value} is not supported by this agent version")
+
+    def _write_verified(self, values: dict[str, float]) -> dict[str, Any]:
+        """Writes model 124 points and reads them back; CommandFailedError if they differ."""
+        if not self.device.models:
+            self.device.discover()
+        if 124 not in self.device.models:
+            raise CommandFailedError("the inverter has no storage model (124)")
+        self.device.write(124, values)
+        after = self.device.read_model(124)
+        for name, wanted in values.items():
+            got = after.get(name)
+            if got is None or abs(float(got) - wanted) > 0.5:
+                raise CommandFailedError(f"read back {name}={got}, wrote {wanted}")
+        return after
+
+    def _storage(self, mode: int, rate_point: str, params: PowerParams) -> str:
+        if not self.device.models:
+            self.device.discover()
+        storage = self.device.read_model(124)
+        max_w = storage.get("WChaMax")
+        if not max_w:
+            raise CommandFailedError("the inverter does not report its battery power limit")
+        percent = min(100.0, params.power_w / float(max_w) * 100)
+        self._write_verified(
+            {
+                rate_point: round(percent, 1),
+                "InOutWRte_RvrtTms": params.duration_s,
+                "StorCtl_Mod": mode,
+            }
+        )
+        return f"{rate_point}={percent:.1f}% of {max_w:g} W for {params.duration_s} s"
+
+    def _set_mode(self, params: SetModeParams) -> str:
+        if params.mode == "PASSIVE":
+            values = {"InWRte": 0.0, "OutWRte": 0.0, "StorCtl_Mod": STORCTL_HOLD}
+        elif params.mode == "BACKUP":
+            values = {"MinRsvPct": 100.0, "StorCtl_Mod": STORCTL_AUTO}
+        else:  # AUTO and SELF_CONSUMPTION: the inverter's own self-consumption
+            values = {"StorCtl_Mod": STORCTL_AUTO}
+        self._write_verified(values)
+        return f"mode {params.mode}"
+
+    def _fetch_logs(self, params: FetchLogsParams) -> str:
+        lines = list(self.logs.lines)[-params.lines :]
+        chunks = [lines[i : i + LOG_CHUNK_LINES] for i in range(0, len(lines), LOG_CHUNK_LINES)]
+        for index, chunk in enumerate(chunks):
+            self.send("logs", {"chunk": index, "of": len(chunks), "lines": chunk})
+        return f"{len(lines)} lines in {len(chunks)} chunks"

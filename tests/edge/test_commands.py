@@ -1,0 +1,213 @@
+"""Signed commands end to end: the hub's account publishes, the agent checks, runs on the
+simulated inverter, and acks."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from pymodbus.client import ModbusTcpClient
+
+from contract import topics
+from contract.commands import (
+    CommandType,
+    FetchLogsParams,
+    NoParams,
+    PowerParams,
+    SetModeParams,
+    build_command,
+    sign,
+)
+from edge.inverter import SunSpecDevice
+from edge.registers import sunspec_map
+from tests.edge.conftest import SIMULATOR_UNIT
+from tests.support.agent import AgentProcess
+from tests.support.fleet import Node, dynsec, mqtt_client, publish_json, unique
+from tests.support.services import stop_process, wait_for
+
+pytestmark = pytest.mark.integration
+SECRET = b"test-secret"
+
+
+class Hub:
+    """The control API's broker account: sends commands, collects acks and logs."""
+
+    def __init__(self, broker, node_id: str) -> None:
+        self.node_id = node_id
+        self.client = mqtt_client(broker, "control-api", broker.passwords["control-api"])
+        self.acks: dict[str, list[dict[str, Any]]] = {}
+        self.logs: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        subscribed = threading.Event()
+        self.client.on_subscribe = lambda *_: subscribed.set()
+        self.client.message_callback_add(topics.acks(node_id), self._on_ack)
+        self.client.message_callback_add(topics.logs(node_id), self._on_log)
+        self.client.subscribe([(topics.acks(node_id), 1), (topics.logs(node_id), 1)])
+        assert subscribed.wait(5)
+
+    def _on_ack(self, _c, _u, msg) -> None:
+        body = json.loads(msg.payload)
+        with self._lock:
+            self.acks.setdefault(body["id"], []).append(body)
+
+    def _on_log(self, _c, _u, msg) -> None:
+        self.logs.append(json.loads(msg.payload))
+
+    def send(
+        self,
+        command_type,
+        params,
+        *,
+        secret=SECRET,
+        expires_in_s=60,
+        command_id=None,
+        raw: dict[str, Any] | None = None,
+    ) -> str:
+        now = datetime.now(UTC)
+        body = raw or build_command(
+            self.node_id,
+            secret,
+            command_id or uuid.uuid4().hex,
+            command_type,
+            params,
+            now,
+            now + timedelta(seconds=expires_in_s),
+        )
+        publish_json(self.client, topics.commands(self.node_id), body)
+        return str(body.get("id", "unknown"))
+
+    def outcome(self, command_id: str, timeout: float = 20) -> dict[str, Any]:
+        """The final ack (not `received`) of a command."""
+
+        def final():
+            with self._lock:
+                return next(
+                    (a for a in self.acks.get(command_id, []) if a["state"] != "received"), None
+                )
+
+        ack: dict[str, Any] = wait_for(final, timeout, f"final ack of {command_id}")
+        return ack
+
+
+@pytest.fixture
+def node_agent(broker, simulator, tmp_path) -> Iterator[tuple[AgentProcess, Hub]]:
+    node = Node(unique("node"), 0, "node-password")
+    with dynsec(broker) as admin:
+        admin.add_node(node.id, node.password)
+    agent = AgentProcess(
+        tmp_path,
+        broker,
+        node,
+        simulator,
+        SIMULATOR_UNIT,
+        node_secret=SECRET.decode(),
+        poll_interval_s=1.0,
+    ).start()
+    hub = Hub(broker, node.id)
+    try:
+        wait_for(lambda: "connected to" in agent.log_path.read_text(), 20, "agent connected")
+        yield agent, hub
+    finally:
+        if agent.proc.poll() is None:
+            stop_process(agent.proc)
+        agent.proxy.close()
+
+
+@pytest.fixture
+def inverter(simulator) -> Iterator[SunSpecDevice]:
+    client = ModbusTcpClient("127.0.0.1", port=simulator, timeout=2, retries=0)
+    client.connect()
+    device = SunSpecDevice(client, SIMULATOR_UNIT, sunspec_map())
+    device.discover()
+    try:
+        yield device
+    finally:
+        client.close()
+
+
+def test_force_charge_changes_the_battery_and_is_acked(node_agent, inverter):
+    _agent, hub = node_agent
+    command_id = hub.send(CommandType.FORCE_CHARGE, PowerParams(power_w=2000, duration_s=600))
+    ack = hub.outcome(command_id)
+    assert ack["state"] == "succeeded", ack
+    assert [a["state"] for a in hub.acks[command_id]] == ["received", "succeeded"]
+    assert "InWRte=40.0%" in ack["detail"]
+    storage = inverter.read_model(124)
+    assert storage["StorCtl_Mod"] == 1
+    assert storage["InWRte"] == pytest.approx(40.0)
+    assert storage["InOutWRte_RvrtTms"] == 600
+    assert inverter.reading().battery_power_w == pytest.approx(-2000, abs=2)
+
+
+def test_refused_commands_are_rejected_with_reasons_and_never_run(node_agent, inverter):
+    _agent, hub = node_agent
+    discharge = PowerParams(power_w=1000, duration_s=60)
+    forged = hub.send(CommandType.DISCHARGE, discharge, secret=b"not-the-node-secret")
+    expired = hub.send(CommandType.DISCHARGE, discharge, expires_in_s=-1)
+    now = datetime.now(UTC)
+    unknown = build_command(
+        hub.node_id,
+        SECRET,
+        "u-1",
+        CommandType.DISCHARGE,
+        discharge,
+        now,
+        now + timedelta(minutes=1),
+    )
+    unknown["type"] = "SELF_DESTRUCT"
+    hub.send(None, None, raw=unknown)
+    bad_params = build_command(
+        hub.node_id,
+        SECRET,
+        "b-1",
+        CommandType.DISCHARGE,
+        discharge,
+        now,
+        now + timedelta(minutes=1),
+    )
+    bad_params["params"] = {"power_w": -5, "duration_s": 60}
+    # Re-signed: the params are what is wrong here, not the signature.
+    bad_params["sig"] = sign(hub.node_id, bad_params, SECRET)
+    hub.send(None, None, raw=bad_params)
+    publish_json(hub.client, topics.commands(hub.node_id), "not an object")
+    passive = hub.send(CommandType.SET_MODE, SetModeParams(mode="PASSIVE"), command_id="p-1")
+    assert hub.outcome(passive)["state"] == "succeeded"
+    replay = hub.send(CommandType.SET_MODE, SetModeParams(mode="AUTO"), command_id="p-1")
+
+    reasons = {cid: hub.outcome(cid) for cid in (forged, expired, "u-1", "b-1", "unknown")}
+    assert all(a["state"] == "rejected" for a in reasons.values()), reasons
+    assert reasons[forged]["detail"] == "bad signature"
+    assert reasons[expired]["detail"].startswith("expired")
+    assert reasons["u-1"]["detail"] == "unknown command type 'SELF_DESTRUCT'"
+    assert reasons["b-1"]["detail"].startswith("bad params: power_w")
+    assert reasons["unknown"]["detail"] == "not a JSON object"
+    # The same id's acks: the first command's received + succeeded, then the replay's.
+    wait_for(lambda: len(hub.acks.get(replay, [])) == 3, 10, "the replay's ack")
+    assert hub.acks[replay][2]["state"] == "rejected"
+    assert hub.acks[replay][2]["detail"].startswith("replayed")
+    # Only PASSIVE ran: hold (both bits), rates zero. No discharge, no AUTO.
+    storage = inverter.read_model(124)
+    assert storage["StorCtl_Mod"] == 3
+    assert storage["OutWRte"] == 0
+
+
+def test_fetch_logs_sends_chunks(node_agent):
+    _agent, hub = node_agent
+    command_id = hub.send(CommandType.FETCH_LOGS, FetchLogsParams(lines=50))
+    ack = hub.outcome(command_id)
+    assert ack["state"] == "succeeded"
+    wait_for(lambda: hub.logs, 10, "log chunks")
+    assert hub.logs[0]["of"] == 1
+    assert any("connected to" in line for line in hub.logs[0]["lines"])
+
+
+def test_restart_agent_acks_then_exits_for_the_supervisor(node_agent):
+    agent, hub = node_agent
+    command_id = hub.send(CommandType.RESTART_AGENT, NoParams())
+    assert hub.outcome(command_id)["state"] == "succeeded"
+    assert agent.proc.wait(20) == 75
