@@ -12,6 +12,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 from pymodbus.client import ModbusSerialClient, ModbusTcpClient
 
@@ -22,6 +23,7 @@ from edge.config import EdgeSettings
 from edge.inverter import InverterError, Reading, SunSpecDevice
 from edge.publisher import Publisher
 from edge.registers import sunspec_map
+from edge.status_page import EdgeMetrics, StatusServer
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +93,40 @@ class Agent:
         )
         self.restart_requested = False
         self._stop = threading.Event()
+        self.metrics = EdgeMetrics(CollectorRegistry())
+        self.status_server = StatusServer(
+            settings.status_host, settings.status_port, self.snapshot, self.metrics.registry
+        )
+        self.last_seq: int | None = None
+
+    def snapshot(self) -> dict[str, Any]:
+        """What the local status page shows."""
+        r = self.last_reading
+        return {
+            "node_id": self.settings.node_id,
+            "agent_version": self.publisher.agent_version,
+            "clock": self.clock().isoformat(),
+            "broker_connected": self.publisher.connected.is_set(),
+            "device_available": self.device_available,
+            "buffer_depth": self.buffer.depth(),
+            "buffer_dropped": self.buffer.dropped_total(),
+            "last_seq": self.last_seq,
+            "soc_percent": r.soc_percent if r else None,
+            "solar_power_w": r.solar_power_w if r else None,
+            "battery_power_w": r.battery_power_w if r else None,
+            "grid_power_w": r.grid_power_w if r else None,
+            "load_power_w": r.load_power_w if r else None,
+            "commands": list(self.commands_handler.last_results),
+        }
+
+    def _update_metrics(self) -> None:
+        m = self.metrics
+        m.buffer_depth.set(self.buffer.depth())
+        m.buffer_dropped.set(self.buffer.dropped_total())
+        m.broker_connected.set(int(self.publisher.connected.is_set()))
+        m.device_available.set(int(self.device_available))
+        if self.last_seq is not None:
+            m.last_seq.set(self.last_seq)
 
     def _on_command(self, payload: bytes) -> None:
         try:
@@ -168,6 +204,7 @@ class Agent:
         if body is None:
             return None
         seq = self.buffer.append(body, now)
+        self.last_seq = seq
         self.publisher.publish_live(seq, json.dumps({**body, "seq": seq}, separators=(",", ":")))
         return seq
 
@@ -175,6 +212,7 @@ class Agent:
         """Polls on its interval until `stop` (or a RESTART_AGENT command), publishing and
         replaying in between."""
         self._stop = stop
+        self.status_server.start()
         self.publisher.start()
         worker = threading.Thread(target=self._command_loop, name="commands", daemon=True)
         worker.start()
@@ -190,6 +228,7 @@ class Agent:
                     next_prune = now + PRUNE_EVERY_S
                 if now >= next_poll:
                     self.poll()
+                    self._update_metrics()
                     next_poll = max(next_poll + interval, now)
                 if now >= next_heartbeat:
                     self.publisher.publish_status(
@@ -201,6 +240,7 @@ class Agent:
         finally:
             stop.set()
             worker.join(5)
+            self.status_server.stop()
             self.publisher.stop()
             self.device.client.close()  # type: ignore[no-untyped-call]
             self.buffer.close()

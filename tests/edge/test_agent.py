@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.edge.conftest import SIMULATOR_UNIT
@@ -35,6 +37,9 @@ def test_agent_publishes_what_the_inverter_reads(database, site):
     agent = make_agent().start()
     try:
         wait_for(lambda: len(_seqs(database, node.id)) >= 5, 30, "five samples in the database")
+        page = agent.http("/")
+        status = json.loads(agent.http("/status.json"))
+        metrics = agent.http("/metrics")
         with database.connect() as conn:
             soc, solar, load, mode = conn.execute(
                 "SELECT soc_percent, solar_power_w, load_power_w, grid_mode FROM telemetry"
@@ -45,6 +50,12 @@ def test_agent_publishes_what_the_inverter_reads(database, site):
         assert stop_process(agent.proc) == 0
         agent.proxy.close()
     assert soc == pytest.approx(62.5)  # the simulator's clock stands at noon
+    assert "status.json" in page
+    assert status["broker_connected"] is True
+    assert status["device_available"] is True
+    assert status["soc_percent"] == pytest.approx(62.5)
+    assert status["last_seq"] >= 4
+    assert "wattfleet_edge_broker_connected 1.0" in metrics
     assert solar > 1000
     assert load > 0
     assert mode == "AUTO"

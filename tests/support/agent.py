@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ class AgentProcess:
             "modbus_unit_id": unit_id,
             "poll_interval_s": 0.1,
             "buffer_path": str(self.buffer_path),
+            "status_host": "127.0.0.1",
             "status_port": free_port(),
             **overrides,
         }
@@ -52,6 +54,12 @@ class AgentProcess:
     def start(self) -> AgentProcess:
         self.proc = start_module("edge", service_env(), self.log_path, "--config", str(self.config))
         return self
+
+    def http(self, path: str) -> str:
+        """GET from the agent's local status page."""
+        port = yaml.safe_load(self.config.read_text())["status_port"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return str(response.read().decode())
 
     def buffered(self) -> list[int]:
         if not self.buffer_path.exists():

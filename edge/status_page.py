@@ -1,0 +1,112 @@
+"""The Pi's local status page and /metrics, for the installer on the LAN.
+
+Standard library HTTP only (the Pi carries no web framework) and no assets from the
+internet, so it works with the uplink down. `/` refreshes itself from `/status.json`
+every half second.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+
+PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>wattfleet site</title>
+<style>body{font-family:sans-serif;margin:2em}td{padding:.2em 1em}.bad{color:#b00}</style>
+</head><body><h1>wattfleet <span id="node"></span></h1><table id="t"></table>
+<h2>Last commands</h2><table id="c"></table>
+<script>
+async function tick() {
+  try {
+    const s = await (await fetch('status.json')).json();
+    document.getElementById('node').textContent = s.node_id;
+    const rows = Object.entries(s).filter(([k]) => k !== 'commands' && k !== 'node_id');
+    document.getElementById('t').innerHTML = rows.map(([k, v]) =>
+      `<tr><td>${k}</td><td class="${v === false ? 'bad' : ''}">${v}</td></tr>`).join('');
+    document.getElementById('c').innerHTML = s.commands.map(c =>
+      `<tr><td>${c.ts}</td><td>${c.id}</td><td>${c.state}</td><td>${c.detail}</td></tr>`).join('');
+  } catch (e) {}
+  setTimeout(tick, 500);
+}
+tick();
+</script></body></html>
+"""
+
+
+class EdgeMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.buffer_depth = Gauge(
+            "wattfleet_edge_buffer_samples",
+            "Samples buffered, not yet acknowledged.",
+            registry=registry,
+        )
+        self.buffer_dropped = Gauge(
+            "wattfleet_edge_buffer_dropped_samples",
+            "Samples dropped by the buffer's age or size bound since it was created.",
+            registry=registry,
+        )
+        self.broker_connected = Gauge(
+            "wattfleet_edge_broker_connected",
+            "1 while connected to the broker.",
+            registry=registry,
+        )
+        self.device_available = Gauge(
+            "wattfleet_edge_device_available", "1 while the inverter answers.", registry=registry
+        )
+        self.last_seq = Gauge(
+            "wattfleet_edge_last_seq", "Seq of the newest sample taken.", registry=registry
+        )
+
+
+class StatusServer:
+    """Serves `/`, `/status.json` (whatever `snapshot()` returns) and `/metrics`."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        snapshot: Callable[[], dict[str, Any]],
+        registry: CollectorRegistry,
+    ) -> None:
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path in ("/", "/index.html"):
+                    outer._reply(self, "text/html; charset=utf-8", PAGE.encode())
+                elif self.path == "/status.json":
+                    body = json.dumps(snapshot(), default=str).encode()
+                    outer._reply(self, "application/json", body)
+                elif self.path == "/metrics":
+                    outer._reply(self, CONTENT_TYPE_LATEST, generate_latest(registry))
+                else:
+                    self.send_error(404)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass  # one line per half-second refresh would flood the journal
+
+        self.server = ThreadingHTTPServer((host, port), Handler)
+        self.server.daemon_threads = True
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @staticmethod
+    def _reply(handler: BaseHTTPRequestHandler, content_type: str, body: bytes) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Type", content_type)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.send_header("Cache-Control", "no-store")
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
