@@ -34,7 +34,7 @@ def main() -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    agent = Agent(settings)
+    agent = Agent(settings, config_path=args.config)
     agent.run(stop)
     # 75 (EX_TEMPFAIL): asked to restart; the systemd unit starts the agent again.
     return 75 if agent.restart_requested else 0

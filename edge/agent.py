@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -20,6 +21,7 @@ from contract.telemetry import TelemetrySample
 from edge.buffer import SampleBuffer
 from edge.commands import CommandHandler, LogRing, SeenCommands
 from edge.config import EdgeSettings
+from edge.config_push import ConfigPush
 from edge.inverter import InverterError, Reading, SunSpecDevice
 from edge.publisher import Publisher
 from edge.registers import sunspec_map
@@ -59,7 +61,12 @@ def modbus_client(settings: EdgeSettings) -> ModbusTcpClient | ModbusSerialClien
 
 
 class Agent:
-    def __init__(self, settings: EdgeSettings, clock: Callable[[], datetime] = utc_now) -> None:
+    def __init__(
+        self,
+        settings: EdgeSettings,
+        clock: Callable[[], datetime] = utc_now,
+        config_path: Path | None = None,
+    ) -> None:
         self.settings = settings
         self.clock = clock
         self.buffer = SampleBuffer(
@@ -81,6 +88,11 @@ class Agent:
         # Commands wait here for the command thread; a full queue refuses more (the hub
         # sees no ack, and the command expires) rather than growing without bound.
         self.commands: queue.Queue[bytes] = queue.Queue(maxsize=100)
+        state_dir = settings.buffer_path.parent
+        self.config_push = ConfigPush(config_path, state_dir) if config_path else None
+        # Only a push staged before this process started is this process's to confirm:
+        # one staged now is confirmed by the agent it restarts into.
+        self._push_to_follow = self.config_push.pending() if self.config_push else None
         self.commands_handler = CommandHandler(
             settings.node_id,
             settings.node_secret.get_secret_value().encode(),
@@ -90,6 +102,8 @@ class Agent:
             self.publisher.send,
             clock,
             self._request_restart,
+            self.config_push,
+            settings.config_apply_deadline_s,
         )
         self.restart_requested = False
         self._stop = threading.Event()
@@ -118,6 +132,33 @@ class Agent:
             "load_power_w": r.load_power_w if r else None,
             "commands": list(self.commands_handler.last_results),
         }
+
+    def _follow_config_push(self) -> None:
+        """Confirms, rolls back or reports a CONFIG_PUSH that restarted this agent."""
+        pending = self._push_to_follow
+        if pending is None or self.config_push is None:
+            return
+        connected = self.publisher.connected.is_set()
+        if pending["state"] == "rolled_back":
+            if connected:
+                self.commands_handler.ack(
+                    pending["id"], "failed", f"rolled back: {pending['reason']}"
+                )
+                self.config_push.finish()
+                self._push_to_follow = None
+            return
+        if connected and self.device_available and self.last_reading is not None:
+            self.commands_handler.ack(
+                pending["id"], "succeeded", f"config version {pending['version']} applied"
+            )
+            self.config_push.finish()
+            self._push_to_follow = None
+        elif self.clock() > datetime.fromisoformat(pending["deadline"]):
+            reason = "inverter unreachable" if not self.device_available else "broker unreachable"
+            log.error("pushed config failed (%s): rolling back", reason)
+            self.config_push.roll_back(f"{reason} with config version {pending['version']}")
+            self._push_to_follow = None
+            self._request_restart()
 
     def _update_metrics(self) -> None:
         m = self.metrics
@@ -229,6 +270,7 @@ class Agent:
                 if now >= next_poll:
                     self.poll()
                     self._update_metrics()
+                    self._follow_config_push()
                     next_poll = max(next_poll + interval, now)
                 if now >= next_heartbeat:
                     self.publisher.publish_status(

@@ -16,7 +16,7 @@ import sqlite3
 import threading
 from collections import deque
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +25,14 @@ from pydantic import ValidationError
 from contract.commands import (
     CommandEnvelope,
     CommandType,
+    ConfigPushParams,
     FetchLogsParams,
     PowerParams,
     SetModeParams,
     validate_params,
     verify,
 )
+from edge.config_push import ConfigPush, ConfigPushError
 from edge.inverter import InverterError, SunSpecDevice
 
 log = logging.getLogger(__name__)
@@ -93,6 +95,8 @@ class CommandHandler:
         send: Callable[[str, dict[str, Any]], None],
         clock: Callable[[], datetime],
         restart: Callable[[], None],
+        config_push: ConfigPush | None = None,
+        apply_deadline_s: float = 120.0,
     ) -> None:
         self.node_id = node_id
         self.secret = secret
@@ -102,9 +106,11 @@ class CommandHandler:
         self.send = send  # (kind, body): publishes on nodes/{id}/{kind}
         self.clock = clock
         self.restart = restart
+        self.config_push = config_push
+        self.apply_deadline_s = apply_deadline_s
         self.last_results: deque[dict[str, Any]] = deque(maxlen=20)
 
-    def _ack(self, command_id: str, state: str, detail: str = "") -> None:
+    def ack(self, command_id: str, state: str, detail: str = "") -> None:
         body = {"id": command_id, "state": state, "detail": detail, "ts": self.clock().isoformat()}
         self.send("acks", body)
         if state != "received":
@@ -122,18 +128,23 @@ class CommandHandler:
                 command_id = fields["id"][:64]
             envelope, params = self._check(fields)
         except json.JSONDecodeError:
-            self._ack(command_id, "rejected", "invalid JSON")
+            self.ack(command_id, "rejected", "invalid JSON")
             return
         except CommandRejectedError as exc:
-            self._ack(command_id, "rejected", str(exc))
+            self.ack(command_id, "rejected", str(exc))
             return
-        self._ack(envelope.id, "received")
+        self.ack(envelope.id, "received")
         try:
+            if envelope.type is CommandType.CONFIG_PUSH:
+                # Its outcome is acked after the restart (edge/config_push.py).
+                self._stage_config(envelope.id, params)
+                self.restart()
+                return
             detail = self._execute(envelope.type, params)
         except (CommandFailedError, InverterError) as exc:
-            self._ack(envelope.id, "failed", str(exc))
+            self.ack(envelope.id, "failed", str(exc))
             return
-        self._ack(envelope.id, "succeeded", detail)
+        self.ack(envelope.id, "succeeded", detail)
         if envelope.type is CommandType.RESTART_AGENT:
             self.restart()
 
@@ -173,6 +184,17 @@ class CommandHandler:
         if command_type is CommandType.RESTART_AGENT:
             return "restarting"
         raise CommandFailedError(f"{command_type.value} is not supported by this agent version")
+
+    def _stage_config(self, command_id: str, params: ConfigPushParams) -> None:
+        if self.config_push is None:
+            raise CommandFailedError("this agent runs without a config file")
+        deadline = self.clock() + timedelta(seconds=self.apply_deadline_s)
+        try:
+            self.config_push.stage(
+                command_id, params.version, params.config, self.node_id, deadline
+            )
+        except ConfigPushError as exc:
+            raise CommandFailedError(str(exc)) from exc
 
     def _write_verified(self, values: dict[str, float]) -> dict[str, Any]:
         """Writes model 124 points and reads them back; CommandFailedError if they differ."""

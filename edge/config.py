@@ -37,6 +37,9 @@ class EdgeSettings(ServiceSettings, MqttSettings):
     modbus_frame_gap_s: float = 0.05
 
     poll_interval_s: float = Field(default=5.0, gt=0)
+    # After a CONFIG_PUSH, the new config must reach the inverter and the broker within
+    # this long, or the agent rolls back to the previous file.
+    config_apply_deadline_s: float = Field(default=120.0, gt=0)
     heartbeat_interval_s: float = Field(default=60.0, gt=0)
 
     buffer_path: Path = Path("/var/lib/wattfleet/buffer.sqlite3")

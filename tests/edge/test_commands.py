@@ -11,11 +11,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import yaml
 from pymodbus.client import ModbusTcpClient
 
 from contract import topics
 from contract.commands import (
     CommandType,
+    ConfigPushParams,
     FetchLogsParams,
     NoParams,
     PowerParams,
@@ -211,3 +213,64 @@ def test_restart_agent_acks_then_exits_for_the_supervisor(node_agent):
     command_id = hub.send(CommandType.RESTART_AGENT, NoParams())
     assert hub.outcome(command_id)["state"] == "succeeded"
     assert agent.proc.wait(20) == 75
+
+
+def _push(hub, agent, version, **changes):
+    config = yaml.safe_load(agent.config.read_text())
+    config.update(changes)
+    return hub.send(CommandType.CONFIG_PUSH, ConfigPushParams(config=config, version=version))
+
+
+@pytest.fixture
+def supervised(broker, simulator, tmp_path) -> Iterator[tuple[AgentProcess, Hub]]:
+    node = Node(unique("node"), 0, "node-password")
+    with dynsec(broker) as admin:
+        admin.add_node(node.id, node.password)
+    agent = AgentProcess(
+        tmp_path,
+        broker,
+        node,
+        simulator,
+        SIMULATOR_UNIT,
+        node_secret=SECRET.decode(),
+        poll_interval_s=0.5,
+        config_apply_deadline_s=4,
+    ).supervise()
+    hub = Hub(broker, node.id)
+    try:
+        wait_for(lambda: "connected to" in agent.log_path.read_text(), 20, "agent connected")
+        yield agent, hub
+    finally:
+        agent.stop_supervising()
+        agent.proxy.close()
+
+
+def test_config_push_applies_after_a_restart(supervised):
+    agent, hub = supervised
+    original = agent.config.read_text()
+    command_id = _push(hub, agent, 2, heartbeat_interval_s=30.0)
+    ack = hub.outcome(command_id, timeout=30)
+    assert ack == {**ack, "state": "succeeded", "detail": "config version 2 applied"}
+    assert agent.restarts == 1
+    assert yaml.safe_load(agent.config.read_text())["heartbeat_interval_s"] == 30.0
+    assert agent.config.with_name("config.yaml.bak").read_text() == original
+
+
+def test_config_push_that_loses_the_inverter_rolls_back_by_itself(supervised):
+    agent, hub = supervised
+    original = yaml.safe_load(agent.config.read_text())
+    command_id = _push(hub, agent, 3, modbus_port=1)  # nothing listens there
+    ack = hub.outcome(command_id, timeout=60)
+    assert ack["state"] == "failed"
+    assert ack["detail"] == "rolled back: inverter unreachable with config version 3"
+    assert agent.restarts == 2  # into the new config, and back
+    assert yaml.safe_load(agent.config.read_text()) == original
+
+
+def test_invalid_config_push_fails_without_a_restart(supervised):
+    agent, hub = supervised
+    wrong_node = _push(hub, agent, 4, node_id="someone-else")
+    invalid = _push(hub, agent, 5, poll_interval_s=-1)
+    assert hub.outcome(wrong_node)["detail"] == "node_id must stay " + repr(hub.node_id)
+    assert hub.outcome(invalid)["detail"].startswith("invalid config: poll_interval_s")
+    assert agent.restarts == 0

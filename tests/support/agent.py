@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import yaml
 
 from tests.support.proxy import CuttableProxy
-from tests.support.services import free_port, service_env, start_module
+from tests.support.services import free_port, service_env, start_module, stop_process
 
 
 class AgentProcess:
@@ -54,6 +55,31 @@ class AgentProcess:
     def start(self) -> AgentProcess:
         self.proc = start_module("edge", service_env(), self.log_path, "--config", str(self.config))
         return self
+
+    def supervise(self) -> AgentProcess:
+        """Starts the agent and, like its systemd unit, starts it again whenever it exits
+        asking for a restart (status 75), until `stop_supervising()`."""
+        self._supervising = True
+        self.restarts = 0
+        self.start()
+
+        def watch() -> None:
+            while self._supervising:
+                if self.proc.wait() == 75 and self._supervising:
+                    self.restarts += 1
+                    self.start()
+                elif self.proc.returncode != 75:
+                    return
+
+        self._watcher = threading.Thread(target=watch, daemon=True)
+        self._watcher.start()
+        return self
+
+    def stop_supervising(self) -> int:
+        self._supervising = False
+        code = stop_process(self.proc)
+        self._watcher.join(10)
+        return code
 
     def http(self, path: str) -> str:
         """GET from the agent's local status page."""
