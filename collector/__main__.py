@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import logging
-import signal
 import sys
-import threading
 
 from pydantic import ValidationError
 
 from collector.config import CollectorSettings
 from collector.service import run
+from contract.process import configure_logging, stop_on_signals
 
 
 def main() -> int:
@@ -19,14 +17,8 @@ def main() -> int:
     except ValidationError as exc:
         print(f"collector: invalid settings:\n{exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    run(settings, stop)
+    configure_logging(settings.log_level)
+    run(settings, stop_on_signals())
     return 0
 
 

@@ -34,7 +34,7 @@ from collector.decode import Decoder, Limits
 from collector.ingest import BatchWriter, Inbound
 from collector.metrics import CollectorMetrics
 from contract import topics
-from contract.mqtt import connect_properties, make_client
+from contract.mqtt import make_client, start_persistent
 
 log = logging.getLogger(__name__)
 
@@ -76,15 +76,7 @@ class Collector:
     # -- lifecycle -------------------------------------------------------------------
 
     def start(self) -> None:
-        s = self.settings
-        self.client.connect_async(
-            s.mqtt_host,
-            s.mqtt_port,
-            keepalive=s.mqtt_keepalive_s,
-            clean_start=False,
-            properties=connect_properties(s),
-        )
-        self.client.loop_start()
+        start_persistent(self.client, self.settings)
         self._writer.start()
 
     def stop(self) -> None:

@@ -38,3 +38,16 @@ def connect_properties(settings: MqttSettings) -> Properties:
     props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     props.SessionExpiryInterval = settings.mqtt_session_expiry_s
     return props
+
+
+def start_persistent(client: Client, settings: MqttSettings) -> None:
+    """Connects in the background (retrying with the client's capped backoff) with clean
+    start off, so the broker keeps the session and its queued messages across reconnects."""
+    client.connect_async(
+        settings.mqtt_host,
+        settings.mqtt_port,
+        keepalive=settings.mqtt_keepalive_s,
+        clean_start=False,
+        properties=connect_properties(settings),
+    )
+    client.loop_start()

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import logging
-import signal
 import sys
-import threading
 from pathlib import Path
 
+from contract.process import configure_logging, stop_on_signals
 from contract.settings import ConfigError
 from edge.agent import Agent
 from edge.config import EdgeSettings
@@ -27,15 +25,9 @@ def main() -> int:
     except ConfigError as exc:
         print(f"edge: invalid settings: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    configure_logging(settings.log_level)
     agent = Agent(settings, config_path=args.config)
-    agent.run(stop)
+    agent.run(stop_on_signals())
     # 75 (EX_TEMPFAIL): asked to restart; the systemd unit starts the agent again.
     return 75 if agent.restart_requested else 0
 

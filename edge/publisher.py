@@ -24,7 +24,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from contract import topics
-from contract.mqtt import connect_properties, make_client
+from contract.mqtt import make_client, start_persistent
 from edge.buffer import SampleBuffer
 from edge.config import EdgeSettings
 
@@ -60,15 +60,7 @@ class Publisher:
         self.client.message_callback_add(topics.commands(settings.node_id), self._on_command)
 
     def start(self) -> None:
-        s = self.settings
-        self.client.connect_async(
-            s.mqtt_host,
-            s.mqtt_port,
-            keepalive=s.mqtt_keepalive_s,
-            clean_start=False,
-            properties=connect_properties(s),
-        )
-        self.client.loop_start()
+        start_persistent(self.client, self.settings)
 
     def stop(self) -> None:
         """Says offline (retained) and disconnects; unacknowledged samples stay buffered."""

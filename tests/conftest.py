@@ -9,7 +9,6 @@ subscription leaks from one test into the next.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -22,10 +21,10 @@ from tests.support.fleet import unique
 from tests.support.services import (
     Broker,
     Database,
+    database_from_env,
     free_port,
     migrate,
     service_env,
-    start_embedded_timescaledb,
     start_module,
     stop_process,
 )
@@ -33,8 +32,7 @@ from tests.support.services import (
 
 @pytest.fixture(scope="session")
 def database() -> Iterator[Database]:
-    url = os.environ.get("WATTFLEET_TEST_DATABASE_URL")
-    db = Database(url, embedded=False) if url else start_embedded_timescaledb()
+    db = database_from_env("WATTFLEET_TEST_DATABASE_URL")
     try:
         migrate(db)
         yield db

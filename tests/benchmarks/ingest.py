@@ -32,10 +32,10 @@ from tests.support.services import (
     REPO,
     Broker,
     Database,
+    database_from_env,
     free_port,
     migrate,
     service_env,
-    start_embedded_timescaledb,
     start_module,
     stop_process,
     wait_for,
@@ -240,8 +240,7 @@ def main() -> None:
 
     workdir = Path(tempfile.mkdtemp(prefix="wattfleet-bench-"))
     workdir.chmod(0o755)
-    url = os.environ.get("WATTFLEET_DATABASE_URL")
-    db = Database(url, embedded=False) if url else start_embedded_timescaledb()
+    db = database_from_env("WATTFLEET_DATABASE_URL")
     seconds: dict[str, list[float]] = {"collector": [], "bare": [], "naive": []}
     cpu: dict[str, list[float]] = {}
     try:
@@ -273,7 +272,7 @@ def main() -> None:
 
     rate = {name: total / statistics.median(s) for name, s in seconds.items()}
     batches = metrics.get("wattfleet_collector_batch_messages_count", 0)
-    print(f"database: {url or 'embedded TimescaleDB (PGlite)'}")
+    print(f"database: {'embedded TimescaleDB (PGlite)' if db.embedded else db.url}")
     print(
         f"messages: {total} from {args.nodes} nodes, QoS 1, queued while paused; "
         f"median of {args.rounds} rounds"

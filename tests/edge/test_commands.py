@@ -7,6 +7,7 @@ import json
 import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -96,28 +97,33 @@ class Hub:
         return ack
 
 
-@pytest.fixture
-def node_agent(broker, simulator, tmp_path) -> Iterator[tuple[AgentProcess, Hub]]:
+@contextmanager
+def agent_and_hub(broker, simulator, tmp_path, supervised: bool, **settings: Any):
+    """A freshly enrolled node's agent (optionally restarted like systemd would) and the
+    hub's broker account listening to it."""
     node = Node(unique("node"), 0, "node-password")
     with dynsec(broker) as admin:
         admin.add_node(node.id, node.password)
     agent = AgentProcess(
-        tmp_path,
-        broker,
-        node,
-        simulator,
-        SIMULATOR_UNIT,
-        node_secret=SECRET.decode(),
-        poll_interval_s=1.0,
-    ).start()
+        tmp_path, broker, node, simulator, SIMULATOR_UNIT, node_secret=SECRET.decode(), **settings
+    )
+    agent.supervise() if supervised else agent.start()
     hub = Hub(broker, node.id)
     try:
         wait_for(lambda: "connected to" in agent.log_path.read_text(), 20, "agent connected")
         yield agent, hub
     finally:
-        if agent.proc.poll() is None:
+        if supervised:
+            agent.stop_supervising()
+        elif agent.proc.poll() is None:
             stop_process(agent.proc)
         agent.proxy.close()
+
+
+@pytest.fixture
+def node_agent(broker, simulator, tmp_path) -> Iterator[tuple[AgentProcess, Hub]]:
+    with agent_and_hub(broker, simulator, tmp_path, False, poll_interval_s=1.0) as pair:
+        yield pair
 
 
 @pytest.fixture
@@ -223,26 +229,10 @@ def _push(hub, agent, version, **changes):
 
 @pytest.fixture
 def supervised(broker, simulator, tmp_path) -> Iterator[tuple[AgentProcess, Hub]]:
-    node = Node(unique("node"), 0, "node-password")
-    with dynsec(broker) as admin:
-        admin.add_node(node.id, node.password)
-    agent = AgentProcess(
-        tmp_path,
-        broker,
-        node,
-        simulator,
-        SIMULATOR_UNIT,
-        node_secret=SECRET.decode(),
-        poll_interval_s=0.5,
-        config_apply_deadline_s=4,
-    ).supervise()
-    hub = Hub(broker, node.id)
-    try:
-        wait_for(lambda: "connected to" in agent.log_path.read_text(), 20, "agent connected")
-        yield agent, hub
-    finally:
-        agent.stop_supervising()
-        agent.proxy.close()
+    with agent_and_hub(
+        broker, simulator, tmp_path, True, poll_interval_s=0.5, config_apply_deadline_s=4
+    ) as pair:
+        yield pair
 
 
 def test_config_push_applies_after_a_restart(supervised):

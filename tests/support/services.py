@@ -130,6 +130,12 @@ def start_embedded_timescaledb(data_dir: Path | None = None) -> Database:
     return Database(f"postgresql://postgres@127.0.0.1:{port}/postgres", embedded=True, proc=proc)
 
 
+def database_from_env(variable: str) -> Database:
+    """The TimescaleDB named by `variable`, else a fresh embedded one (stop it after)."""
+    url = os.environ.get(variable)
+    return Database(url, embedded=False) if url else start_embedded_timescaledb()
+
+
 def alembic_config(db: Database) -> Config:
     config = Config(str(REPO / "timescale" / "alembic.ini"))
     config.set_main_option("sqlalchemy.url", sqlalchemy_url(db.url))

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shutil
 import signal
 import tempfile
@@ -25,11 +24,10 @@ from contract import topics
 from tests.support.fleet import create_tenant, enroll, mqtt_client, scrape, unique
 from tests.support.services import (
     Broker,
-    Database,
+    database_from_env,
     free_port,
     migrate,
     service_env,
-    start_embedded_timescaledb,
     start_module,
     stop_process,
     wait_for,
@@ -97,8 +95,7 @@ def main() -> None:
         signal.signal(sig, lambda *_: stop.set())
     workdir = Path(tempfile.mkdtemp(prefix="wattfleet-stack-"))
     workdir.chmod(0o755)
-    url = os.environ.get("WATTFLEET_DATABASE_URL")
-    db = Database(url, embedded=False) if url else start_embedded_timescaledb()
+    db = database_from_env("WATTFLEET_DATABASE_URL")
     broker = Broker(workdir / "broker")
     collector = None
     try:
