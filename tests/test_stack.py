@@ -15,7 +15,7 @@ pytestmark = pytest.mark.e2e
 
 def test_local_stack_ingests_simulated_sites():
     result = subprocess.run(
-        [sys.executable, "-m", "tests.support.stack", "--sites", "3", "--duration", "11"],
+        [sys.executable, "-m", "tests.support.stack", "--sites", "3", "--duration", "16"],
         cwd=REPO,
         env=service_env(),
         capture_output=True,

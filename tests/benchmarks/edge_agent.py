@@ -122,7 +122,7 @@ def main() -> None:
         wait_for(lambda: counter.count >= 2, 30, "live samples")
         live_cpu, live_rss = measure(agent, args.live_seconds)
         stop_process(agent.proc)
-        agent.proxy.close()
+        agent.release()
 
         replay_dir = workdir / "replay"
         replay_dir.mkdir()
@@ -146,7 +146,7 @@ def main() -> None:
         replay_cpu = (cpu_seconds(agent.proc.pid) - (cpu0 or 0)) / elapsed * 100
         wait_for(lambda: counter.count - before >= args.backlog, 60, "every sample delivered")
         stop_process(agent.proc)
-        agent.proxy.close()
+        agent.release()
     finally:
         stop_process(simulator)
         broker.stop()

@@ -48,7 +48,7 @@ def test_agent_publishes_what_the_inverter_reads(database, site):
             ).fetchone()
     finally:
         assert stop_process(agent.proc) == 0
-        agent.proxy.close()
+        agent.release()
     assert soc == pytest.approx(62.5)  # the simulator's clock stands at noon
     assert "status.json" in page
     assert status["broker_connected"] is True
@@ -75,7 +75,7 @@ def test_broker_outage_is_replayed_exactly_once_in_order(database, site):
         wait_for(lambda: set(outage) <= set(_seqs(database, node.id)), 60, "backlog replayed")
     finally:
         assert stop_process(agent.proc) == 0
-        agent.proxy.close()
+        agent.release()
     # Every seq the agent numbered ends in the database or is still buffered (both only
     # for a sample whose PUBACK arrived after the agent stopped listening).
     wait_for(
@@ -117,7 +117,7 @@ def test_agent_killed_mid_replay_loses_nothing(database, site):
         wait_for(lambda: set(range(last)) <= set(_seqs(database, node.id)), 60, "all replayed")
     finally:
         assert stop_process(restarted.proc) == 0
-        agent.proxy.close()
+        agent.release()
     assert count_rows(
         database, "SELECT count(*) FROM telemetry WHERE node_id = %s", (node.id,)
     ) == len(set(_seqs(database, node.id)))

@@ -117,7 +117,7 @@ def agent_and_hub(broker, simulator, tmp_path, supervised: bool, **settings: Any
             agent.stop_supervising()
         elif agent.proc.poll() is None:
             stop_process(agent.proc)
-        agent.proxy.close()
+        agent.release()
 
 
 @pytest.fixture

@@ -23,9 +23,16 @@ class AgentProcess:
     resubscribe are lost (see docs/operations.md)."""
 
     def __init__(
-        self, tmp_path: Path, broker, node, simulator_port: int, unit_id: int, **overrides: Any
+        self,
+        tmp_path: Path,
+        broker,
+        node,
+        simulator_port: int,
+        unit_id: int,
+        via_proxy: bool = True,
+        **overrides: Any,
     ):
-        self.proxy = CuttableProxy(broker.port)
+        self.proxy = CuttableProxy(broker.port) if via_proxy else None
         self.buffer_path = tmp_path / "buffer.sqlite3"
         self.config = tmp_path / "config.yaml"
         settings = {
@@ -34,7 +41,7 @@ class AgentProcess:
             "node_id": node.id,
             "node_secret": "test-secret",
             "mqtt_host": "127.0.0.1",
-            "mqtt_port": self.proxy.port,
+            "mqtt_port": self.proxy.port if self.proxy else broker.port,
             "mqtt_password": node.password,
             "mqtt_tls": False,
             "mqtt_keepalive_s": 5,
@@ -48,6 +55,7 @@ class AgentProcess:
             "status_port": free_port(),
             **overrides,
         }
+        self.settings = settings
         self.config.write_text(yaml.safe_dump(settings))
         self.log_path = tmp_path / "agent.log"
         self.proc: Any = None
@@ -80,6 +88,11 @@ class AgentProcess:
         code = stop_process(self.proc)
         self._watcher.join(10)
         return code
+
+    def release(self) -> None:
+        """Closes the proxy, if any (the process is stopped separately)."""
+        if self.proxy is not None:
+            self.release()
 
     def http(self, path: str) -> str:
         """GET from the agent's local status page."""

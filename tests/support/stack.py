@@ -2,27 +2,28 @@
 
 Starts what exists so far, each as a real process on a free port: TimescaleDB (the
 embedded test server unless WATTFLEET_DATABASE_URL names one), migrations, Mosquitto
-with the repo's config, one collector, and simulated sites publishing telemetry with
-their own broker credentials. Prints where to look and live ingest figures until
-Ctrl-C (or --duration seconds), then stops everything.
+with the repo's config, one collector, and simulated sites: for each, the SunSpec
+simulator (`python -m edge.simulator`) and a real edge agent (`python -m edge`) with its
+own broker account. Prints where to look and live ingest figures until Ctrl-C (or
+--duration seconds), then stops everything.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 import threading
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
-from contract import topics
-from tests.support.fleet import create_tenant, enroll, mqtt_client, scrape, unique
+from tests.support.agent import AgentProcess
+from tests.support.fleet import create_tenant, enroll, scrape, unique
 from tests.support.services import (
+    REPO,
     Broker,
     database_from_env,
     free_port,
@@ -30,57 +31,8 @@ from tests.support.services import (
     service_env,
     start_module,
     stop_process,
-    wait_for,
     wait_for_port,
 )
-
-
-def simulated_sample(node_id: str, seq: int, now: datetime, phase: float) -> dict[str, object]:
-    """A plausible reading: PV on a sine over a 10-minute "day" so the demo moves."""
-    sun = max(0.0, math.sin((time.time() / 600 + phase) * 2 * math.pi))
-    solar = round(4000 * sun, 1)
-    load = round(600 + 400 * math.sin(time.time() / 90 + phase), 1)
-    battery = round(max(-2000.0, min(2000.0, load - solar)) * 0.5, 1)
-    return {
-        "node_id": node_id,
-        "timestamp": now.isoformat(),
-        "seq": seq,
-        "battery": {"soc_percent": round(50 + 40 * sun, 1), "voltage": 52.0, "power_w": battery},
-        "solar": {"power_w": solar},
-        "grid": {
-            "current_price": 0.45 + 0.3 * (1 - sun),
-            "mode": "AUTO",
-            "power_w": round(load - solar - battery, 1),
-        },
-        "load": {"power_w": load},
-        "optimizer": {"latest_decision": "charge from PV" if battery < 0 else "discharge to load"},
-    }
-
-
-def run_site(
-    broker: Broker,
-    node_id: str,
-    password: str,
-    interval_s: float,
-    stop: threading.Event,
-    phase: float,
-) -> None:
-    client = mqtt_client(broker, node_id, password)
-    client.publish(
-        topics.status(node_id),
-        json.dumps(
-            {"state": "online", "ts": datetime.now(UTC).isoformat(), "agent_version": "demo"}
-        ),
-        qos=1,
-        retain=True,
-    )
-    seq = 0
-    while not stop.wait(interval_s):
-        body = simulated_sample(node_id, seq, datetime.now(UTC), phase)
-        client.publish(topics.telemetry(node_id), json.dumps(body), qos=1)
-        seq += 1
-    client.disconnect()
-    client.loop_stop()
 
 
 def main() -> None:
@@ -98,6 +50,8 @@ def main() -> None:
     db = database_from_env("WATTFLEET_DATABASE_URL")
     broker = Broker(workdir / "broker")
     collector = None
+    simulators: list[subprocess.Popen[bytes]] = []
+    agents: list[AgentProcess] = []
     try:
         migrate(db)
         broker.start()
@@ -117,16 +71,34 @@ def main() -> None:
             workdir / "collector.log",
         )
         wait_for_port(metrics_port, 20, collector)
-        threads = [
-            threading.Thread(
-                target=run_site,
-                daemon=True,
-                args=(broker, s.id, s.password, args.interval, stop, i / 7),
+        for i, site in enumerate(sites):
+            port = free_port()
+            simulators.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "edge.simulator", "--port", str(port), "--seed", str(i)],
+                    cwd=REPO,
+                    env=service_env(),
+                    stdout=subprocess.DEVNULL,
+                )
             )
-            for i, s in enumerate(sites)
-        ]
-        for t in threads:
-            t.start()
+            wait_for_port(port, 15, simulators[-1])
+            site_dir = workdir / site.id
+            site_dir.mkdir()
+            agents.append(
+                AgentProcess(
+                    site_dir,
+                    broker,
+                    site,
+                    port,
+                    1,
+                    via_proxy=False,
+                    poll_interval_s=args.interval,
+                    log_level="WARNING",
+                ).start()
+            )
+        status_pages = ", ".join(
+            f"http://127.0.0.1:{a.settings['status_port']}/" for a in agents[:2]
+        ) + (" ..." if len(agents) > 2 else "")
         print(
             f"""wattfleet stack is up
   database   {db.url}{"  (embedded TimescaleDB)" if db.embedded else ""}
@@ -134,7 +106,8 @@ def main() -> None:
              admin / {broker.passwords["admin"]}   collector / {broker.passwords["collector"]}
              site {sites[0].id} / {sites[0].password}
   collector  metrics http://127.0.0.1:{metrics_port}/metrics  log {workdir / "collector.log"}
-  sites      {args.sites} simulated, one sample each every {args.interval:g} s
+  sites      {args.sites} simulated inverters with edge agents, a sample each every
+             {args.interval:g} s; status pages {status_pages}
 Ctrl-C stops everything.""",
             flush=True,
         )
@@ -157,10 +130,11 @@ Ctrl-C stops everything.""",
             )
             if args.duration and now - started >= args.duration:
                 break
-        stop.set()
-        wait_for(lambda: all(not t.is_alive() for t in threads), 10, "sites to stop")
     finally:
-        stop.set()
+        for agent in agents:
+            stop_process(agent.proc)
+        for simulator in simulators:
+            stop_process(simulator)
         if collector is not None:
             stop_process(collector)
         broker.stop()
