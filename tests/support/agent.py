@@ -92,7 +92,7 @@ class AgentProcess:
     def release(self) -> None:
         """Closes the proxy, if any (the process is stopped separately)."""
         if self.proxy is not None:
-            self.release()
+            self.proxy.close()
 
     def http(self, path: str) -> str:
         """GET from the agent's local status page."""
