@@ -180,6 +180,3 @@ class Publisher:
             payload = '{"samples":[' + ",".join(body for _, body in rows) + "]}"
             self._replays_in_flight.add(self._send(payload, [seq for seq, _ in rows]))
         return True
-
-    def in_flight(self) -> int:
-        return sum(len(seqs) for seqs in self._in_flight.values())

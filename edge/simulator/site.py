@@ -20,7 +20,6 @@ class Snapshot:
     battery_w: float  # + discharging, - charging
     grid_w: float  # + import, - export
     soc_percent: float
-    price_per_kwh: float
 
 
 @dataclass
@@ -70,11 +69,6 @@ class Site:
         peaks = 900 * math.exp(-((hour - 7.5) ** 2)) + 1500 * math.exp(-((hour - 19) ** 2) / 2)
         return round(self.base_load_w + peaks + 100 * self._noise(t_s, 2), 1)
 
-    @staticmethod
-    def price_per_kwh(t_s: float) -> float:
-        hour = (t_s / 3600) % 24
-        return 0.85 if 17 <= hour < 21 else 0.35 if hour < 6 else 0.55
-
     def step(self, t_s: float) -> Snapshot:
         """Advances the battery to simulated time `t_s` (seconds) and returns the state."""
         pv, load = self.pv_w(t_s), self.load_w(t_s)
@@ -99,5 +93,4 @@ class Site:
             round(battery, 1),
             round(grid, 1),
             round(self.soc_percent, 2),
-            self.price_per_kwh(t_s),
         )
