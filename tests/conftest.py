@@ -21,10 +21,10 @@ from tests.support.fleet import unique
 from tests.support.services import (
     Broker,
     Database,
+    collector_env,
     database_from_env,
     free_port,
     migrate,
-    service_env,
     start_module,
     stop_process,
 )
@@ -61,18 +61,8 @@ class CollectorProcess:
         self.metrics_port = free_port()
         self.client_id = settings.pop("client_id", unique("collector"))
         self.log_path = log_dir / f"{self.client_id}.log"
-        self.env = service_env(
-            **{
-                **database.env(),
-                "WATTFLEET_MQTT_HOST": "127.0.0.1",
-                "WATTFLEET_MQTT_PORT": str(broker.port),
-                "WATTFLEET_MQTT_USERNAME": "collector",
-                "WATTFLEET_MQTT_PASSWORD": broker.passwords["collector"],
-                "WATTFLEET_MQTT_CLIENT_ID": self.client_id,
-                "WATTFLEET_METRICS_PORT": str(self.metrics_port),
-                "WATTFLEET_LOG_LEVEL": "DEBUG",
-                **{f"WATTFLEET_{k.upper()}": v for k, v in settings.items()},
-            }
+        self.env = collector_env(
+            database, broker, self.client_id, self.metrics_port, log_level="DEBUG", **settings
         )
         self.proc: Any = None
 

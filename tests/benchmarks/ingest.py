@@ -32,6 +32,7 @@ from tests.support.services import (
     REPO,
     Broker,
     Database,
+    collector_env,
     database_from_env,
     free_port,
     migrate,
@@ -142,15 +143,7 @@ def bench_collector(db: Database, workdir: Path, nodes: int, per_node: int, star
     port = free_port()
     proc = start_module(
         "collector",
-        service_env(
-            **db.env(),
-            WATTFLEET_MQTT_PORT=str(broker.port),
-            WATTFLEET_MQTT_USERNAME="collector",
-            WATTFLEET_MQTT_PASSWORD=broker.passwords["collector"],
-            WATTFLEET_MQTT_CLIENT_ID="collector-bench",
-            WATTFLEET_METRICS_PORT=str(port),
-            WATTFLEET_LOG_LEVEL="WARNING",
-        ),
+        collector_env(db, broker, "collector-bench", port, log_level="WARNING"),
         workdir / "collector.log",
     )
     try:

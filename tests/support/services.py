@@ -257,6 +257,25 @@ def service_env(**overrides: str) -> dict[str, str]:
     return env
 
 
+def collector_env(
+    db: Database, broker: Broker, client_id: str, metrics_port: int, **settings: str
+) -> dict[str, str]:
+    """The environment of a `python -m collector` on this database and broker; `settings`
+    override by setting name (`batch_max_messages="50"`)."""
+    return service_env(
+        **{
+            **db.env(),
+            "WATTFLEET_MQTT_HOST": "127.0.0.1",
+            "WATTFLEET_MQTT_PORT": str(broker.port),
+            "WATTFLEET_MQTT_USERNAME": "collector",
+            "WATTFLEET_MQTT_PASSWORD": broker.passwords["collector"],
+            "WATTFLEET_MQTT_CLIENT_ID": client_id,
+            "WATTFLEET_METRICS_PORT": str(metrics_port),
+            **{f"WATTFLEET_{name.upper()}": value for name, value in settings.items()},
+        }
+    )
+
+
 def start_module(
     module: str, env: dict[str, str], log_path: Path, *args: str
 ) -> subprocess.Popen[Any]:

@@ -25,6 +25,7 @@ from tests.support.fleet import create_tenant, enroll, scrape, unique
 from tests.support.services import (
     REPO,
     Broker,
+    collector_env,
     database_from_env,
     free_port,
     migrate,
@@ -60,14 +61,7 @@ def main() -> None:
         metrics_port = free_port()
         collector = start_module(
             "collector",
-            service_env(
-                **db.env(),
-                WATTFLEET_MQTT_PORT=str(broker.port),
-                WATTFLEET_MQTT_USERNAME="collector",
-                WATTFLEET_MQTT_PASSWORD=broker.passwords["collector"],
-                WATTFLEET_MQTT_CLIENT_ID="collector-demo",
-                WATTFLEET_METRICS_PORT=str(metrics_port),
-            ),
+            collector_env(db, broker, "collector-demo", metrics_port),
             workdir / "collector.log",
         )
         wait_for_port(metrics_port, 20, collector)
