@@ -10,6 +10,7 @@ need_apt=()
 command -v mosquitto >/dev/null || need_apt+=(mosquitto)
 command -v mosquitto_pub >/dev/null || need_apt+=(mosquitto-clients)
 command -v node >/dev/null || need_apt+=(nodejs npm)
+command -v openssl >/dev/null || need_apt+=(openssl)  # test certificates for the TLS listener
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "bootstrap: apt-get install ${need_apt[*]}"
   apt-get update -qq

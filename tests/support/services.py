@@ -174,6 +174,8 @@ class Broker:
     port: int = field(default_factory=free_port)
     passwords: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[Any] | None = None
+    # With tls, the listener serves a certificate for 127.0.0.1 signed by `ca_file`.
+    tls: bool = False
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -189,6 +191,9 @@ class Broker:
         )
         self.dynsec_file = self.data_dir / "dynamic-security.json"
         self.dynsec_file.write_text(json.dumps(dynsec))
+        self.ca_file = self.workdir / "ca.crt"
+        if self.tls:
+            self._make_certificates()
         self.config_file = self.workdir / "mosquitto.conf"
         self.config_file.write_text(self._render_config())
         self._chown_for_mosquitto()
@@ -208,11 +213,72 @@ class Broker:
             f"plugin {plugin}",
             f"plugin_opt_config_file {self.dynsec_file}",
             f"listener {self.port} 127.0.0.1",
+            *(
+                [
+                    f"cafile {self.ca_file}",
+                    f"certfile {self.workdir / 'server.crt'}",
+                    f"keyfile {self.workdir / 'server.key'}",
+                ]
+                if self.tls
+                else []
+            ),
             f"log_dest file {self.workdir / 'mosquitto.log'}",
             # Not "all": per-message debug lines slow the broker several times over.
             *(f"log_type {t}" for t in ("error", "warning", "notice", "information")),
         ]
         return "\n".join(kept) + "\n"
+
+    def _make_certificates(self) -> None:
+        """A throwaway CA and a server certificate for 127.0.0.1 (openssl CLI)."""
+        d = self.workdir
+        (d / "san.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+        for args in (
+            [
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.crt",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=wattfleet test CA",
+            ],
+            [
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+            [
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "server.crt",
+                "-days",
+                "2",
+                "-extfile",
+                "san.cnf",
+            ],
+        ):
+            subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
 
     def _chown_for_mosquitto(self) -> None:
         # Started as root, mosquitto drops to its own user: it must own what it writes
@@ -220,7 +286,10 @@ class Broker:
         if os.geteuid() != 0:
             return
         user = pwd.getpwnam("mosquitto")
-        for path in (self.workdir, self.data_dir, self.dynsec_file):
+        owned = [self.workdir, self.data_dir, self.dynsec_file]
+        if self.tls:
+            owned.append(self.workdir / "server.key")
+        for path in owned:
             os.chown(path, user.pw_uid, user.pw_gid)
         (self.workdir / "mosquitto.log").touch()
         os.chown(self.workdir / "mosquitto.log", user.pw_uid, user.pw_gid)
