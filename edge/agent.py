@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import logging
 import queue
 import threading
@@ -244,9 +243,9 @@ class Agent:
         body = self.sample(reading, now)
         if body is None:
             return None
-        seq = self.buffer.append(body, now)
+        seq, stored = self.buffer.append(body, now)
         self.last_seq = seq
-        self.publisher.publish_live(seq, json.dumps({**body, "seq": seq}, separators=(",", ":")))
+        self.publisher.publish_live(seq, stored)
         return seq
 
     def run(self, stop: threading.Event) -> None:

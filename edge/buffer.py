@@ -44,8 +44,9 @@ class SampleBuffer:
         with self._lock:
             self._db.close()
 
-    def append(self, sample: dict[str, Any], ts: datetime) -> int:
-        """Stores the sample under the next seq (set in its body too) and returns the seq."""
+    def append(self, sample: dict[str, Any], ts: datetime) -> tuple[int, str]:
+        """Stores the sample under the next seq (set in its body too); returns the seq
+        and the stored JSON body, which is also what goes on the wire."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -62,7 +63,7 @@ class SampleBuffer:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-        return int(seq)
+        return int(seq), body
 
     def pending(self, limit: int, exclude: Iterable[int] = ()) -> list[tuple[int, str]]:
         """Up to `limit` buffered (seq, JSON body) pairs, oldest first, skipping `exclude`

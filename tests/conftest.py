@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.fleet import unique
+from tests.support.fleet import scrape, unique
 from tests.support.services import (
     Broker,
     Database,
@@ -27,6 +27,8 @@ from tests.support.services import (
     migrate,
     start_module,
     stop_process,
+    wait_for,
+    wait_for_port,
 )
 
 
@@ -67,9 +69,6 @@ class CollectorProcess:
         self.proc: Any = None
 
     def start(self) -> CollectorProcess:
-        from tests.support.fleet import scrape
-        from tests.support.services import wait_for, wait_for_port
-
         self.proc = start_module("collector", self.env, self.log_path)
         wait_for_port(self.metrics_port, 20, self.proc)
         wait_for(
