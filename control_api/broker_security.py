@@ -138,15 +138,18 @@ class DynsecClient:
     """Sends dynamic-security commands over an already connected MQTT client whose
     account holds the admin (or control-API) role, and waits for the answers."""
 
-    def __init__(self, client: Client, timeout_s: float = 5.0) -> None:
+    def __init__(self, client: Client, timeout_s: float = 5.0, subscribe: bool = True) -> None:
+        """With `subscribe=False` the owner of the client subscribes to RESPONSE_TOPIC
+        itself (on every connect, for a client that reconnects)."""
         self._client = client
         self._timeout_s = timeout_s
         self._lock = threading.Lock()
         self._pending: dict[str, tuple[threading.Event, list[dict[str, Any]]]] = {}
         client.message_callback_add(RESPONSE_TOPIC, self._on_response)
-        result, _ = client.subscribe(RESPONSE_TOPIC, qos=1)
-        if result != 0:
-            raise BrokerSecurityError(f"cannot subscribe to {RESPONSE_TOPIC}: rc={result}")
+        if subscribe:
+            result, _ = client.subscribe(RESPONSE_TOPIC, qos=1)
+            if result != 0:
+                raise BrokerSecurityError(f"cannot subscribe to {RESPONSE_TOPIC}: rc={result}")
 
     def _on_response(self, _client: Client, _userdata: object, msg: MQTTMessage) -> None:
         try:
@@ -169,7 +172,9 @@ class DynsecClient:
             self._pending[correlation] = (done, answer)
         try:
             body = {"commands": [{"command": command, "correlationData": correlation, **fields}]}
-            self._client.publish(CONTROL_TOPIC, json.dumps(body), qos=1)
+            info = self._client.publish(CONTROL_TOPIC, json.dumps(body), qos=1)
+            if info.rc != 0:
+                raise BrokerSecurityError(f"{command}: not connected to the broker (rc={info.rc})")
             if not done.wait(self._timeout_s):
                 raise BrokerSecurityError(f"{command}: no answer from the broker")
         finally:
@@ -203,6 +208,28 @@ class DynsecClient:
     def disable_node(self, node_id: str) -> None:
         """Disables the account; the broker disconnects the node at once."""
         self.run("disableClient", username=node_id)
+
+    def enable_node(self, node_id: str) -> None:
+        self.run("enableClient", username=node_id)
+
+    def set_node_password(self, node_id: str, password: str) -> None:
+        """New password, and the node's open connection is dropped, so the old password
+        stops working now rather than at the next reconnect."""
+        self.run("setClientPassword", username=node_id, password=password)
+        self.run("disableClient", username=node_id)
+        self.run("enableClient", username=node_id)
+
+    def remove_node(self, node_id: str) -> None:
+        """Deletes the node's client and role (undoing a failed enrollment)."""
+        for command, fields in (
+            ("deleteClient", {"username": node_id}),
+            ("deleteRole", {"rolename": node_role_name(node_id)}),
+        ):
+            try:
+                self.run(command, **fields)
+            except BrokerSecurityError as exc:
+                if "not found" not in str(exc):
+                    raise
 
 
 def main() -> None:

@@ -22,6 +22,9 @@ from pydantic import ValidationError
 
 from edge.config import EdgeSettings
 
+# Set on the node at enrollment and never pushed by the hub.
+KEPT_SECRETS = ("node_secret", "mqtt_password")
+
 
 class ConfigPushError(Exception):
     """The pushed config is invalid or cannot be written; nothing was changed."""
@@ -49,7 +52,18 @@ class ConfigPush:
         node_id: str,
         deadline: datetime,
     ) -> None:
-        """Validates and writes the new config; raises ConfigPushError on bad input."""
+        """Validates and writes the new config; raises ConfigPushError on bad input.
+
+        Secrets the push leaves out (the hub never sends them) are kept from the
+        running file."""
+        try:
+            running = yaml.safe_load(self.config_path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigPushError(f"cannot read the running config: {exc}") from exc
+        config = {
+            **{k: running[k] for k in KEPT_SECRETS if k in running and k not in config},
+            **config,
+        }
         try:
             pushed = EdgeSettings(**config)
         except ValidationError as exc:

@@ -235,14 +235,18 @@ def supervised(broker, simulator, tmp_path) -> Iterator[tuple[AgentProcess, Hub]
         yield pair
 
 
-def test_config_push_applies_after_a_restart(supervised):
+def test_config_push_applies_after_a_restart_and_keeps_the_node_secrets(supervised):
     agent, hub = supervised
     original = agent.config.read_text()
-    command_id = _push(hub, agent, 2, heartbeat_interval_s=30.0)
+    config = {**yaml.safe_load(original), "heartbeat_interval_s": 30.0}
+    # The hub never sends secrets: the node keeps its own.
+    secrets = {key: config.pop(key) for key in ("node_secret", "mqtt_password")}
+    command_id = hub.send(CommandType.CONFIG_PUSH, ConfigPushParams(config=config, version=2))
     ack = hub.outcome(command_id, timeout=30)
     assert ack == {**ack, "state": "succeeded", "detail": "config version 2 applied"}
     assert agent.restarts == 1
-    assert yaml.safe_load(agent.config.read_text())["heartbeat_interval_s"] == 30.0
+    applied = yaml.safe_load(agent.config.read_text())
+    assert applied == {**config, **secrets}
     assert agent.config.with_name("config.yaml.bak").read_text() == original
 
 

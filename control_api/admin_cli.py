@@ -1,0 +1,57 @@
+"""Operator commands that need no running API: the first admin, and the audit check."""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine, text
+
+from control_api import audit, passwords
+
+
+class AdminCliError(Exception):
+    """What went wrong, in words for the operator."""
+
+
+def create_admin(engine: Engine, email: str, password: str, totp: bool) -> tuple[str, str | None]:
+    """Creates the admin, or sets the password of an existing one (idempotent).
+    Returns ("created" | "updated", the otpauth URI when TOTP was set up)."""
+    if len(password) < 12:
+        raise AdminCliError("the password needs at least 12 characters")
+    secret = passwords.new_totp_secret() if totp else None
+    with engine.begin() as conn:
+        existing = conn.execute(
+            text("SELECT id, role FROM users WHERE lower(email) = lower(:email)"), {"email": email}
+        ).first()
+        if existing is not None and existing.role != "admin":
+            raise AdminCliError(f"{email} exists as a {existing.role}, not an admin")
+        params = {"email": email, "hash": passwords.hash_password(password), "secret": secret}
+        if existing is None:
+            conn.execute(
+                text(
+                    "INSERT INTO users (email, password_hash, role, totp_secret, totp_enabled)"
+                    " VALUES (:email, :hash, 'admin', :secret, :secret IS NOT NULL)"
+                ),
+                params,
+            )
+        else:
+            conn.execute(
+                text(
+                    "UPDATE users SET password_hash = :hash, disabled = false,"
+                    " totp_secret = coalesce(:secret, totp_secret),"
+                    " totp_enabled = totp_enabled OR :secret IS NOT NULL"
+                    " WHERE lower(email) = lower(:email)"
+                ),
+                params,
+            )
+        outcome = "created" if existing is None else "updated"
+        audit.append(
+            conn,
+            audit.AuditEntry(
+                action="cli_create_admin", outcome="ok", actor_email=email, params={"totp": totp}
+            ),
+        )
+    return outcome, passwords.totp_uri(secret, email) if secret else None
+
+
+def verify_audit(engine: Engine) -> audit.ChainReport:
+    with engine.connect() as conn:
+        return audit.verify_chain(conn)

@@ -1,0 +1,104 @@
+"""The FastAPI application and the resources it owns for its lifetime: the database
+engine, the broker link, the command dispatcher and its scheduled jobs."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.exc import DataError
+
+from control_api.broker_link import BrokerLink
+from control_api.commands import CommandDispatcher
+from control_api.config import ApiSettings
+from control_api.login_limits import LoginLimits
+from control_api.metrics import ApiMetrics
+from control_api.request_audit import AuditMiddleware
+from control_api.routes import audit, auth, commands, nodes, system, tenants, users
+from timescale.database import sqlalchemy_url
+
+log = logging.getLogger(__name__)
+
+
+def make_engine(settings: ApiSettings) -> Engine:
+    return create_engine(
+        sqlalchemy_url(settings.database_url),
+        pool_pre_ping=True,
+        connect_args={"prepare_threshold": settings.prepare_threshold},
+    )
+
+
+def create_app(settings: ApiSettings) -> FastAPI:
+    engine = make_engine(settings)
+    metrics = ApiMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Acks only arrive after link.start(), by which time the dispatcher exists.
+        link = BrokerLink(
+            settings,
+            lambda node, payload: dispatcher.handle_ack(node, payload),
+            settings.publish_timeout_s,
+        )
+        dispatcher = CommandDispatcher(
+            engine,
+            link,
+            metrics,
+            result_grace=timedelta(seconds=settings.command_result_grace_s),
+            republish_after=timedelta(seconds=settings.command_republish_after_s),
+        )
+        scheduler = BackgroundScheduler(timezone="UTC")
+        for job in (dispatcher.expire_overdue, dispatcher.republish_pending):
+            scheduler.add_job(
+                job,
+                "interval",
+                seconds=settings.command_check_interval_s,
+                max_instances=1,
+                coalesce=True,
+            )
+        app.state.link = link
+        app.state.dispatcher = dispatcher
+        link.start()
+        scheduler.start()
+        try:
+            yield
+        finally:
+            scheduler.shutdown(wait=True)
+            link.stop()
+            engine.dispose()
+
+    app = FastAPI(
+        title="wattfleet control API",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="Tenants, users, node enrollment, audited signed commands, node config.",
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.metrics = metrics
+    app.state.login_limits = LoginLimits(
+        settings.login_limit_per_account, settings.login_limit_per_address
+    )
+    app.add_middleware(AuditMiddleware, engine=engine, metrics=metrics)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origins,
+        allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+        allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+    )
+
+    @app.exception_handler(DataError)
+    async def data_error(_request: Request, exc: DataError) -> JSONResponse:
+        # Input the database cannot hold (a NUL byte in text, a number out of range).
+        return JSONResponse({"detail": f"invalid value: {exc.orig}"}, status_code=422)
+
+    for module in (system, auth, tenants, users, nodes, commands, audit):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,45 @@
+"""Control API settings (`WATTFLEET_*` environment variables)."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+
+from contract.settings import DatabaseSettings, MqttSettings, ServiceSettings
+
+
+class ApiSettings(ServiceSettings, MqttSettings, DatabaseSettings):
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    jwt_secret: SecretStr = SecretStr("change-me")
+    jwt_ttl_s: int = Field(default=3600, ge=60)
+    # Browser origins allowed to call the API (CORS); empty allows none.
+    cors_origins: list[str] = []
+    # When on, an admin account without TOTP cannot log in.
+    require_admin_totp: bool = False
+
+    # Failed logins allowed per account and per client address, as a moving window.
+    login_limit_per_account: str = "5/minute"
+    login_limit_per_address: str = "30/minute"
+
+    mqtt_username: str = "control-api"
+    # Stable across restarts: the broker keeps acks for this session while the API is down.
+    mqtt_client_id: str = "control-api"
+    # What an enrolled node is told to connect to (the broker's public name).
+    node_mqtt_host: str = "localhost"
+    node_mqtt_port: int = 8883
+
+    # A command the node has not picked up by then expires; one it has received gets
+    # `command_result_grace_s` more to report success or failure.
+    command_ttl_s: int = Field(default=300, ge=1)
+    command_result_grace_s: int = Field(default=600, ge=0)
+    command_check_interval_s: float = Field(default=5.0, gt=0)
+    # A command still `pending` this long after it was written is published again (the
+    # node drops duplicates by id).
+    command_republish_after_s: float = Field(default=10.0, gt=0)
+    publish_timeout_s: float = Field(default=5.0, gt=0)
+
+    def secrets_to_check(self) -> dict[str, SecretStr | None]:
+        return {
+            "WATTFLEET_JWT_SECRET": self.jwt_secret,
+            "WATTFLEET_MQTT_PASSWORD": self.mqtt_password,
+        }

@@ -1,0 +1,198 @@
+"""Request and response bodies of the API (the wire contract with nodes lives in
+`contract/`)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import Path
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+
+from contract.topics import NODE_ID_PATTERN
+
+Role = Literal["admin", "operator", "viewer"]
+Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+Password = Annotated[str, StringConstraints(min_length=12, max_length=256)]
+NodeIdStr = Annotated[str, StringConstraints(pattern=NODE_ID_PATTERN)]
+# Database ids are bigint: a larger number is not an id, not a server error.
+MAX_DB_ID = 2**63 - 1
+DbId = Annotated[int, Field(ge=1, le=MAX_DB_ID)]
+DbIdPath = Annotated[int, Path(ge=1, le=MAX_DB_ID)]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LoginIn(_In):
+    email: Annotated[str, StringConstraints(min_length=1, max_length=320)]
+    password: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    totp_code: Annotated[str, StringConstraints(pattern=r"^[0-9]{6}$")] | None = None
+
+
+class TokenOut(BaseModel):
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"  # noqa: S105 - the OAuth2 token type
+
+
+class TotpSetupOut(BaseModel):
+    secret: str
+    otpauth_uri: str
+
+
+class TotpConfirmIn(_In):
+    code: Annotated[str, StringConstraints(pattern=r"^[0-9]{6}$")]
+
+
+class UserOut(BaseModel):
+    id: int
+    email: str
+    role: Role
+    tenant_id: int | None
+    totp_enabled: bool
+    disabled: bool
+    created_at: datetime
+
+
+class UserIn(_In):
+    email: EmailStr
+    password: Password
+    role: Role
+    tenant_id: DbId | None = None
+
+
+class UserPatch(_In):
+    role: Role | None = None
+    tenant_id: DbId | None = None
+    password: Password | None = None
+    disabled: bool | None = None
+
+
+class TenantIn(_In):
+    slug: Slug
+    name: Name
+
+
+class TenantPatch(_In):
+    name: Name
+
+
+class TenantOut(BaseModel):
+    id: int
+    slug: str
+    name: str
+    created_at: datetime
+    database_role: str | None
+
+
+class DatabaseRoleOut(BaseModel):
+    """The tenant's database login for its Grafana datasource; the password is shown
+    only in this answer."""
+
+    role: str
+    password: str
+
+
+class TenantCreatedOut(TenantOut):
+    database_password: str
+
+
+class NodeOut(BaseModel):
+    id: str
+    tenant_id: int
+    display_name: str
+    enabled: bool
+    created_at: datetime
+    state: str
+    last_seen_at: datetime | None
+    agent_version: str | None
+    clock_drift_s: float | None
+
+
+class NodeIn(_In):
+    id: NodeIdStr
+    tenant_id: DbId
+    display_name: Annotated[str, StringConstraints(max_length=200)] = ""
+
+
+class NodePatch(_In):
+    tenant_id: DbId | None = None
+    display_name: Annotated[str, StringConstraints(max_length=200)] | None = None
+
+
+class NodeCredentialsOut(BaseModel):
+    """Shown once: the node's broker login and command key, for its config file."""
+
+    node_id: str
+    mqtt_host: str
+    mqtt_port: int
+    mqtt_username: str
+    mqtt_password: str
+    node_secret: str
+
+
+class CommandEventOut(BaseModel):
+    ts: datetime
+    state: str
+    source: str
+    detail: str
+    applied: bool
+
+
+class CommandOut(BaseModel):
+    id: str
+    node_id: str
+    tenant_id: int
+    type: str
+    params: dict[str, Any]
+    state: str
+    detail: str
+    queued: bool
+    issued_by: int | None
+    issued_at: datetime
+    expires_at: datetime
+    updated_at: datetime
+
+
+class CommandDetailOut(CommandOut):
+    events: list[CommandEventOut]
+
+
+class CommandAcceptedOut(BaseModel):
+    id: str
+    state: str
+
+
+class NodeConfigIn(_In):
+    config: dict[str, Any]
+
+
+class NodeConfigOut(BaseModel):
+    node_id: str
+    version: int
+    config: dict[str, Any]
+    command_id: str | None
+    created_at: datetime
+
+
+class AuditRowOut(BaseModel):
+    id: int
+    ts: datetime
+    actor_user_id: int | None
+    actor_email: str | None
+    tenant_id: int | None
+    node_id: str | None
+    action: str
+    params: dict[str, Any]
+    outcome: str
+    status_code: int | None
+    client_addr: str | None
+    hash: str
+
+
+class AuditVerifyOut(BaseModel):
+    ok: bool
+    checked: int
+    bad_rows: list[int]

@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.support.control_api import User, api_client, create_user, log_in
+from tests.support.fleet import create_tenant
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Actors:
+    admin: User
+    operator_a: User
+    viewer_a: User
+    operator_b: User
+    tenant_a: int
+    tenant_b: int
+
+
+@pytest.fixture
+def api(database, broker) -> Iterator[TestClient]:
+    with api_client(database, broker) as client:
+        yield client
+
+
+@pytest.fixture
+def actors(database, api) -> Actors:
+    tenant_a, tenant_b = create_tenant(database), create_tenant(database)
+    return Actors(
+        admin=log_in(api, create_user(database, "admin", None)),
+        operator_a=log_in(api, create_user(database, "operator", tenant_a)),
+        viewer_a=log_in(api, create_user(database, "viewer", tenant_a)),
+        operator_b=log_in(api, create_user(database, "operator", tenant_b)),
+        tenant_a=tenant_a,
+        tenant_b=tenant_b,
+    )

@@ -1,0 +1,145 @@
+"""The control API for tests: in-process (FastAPI's TestClient, with its real lifespan:
+database, broker link, scheduled jobs) or as a real `python -m control_api` process."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fastapi.testclient import TestClient
+
+from control_api.app import create_app
+from control_api.config import ApiSettings
+from control_api.passwords import hash_password
+from tests.support.fleet import unique
+from tests.support.services import (
+    Broker,
+    Database,
+    free_port,
+    service_env,
+    start_module,
+    stop_process,
+    wait_for,
+    wait_for_port,
+)
+
+PASSWORD = "correct horse battery"
+# Argon2 hashing takes a while; test users share one hash of PASSWORD.
+_HASH = hash_password(PASSWORD)
+
+
+def api_settings(db: Database, broker: Broker, **overrides: Any) -> dict[str, Any]:
+    """Settings by name for an API on this database and broker."""
+    return {
+        "env": "dev",
+        "database_url": db.url,
+        "database_prepared_statements": db.prepared_statements,
+        "mqtt_host": "127.0.0.1",
+        "mqtt_port": broker.port,
+        "mqtt_username": "control-api",
+        "mqtt_password": broker.passwords["control-api"],
+        "mqtt_client_id": unique("control-api"),
+        "jwt_secret": secrets.token_urlsafe(32),
+        "node_mqtt_host": "127.0.0.1",
+        "node_mqtt_port": broker.port,
+        "command_check_interval_s": 0.2,
+        "command_republish_after_s": 1.0,
+        **overrides,
+    }
+
+
+@contextmanager
+def api_client(db: Database, broker: Broker, **overrides: Any) -> Iterator[TestClient]:
+    settings = ApiSettings(**api_settings(db, broker, **overrides))
+    with TestClient(create_app(settings)) as client:
+        wait_for(client.app.state.link.connected.is_set, 10, "API connected to the broker")  # type: ignore[attr-defined]
+        yield client
+
+
+@dataclass
+class User:
+    id: int
+    email: str
+    role: str
+    tenant_id: int | None
+    token: str = ""
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+def create_user(db: Database, role: str, tenant_id: int | None) -> User:
+    email = f"{unique(role)}@example.com"
+    with db.connect() as conn:
+        user_id = conn.execute(
+            "INSERT INTO users (email, password_hash, role, tenant_id) VALUES (%s, %s, %s, %s)"
+            " RETURNING id",
+            (email, _HASH, role, tenant_id),
+        ).fetchone()[0]
+    return User(user_id, email, role, tenant_id)
+
+
+def log_in(client: Any, user: User) -> User:
+    response = client.post("/auth/login", json={"email": user.email, "password": PASSWORD})
+    assert response.status_code == 200, response.text
+    user.token = response.json()["access_token"]
+    return user
+
+
+def audit_rows(db: Database, after_id: int, **where: Any) -> list[dict[str, Any]]:
+    """Audit rows after `after_id` matching every `column=value`."""
+    clauses = "".join(f" AND {column} = %s" for column in where)
+    with db.connect() as conn:
+        cur = conn.execute(
+            f"SELECT * FROM audit_log WHERE id > %s{clauses} ORDER BY id",
+            (after_id, *where.values()),
+        )
+        names = [c.name for c in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def last_audit_id(db: Database) -> int:
+    with db.connect() as conn:
+        return int(conn.execute("SELECT coalesce(max(id), 0) FROM audit_log").fetchone()[0])
+
+
+class ApiProcess:
+    """`python -m control_api` as a real process on a free port."""
+
+    def __init__(self, db: Database, broker: Broker, log_path: Path, **overrides: Any) -> None:
+        self.port = free_port()
+        settings = api_settings(db, broker, api_port=self.port, **overrides)
+        self.env = service_env(
+            **{f"WATTFLEET_{name.upper()}": _env_value(value) for name, value in settings.items()}
+        )
+        self.log_path = log_path
+        self.proc: Any = None
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> ApiProcess:
+        self.proc = start_module("control_api", self.env, self.log_path)
+        wait_for_port(self.port, 30, self.proc)
+        wait_for(
+            lambda: httpx.get(self.url + "/readiness").status_code == 200, 20, "API ready"
+        )
+        return self
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self) -> int:
+        return stop_process(self.proc)
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=15)
+
+
+def _env_value(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
