@@ -28,7 +28,7 @@ def create_admin(engine: Engine, email: str, password: str, totp: bool) -> tuple
             conn.execute(
                 text(
                     "INSERT INTO users (email, password_hash, role, totp_secret, totp_enabled)"
-                    " VALUES (:email, :hash, 'admin', :secret, :secret IS NOT NULL)"
+                    " VALUES (:email, :hash, 'admin', :secret, CAST(:secret AS text) IS NOT NULL)"
                 ),
                 params,
             )
@@ -37,7 +37,7 @@ def create_admin(engine: Engine, email: str, password: str, totp: bool) -> tuple
                 text(
                     "UPDATE users SET password_hash = :hash, disabled = false,"
                     " totp_secret = coalesce(:secret, totp_secret),"
-                    " totp_enabled = totp_enabled OR :secret IS NOT NULL"
+                    " totp_enabled = totp_enabled OR CAST(:secret AS text) IS NOT NULL"
                     " WHERE lower(email) = lower(:email)"
                 ),
                 params,

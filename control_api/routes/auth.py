@@ -52,7 +52,7 @@ async def _login_body(request: Request) -> LoginIn:
         detail: Any = (
             exc.errors(include_url=False) if isinstance(exc, ValidationError) else str(exc)
         )
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail) from exc
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail) from exc
 
 
 LoginBody = Annotated[LoginIn, Depends(_login_body)]

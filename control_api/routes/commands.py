@@ -269,7 +269,7 @@ def put_config(
     try:
         config = validate_node_config(node_id, body.config)
     except NodeConfigError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from exc
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
     with engine.connect() as conn:
         version = conn.execute(
             text("SELECT coalesce(max(version), 0) + 1 FROM node_configs WHERE node_id = :id"),

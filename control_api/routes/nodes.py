@@ -93,7 +93,7 @@ def enroll_node(
     """Creates the node and its broker account; the credentials are shown only here."""
     note_target(request, tenant_id=body.tenant_id, node_id=body.id)
     if not _tenant_exists(engine, body.tenant_id):
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "no such tenant")
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "no such tenant")
     broker = dynsec(request)
     password, secret = secrets.token_urlsafe(24), secrets.token_hex(32)
     try:
@@ -139,7 +139,7 @@ def update_node(
     recorded; new telemetry lands under the new tenant)."""
     load_node(request, engine, user, node_id)
     if body.tenant_id is not None and not _tenant_exists(engine, body.tenant_id):
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "no such tenant")
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "no such tenant")
     with engine.begin() as conn:
         conn.execute(
             text(

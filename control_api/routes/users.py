@@ -25,15 +25,17 @@ def _get(conn: Connection, user_id: int) -> dict[str, Any] | None:
 
 def _check_role_tenant(conn: Connection, role: str, tenant_id: int | None) -> None:
     if role == "admin" and tenant_id is not None:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "admins belong to no tenant")
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "admins belong to no tenant")
     if role != "admin":
         if tenant_id is None:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, f"a {role} needs a tenant_id")
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT, f"a {role} needs a tenant_id"
+            )
         if (
             conn.execute(text("SELECT 1 FROM tenants WHERE id = :id"), {"id": tenant_id}).first()
             is None
         ):
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "no such tenant")
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "no such tenant")
 
 
 @router.get("", response_model=list[UserOut])

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import threading
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -25,7 +26,7 @@ class FakeNode:
     def __init__(self, broker, credentials):
         self.id = credentials["node_id"]
         self.secret = credentials["node_secret"].encode()
-        self.commands: list[dict] = []
+        self.commands: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self.client = mqtt_client(broker, self.id, credentials["mqtt_password"], client_id=self.id)
         subscribed = threading.Event()
@@ -101,7 +102,8 @@ def test_command_is_stored_audited_signed_published_and_follows_the_acks(
     assert response.json()["state"] == "sent"
 
     [envelope] = node.received()
-    assert envelope["id"] == command_id and envelope["type"] == "FORCE_CHARGE"
+    assert envelope["id"] == command_id
+    assert envelope["type"] == "FORCE_CHARGE"
     assert envelope["params"] == {"power_w": 2500.0, "duration_s": 600}
     assert verify(node.id, envelope, node.secret)
 
@@ -118,8 +120,10 @@ def test_command_is_stored_audited_signed_published_and_follows_the_acks(
     ]
     [row] = audit_rows(database, before, action="issue_command")
     assert row["actor_email"] == actors.operator_a.email
-    assert row["tenant_id"] == actors.tenant_a and row["node_id"] == node.id
-    assert row["params"]["command_id"] == command_id and row["outcome"] == "ok"
+    assert row["tenant_id"] == actors.tenant_a
+    assert row["node_id"] == node.id
+    assert row["params"]["command_id"] == command_id
+    assert row["outcome"] == "ok"
 
     history = api.get(f"/nodes/{node.id}/commands", headers=actors.viewer_a.headers).json()
     assert [(c["id"], c["state"]) for c in history] == [(command_id, "succeeded")]
@@ -136,14 +140,16 @@ def test_idempotency_key_does_not_send_twice(api, actors, node):
     reused = api.post(f"/nodes/{node.id}/commands", json=other, headers=headers)
     assert reused.status_code == 409
     history = api.get(f"/nodes/{node.id}/commands", headers=actors.operator_a.headers).json()
-    assert len(history) == 1 and len(node.commands) == 1
+    assert len(history) == 1
+    assert len(node.commands) == 1
 
 
 def test_offline_node_is_refused_unless_queued(api, actors, node, database):
     set_state(database, node.id, "offline")
     refused = api.post(f"/nodes/{node.id}/commands", json=CHARGE, headers=actors.operator_a.headers)
     assert refused.status_code == 409
-    assert "offline" in refused.json()["detail"] and "queue=true" in refused.json()["detail"]
+    assert "offline" in refused.json()["detail"]
+    assert "queue=true" in refused.json()["detail"]
     assert node.commands == []
     queued = api.post(
         f"/nodes/{node.id}/commands?queue=true", json=CHARGE, headers=actors.operator_a.headers
@@ -258,8 +264,6 @@ def test_metrics_count_requests_and_commands(api, actors, node):
     text = api.get("/metrics").text
     assert 'wattfleet_api_commands_total{outcome="issued",type="FORCE_CHARGE"} 1.0' in text
     assert 'wattfleet_api_commands_total{outcome="succeeded",type="FORCE_CHARGE"} 1.0' in text
-    assert (
-        'wattfleet_api_requests_total{method="POST",route="/nodes/{node_id}/commands",status="202"} 1.0'
-        in text
-    )
+    requests = 'wattfleet_api_requests_total{method="POST",route="/nodes/{node_id}/commands"'
+    assert requests + ',status="202"} 1.0' in text
     assert "wattfleet_api_broker_connected 1.0" in text

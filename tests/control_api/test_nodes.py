@@ -73,7 +73,8 @@ def test_disable_disconnects_at_once_and_refuses_reconnects(api, actors, broker)
     client.on_disconnect = lambda *args: dropped.append(args)
     try:
         response = api.post(f"/nodes/{node['node_id']}/disable", headers=actors.admin.headers)
-        assert response.status_code == 200 and response.json()["enabled"] is False
+        assert response.status_code == 200
+        assert response.json()["enabled"] is False
         wait_for(lambda: dropped, 5, "the broker to drop the disabled node")
     finally:
         client.loop_stop()
@@ -122,7 +123,8 @@ def test_moving_a_node_to_another_tenant_moves_who_sees_it(api, actors):
     path = f"/nodes/{node['node_id']}"
     assert api.get(path, headers=actors.operator_a.headers).status_code == 200
     moved = api.patch(path, json={"tenant_id": actors.tenant_b}, headers=actors.admin.headers)
-    assert moved.status_code == 200 and moved.json()["tenant_id"] == actors.tenant_b
+    assert moved.status_code == 200
+    assert moved.json()["tenant_id"] == actors.tenant_b
     assert api.get(path, headers=actors.operator_a.headers).status_code == 404
     assert api.get(path, headers=actors.operator_b.headers).status_code == 200
     listed_b = api.get("/nodes", headers=actors.operator_b.headers).json()
@@ -156,4 +158,5 @@ def test_a_node_cannot_publish_on_another_nodes_topic(api, actors, broker):
     finally:
         client.disconnect()
         client.loop_stop()
-    assert reasons[0].value == 135 and reasons[0].packetType == PacketTypes.PUBACK
+    assert reasons[0].value == 135
+    assert reasons[0].packetType == PacketTypes.PUBACK

@@ -125,9 +125,7 @@ class ApiProcess:
     def start(self) -> ApiProcess:
         self.proc = start_module("control_api", self.env, self.log_path)
         wait_for_port(self.port, 30, self.proc)
-        wait_for(
-            lambda: httpx.get(self.url + "/readiness").status_code == 200, 20, "API ready"
-        )
+        wait_for(lambda: httpx.get(self.url + "/readiness").status_code == 200, 20, "API ready")
         return self
 
     def kill(self) -> None:

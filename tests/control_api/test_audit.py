@@ -1,0 +1,146 @@
+"""The audit log: append-only, hash-chained, scoped by tenant, and checked by the API
+and the CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import psycopg
+import pytest
+
+from tests.support.control_api import api_settings, audit_rows, last_audit_id
+from tests.support.services import REPO, service_env
+
+pytestmark = pytest.mark.integration
+
+
+def test_update_delete_and_truncate_are_refused(api, actors, database):
+    api.get("/nodes", headers=actors.admin.headers)
+    row_id = last_audit_id(database)
+    with database.connect() as conn:
+        for sql in (
+            "UPDATE audit_log SET outcome = 'ok' WHERE id = %s",
+            "DELETE FROM audit_log WHERE id = %s",
+        ):
+            with pytest.raises(psycopg.errors.RaiseException, match="append-only"):
+                conn.execute(sql, (row_id,))
+        with pytest.raises(psycopg.errors.RaiseException, match="append-only"):
+            conn.execute("TRUNCATE audit_log")
+
+
+def test_tampering_with_one_row_is_reported_for_exactly_that_row(api, actors, database, broker):
+    for _ in range(3):
+        api.get("/tenants", headers=actors.operator_a.headers)
+    victim = last_audit_id(database) - 1
+    assert api.get("/audit/verify", headers=actors.admin.headers).json()["ok"] is True
+    with database.connect() as conn, conn.transaction():
+        # What a superuser could do: switch the guard off and rewrite history.
+        conn.execute("ALTER TABLE audit_log DISABLE TRIGGER audit_log_append_only")
+        original = conn.execute(
+            "SELECT actor_email FROM audit_log WHERE id = %s", (victim,)
+        ).fetchone()[0]
+        conn.execute("UPDATE audit_log SET actor_email = 'someone@else' WHERE id = %s", (victim,))
+        conn.execute("ALTER TABLE audit_log ENABLE TRIGGER audit_log_append_only")
+    try:
+        report = api.get("/audit/verify", headers=actors.admin.headers).json()
+        assert report["ok"] is False
+        assert report["bad_rows"] == [victim]
+        env = service_env(
+            **{
+                f"WATTFLEET_{k.upper()}": str(v).lower() if isinstance(v, bool) else str(v)
+                for k, v in api_settings(database, broker).items()
+            }
+        )
+        cli = subprocess.run(
+            [sys.executable, "-m", "control_api", "verify-audit"],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert cli.returncode == 1
+        assert f"bad rows: [{victim}]" in cli.stdout
+    finally:
+        with database.connect() as conn, conn.transaction():
+            conn.execute("ALTER TABLE audit_log DISABLE TRIGGER audit_log_append_only")
+            conn.execute("UPDATE audit_log SET actor_email = %s WHERE id = %s", (original, victim))
+            conn.execute("ALTER TABLE audit_log ENABLE TRIGGER audit_log_append_only")
+    assert api.get("/audit/verify", headers=actors.admin.headers).json()["bad_rows"] == []
+
+
+def test_operators_read_their_tenants_rows_only(api, actors, database):
+    before = last_audit_id(database)
+    api.get("/nodes", headers=actors.operator_a.headers)
+    api.get("/nodes", headers=actors.operator_b.headers)
+    a_rows = api.get("/audit", headers=actors.operator_a.headers).json()
+    assert {row["tenant_id"] for row in a_rows} == {actors.tenant_a}
+    assert actors.operator_b.email not in {row["actor_email"] for row in a_rows}
+    admin_rows = api.get("/audit?limit=1000", headers=actors.admin.headers).json()
+    emails = {row["actor_email"] for row in admin_rows if row["id"] > before}
+    assert {actors.operator_a.email, actors.operator_b.email} <= emails
+    assert api.get("/audit", headers=actors.viewer_a.headers).status_code == 403
+    assert api.get("/audit/verify", headers=actors.operator_a.headers).status_code == 403
+
+
+def test_a_probe_of_another_tenants_node_is_recorded_under_the_prober(api, actors, database):
+    enrolled = api.post(
+        "/nodes",
+        json={"id": "probe-target-" + str(actors.tenant_b), "tenant_id": actors.tenant_b},
+        headers=actors.admin.headers,
+    ).json()
+    before = last_audit_id(database)
+    response = api.get(f"/nodes/{enrolled['node_id']}", headers=actors.operator_a.headers)
+    assert response.status_code == 404
+    [row] = audit_rows(database, before)
+    assert row["outcome"] == "denied"
+    assert row["tenant_id"] == actors.tenant_a
+    assert row["actor_email"] == actors.operator_a.email
+    b_rows = api.get("/audit", headers=actors.operator_b.headers).json()
+    assert row["id"] not in {r["id"] for r in b_rows}
+
+
+def test_create_admin_cli_is_idempotent(database, broker):
+    env = service_env(
+        **{
+            f"WATTFLEET_{k.upper()}": str(v).lower() if isinstance(v, bool) else str(v)
+            for k, v in api_settings(database, broker).items()
+        }
+    )
+    email = f"first-admin-{broker.port}@example.com"
+
+    def run(password, *extra):
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "control_api",
+                "create-admin",
+                "--email",
+                email,
+                "--password-stdin",
+                *extra,
+            ],
+            input=password + "\n",
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    first, second = run("first password 1"), run("second password 2", "--totp")
+    assert first.returncode == 0
+    assert f"admin {email} created" in first.stdout
+    assert second.returncode == 0
+    assert f"admin {email} updated" in second.stdout
+    assert "TOTP: otpauth://totp/" in second.stdout
+    short = run("short")
+    assert short.returncode == 1
+    assert "12 characters" in short.stderr
+    with database.connect() as conn:
+        rows = conn.execute(
+            "SELECT role, totp_enabled FROM users WHERE lower(email) = lower(%s)", (email,)
+        ).fetchall()
+    assert rows == [("admin", True)]

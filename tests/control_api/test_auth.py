@@ -1,0 +1,128 @@
+"""Login, tokens, TOTP, rate limits, settings safety, CORS."""
+
+from __future__ import annotations
+
+import pyotp
+import pytest
+from pydantic import ValidationError
+
+from control_api.config import ApiSettings
+from tests.support.control_api import PASSWORD, api_client, create_user, log_in
+
+pytestmark = pytest.mark.integration
+
+
+def login(api, email, password):
+    return api.post("/auth/login", json={"email": email, "password": password})
+
+
+def test_login_with_json_and_with_the_oauth2_form(api, database):
+    user = create_user(database, "admin", None)
+    by_json = api.post("/auth/login", json={"email": user.email, "password": PASSWORD})
+    by_form = api.post("/auth/login", data={"username": user.email, "password": PASSWORD})
+    for response in (by_json, by_form):
+        assert response.status_code == 200
+        assert response.json()["token_type"] == "bearer"
+        me = api.get(
+            "/auth/me", headers={"Authorization": f"Bearer {response.json()['access_token']}"}
+        )
+        assert me.json() == {**me.json(), "email": user.email, "role": "admin", "tenant_id": None}
+
+
+def test_wrong_password_unknown_account_and_bad_tokens_are_401(api, database):
+    user = create_user(database, "admin", None)
+    assert (
+        api.post("/auth/login", json={"email": user.email, "password": "nope"}).status_code == 401
+    )
+    assert (
+        api.post("/auth/login", json={"email": "who@example.com", "password": "x"}).status_code
+        == 401
+    )
+    assert api.get("/auth/me").status_code == 401
+    assert api.get("/auth/me", headers={"Authorization": "Bearer not-a-jwt"}).status_code == 401
+
+
+def test_a_disabled_account_loses_access_at_once(api, actors):
+    assert api.get("/nodes", headers=actors.viewer_a.headers).status_code == 200
+    response = api.patch(
+        f"/users/{actors.viewer_a.id}", json={"disabled": True}, headers=actors.admin.headers
+    )
+    assert response.status_code == 200
+    assert api.get("/nodes", headers=actors.viewer_a.headers).status_code == 401
+
+
+def test_failed_logins_are_rate_limited_per_account(database, broker):
+    with api_client(database, broker, login_limit_per_account="3/minute") as api:
+        user = create_user(database, "admin", None)
+        codes = [
+            api.post("/auth/login", json={"email": user.email, "password": "wrong"}).status_code
+            for _ in range(4)
+        ]
+        assert codes == [401, 401, 401, 429]
+        # Even the right password waits until the window has passed.
+        blocked = api.post("/auth/login", json={"email": user.email, "password": PASSWORD})
+        assert blocked.status_code == 429
+        assert int(blocked.headers["Retry-After"]) >= 1
+        other = create_user(database, "admin", None)
+        assert (
+            api.post("/auth/login", json={"email": other.email, "password": PASSWORD}).status_code
+            == 200
+        )
+
+
+def test_failed_logins_are_rate_limited_per_address(database, broker):
+    with api_client(database, broker, login_limit_per_address="4/minute") as api:
+        users = [create_user(database, "admin", None) for _ in range(5)]
+        codes = [
+            api.post("/auth/login", json={"email": u.email, "password": "wrong"}).status_code
+            for u in users
+        ]
+        assert codes == [401, 401, 401, 401, 429]
+
+
+def test_totp_setup_then_required_at_login(api, database):
+    user = log_in(api, create_user(database, "admin", None))
+    setup = api.post("/auth/totp", headers=user.headers).json()
+    assert setup["otpauth_uri"].startswith("otpauth://totp/wattfleet:")
+    totp = pyotp.TOTP(setup["secret"])
+    wrong = f"{(int(totp.now()) + 500_000) % 1_000_000:06d}"
+    assert (
+        api.post("/auth/totp/confirm", json={"code": wrong}, headers=user.headers).status_code
+        == 400
+    )
+    assert (
+        api.post("/auth/totp/confirm", json={"code": totp.now()}, headers=user.headers).status_code
+        == 204
+    )
+    without = api.post("/auth/login", json={"email": user.email, "password": PASSWORD})
+    assert without.status_code == 401
+    assert "TOTP" in without.json()["detail"]
+    with_code = api.post(
+        "/auth/login", json={"email": user.email, "password": PASSWORD, "totp_code": totp.now()}
+    )
+    assert with_code.status_code == 200
+
+
+def test_admins_without_totp_are_refused_when_settings_require_it(database, broker):
+    with api_client(database, broker, require_admin_totp=True) as api:
+        admin = create_user(database, "admin", None)
+        refused = api.post("/auth/login", json={"email": admin.email, "password": PASSWORD})
+        assert refused.status_code == 401
+        assert "create-admin --totp" in refused.json()["detail"]
+
+
+def test_example_secrets_refuse_to_start_outside_dev():
+    with pytest.raises(ValidationError, match="WATTFLEET_JWT_SECRET"):
+        ApiSettings(env="prod", mqtt_password="a-real-broker-password")
+    with pytest.raises(ValidationError, match="WATTFLEET_MQTT_PASSWORD"):
+        ApiSettings(env="prod", jwt_secret="a-real-signing-key")
+    ApiSettings(env="prod", jwt_secret="a-real-signing-key", mqtt_password="a-real-password")
+
+
+def test_cors_answers_only_allowed_origins(database, broker):
+    with api_client(database, broker, cors_origins=["https://ops.example.com"]) as api:
+        preflight = {"Access-Control-Request-Method": "GET"}
+        allowed = api.options("/nodes", headers={"Origin": "https://ops.example.com", **preflight})
+        other = api.options("/nodes", headers={"Origin": "https://evil.example.com", **preflight})
+        assert allowed.headers["access-control-allow-origin"] == "https://ops.example.com"
+        assert "access-control-allow-origin" not in other.headers
