@@ -17,7 +17,6 @@ from sqlalchemy import Connection, Engine
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Match
 
 from control_api import audit
 from control_api.metrics import ApiMetrics
@@ -72,16 +71,6 @@ def audit_change(
     request.state.audited = True
 
 
-def _route_of(request: Request) -> Any:
-    route = request.scope.get("route")
-    if route is not None:
-        return route
-    for candidate in request.app.router.routes:
-        if candidate.matches(request.scope)[0] == Match.FULL:
-            return candidate
-    return None
-
-
 class AuditMiddleware(BaseHTTPMiddleware):
     def __init__(self, app: Any, engine: Engine, metrics: ApiMetrics) -> None:
         super().__init__(app)
@@ -90,7 +79,8 @@ class AuditMiddleware(BaseHTTPMiddleware):
 
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
         response = await call_next(request)
-        route = _route_of(request)
+        # Set by the router once a route matched; absent for unknown paths.
+        route = request.scope.get("route")
         template = getattr(route, "path", "unmatched")
         self.metrics.requests.labels(template, request.method, str(response.status_code)).inc()
         if route is None or template in NOT_AUDITED or getattr(request.state, "audited", False):
