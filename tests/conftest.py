@@ -10,6 +10,8 @@ subscription leaks from one test into the next.
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,12 +21,14 @@ import pytest
 
 from tests.support.fleet import scrape, unique
 from tests.support.services import (
+    REPO,
     Broker,
     Database,
     collector_env,
     database_from_env,
     free_port,
     migrate,
+    service_env,
     start_module,
     stop_process,
     wait_for,
@@ -104,3 +108,37 @@ def collector_factory(
     for proc in started:
         if proc.proc is not None:
             stop_process(proc.proc)
+
+
+# The simulator's Modbus unit id: not 1, so an agent that ignores its setting fails.
+SIMULATOR_UNIT = 3
+
+
+@pytest.fixture
+def simulator() -> Iterator[int]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "edge.simulator",
+            "--port",
+            str(port),
+            "--seed",
+            "7",
+            "--at",
+            "12:00",
+            "--soc",
+            "62.5",
+            "--unit-id",
+            "3",
+        ],
+        cwd=REPO,
+        env=service_env(),
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port, 15, proc)
+        yield port
+    finally:
+        stop_process(proc)

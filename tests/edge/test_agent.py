@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.edge.conftest import SIMULATOR_UNIT
+from tests.conftest import SIMULATOR_UNIT
 from tests.support.agent import AgentProcess
 from tests.support.fleet import count_rows, create_tenant, enroll
 from tests.support.services import stop_process, wait_for

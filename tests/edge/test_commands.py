@@ -28,7 +28,7 @@ from contract.commands import (
 )
 from edge.inverter import SunSpecDevice
 from edge.registers import sunspec_map
-from tests.edge.conftest import SIMULATOR_UNIT
+from tests.conftest import SIMULATOR_UNIT
 from tests.support.agent import AgentProcess
 from tests.support.fleet import Node, dynsec, mqtt_client, publish_json, unique
 from tests.support.services import stop_process, wait_for

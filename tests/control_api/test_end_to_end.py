@@ -1,0 +1,159 @@
+"""The control API as a real process, with a real collector, the real edge agent and
+the simulator on real Mosquitto (dynamic security) and the database."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from pymodbus.client import ModbusTcpClient
+
+from edge.inverter import SunSpecDevice
+from edge.registers import sunspec_map
+from tests.conftest import SIMULATOR_UNIT
+from tests.support.agent import AgentProcess
+from tests.support.control_api import PASSWORD, ApiProcess, create_user
+from tests.support.fleet import Node, unique
+from tests.support.services import stop_process, wait_for
+
+pytestmark = pytest.mark.e2e
+
+CHARGE = {"type": "FORCE_CHARGE", "params": {"power_w": 2000, "duration_s": 600}}
+
+
+@pytest.fixture
+def api_process(database, broker, tmp_path) -> Iterator[ApiProcess]:
+    api = ApiProcess(database, broker, tmp_path / "api.log").start()
+    try:
+        yield api
+    finally:
+        if api.proc.poll() is None:
+            api.stop()
+
+
+@pytest.fixture
+def inverter(simulator) -> Iterator[SunSpecDevice]:
+    client = ModbusTcpClient("127.0.0.1", port=simulator, timeout=2, retries=0)
+    client.connect()
+    device = SunSpecDevice(client, SIMULATOR_UNIT, sunspec_map())
+    device.discover()
+    try:
+        yield device
+    finally:
+        client.close()
+
+
+def admin_client(api, database):
+    admin = create_user(database, "admin", None)
+    client = api.client()
+    token = client.post("/auth/login", json={"email": admin.email, "password": PASSWORD})
+    client.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
+    return client
+
+
+def enrolled_agent(client, database, broker, simulator, tmp_path, via_proxy=False):
+    tenant = client.post("/tenants", json={"slug": unique("t"), "name": "Site"}).json()
+    credentials = client.post("/nodes", json={"id": unique("node"), "tenant_id": tenant["id"]})
+    assert credentials.status_code == 201, credentials.text
+    issued = credentials.json()
+    node = Node(issued["node_id"], tenant["id"], issued["mqtt_password"])
+    agent = AgentProcess(
+        tmp_path,
+        broker,
+        node,
+        simulator,
+        SIMULATOR_UNIT,
+        via_proxy=via_proxy,
+        node_secret=issued["node_secret"],
+        poll_interval_s=1.0,
+    )
+    return node, agent.start()
+
+
+def command_state(client, command_id, state, timeout=30):
+    def reached():
+        body = client.get(f"/commands/{command_id}").json()
+        return body if body["state"] == state else None
+
+    return wait_for(reached, timeout, f"command {command_id} to be {state}")
+
+
+def test_enrolled_agent_obeys_force_charge_and_is_cut_off_when_disabled(
+    api_process, database, broker, simulator, inverter, collector_factory, tmp_path
+):
+    collector_factory().start()
+    client = admin_client(api_process, database)
+    node, agent = enrolled_agent(client, database, broker, simulator, tmp_path)
+    try:
+        wait_for(
+            lambda: client.get(f"/nodes/{node.id}").json()["state"] == "online",
+            30,
+            "the node online (its status through the collector)",
+        )
+        response = client.post(f"/nodes/{node.id}/commands", json=CHARGE)
+        assert response.status_code == 202, response.text
+        done = command_state(client, response.json()["id"], "succeeded")
+        node_answers = [e for e in done["events"] if e["source"] == "node"]
+        assert [e["state"] for e in node_answers] == ["received", "succeeded"]
+        assert "InWRte=40.0%" in done["detail"]
+        storage = inverter.read_model(124)
+        assert storage["StorCtl_Mod"] == 1
+        assert storage["InWRte"] == pytest.approx(40.0)
+        assert inverter.reading().battery_power_w == pytest.approx(-2000, abs=2)
+        details = client.get(f"/nodes/{node.id}").json()
+        assert details["agent_version"]
+
+        assert client.post(f"/nodes/{node.id}/disable").status_code == 200
+        wait_for(
+            lambda: '"broker_connected": false' in agent.http("/status.json"),
+            15,
+            "the agent to lose the broker",
+        )
+        # ...and its reconnects are refused (Mosquitto's kick sends no last will: the
+        # collector's watchdog marks such a node offline by its silence).
+        wait_for(
+            lambda: "broker refused the connection" in agent.log_path.read_text(),
+            15,
+            "the broker to refuse the agent's reconnect",
+        )
+    finally:
+        stop_process(agent.proc)
+        agent.release()
+
+
+def test_killed_api_still_settles_the_command_after_restart(
+    api_process, database, broker, simulator, collector_factory, tmp_path
+):
+    collector_factory().start()
+    client = admin_client(api_process, database)
+    node, agent = enrolled_agent(client, database, broker, simulator, tmp_path, via_proxy=True)
+    try:
+        wait_for(
+            lambda: client.get(f"/nodes/{node.id}").json()["state"] == "online", 30, "node online"
+        )
+        # The node is away: the command waits at the broker in the node's session.
+        agent.proxy.cut()
+        response = client.post(f"/nodes/{node.id}/commands?queue=true", json=CHARGE)
+        assert response.json()["state"] == "sent"
+        command_id = response.json()["id"]
+        # The API dies after publishing, before any answer.
+        api_process.kill()
+        agent.proxy.restore()
+        wait_for(
+            lambda: (
+                "acked succeeded" in agent.log_path.read_text()
+                or command_id in agent.log_path.read_text()
+            ),
+            30,
+            "the agent to run the command while the API is down",
+        )
+        api_process.start()
+        client = admin_client(api_process, database)
+        done = command_state(client, command_id, "succeeded")
+        assert [e["state"] for e in done["events"] if e["source"] == "node"] == [
+            "received",
+            "succeeded",
+        ]
+    finally:
+        stop_process(agent.proc)
+        agent.release()
