@@ -22,6 +22,7 @@ from control_api.login_limits import LoginLimits
 from control_api.metrics import ApiMetrics
 from control_api.request_audit import AuditMiddleware
 from control_api.routes import audit, auth, commands, nodes, system, tenants, users
+from control_api.schemas import ERROR_RESPONSES
 from timescale.database import sqlalchemy_url
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         # Input the database cannot hold (a NUL byte in text, a number out of range).
         return JSONResponse({"detail": f"invalid value: {exc.orig}"}, status_code=422)
 
-    for module in (system, auth, tenants, users, nodes, commands, audit):
-        app.include_router(module.router)
+    app.include_router(system.router)
+    for module in (auth, tenants, users, nodes, commands, audit):
+        app.include_router(module.router, responses=ERROR_RESPONSES)
     return app

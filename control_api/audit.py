@@ -35,19 +35,34 @@ class AuditEntry:
     client_addr: str | None = None
 
 
+def _storable(value: Any) -> Any:
+    """PostgreSQL text and jsonb cannot hold NUL: an attempt that carried one is still
+    recorded, with U+FFFD in its place."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_storable(k): _storable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_storable(v) for v in value]
+    return value
+
+
 def _content(ts: datetime, entry: AuditEntry) -> dict[str, Any]:
-    return {
-        "ts": ts.astimezone(UTC).isoformat(timespec="microseconds"),
-        "actor_user_id": entry.actor_user_id,
-        "actor_email": entry.actor_email,
-        "tenant_id": entry.tenant_id,
-        "node_id": entry.node_id,
-        "action": entry.action,
-        "params": entry.params,
-        "outcome": entry.outcome,
-        "status_code": entry.status_code,
-        "client_addr": entry.client_addr,
-    }
+    content: dict[str, Any] = _storable(
+        {
+            "ts": ts.astimezone(UTC).isoformat(timespec="microseconds"),
+            "actor_user_id": entry.actor_user_id,
+            "actor_email": entry.actor_email,
+            "tenant_id": entry.tenant_id,
+            "node_id": entry.node_id,
+            "action": entry.action,
+            "params": entry.params,
+            "outcome": entry.outcome,
+            "status_code": entry.status_code,
+            "client_addr": entry.client_addr,
+        }
+    )
+    return content
 
 
 def row_hash(prev_hash: str, ts: datetime, entry: AuditEntry) -> str:
@@ -65,6 +80,7 @@ def append(conn: Connection, entry: AuditEntry) -> int:
     prev_hash = prev or GENESIS_HASH
     # Microseconds: what timestamptz keeps, so the hash can be recomputed from the row.
     ts = datetime.now(UTC)
+    content = _content(ts, entry)
     row_id = conn.execute(
         text(
             """
@@ -76,9 +92,9 @@ def append(conn: Connection, entry: AuditEntry) -> int:
             """
         ),
         {
-            **_content(ts, entry),
+            **content,
             "ts": ts,
-            "params": json.dumps(entry.params),
+            "params": json.dumps(content["params"]),
             "prev_hash": prev_hash,
             "hash": row_hash(prev_hash, ts, entry),
         },

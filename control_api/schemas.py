@@ -22,6 +22,26 @@ DbId = Annotated[int, Field(ge=1, le=MAX_DB_ID)]
 DbIdPath = Annotated[int, Path(ge=1, le=MAX_DB_ID)]
 
 
+class ErrorOut(BaseModel):
+    """Every error answer: a message, or pydantic's list of what was invalid."""
+
+    detail: str | list[dict[str, Any]]
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut, "description": description}
+    for code, description in (
+        (400, "the request cannot be carried out as asked"),
+        (401, "not authenticated"),
+        (403, "the caller's role may not do this"),
+        (404, "no such object, or not one the caller may see"),
+        (409, "conflicts with the current state"),
+        (422, "invalid input"),
+        (503, "the database, broker or audit log is unavailable"),
+    )
+}
+
+
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

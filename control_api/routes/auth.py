@@ -27,8 +27,8 @@ _LOGIN_BODY = {
                     "type": "object",
                     "required": ["username", "password"],
                     "properties": {
-                        "username": {"type": "string", "description": "the email"},
-                        "password": {"type": "string"},
+                        "username": {"type": "string", "minLength": 1, "description": "email"},
+                        "password": {"type": "string", "minLength": 1},
                     },
                 }
             },

@@ -79,9 +79,11 @@ def get_user(user_id: DbIdPath, _: AdminUser, engine: DbEngine) -> Any:
 
 @router.patch("/{user_id}", response_model=UserOut)
 def update_user(
-    request: Request, user_id: DbIdPath, body: UserPatch, _: AdminUser, engine: DbEngine
+    request: Request, user_id: DbIdPath, body: UserPatch, admin: AdminUser, engine: DbEngine
 ) -> Any:
     changes = body.model_dump(exclude_unset=True)
+    if user_id == admin.id and (changes.get("disabled") or changes.get("role", "admin") != "admin"):
+        raise HTTPException(status.HTTP_409_CONFLICT, "you cannot disable or demote yourself")
     with engine.begin() as conn:
         user = _get(conn, user_id)
         if user is None:
