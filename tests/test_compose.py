@@ -8,9 +8,10 @@ from typing import Any
 import yaml
 
 from collector.config import CollectorSettings
+from control_api.config import ApiSettings
 from tests.support.services import REPO
 
-LONG_RUNNING = {"timescaledb", "mosquitto", "collector"}
+LONG_RUNNING = {"timescaledb", "mosquitto", "collector", "control-api"}
 ONE_SHOT = {"migrate", "broker-init"}
 
 
@@ -76,3 +77,15 @@ def test_collector_environment_names_real_settings():
     )
     # Secrets are required from the operator, never defaulted in the file.
     assert "${WATTFLEET_COLLECTOR_MQTT_PASSWORD:?" in env["WATTFLEET_MQTT_PASSWORD"]
+
+
+def test_control_api_environment_names_real_settings():
+    env = _compose()["services"]["control-api"]["environment"]
+    fields = {f"WATTFLEET_{name.upper()}" for name in ApiSettings.model_fields}
+    assert set(env) <= fields, set(env) - fields
+    for secret, source in (
+        ("WATTFLEET_JWT_SECRET", "${WATTFLEET_JWT_SECRET:?"),
+        ("WATTFLEET_MQTT_PASSWORD", "${WATTFLEET_API_MQTT_PASSWORD:?"),
+    ):
+        assert source in env[secret]
+    assert env["WATTFLEET_MQTT_USERNAME"] == "control-api"

@@ -25,6 +25,10 @@ def test_local_stack_ingests_simulated_sites():
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "wattfleet stack is up" in result.stdout
+    # The sites were enrolled through the control API, whose admin login is printed.
+    assert re.search(
+        r"API +http://127\.0\.0\.1:\d+/docs +admin admin@example\.com / \S+", result.stdout
+    )
     figures = re.findall(
         r"ingest: (\d+) rows written, [\d.]+ rows/s, (\d+) dead letters", result.stdout
     )

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.support.control_api import User, api_client, create_user, log_in
+from tests.support.api_client import api_client
+from tests.support.control_api import User, create_user, log_in
 from tests.support.fleet import create_tenant
 
 pytestmark = pytest.mark.integration

@@ -7,7 +7,8 @@ import pytest
 from pydantic import ValidationError
 
 from control_api.config import ApiSettings
-from tests.support.control_api import PASSWORD, api_client, create_user, log_in
+from tests.support.api_client import api_client
+from tests.support.control_api import PASSWORD, create_user, log_in
 
 pytestmark = pytest.mark.integration
 

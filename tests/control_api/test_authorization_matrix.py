@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 
 from control_api.routes import audit, auth, commands, nodes, tenants, users
+from tests.support.api_client import api_client
 from tests.support.control_api import (
     User,
-    api_client,
     audit_rows,
     create_user,
     last_audit_id,

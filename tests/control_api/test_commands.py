@@ -13,7 +13,8 @@ import pytest
 
 from contract import topics
 from contract.commands import verify
-from tests.support.control_api import api_client, audit_rows, create_user, last_audit_id, log_in
+from tests.support.api_client import api_client
+from tests.support.control_api import audit_rows, create_user, last_audit_id, log_in
 from tests.support.fleet import create_tenant, mqtt_client, publish_json, unique
 from tests.support.services import wait_for
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from tests.control_api.test_commands import CHARGE, FakeNode, command_state, set_state
-from tests.support.control_api import api_client, create_user, log_in
+from tests.support.api_client import api_client
+from tests.support.control_api import create_user, log_in
 from tests.support.fleet import create_tenant, unique
 from tests.support.proxy import CuttableProxy
 from tests.support.services import wait_for
@@ -29,7 +30,7 @@ def test_a_command_the_broker_did_not_confirm_is_published_again(database, broke
             node = FakeNode(broker, credentials)
             try:
                 proxy.cut()
-                wait_for(lambda: not api.app.state.link.connected.is_set(), 10, "API offline")
+                wait_for(lambda: not api.app.state.link.connected.is_set(), 10, "API offline")  # type: ignore[attr-defined]
                 response = api.post(
                     f"/nodes/{node.id}/commands", json=CHARGE, headers=admin.headers
                 )

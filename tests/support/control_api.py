@@ -1,20 +1,15 @@
-"""The control API for tests: in-process (FastAPI's TestClient, with its real lifespan:
-database, broker link, scheduled jobs) or as a real `python -m control_api` process."""
+"""The control API for tests as a real `python -m control_api` process, its settings, and
+users to call it as (the in-process client is tests/support/api_client.py)."""
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
-from fastapi.testclient import TestClient
 
-from control_api.app import create_app
-from control_api.config import ApiSettings
 from control_api.passwords import hash_password
 from tests.support.fleet import unique
 from tests.support.services import (
@@ -51,14 +46,6 @@ def api_settings(db: Database, broker: Broker, **overrides: Any) -> dict[str, An
         "command_republish_after_s": 1.0,
         **overrides,
     }
-
-
-@contextmanager
-def api_client(db: Database, broker: Broker, **overrides: Any) -> Iterator[TestClient]:
-    settings = ApiSettings(**api_settings(db, broker, **overrides))
-    with TestClient(create_app(settings)) as client:
-        wait_for(client.app.state.link.connected.is_set, 10, "API connected to the broker")  # type: ignore[attr-defined]
-        yield client
 
 
 @dataclass

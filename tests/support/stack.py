@@ -2,15 +2,17 @@
 
 Starts what exists so far, each as a real process on a free port: TimescaleDB (the
 embedded test server unless WATTFLEET_DATABASE_URL names one), migrations, Mosquitto
-with the repo's config, one collector, and simulated sites: for each, the SunSpec
-simulator (`python -m edge.simulator`) and a real edge agent (`python -m edge`) with its
-own broker account. Prints where to look and live ingest figures until Ctrl-C (or
---duration seconds), then stops everything.
+with the repo's config, one collector, the control API with a fresh admin account, and
+simulated sites enrolled through the API: for each, the SunSpec simulator
+(`python -m edge.simulator`) and a real edge agent (`python -m edge`) with the broker
+account and command key the API issued. Prints where to look and live ingest figures
+until Ctrl-C (or --duration seconds), then stops everything.
 """
 
 from __future__ import annotations
 
 import argparse
+import secrets
 import shutil
 import signal
 import subprocess
@@ -21,7 +23,8 @@ import time
 from pathlib import Path
 
 from tests.support.agent import AgentProcess
-from tests.support.fleet import create_tenant, enroll, scrape, unique
+from tests.support.control_api import ApiProcess
+from tests.support.fleet import Node, scrape, unique
 from tests.support.services import (
     REPO,
     Broker,
@@ -51,13 +54,12 @@ def main() -> None:
     db = database_from_env("WATTFLEET_DATABASE_URL")
     broker = Broker(workdir / "broker")
     collector = None
+    api = None
     simulators: list[subprocess.Popen[bytes]] = []
     agents: list[AgentProcess] = []
     try:
         migrate(db)
         broker.start()
-        tenant = create_tenant(db, unique("demo"))
-        sites = enroll(db, broker, tenant, count=args.sites)
         metrics_port = free_port()
         collector = start_module(
             "collector",
@@ -65,6 +67,26 @@ def main() -> None:
             workdir / "collector.log",
         )
         wait_for_port(metrics_port, 20, collector)
+        api = ApiProcess(db, broker, workdir / "api.log").start()
+        admin_email, admin_password = "admin@example.com", secrets.token_urlsafe(12)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "control_api",
+                "create-admin",
+                "--email",
+                admin_email,
+                "--password-stdin",
+            ],
+            input=admin_password + "\n",
+            env=api.env,
+            cwd=REPO,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        sites, node_secrets = enroll_sites(api, admin_email, admin_password, args.sites)
         for i, site in enumerate(sites):
             port = free_port()
             simulators.append(
@@ -86,6 +108,7 @@ def main() -> None:
                     port,
                     1,
                     via_proxy=False,
+                    node_secret=node_secrets[site.id],
                     poll_interval_s=args.interval,
                     log_level="WARNING",
                 ).start()
@@ -100,6 +123,7 @@ def main() -> None:
              admin / {broker.passwords["admin"]}   collector / {broker.passwords["collector"]}
              site {sites[0].id} / {sites[0].password}
   collector  metrics http://127.0.0.1:{metrics_port}/metrics  log {workdir / "collector.log"}
+  API        {api.url}/docs  admin {admin_email} / {admin_password}
   sites      {args.sites} simulated inverters with edge agents, a sample each every
              {args.interval:g} s; status pages {status_pages}
 Ctrl-C stops everything.""",
@@ -131,9 +155,31 @@ Ctrl-C stops everything.""",
             stop_process(simulator)
         if collector is not None:
             stop_process(collector)
+        if api is not None and api.proc is not None:
+            api.stop()
         broker.stop()
         db.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def enroll_sites(
+    api: ApiProcess, email: str, password: str, count: int
+) -> tuple[list[Node], dict[str, str]]:
+    """A demo tenant and `count` nodes enrolled through the API, as an admin would."""
+    with api.client() as client:
+        token = client.post("/auth/login", json={"email": email, "password": password})
+        client.headers["Authorization"] = (
+            "Bearer " + token.raise_for_status().json()["access_token"]
+        )
+        tenant = client.post("/tenants", json={"slug": unique("demo"), "name": "Demo"})
+        tenant_id = tenant.raise_for_status().json()["id"]
+        nodes, node_secrets = [], {}
+        for _ in range(count):
+            enrolled = client.post("/nodes", json={"id": unique("site"), "tenant_id": tenant_id})
+            issued = enrolled.raise_for_status().json()
+            nodes.append(Node(issued["node_id"], tenant_id, issued["mqtt_password"]))
+            node_secrets[issued["node_id"]] = issued["node_secret"]
+    return nodes, node_secrets
 
 
 if __name__ == "__main__":
