@@ -33,5 +33,13 @@ class CollectorSettings(ServiceSettings, MqttSettings, DatabaseSettings):
     retention_days: int = 30
     db_retry_max_s: float = 30.0
 
+    # The liveness watchdog (collector/watchdog.py); one collector runs each round.
+    watchdog_interval_s: float = Field(default=30.0, gt=0)
+    offline_after_s: float = Field(default=300.0, gt=0)
+    stop_paging_after_s: float = Field(default=7 * 24 * 3600.0, gt=0)
+    clock_drift_alert_s: float = Field(default=60.0, gt=0)
+    # Alertmanager's base URL (http://alertmanager:9093); unset sends no alerts.
+    alertmanager_url: str | None = Field(default=None, pattern=r"^https?://")
+
     def secrets_to_check(self) -> dict[str, SecretStr | None]:
         return {"WATTFLEET_MQTT_PASSWORD": self.mqtt_password}

@@ -96,6 +96,7 @@ VALUES (%(node_id)s, %(state)s, CASE WHEN %(state)s = 'online' THEN %(received_a
     %(agent_version)s, now())
 ON CONFLICT (node_id) DO UPDATE SET
     state = EXCLUDED.state,
+    state_source = 'status',
     last_seen_at = greatest(node_status.last_seen_at, EXCLUDED.last_seen_at),
     agent_version = coalesce(EXCLUDED.agent_version, node_status.agent_version),
     updated_at = now()

@@ -77,3 +77,33 @@ class CollectorMetrics:
             "1 while connected to the broker.",
             registry=registry,
         )
+        self.watchdog_runs = Counter(
+            "wattfleet_collector_watchdog_runs_total",
+            "Watchdog rounds by outcome: leader (this collector ran it), standby (another"
+            " did), failed.",
+            ["outcome"],
+            registry=registry,
+        )
+        for outcome in ("leader", "standby", "failed"):
+            self.watchdog_runs.labels(outcome)
+        self.watchdog_last_run = Gauge(
+            "wattfleet_collector_watchdog_last_run_timestamp_seconds",
+            "When this collector last completed a watchdog round as leader.",
+            registry=registry,
+        )
+        self.nodes_offline = Gauge(
+            "wattfleet_collector_nodes_offline",
+            "Nodes offline at the last watchdog round this collector ran.",
+            registry=registry,
+        )
+        self.alerts_sent = Counter(
+            "wattfleet_collector_alerts_sent_total",
+            "Alerts posted to Alertmanager, firing (each re-send counts) or resolved.",
+            ["state"],
+            registry=registry,
+        )
+        self.alertmanager_errors = Counter(
+            "wattfleet_collector_alertmanager_errors_total",
+            "Alert posts Alertmanager did not take (retried next round).",
+            registry=registry,
+        )

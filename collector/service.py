@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
+from apscheduler.schedulers.background import BackgroundScheduler
 from paho.mqtt.client import Client, ConnectFlags, DisconnectFlags, MQTTMessage
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -33,6 +34,7 @@ from collector.config import CollectorSettings
 from collector.decode import Decoder, Limits
 from collector.ingest import BatchWriter, Inbound
 from collector.metrics import CollectorMetrics
+from collector.watchdog import Watchdog
 from contract import topics
 from contract.mqtt import make_client, start_persistent
 
@@ -234,6 +236,15 @@ def run(settings: CollectorSettings, stop: threading.Event) -> None:
     server, _ = start_http_server(settings.metrics_port, settings.metrics_host, registry)
     collector = Collector(settings, metrics)
     collector.start()
+    scheduler = BackgroundScheduler(timezone="UTC")
+    scheduler.add_job(
+        Watchdog(settings, metrics).run,
+        "interval",
+        seconds=settings.watchdog_interval_s,
+        max_instances=1,
+        coalesce=True,
+    )
+    scheduler.start()
     log.info(
         "collector %s started; metrics on %s:%s",
         settings.mqtt_client_id,
@@ -243,6 +254,7 @@ def run(settings: CollectorSettings, stop: threading.Event) -> None:
     try:
         stop.wait()
     finally:
+        scheduler.shutdown(wait=True)
         collector.stop()
         server.shutdown()
         log.info("collector stopped")

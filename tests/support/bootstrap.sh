@@ -11,6 +11,8 @@ command -v mosquitto >/dev/null || need_apt+=(mosquitto)
 command -v mosquitto_pub >/dev/null || need_apt+=(mosquitto-clients)
 command -v node >/dev/null || need_apt+=(nodejs npm)
 command -v openssl >/dev/null || need_apt+=(openssl)  # test certificates for the TLS listener
+command -v promtool >/dev/null || need_apt+=(prometheus)  # promtool: rule tests
+command -v prometheus-alertmanager >/dev/null || need_apt+=(prometheus-alertmanager)  # + amtool
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "bootstrap: apt-get install ${need_apt[*]}"
   apt-get update -qq
