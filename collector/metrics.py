@@ -91,9 +91,10 @@ class CollectorMetrics:
             "When this collector last completed a watchdog round as leader.",
             registry=registry,
         )
-        self.nodes_offline = Gauge(
-            "wattfleet_collector_nodes_offline",
-            "Nodes offline at the last watchdog round this collector ran.",
+        self.nodes = Gauge(
+            "wattfleet_collector_nodes",
+            "Enabled nodes by state at the last watchdog round this collector ran.",
+            ["state"],
             registry=registry,
         )
         self.alerts_sent = Counter(

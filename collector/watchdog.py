@@ -150,8 +150,14 @@ class Watchdog:
                 detail = {"last_seen_at": last_seen_at.isoformat() if last_seen_at else None}
                 conn.execute(INSERT_EVENT, (now, node_id, tenant_id, state, Jsonb(detail)))
             changes.append(sorted(row[0] for row in rows))
-        offline = conn.execute("SELECT count(*) FROM node_status WHERE state = 'offline'")
-        self.metrics.nodes_offline.set((offline.fetchone() or (0,))[0])
+        counts = dict(
+            conn.execute(
+                "SELECT state, count(*) FROM node_status s JOIN nodes n ON n.id = s.node_id"
+                " WHERE n.enabled AND state IN ('online', 'offline') GROUP BY state"
+            ).fetchall()
+        )
+        self.metrics.nodes.labels("online").set(counts.get("online", 0))
+        self.metrics.nodes.labels("offline").set(counts.get("offline", 0))
         return changes[0], changes[1]
 
     def _reconcile_alerts(
