@@ -25,7 +25,10 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; th
   echo "bootstrap: installing the project into .venv"
   python3 -m venv .venv
   .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e ".[dev]"
+  # grafana-client's HTTP library (niquests) brings urllib3-future, whose wheel replaces
+  # the `urllib3` package that requests (schemathesis) needs; built from source with
+  # this flag it installs beside it instead.
+  URLLIB3_NO_OVERRIDE=true PIP_NO_BINARY=urllib3-future .venv/bin/pip install -q -e ".[dev]"
   echo "$want" > "$stamp"
 fi
 

@@ -23,11 +23,18 @@ OBJECTS = """
 SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE (n.nspname = 'public' AND c.relname IN ('tenants', 'nodes', 'node_status', 'telemetry',
        'optimizer_decisions', 'node_events', 'dead_letters', 'telemetry_5m', 'telemetry_1h',
-       'telemetry_1d', 'tenant_roles'))
+       'telemetry_1d', 'tenant_roles', 'users', 'commands', 'command_events', 'node_configs',
+       'audit_log', 'node_alerts'))
    OR n.nspname = 'tenant_view' AND c.relkind = 'v'
 """
-# 11 tables and aggregates, 8 tenant views.
-EXPECTED_OBJECTS = 11 + 8
+# 17 tables and aggregates, 8 tenant views.
+EXPECTED_OBJECTS = 17 + 8
+# What a tenant's role can read of the nodes table: never the command keys.
+TENANT_NODE_COLUMNS = (
+    "SELECT string_agg(column_name, ',' ORDER BY ordinal_position)"
+    " FROM information_schema.columns"
+    " WHERE table_schema = 'tenant_view' AND table_name = 'nodes'"
+)
 JOBS = "SELECT count(*) FROM timescaledb_information.jobs WHERE job_id >= 1000"
 
 
@@ -65,11 +72,14 @@ def test_upgrade_rerun_downgrade_and_upgrade_again(fresh_database):
     assert _count(db, OBJECTS) == EXPECTED_OBJECTS
     assert _count(db, JOBS) == 7
 
+    assert _count(db, TENANT_NODE_COLUMNS) == "id,tenant_id,display_name,enabled,created_at"
+
     # Re-running every statement over existing objects changes nothing and fails nothing.
     command.stamp(alembic_config(db), "base")
     migrate(db)
     assert _count(db, OBJECTS) == EXPECTED_OBJECTS
     assert _count(db, JOBS) == 7
+    assert _count(db, TENANT_NODE_COLUMNS) == "id,tenant_id,display_name,enabled,created_at"
 
     downgrade(db, "base")
     assert _count(db, OBJECTS) == 0

@@ -122,8 +122,24 @@ STATEMENTS = [
 ]
 
 
+TENANT_FILTER = (
+    "(SELECT tr.tenant_id FROM public.tenant_roles tr WHERE tr.role_name = current_user)"
+)
+
+
+def _nodes_view(columns: str) -> list[str]:
+    # Dropped and re-created, never `CREATE OR REPLACE`: a view cannot lose columns,
+    # and `SELECT *` would hand tenants the command keys added here.
+    return [
+        "DROP VIEW IF EXISTS tenant_view.nodes",
+        "CREATE VIEW tenant_view.nodes WITH (security_barrier) AS"
+        f" SELECT {columns} FROM public.nodes WHERE tenant_id = {TENANT_FILTER}",
+        "GRANT SELECT ON tenant_view.nodes TO wattfleet_tenant",
+    ]
+
+
 def upgrade() -> None:
-    for statement in STATEMENTS:
+    for statement in STATEMENTS + _nodes_view("id, tenant_id, display_name, enabled, created_at"):
         op.execute(statement)
 
 
@@ -134,8 +150,10 @@ def downgrade() -> None:
         "DROP TABLE IF EXISTS node_configs",
         "DROP TABLE IF EXISTS command_events",
         "DROP TABLE IF EXISTS commands",
+        "DROP VIEW IF EXISTS tenant_view.nodes",
         "ALTER TABLE nodes DROP COLUMN IF EXISTS credentials_rotated_at",
         "ALTER TABLE nodes DROP COLUMN IF EXISTS command_secret",
         "DROP TABLE IF EXISTS users",
+        *_nodes_view("*"),  # as revision 0001 made it
     ):
         op.execute(statement)

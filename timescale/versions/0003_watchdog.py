@@ -18,11 +18,29 @@ branch_labels = None
 depends_on = None
 
 
+TENANT_FILTER = (
+    "(SELECT tr.tenant_id FROM public.tenant_roles tr WHERE tr.role_name = current_user)"
+)
+
+
+def _node_status_view(columns: str) -> list[str]:
+    # Dropped and re-created: a view cannot lose columns (see the downgrade).
+    return [
+        "DROP VIEW IF EXISTS tenant_view.node_status",
+        "CREATE VIEW tenant_view.node_status WITH (security_barrier) AS"
+        f" SELECT {columns} FROM public.node_status s JOIN public.nodes n ON n.id = s.node_id"
+        f" WHERE n.tenant_id = {TENANT_FILTER}",
+        "GRANT SELECT ON tenant_view.node_status TO wattfleet_tenant",
+    ]
+
+
 def upgrade() -> None:
     op.execute(
         "ALTER TABLE node_status ADD COLUMN IF NOT EXISTS state_source text NOT NULL"
         " DEFAULT 'status' CHECK (state_source IN ('status', 'watchdog'))"
     )
+    for statement in _node_status_view("s.*"):
+        op.execute(statement)
     op.execute(
         """
         CREATE TABLE IF NOT EXISTS node_alerts (
@@ -42,4 +60,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.execute("DROP TABLE IF EXISTS node_alerts")
+    op.execute("DROP VIEW IF EXISTS tenant_view.node_status")
     op.execute("ALTER TABLE node_status DROP COLUMN IF EXISTS state_source")
+    for statement in _node_status_view("s.*"):
+        op.execute(statement)
