@@ -30,7 +30,16 @@ def as_role(db: Database, role: str, password: str) -> Iterator[Any]:
     """
     if db.embedded:
         with db.connect() as conn, conn.transaction(force_rollback=True):
+            # What a login would apply: the role's own settings (its search_path).
+            settings = conn.execute(
+                "SELECT unnest(setconfig) FROM pg_db_role_setting s"
+                " JOIN pg_roles r ON r.oid = s.setrole WHERE r.rolname = %s",
+                (role,),
+            ).fetchall()
             conn.execute(f'SET LOCAL ROLE "{role}"')
+            for (setting,) in settings:
+                name, _, value = setting.partition("=")
+                conn.execute(f"SELECT set_config('{name}', %s, true)", (value,))
             yield conn
         return
     import psycopg

@@ -27,8 +27,8 @@ WHERE (n.nspname = 'public' AND c.relname IN ('tenants', 'nodes', 'node_status',
        'audit_log', 'node_alerts'))
    OR n.nspname = 'tenant_view' AND c.relkind = 'v'
 """
-# 17 tables and aggregates, 8 tenant views.
-EXPECTED_OBJECTS = 17 + 8
+# 17 tables and aggregates, 9 tenant views.
+EXPECTED_OBJECTS = 17 + 9
 # What a tenant's role can read of the nodes table: never the command keys.
 TENANT_NODE_COLUMNS = (
     "SELECT string_agg(column_name, ',' ORDER BY ordinal_position)"

@@ -22,6 +22,7 @@ TENANT_VIEWS = (
     "telemetry_1d",
     "optimizer_decisions",
     "node_events",
+    "commands",
 )
 BASE_RELATIONS = (
     "telemetry",
@@ -35,6 +36,10 @@ BASE_RELATIONS = (
     "dead_letters",
     "node_events",
     "optimizer_decisions",
+    "commands",
+    "users",
+    "audit_log",
+    "node_alerts",
 )
 
 
@@ -59,6 +64,11 @@ def _seed(database, tenant):
             "INSERT INTO optimizer_decisions (ts, node_id, tenant_id, decision)"
             " VALUES (%s, %s, %s, 'hold')",
             (ts, node, tenant),
+        )
+        conn.execute(
+            "INSERT INTO commands (id, node_id, tenant_id, type, params, state, issued_at,"
+            " expires_at) VALUES (%s, %s, %s, 'RESTART_AGENT', '{}', 'sent', %s, %s)",
+            (unique("cmd"), node, tenant, ts, ts + timedelta(minutes=5)),
         )
     return node
 
@@ -102,3 +112,15 @@ def test_role_function_is_idempotent_and_refuses_to_remap(database):
         assert mapped == [(tenant_a,)]
         with pytest.raises(psycopg.errors.RaiseException, match="already belongs"):
             conn.execute("SELECT tenant_view.ensure_tenant_role(%s, %s)", (tenant_b, role))
+
+
+def test_a_tenant_role_resolves_unqualified_names_to_its_views(database):
+    """Dashboards name relations unqualified; a tenant's login resolves them to its views."""
+    tenant = create_tenant(database)
+    node = _seed(database, tenant)
+    _seed(database, create_tenant(database))
+    role = unique("tenant")
+    password = create_tenant_role(database, tenant, role)
+    with as_role(database, role, password) as conn:
+        assert [r[0] for r in conn.execute("SELECT DISTINCT node_id FROM commands")] == [node]
+        assert [r[0] for r in conn.execute("SELECT id FROM nodes")] == [node]
