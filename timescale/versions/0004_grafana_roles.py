@@ -2,8 +2,9 @@
 
 Dashboards name relations unqualified (`telemetry_1d`, `nodes`, `commands`); the role a
 datasource logs in as decides what those names mean through its search_path:
-- a tenant's role (`ensure_tenant_role`) gets `search_path = tenant_view`, the views
-  filtered to its tenant (now including its commands);
+- a tenant's role (`ensure_tenant_role`) gets `search_path = tenant_view, public`: the
+  views filtered to its tenant (now including its commands) come first, and `public`
+  only lends its functions (`time_bucket`); its tables stay denied to the role;
 - `wattfleet_grafana_admin`, for the admin organization, reads the base tables of every
   tenant (never the nodes' command keys), read-only. It is created without LOGIN: the
   operator gives it a password (docs/operations.md).
@@ -41,7 +42,7 @@ NODE_COLUMNS = "id, tenant_id, display_name, enabled, created_at"
 
 def _ensure_tenant_role(search_path: bool) -> str:
     set_path = (
-        "EXECUTE format('ALTER ROLE %I SET search_path = tenant_view', p_role);"
+        "EXECUTE format('ALTER ROLE %I SET search_path = tenant_view, public', p_role);"
         if search_path
         else ""
     )
@@ -89,7 +90,7 @@ def upgrade() -> None:
         """
         DO $$ DECLARE r record; BEGIN
             FOR r IN SELECT role_name FROM public.tenant_roles LOOP
-                EXECUTE format('ALTER ROLE %I SET search_path = tenant_view', r.role_name);
+                EXECUTE format('ALTER ROLE %I SET search_path = tenant_view, public', r.role_name);
             END LOOP;
         END $$
         """

@@ -1,0 +1,287 @@
+"""Every panel's SQL, rendered as Grafana renders it, runs against TimescaleDB as the
+role its organization's datasource logs in as, and returns the right numbers; a tenant's
+role never sees another tenant's rows; the committed JSON is what the code generates."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from grafana import build
+from tests.support.fleet import create_node, create_tenant, unique
+from tests.support.grafana_sql import day_range, render
+from tests.support.services import REPO, require_binary
+from tests.support.tenants import as_role, create_tenant_role
+from tests.timescale.test_aggregates import _insert_minutes, refresh_all
+
+DASHBOARDS = REPO / "grafana" / "dashboards"
+ADMIN_ROLE = "wattfleet_grafana_admin"
+
+
+def load(uid: str) -> dict[str, Any]:
+    [path] = DASHBOARDS.glob(f"*/{uid}.json")
+    dashboard: dict[str, Any] = json.loads(path.read_text())
+    return dashboard
+
+
+def sql_targets(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
+    """(panel title, raw SQL) of every SQL query, variables' queries included."""
+    found = [
+        (panel["title"], target["rawSql"])
+        for panel in dashboard["panels"]
+        for target in panel.get("targets", [])
+        if "rawSql" in target
+    ]
+    found += [
+        (f"variable {v['name']}", v["query"])
+        for v in dashboard.get("templating", {}).get("list", [])
+        if v.get("type") == "query"
+    ]
+    return found
+
+
+def panel_sql(dashboard: dict[str, Any], title: str) -> str:
+    [sql] = [sql for t, sql in sql_targets(dashboard) if t == title]
+    return sql
+
+
+def test_committed_dashboards_are_what_the_code_generates():
+    assert build.main(["--check"]) == 0, "run `python -m grafana.build` and commit the result"
+
+
+def test_dashboards_are_where_their_audience_finds_them():
+    assert sorted(p.name for p in (DASHBOARDS / "tenant").glob("*.json")) == [
+        "wattfleet-savings.json",
+        "wattfleet-site.json",
+    ]
+    assert sorted(p.name for p in (DASHBOARDS / "admin").glob("*.json")) == [
+        "wattfleet-fleet.json",
+        "wattfleet-stack.json",
+    ]
+
+
+@pytest.mark.integration
+class TestAgainstTimescale:
+    @pytest.fixture(scope="class")
+    @classmethod
+    def world(cls, database) -> dict[str, Any]:
+        """Tenant A with one hand-computed day two days ago and a live sample; tenant B
+        with its own node and data."""
+        tenant_a, tenant_b = create_tenant(database), create_tenant(database)
+        node_a, node_b = create_node(database, tenant_a), create_node(database, tenant_b)
+        day = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(
+            days=2
+        )
+        now = datetime.now(UTC).replace(microsecond=0)
+        with database.connect() as conn:
+            _insert_minutes(conn, node_a, tenant_a, day, 24 * 60)
+            _insert_minutes(conn, node_b, tenant_b, day, 24 * 60)
+            conn.execute(
+                "INSERT INTO telemetry (ts, node_id, tenant_id, seq, soc_percent, solar_power_w,"
+                " battery_power_w, grid_power_w, load_power_w, grid_price, grid_mode)"
+                " VALUES (%s, %s, %s, 99999, 71.5, 2500, -400, -900, 1200, 0.42, 'AUTO')",
+                (now - timedelta(minutes=1), node_a, tenant_a),
+            )
+            for node, state in ((node_a, "online"), (node_b, "offline")):
+                conn.execute(
+                    "INSERT INTO node_status (node_id, state, last_seen_at, agent_version)"
+                    " VALUES (%s, %s, %s, '0.1.0')",
+                    (node, state, now),
+                )
+                conn.execute(
+                    "INSERT INTO node_events (ts, node_id, tenant_id, state, source)"
+                    " VALUES (%s, %s, %s, %s, 'status')",
+                    (
+                        day + timedelta(hours=1),
+                        node,
+                        tenant_a if node == node_a else tenant_b,
+                        state,
+                    ),
+                )
+            conn.execute(
+                "INSERT INTO optimizer_decisions (ts, node_id, tenant_id, decision)"
+                " VALUES (%s, %s, %s, 'charge from PV')",
+                (day + timedelta(hours=13), node_a, tenant_a),
+            )
+            conn.execute(
+                "INSERT INTO commands (id, node_id, tenant_id, type, params, state, issued_at,"
+                " expires_at) VALUES (%s, %s, %s, 'FORCE_CHARGE', '{}', 'succeeded', %s, %s)",
+                (unique("cmd"), node_a, tenant_a, now, now + timedelta(minutes=5)),
+            )
+            refresh_all(conn)
+            # As an operator does for the admin organization's datasource.
+            conn.execute(f"ALTER ROLE {ADMIN_ROLE} LOGIN PASSWORD 'grafana-admin-test'")
+        role_a, role_b = unique("tenant_a"), unique("tenant_b")
+        return {
+            "day": day,
+            "node_a": node_a,
+            "node_b": node_b,
+            "role_a": (role_a, create_tenant_role(database, tenant_a, role_a)),
+            "role_b": (role_b, create_tenant_role(database, tenant_b, role_b)),
+        }
+
+    def query(self, database, role, sql, day=None, **variables):
+        time_from, time_to = (
+            day_range(day)
+            if day
+            else (
+                datetime.now(UTC) - timedelta(hours=24),
+                datetime.now(UTC),
+            )
+        )
+        name, password = role
+        with as_role(database, name, password) as conn:
+            return conn.execute(render(sql, time_from, time_to, variables)).fetchall()
+
+    def admin(self):
+        return (ADMIN_ROLE, "grafana-admin-test")
+
+    @pytest.mark.parametrize("uid", ["wattfleet-fleet", "wattfleet-site", "wattfleet-savings"])
+    def test_every_sql_runs_as_the_admin_organization(self, database, world, uid):
+        """Each query must run (a broken one raises); the numbers are checked below."""
+        dashboard = load(uid)
+        for _title, sql in sql_targets(dashboard):
+            variables = {"node": world["node_a"], "peak_start": "17", "peak_end": "21"}
+            if uid == "wattfleet-savings":
+                variables["node"] = [world["node_a"], world["node_b"]]
+            self.query(database, self.admin(), sql, world["day"], **variables)  # must not raise
+
+    @pytest.mark.parametrize("uid", ["wattfleet-site", "wattfleet-savings"])
+    def test_tenant_b_sees_nothing_of_tenant_a(self, database, world, uid):
+        dashboard = load(uid)
+        for title, sql in sql_targets(dashboard):
+            # Even asked for A's node by name (a crafted URL), B's role finds nothing of it.
+            rows = self.query(
+                database,
+                world["role_b"],
+                sql,
+                world["day"],
+                node=world["node_a"] if uid == "wattfleet-site" else [world["node_a"]],
+                peak_start="17",
+                peak_end="21",
+            )
+            if title == "variable node":
+                assert rows == [(world["node_b"], world["node_b"])], title
+                continue
+            flat = [v for row in rows for v in row if v is not None]
+            assert all(v == 0 for v in flat if isinstance(v, int | float)), (title, rows)
+            assert world["node_a"] not in json.dumps(rows, default=str), title
+
+    def test_savings_for_the_hand_computed_day(self, database, world):
+        dashboard = load("wattfleet-savings")
+        day, node = world["day"], [world["node_a"]]
+
+        def value(title):
+            [(v,)] = self.query(
+                database, world["role_a"], panel_sql(dashboard, title), day, node=node
+            )
+            return round(v, 2)
+
+        assert value("Savings") == 12.00
+        assert value("Cost") == 2.40
+        assert value("Grid-only cost") == 14.40
+        assert value("Saved vs grid-only") == round(100 * 12 / 14.4, 2)
+        assert value("PV energy") == 36.0
+        assert value("Grid import") == 12.0
+        [energy] = self.query(
+            database, world["role_a"], panel_sql(dashboard, "Energy per day"), day, node=node
+        )
+        assert energy[0] == day
+        assert [round(v, 2) for v in energy[1:]] == [36.0, 12.0, 18.0, 24.0]
+        [month] = self.query(
+            database, world["role_a"], panel_sql(dashboard, "Per month"), day, node=node
+        )
+        assert month[0] == day.strftime("%Y-%m")
+        assert [round(v, 2) for v in month[1:]] == [36.0, 12.0, 18.0, 24.0, 2.4, 14.4, 12.0, 83.33]
+        split = self.query(
+            database,
+            world["role_a"],
+            panel_sql(dashboard, "Peak vs off-peak"),
+            day,
+            node=node,
+            peak_start="17",
+            peak_end="21",
+        )
+        # Peak 17-21 UTC: 4 h of the day half: 6 kWh exported at 0.40, load 4 kWh at 0.40.
+        assert [
+            (p, round(i, 2), round(e, 2), round(c, 2), round(g, 2), round(s, 2))
+            for p, i, e, c, g, s in split
+        ] == [
+            ("off-peak", 12.0, 12.0, 4.8, 12.8, 8.0),
+            ("peak", 0.0, 6.0, -2.4, 1.6, 4.0),
+        ]
+
+    def test_site_live_values_and_history(self, database, world):
+        dashboard = load("wattfleet-site")
+        node = world["node_a"]
+
+        def one(title):
+            [(v,)] = self.query(database, world["role_a"], panel_sql(dashboard, title), node=node)
+            return v
+
+        assert one("State") == "online"
+        assert one("Battery") == 71.5
+        assert one("Grid mode") == "AUTO"
+        assert one("Price now") == 0.42
+        assert one("Agent version") == "0.1.0"
+        soc = self.query(
+            database,
+            world["role_a"],
+            panel_sql(dashboard, "Battery state of charge"),
+            world["day"],
+            node=node,
+        )
+        assert len(soc) == 24 * 12  # a 5-minute point for each bucket of the day
+        assert {round(r[1]) for r in soc} == {40, 80}
+        decisions = self.query(
+            database,
+            world["role_a"],
+            panel_sql(dashboard, "Optimizer decisions"),
+            world["day"],
+            node=node,
+        )
+        assert [d for _, d in decisions] == ["charge from PV"]
+        [command] = self.query(
+            database, world["role_a"], panel_sql(dashboard, "Recent commands"), node=node
+        )
+        assert command[1:3] == ("FORCE_CHARGE", "succeeded")
+
+    def test_fleet_overview_counts_every_tenant(self, database, world):
+        dashboard = load("wattfleet-fleet")
+        rows = self.query(database, self.admin(), panel_sql(dashboard, "Nodes"))
+        by_node = {r[0]: r for r in rows}
+        assert by_node[world["node_a"]][3] == "online"
+        assert by_node[world["node_b"]][3] == "offline"
+        [(pv,)] = self.query(database, self.admin(), panel_sql(dashboard, "PV power now"))
+        assert pv >= 2500
+
+
+def test_prometheus_expressions_parse(tmp_path: Path):
+    """Stack health's PromQL, checked by promtool as recording rules."""
+    exprs = [
+        target["expr"].replace("$__rate_interval", "5m")
+        for panel in load("wattfleet-stack")["panels"]
+        for target in panel.get("targets", [])
+    ]
+    assert len(exprs) >= 8
+    rules = {
+        "groups": [
+            {
+                "name": "dashboard",
+                "rules": [
+                    {"record": f"wattfleet:panel_{i}", "expr": e} for i, e in enumerate(exprs)
+                ],
+            }
+        ]
+    }
+    path = tmp_path / "panels.yml"
+    path.write_text(json.dumps(rules))
+    result = subprocess.run(
+        [require_binary("promtool"), "check", "rules", str(path)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
