@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from fastapi import FastAPI, Request
@@ -18,6 +18,7 @@ from sqlalchemy.exc import DataError
 from control_api.broker_link import BrokerLink
 from control_api.commands import CommandDispatcher
 from control_api.config import ApiSettings
+from control_api.grafana_sync import GrafanaSyncError, TenantSync
 from control_api.login_limits import LoginLimits
 from control_api.metrics import ApiMetrics
 from control_api.request_audit import AuditMiddleware
@@ -64,6 +65,30 @@ def create_app(settings: ApiSettings) -> FastAPI:
                 max_instances=1,
                 coalesce=True,
             )
+        target = settings.grafana_target()
+        if target is not None:
+            sync = TenantSync(engine, target)
+
+            def run_sync(only_tenant: int | None = None, password: str | None = None) -> None:
+                try:
+                    sync.run(only_tenant, password)
+                except GrafanaSyncError as exc:
+                    metrics.grafana_syncs.labels("failed").inc()
+                    log.error("grafana tenant sync failed (next run retries): %s", exc)
+                    return
+                metrics.grafana_syncs.labels("ok").inc()
+
+            scheduler.add_job(
+                run_sync,
+                "interval",
+                seconds=settings.grafana_sync_interval_s,
+                max_instances=1,
+                coalesce=True,
+                next_run_time=datetime.now(UTC),
+            )
+            app.state.sync_tenant = lambda tenant_id, password: scheduler.add_job(
+                run_sync, kwargs={"only_tenant": tenant_id, "password": password}
+            )
         app.state.link = link
         app.state.dispatcher = dispatcher
         link.start()
@@ -82,6 +107,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
         description="Tenants, users, node enrollment, audited signed commands, node config.",
     )
     app.state.settings = settings
+    # Replaced in the lifespan when a Grafana URL is set.
+    app.state.sync_tenant = lambda _tenant_id, _password: None
     app.state.engine = engine
     app.state.metrics = metrics
     app.state.login_limits = LoginLimits(

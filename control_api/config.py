@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field, SecretStr
 
 from contract.settings import DatabaseSettings, MqttSettings, ServiceSettings
+from control_api.grafana_target import GrafanaTarget
 
 
 class ApiSettings(ServiceSettings, MqttSettings, DatabaseSettings):
@@ -38,8 +39,33 @@ class ApiSettings(ServiceSettings, MqttSettings, DatabaseSettings):
     command_republish_after_s: float = Field(default=10.0, gt=0)
     publish_timeout_s: float = Field(default=5.0, gt=0)
 
+    # Grafana tenant sync (control_api/grafana_sync.py); unset URL turns it off.
+    grafana_url: str | None = Field(default=None, pattern=r"^https?://")
+    grafana_user: str = "admin"
+    grafana_password: SecretStr = SecretStr("change-me")
+    # How Grafana reaches TimescaleDB, for the tenant organizations' datasources.
+    grafana_db_host: str = "timescaledb:5432"
+    grafana_db_name: str = "wattfleet"
+    grafana_db_sslmode: str = "disable"
+    grafana_sync_interval_s: float = Field(default=300.0, gt=0)
+
+    def grafana_target(self) -> GrafanaTarget | None:
+        if self.grafana_url is None:
+            return None
+        return GrafanaTarget(
+            url=self.grafana_url,
+            user=self.grafana_user,
+            password=self.grafana_password.get_secret_value(),
+            db_host=self.grafana_db_host,
+            db_name=self.grafana_db_name,
+            db_sslmode=self.grafana_db_sslmode,
+        )
+
     def secrets_to_check(self) -> dict[str, SecretStr | None]:
-        return {
+        secrets: dict[str, SecretStr | None] = {
             "WATTFLEET_JWT_SECRET": self.jwt_secret,
             "WATTFLEET_MQTT_PASSWORD": self.mqtt_password,
         }
+        if self.grafana_url is not None:
+            secrets["WATTFLEET_GRAFANA_PASSWORD"] = self.grafana_password
+        return secrets

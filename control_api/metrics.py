@@ -25,3 +25,9 @@ class ApiMetrics:
             "1 while the API's MQTT connection is up",
             registry=self.registry,
         )
+        self.grafana_syncs = Counter(
+            "wattfleet_api_grafana_sync_total",
+            "Grafana tenant sync runs by outcome (ok, failed).",
+            ["outcome"],
+            registry=self.registry,
+        )

@@ -115,10 +115,6 @@ class DatabaseRoleOut(BaseModel):
     password: str
 
 
-class TenantCreatedOut(TenantOut):
-    database_password: str
-
-
 class NodeOut(BaseModel):
     id: str
     tenant_id: int

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -11,7 +12,15 @@ from collector.config import CollectorSettings
 from control_api.config import ApiSettings
 from tests.support.services import REPO
 
-LONG_RUNNING = {"timescaledb", "mosquitto", "collector", "control-api"}
+LONG_RUNNING = {
+    "timescaledb",
+    "mosquitto",
+    "collector",
+    "control-api",
+    "grafana",
+    "prometheus",
+    "alertmanager",
+}
 ONE_SHOT = {"migrate", "broker-init"}
 
 
@@ -27,7 +36,7 @@ def test_services_and_images():
     assert services["mosquitto"]["image"].startswith("eclipse-mosquitto:2.")
     for name, service in services.items():
         image = service["image"]
-        assert re.search(r":[0-9][\w.-]*$", image), f"{name}: pin {image} to a version"
+        assert re.search(r":v?[0-9][\w.-]*$", image), f"{name}: pin {image} to a version"
     build = services["migrate"]["build"]
     assert (REPO / build["context"] / build["dockerfile"]).is_file()
 
@@ -89,3 +98,37 @@ def test_control_api_environment_names_real_settings():
     ):
         assert source in env[secret]
     assert env["WATTFLEET_MQTT_USERNAME"] == "control-api"
+
+
+def test_observability_services_mount_the_repo_config():
+    services = _compose()["services"]
+    grafana_mounts = services["grafana"]["volumes"]
+    assert "./grafana/provisioning:/etc/grafana/provisioning:ro" in grafana_mounts
+    assert "./grafana/dashboards:/var/lib/grafana/dashboards/wattfleet:ro" in grafana_mounts
+    assert services["collector"]["environment"]["WATTFLEET_ALERTMANAGER_URL"] == (
+        "http://alertmanager:9093"
+    )
+    prometheus = (REPO / "prometheus" / "prometheus.yml").read_text()
+    for target in ("collector:9101", "control-api:8000", "alertmanager:9093"):
+        assert target in prometheus
+
+
+def test_grafana_provisioning_names_the_datasources_the_dashboards_use():
+    from grafana.datasources import ALERTMANAGER_UID, PROMETHEUS_UID, TIMESCALE_TYPE, TIMESCALE_UID
+
+    provisioned = yaml.safe_load(
+        (REPO / "grafana/provisioning/datasources/wattfleet.yml").read_text()
+    )["datasources"]
+    by_uid = {d["uid"]: d for d in provisioned}
+    assert set(by_uid) == {TIMESCALE_UID, PROMETHEUS_UID, ALERTMANAGER_UID}
+    assert by_uid[TIMESCALE_UID]["type"] == TIMESCALE_TYPE
+    assert by_uid[TIMESCALE_UID]["user"] == "wattfleet_grafana_admin"
+    used = set()
+    for path in (REPO / "grafana" / "dashboards").glob("*/*.json"):
+        for panel in json.loads(path.read_text())["panels"]:
+            used.add(panel["datasource"]["uid"])
+    assert used <= set(by_uid)
+    provider = yaml.safe_load((REPO / "grafana/provisioning/dashboards/wattfleet.yml").read_text())[
+        "providers"
+    ][0]
+    assert provider["options"]["path"] == "/var/lib/grafana/dashboards/wattfleet"

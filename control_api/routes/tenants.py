@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, status
@@ -14,11 +13,11 @@ from control_api.request_audit import audit_change
 from control_api.schemas import (
     DatabaseRoleOut,
     DbIdPath,
-    TenantCreatedOut,
     TenantIn,
     TenantOut,
     TenantPatch,
 )
+from control_api.tenant_roles import ensure_database_role, reset_database_password
 
 router = APIRouter(prefix="/tenants", tags=["tenants"])
 
@@ -27,21 +26,6 @@ SELECT t.id, t.slug, t.name, t.created_at,
     (SELECT min(role_name) FROM tenant_roles r WHERE r.tenant_id = t.id) AS database_role
 FROM tenants t
 """
-
-
-def database_role_name(tenant_id: int) -> str:
-    return f"wattfleet_tenant_{tenant_id}"
-
-
-def ensure_database_role(conn: Connection, tenant_id: int) -> DatabaseRoleOut:
-    """Creates the tenant's login role, or sets a new password on it (idempotent)."""
-    role = database_role_name(tenant_id)
-    password = secrets.token_urlsafe(24)
-    conn.execute(
-        text("SELECT tenant_view.ensure_tenant_role(:tenant, :role, :password)"),
-        {"tenant": tenant_id, "role": role, "password": password},
-    )
-    return DatabaseRoleOut(role=role, password=password)
 
 
 def _get(conn: Connection, tenant_id: int) -> dict[str, Any] | None:
@@ -61,7 +45,7 @@ def list_tenants(user: CurrentUser, engine: DbEngine) -> Any:
         )
 
 
-@router.post("", response_model=TenantCreatedOut, status_code=201, responses={409: {}})
+@router.post("", response_model=TenantOut, status_code=201, responses={409: {}})
 def create_tenant(request: Request, body: TenantIn, _: AdminUser, engine: DbEngine) -> Any:
     try:
         with engine.begin() as conn:
@@ -69,13 +53,16 @@ def create_tenant(request: Request, body: TenantIn, _: AdminUser, engine: DbEngi
                 text("INSERT INTO tenants (slug, name) VALUES (:slug, :name) RETURNING id"),
                 body.model_dump(),
             ).scalar_one()
-            role = ensure_database_role(conn, tenant_id)
+            ensure_database_role(conn, tenant_id)
             note_target(request, tenant_id=tenant_id)
             audit_change(conn, request, 201, body.model_dump())
             tenant = _get(conn, tenant_id)
     except IntegrityError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, f"tenant {body.slug!r} exists") from exc
-    return {**(tenant or {}), "database_password": role.password}
+    # Its Grafana organization, in the background (the scheduled sync retries failures);
+    # the sync gives the role its password when it creates the datasource.
+    request.app.state.sync_tenant(tenant_id, None)
+    return tenant
 
 
 @router.get("/{tenant_id}", response_model=TenantOut)
@@ -141,11 +128,14 @@ def delete_tenant(request: Request, tenant_id: DbIdPath, _: AdminUser, engine: D
 def reset_database_role(
     request: Request, tenant_id: DbIdPath, _: AdminUser, engine: DbEngine
 ) -> Any:
-    """Creates the tenant's Grafana database role if missing and sets a new password."""
+    """Creates the tenant's database role if missing and sets a new password: for a
+    datasource managed by hand. With the Grafana sync on, the tenant's datasource is
+    given the new password too."""
     note_target(request, tenant_id=tenant_id)
     with engine.begin() as conn:
         if _get(conn, tenant_id) is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "tenant not found")
-        role = ensure_database_role(conn, tenant_id)
+        role = reset_database_password(conn, tenant_id)
         audit_change(conn, request, 200, {"role": role.role})
+    request.app.state.sync_tenant(tenant_id, role.password)
     return role

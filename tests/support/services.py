@@ -14,7 +14,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -134,6 +135,30 @@ def database_from_env(variable: str) -> Database:
     """The TimescaleDB named by `variable`, else a fresh embedded one (stop it after)."""
     url = os.environ.get(variable)
     return Database(url, embedded=False) if url else start_embedded_timescaledb()
+
+
+@contextmanager
+def empty_database(purpose: str) -> Iterator[Database]:
+    """An empty database of its own: a new embedded server, or a new database on the
+    native server named by WATTFLEET_TEST_DATABASE_URL (dropped afterwards)."""
+    url = os.environ.get("WATTFLEET_TEST_DATABASE_URL")
+    if not url:
+        db = start_embedded_timescaledb()
+        try:
+            yield db
+        finally:
+            db.stop()
+        return
+    name = f"{purpose}_{secrets.token_hex(5)}"
+    admin = Database(url, embedded=False)
+    with admin.connect() as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base, _, _ = url.rpartition("/")
+    try:
+        yield Database(f"{base}/{name}", embedded=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 def alembic_config(db: Database) -> Config:

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
 from alembic import command
 
-from tests.support.fleet import unique
 from tests.support.services import (
     Database,
     alembic_config,
     downgrade,
+    empty_database,
     migrate,
-    start_embedded_timescaledb,
 )
 
 pytestmark = pytest.mark.integration
@@ -40,25 +38,8 @@ JOBS = "SELECT count(*) FROM timescaledb_information.jobs WHERE job_id >= 1000"
 
 @pytest.fixture
 def fresh_database() -> Iterator[Database]:
-    """An empty database: its own embedded server, or a new database on the native one."""
-    url = os.environ.get("WATTFLEET_TEST_DATABASE_URL")
-    if not url:
-        db = start_embedded_timescaledb()
-        try:
-            yield db
-        finally:
-            db.stop()
-        return
-    name = unique("migrations").replace("-", "_")
-    admin = Database(url, embedded=False)
-    with admin.connect() as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    base, _, _ = url.rpartition("/")
-    try:
-        yield Database(f"{base}/{name}", embedded=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    with empty_database("migrations") as db:
+        yield db
 
 
 def _count(db, sql):
