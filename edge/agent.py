@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
 import queue
 import threading
@@ -24,19 +23,13 @@ from edge.config_push import ConfigPush
 from edge.inverter import InverterError, Reading, SunSpecDevice
 from edge.publisher import Publisher
 from edge.registers import sunspec_map
+from edge.self_update import SelfUpdate, installed_version
 from edge.status_page import EdgeMetrics, StatusServer
 
 log = logging.getLogger(__name__)
 
 STORAGE_MODES = {1: "FORCE_CHARGE", 2: "DISCHARGE"}
 PRUNE_EVERY_S = 600.0
-
-
-def agent_version() -> str:
-    try:
-        return importlib.metadata.version("wattfleet")
-    except importlib.metadata.PackageNotFoundError:
-        return "0+unknown"
 
 
 def utc_now() -> datetime:
@@ -78,7 +71,7 @@ class Agent:
             frame_gap_s=settings.modbus_frame_gap_s,
         )
         self.publisher = Publisher(
-            settings, self.buffer, agent_version(), clock, on_command=self._on_command
+            settings, self.buffer, installed_version(), clock, on_command=self._on_command
         )
         self.device_available = True
         self.last_reading: Reading | None = None
@@ -92,6 +85,13 @@ class Agent:
         # Only a push staged before this process started is this process's to confirm:
         # one staged now is confirmed by the agent it restarts into.
         self._push_to_follow = self.config_push.pending() if self.config_push else None
+        self.self_update = SelfUpdate(
+            state_dir,
+            settings.update_index_url,
+            settings.update_find_links,
+            settings.update_timeout_s,
+        )
+        self._update_to_follow = self.self_update.pending()
         self.commands_handler = CommandHandler(
             settings.node_id,
             settings.node_secret.get_secret_value().encode(),
@@ -102,6 +102,7 @@ class Agent:
             clock,
             self._request_restart,
             self.config_push,
+            self.self_update,
             settings.config_apply_deadline_s,
         )
         self.restart_requested = False
@@ -132,32 +133,58 @@ class Agent:
             "commands": list(self.commands_handler.last_results),
         }
 
-    def _follow_config_push(self) -> None:
-        """Confirms, rolls back or reports a CONFIG_PUSH that restarted this agent."""
-        pending = self._push_to_follow
-        if pending is None or self.config_push is None:
-            return
+    def _follow_staged_changes(self) -> None:
+        """Confirms, rolls back or reports a CONFIG_PUSH or SELF_UPDATE that restarted
+        this agent."""
+        push = self._push_to_follow
+        if push is not None and self.config_push is not None:
+            version = push.get("version")
+            self._push_to_follow = self._follow(
+                self.config_push,
+                push,
+                f"config version {version} applied",
+                f"with config version {version}",
+            )
+        update = self._update_to_follow
+        if update is not None:
+            running = self.publisher.agent_version
+            self._update_to_follow = self._follow(
+                self.self_update,
+                update,
+                f"updated from {update.get('from')} to {update.get('to')}",
+                f"with version {update.get('to')}",
+                failure=None if running == update.get("to") else f"still running {running}",
+            )
+
+    def _follow(
+        self,
+        change: ConfigPush | SelfUpdate,
+        pending: dict[str, Any],
+        applied: str,
+        context: str,
+        failure: str | None = None,
+    ) -> dict[str, Any] | None:
+        """One step of following a staged change; the marker while still undecided."""
         connected = self.publisher.connected.is_set()
         if pending["state"] == "rolled_back":
-            if connected:
-                self.commands_handler.ack(
-                    pending["id"], "failed", f"rolled back: {pending['reason']}"
-                )
-                self.config_push.finish()
-                self._push_to_follow = None
-            return
-        if connected and self.device_available and self.last_reading is not None:
-            self.commands_handler.ack(
-                pending["id"], "succeeded", f"config version {pending['version']} applied"
-            )
-            self.config_push.finish()
-            self._push_to_follow = None
-        elif self.clock() > datetime.fromisoformat(pending["deadline"]):
-            reason = "inverter unreachable" if not self.device_available else "broker unreachable"
-            log.error("pushed config failed (%s): rolling back", reason)
-            self.config_push.roll_back(f"{reason} with config version {pending['version']}")
-            self._push_to_follow = None
-            self._request_restart()
+            if not connected:
+                return pending
+            self.commands_handler.ack(pending["id"], "failed", f"rolled back: {pending['reason']}")
+            change.finish()
+            return None
+        if failure is None and connected and self.device_available and self.last_reading:
+            self.commands_handler.ack(pending["id"], "succeeded", applied)
+            change.finish()
+            return None
+        if failure is None and self.clock() <= datetime.fromisoformat(pending["deadline"]):
+            return pending
+        reason = failure or (
+            "inverter unreachable" if not self.device_available else "broker unreachable"
+        )
+        log.error("staged change %s failed (%s %s): rolling back", pending["id"], reason, context)
+        change.roll_back(f"{reason} {context}")
+        self._request_restart()
+        return None
 
     def _update_metrics(self) -> None:
         m = self.metrics
@@ -269,7 +296,7 @@ class Agent:
                 if now >= next_poll:
                     self.poll()
                     self._update_metrics()
-                    self._follow_config_push()
+                    self._follow_staged_changes()
                     next_poll = max(next_poll + interval, now)
                 if now >= next_heartbeat:
                     self.publisher.publish_status(

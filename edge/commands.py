@@ -28,12 +28,14 @@ from contract.commands import (
     ConfigPushParams,
     FetchLogsParams,
     PowerParams,
+    SelfUpdateParams,
     SetModeParams,
     validate_params,
     verify,
 )
 from edge.config_push import ConfigPush, ConfigPushError
 from edge.inverter import InverterError, SunSpecDevice
+from edge.self_update import SelfUpdate, SelfUpdateError
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +98,7 @@ class CommandHandler:
         clock: Callable[[], datetime],
         restart: Callable[[], None],
         config_push: ConfigPush | None = None,
+        self_update: SelfUpdate | None = None,
         apply_deadline_s: float = 120.0,
     ) -> None:
         self.node_id = node_id
@@ -107,6 +110,7 @@ class CommandHandler:
         self.clock = clock
         self.restart = restart
         self.config_push = config_push
+        self.self_update = self_update
         self.apply_deadline_s = apply_deadline_s
         self.last_results: deque[dict[str, Any]] = deque(maxlen=20)
 
@@ -138,6 +142,11 @@ class CommandHandler:
             if envelope.type is CommandType.CONFIG_PUSH:
                 # Its outcome is acked after the restart (edge/config_push.py).
                 self._stage_config(envelope.id, params)
+                self.restart()
+                return
+            if envelope.type is CommandType.SELF_UPDATE:
+                # Likewise (edge/self_update.py).
+                self._stage_update(envelope.id, params)
                 self.restart()
                 return
             detail = self._execute(envelope.type, params)
@@ -195,6 +204,15 @@ class CommandHandler:
             )
         except ConfigPushError as exc:
             raise CommandFailedError(str(exc)) from exc
+
+    def _stage_update(self, command_id: str, params: SelfUpdateParams) -> None:
+        if self.self_update is None:
+            raise CommandFailedError("this agent cannot update itself")
+        deadline = self.clock() + timedelta(seconds=self.apply_deadline_s)
+        try:
+            self.self_update.stage(command_id, params.version, deadline)
+        except SelfUpdateError as exc:
+            raise CommandFailedError(f"update to {params.version} failed: {exc}") from exc
 
     def _write_verified(self, values: dict[str, float]) -> dict[str, Any]:
         """Writes model 124 points and reads them back; CommandFailedError if they differ."""

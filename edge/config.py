@@ -42,6 +42,12 @@ class EdgeSettings(ServiceSettings, MqttSettings):
     config_apply_deadline_s: float = Field(default=120.0, gt=0)
     heartbeat_interval_s: float = Field(default=60.0, gt=0)
 
+    # SELF_UPDATE installs wattfleet==<version> with pip from here (default: PyPI);
+    # find_links alone (a folder or URL of wheels) means no index at all.
+    update_index_url: str | None = None
+    update_find_links: str | None = None
+    update_timeout_s: float = Field(default=600.0, gt=0)
+
     buffer_path: Path = Path("/var/lib/wattfleet/buffer.sqlite3")
     # At least 7 days of 5-second samples (120,960).
     buffer_max_samples: int = Field(default=130_000, ge=1)

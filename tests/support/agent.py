@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from tests.support.installed_agent import InstalledAgent
 from tests.support.proxy import CuttableProxy
 from tests.support.services import free_port, service_env, start_module, stop_process
 
@@ -30,8 +31,12 @@ class AgentProcess:
         simulator_port: int,
         unit_id: int,
         via_proxy: bool = True,
+        installed: InstalledAgent | None = None,
         **overrides: Any,
     ):
+        # Run from a separate installation (a virtualenv with a built wheel) instead of
+        # the repository's sources.
+        self.installed = installed
         self.proxy = CuttableProxy(broker.port) if via_proxy else None
         self.buffer_path = tmp_path / "buffer.sqlite3"
         self.config = tmp_path / "config.yaml"
@@ -61,7 +66,18 @@ class AgentProcess:
         self.proc: Any = None
 
     def start(self) -> AgentProcess:
-        self.proc = start_module("edge", service_env(), self.log_path, "--config", str(self.config))
+        args = ("--config", str(self.config))
+        if self.installed is None:
+            self.proc = start_module("edge", service_env(), self.log_path, *args)
+        else:
+            self.proc = start_module(
+                "edge",
+                self.installed.env(),
+                self.log_path,
+                *args,
+                python=str(self.installed.python),
+                cwd=self.installed.root,
+            )
         return self
 
     def supervise(self) -> AgentProcess:

@@ -371,13 +371,20 @@ def collector_env(
 
 
 def start_module(
-    module: str, env: dict[str, str], log_path: Path, *args: str
+    module: str,
+    env: dict[str, str],
+    log_path: Path,
+    *args: str,
+    python: str = sys.executable,
+    cwd: Path = REPO,
 ) -> subprocess.Popen[Any]:
+    """`python -m module args`; with another interpreter (an installed agent), give a
+    `cwd` outside the repo, or `-m` would import the repo's sources instead."""
     log_file = log_path.open("ab")
     return subprocess.Popen(
-        [sys.executable, "-m", module, *args],
+        [python, "-m", module, *args],
         env=env,
-        cwd=REPO,
+        cwd=cwd,
         stdout=log_file,
         stderr=subprocess.STDOUT,
     )
