@@ -12,7 +12,6 @@ exactly one outcome.
 from __future__ import annotations
 
 import json
-import os
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from edge.atomic_file import write_atomically
 from edge.config import EdgeSettings
 
 # Set on the node at enrollment and never pushed by the hub.
@@ -74,29 +74,23 @@ class ConfigPush:
             raise ConfigPushError(f"node_id must stay {node_id!r}")
         try:
             self.backup_path.write_bytes(self.config_path.read_bytes())
-            _write_atomically(self.config_path, yaml.safe_dump(config, sort_keys=False))
+            write_atomically(self.config_path, yaml.safe_dump(config, sort_keys=False))
             marker = {
                 "id": command_id,
                 "version": version,
                 "state": "applying",
                 "deadline": deadline.isoformat(),
             }
-            _write_atomically(self.marker_path, json.dumps(marker))
+            write_atomically(self.marker_path, json.dumps(marker))
         except OSError as exc:
             raise ConfigPushError(f"cannot write the config: {exc}") from exc
 
     def roll_back(self, reason: str) -> None:
         """Puts the backup back and records why, for the restarted agent to report."""
-        _write_atomically(self.config_path, self.backup_path.read_text())
+        write_atomically(self.config_path, self.backup_path.read_text())
         marker = self.pending() or {}
         marker.update(state="rolled_back", reason=reason)
-        _write_atomically(self.marker_path, json.dumps(marker))
+        write_atomically(self.marker_path, json.dumps(marker))
 
     def finish(self) -> None:
         self.marker_path.unlink(missing_ok=True)
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

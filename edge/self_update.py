@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
-import os
 import subprocess
 import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from edge.atomic_file import write_atomically
 
 DISTRIBUTION = "wattfleet"
 
@@ -99,7 +100,7 @@ class SelfUpdate:
             "state": "applying",
             "deadline": deadline.isoformat(),
         }
-        _write_atomically(self.marker_path, json.dumps(marker))
+        write_atomically(self.marker_path, json.dumps(marker))
 
     def roll_back(self, reason: str) -> None:
         """Reinstalls the previous version and records why, for it to report."""
@@ -109,13 +110,7 @@ class SelfUpdate:
             marker.update(state="rolled_back", reason=reason)
         except SelfUpdateError as exc:
             marker.update(state="rolled_back", reason=f"{reason}; reinstalling failed: {exc}")
-        _write_atomically(self.marker_path, json.dumps(marker))
+        write_atomically(self.marker_path, json.dumps(marker))
 
     def finish(self) -> None:
         self.marker_path.unlink(missing_ok=True)
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

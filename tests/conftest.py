@@ -18,7 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pymodbus.client import ModbusTcpClient
 
+from edge.inverter import SunSpecDevice
+from edge.registers import sunspec_map
 from tests.support.fleet import scrape, unique
 from tests.support.services import (
     REPO,
@@ -142,3 +145,16 @@ def simulator() -> Iterator[int]:
         yield port
     finally:
         stop_process(proc)
+
+
+@pytest.fixture
+def inverter(simulator) -> Iterator[SunSpecDevice]:
+    """The simulator read through the agent's own SunSpec reader, to check effects."""
+    client = ModbusTcpClient("127.0.0.1", port=simulator, timeout=2, retries=0)
+    client.connect()
+    device = SunSpecDevice(client, SIMULATOR_UNIT, sunspec_map())
+    device.discover()
+    try:
+        yield device
+    finally:
+        client.close()

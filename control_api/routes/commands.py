@@ -6,10 +6,11 @@ agent updates (SELF_UPDATE)."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
-from fastapi import APIRouter, Body, Header, HTTPException, Query, Request, status
+from fastapi import APIRouter, Body, Depends, Header, HTTPException, Query, Request, status
 from pydantic import BaseModel, ConfigDict, Field, create_model
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import IntegrityError
@@ -21,6 +22,7 @@ from contract.commands import (
     SelfUpdateParams,
 )
 from control_api import commands
+from control_api.config import ApiSettings
 from control_api.deps import (
     CurrentUser,
     DbEngine,
@@ -75,29 +77,55 @@ else:
         Field(discriminator="type"),
     ]
 
-IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
 OFFLINE = (
     "node {} is {}: the command would wait at the broker until it reconnects; "
     "send it again with queue=true to do that"
 )
+ISSUED: dict[int | str, dict[str, Any]] = {
+    409: {"description": "node offline or disabled, or Idempotency-Key reused"}
+}
+
+
+@dataclass(frozen=True)
+class Issuer:
+    """Who sends a command to which node, and how (what every sending route shares)."""
+
+    request: Request
+    engine: Engine
+    settings: ApiSettings
+    user: Principal
+    node: dict[str, Any]
+    idempotency_key: str | None
+    queue: bool
+
+
+def issuer(
+    request: Request,
+    node_id: str,
+    user: OperatorUser,
+    engine: DbEngine,
+    settings: Settings,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)] = None,
+    queue: Annotated[bool, Query(description="send even if the node is offline")] = False,
+) -> Issuer:
+    node = load_node(request, engine, user, node_id)
+    return Issuer(request, engine, settings, user, node, idempotency_key, queue)
+
+
+CommandIssuer = Annotated[Issuer, Depends(issuer)]
 
 
 def issue(
-    request: Request,
-    engine: DbEngine,
-    settings: Settings,
-    user: Principal,
-    node: dict[str, Any],
+    ctx: Issuer,
     command_type: CommandType,
     params: dict[str, Any],
-    queue: bool,
-    idempotency_key: str | None,
     config: tuple[int, dict[str, Any]] | None = None,
 ) -> CommandAcceptedOut:
     """Stores and audits the command (committed), then signs and publishes it."""
-    if idempotency_key:
-        with engine.connect() as conn:
-            earlier = commands.find_by_idempotency_key(conn, user.id, idempotency_key)
+    node = ctx.node
+    if ctx.idempotency_key:
+        with ctx.engine.connect() as conn:
+            earlier = commands.find_by_idempotency_key(conn, ctx.user.id, ctx.idempotency_key)
         if earlier is not None:
             if (
                 earlier["node_id"] != node["id"]
@@ -110,45 +138,40 @@ def issue(
             return CommandAcceptedOut(id=earlier["id"], state=earlier["state"])
     if not node["enabled"]:
         raise HTTPException(status.HTTP_409_CONFLICT, f"node {node['id']} is disabled")
-    with engine.connect() as conn:
+    with ctx.engine.connect() as conn:
         state = (
             conn.execute(
                 text("SELECT state FROM node_status WHERE node_id = :id"), {"id": node["id"]}
             ).scalar()
             or "unknown"
         )
-    if state != "online" and not queue:
+    if state != "online" and not ctx.queue:
         raise HTTPException(status.HTTP_409_CONFLICT, OFFLINE.format(node["id"], state))
     command = commands.new_command(
         node["id"],
         node["tenant_id"],
         command_type,
         params,
-        timedelta(seconds=settings.command_ttl_s),
+        timedelta(seconds=ctx.settings.command_ttl_s),
     )
     try:
-        _store(request, engine, user, command, idempotency_key, queue, config)
+        _store(ctx, command, config)
     except IntegrityError as exc:
         # A concurrent request took the same Idempotency-Key or config version.
         raise HTTPException(
             status.HTTP_409_CONFLICT, "a concurrent request conflicted; retry"
         ) from exc
-    request.app.state.metrics.commands.labels(command_type.value, "issued").inc()
-    sent = request.app.state.dispatcher.publish(command.id)
+    app_state = ctx.request.app.state
+    app_state.metrics.commands.labels(command_type.value, "issued").inc()
+    sent = app_state.dispatcher.publish(command.id)
     return CommandAcceptedOut(id=command.id, state="sent" if sent else "pending")
 
 
 def _store(
-    request: Request,
-    engine: Engine,
-    user: Principal,
-    command: commands.NewCommand,
-    idempotency_key: str | None,
-    queue: bool,
-    config: tuple[int, dict[str, Any]] | None,
+    ctx: Issuer, command: commands.NewCommand, config: tuple[int, dict[str, Any]] | None
 ) -> None:
-    with engine.begin() as conn:
-        commands.insert(conn, command, user.id, idempotency_key, queue)
+    with ctx.engine.begin() as conn:
+        commands.insert(conn, command, ctx.user.id, ctx.idempotency_key, ctx.queue)
         if config is not None:
             conn.execute(
                 text(
@@ -160,18 +183,18 @@ def _store(
                     "version": config[0],
                     "config": json.dumps(config[1]),
                     "command": command.id,
-                    "user": user.id,
+                    "user": ctx.user.id,
                 },
             )
         audit_change(
             conn,
-            request,
+            ctx.request,
             202,
             {
                 "command_id": command.id,
                 "type": command.type.value,
                 "params": command.params,
-                "queued": queue,
+                "queued": ctx.queue,
             },
         )
 
@@ -180,24 +203,10 @@ def _store(
     "/nodes/{node_id}/commands",
     response_model=CommandAcceptedOut,
     status_code=202,
-    responses={409: {"description": "node offline or disabled, or key reused"}},
+    responses=ISSUED,
 )
-def issue_command(
-    request: Request,
-    node_id: str,
-    body: Annotated[CommandBody, Body()],
-    user: OperatorUser,
-    engine: DbEngine,
-    settings: Settings,
-    idempotency_key: IdempotencyKey = None,
-    queue: Annotated[bool, Query(description="send even if the node is offline")] = False,
-) -> CommandAcceptedOut:
-    node = load_node(request, engine, user, node_id)
-    command_type = CommandType(body.type)
-    params = body.params.model_dump(mode="json")
-    return issue(
-        request, engine, settings, user, node, command_type, params, queue, idempotency_key
-    )
+def issue_command(body: Annotated[CommandBody, Body()], ctx: CommandIssuer) -> CommandAcceptedOut:
+    return issue(ctx, CommandType(body.type), body.params.model_dump(mode="json"))
 
 
 @router.get("/nodes/{node_id}/commands", response_model=list[CommandOut])
@@ -248,75 +257,28 @@ def get_config(request: Request, node_id: str, user: CurrentUser, engine: DbEngi
 
 
 @router.put(
-    "/nodes/{node_id}/config",
-    response_model=CommandAcceptedOut,
-    status_code=202,
-    responses={409: {"description": "node offline or disabled"}},
+    "/nodes/{node_id}/config", response_model=CommandAcceptedOut, status_code=202, responses=ISSUED
 )
-def put_config(
-    request: Request,
-    node_id: str,
-    body: NodeConfigIn,
-    user: OperatorUser,
-    engine: DbEngine,
-    settings: Settings,
-    idempotency_key: IdempotencyKey = None,
-    queue: bool = False,
-) -> CommandAcceptedOut:
+def put_config(body: NodeConfigIn, ctx: CommandIssuer) -> CommandAcceptedOut:
     """Validates against the agent's own settings model, stores the next version and
     pushes it as CONFIG_PUSH."""
-    node = load_node(request, engine, user, node_id)
+    node_id = ctx.node["id"]
     try:
         config = validate_node_config(node_id, body.config)
     except NodeConfigError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
-    with engine.connect() as conn:
+    with ctx.engine.connect() as conn:
         version = conn.execute(
             text("SELECT coalesce(max(version), 0) + 1 FROM node_configs WHERE node_id = :id"),
             {"id": node_id},
         ).scalar_one()
     params = ConfigPushParams(config=config, version=version).model_dump(mode="json")
-    return issue(
-        request,
-        engine,
-        settings,
-        user,
-        node,
-        CommandType.CONFIG_PUSH,
-        params,
-        queue,
-        idempotency_key,
-        config=(version, config),
-    )
+    return issue(ctx, CommandType.CONFIG_PUSH, params, config=(version, config))
 
 
 @router.post(
-    "/nodes/{node_id}/update",
-    response_model=CommandAcceptedOut,
-    status_code=202,
-    responses={409: {"description": "node offline or disabled"}},
+    "/nodes/{node_id}/update", response_model=CommandAcceptedOut, status_code=202, responses=ISSUED
 )
-def update_agent(
-    request: Request,
-    node_id: str,
-    body: SelfUpdateParams,
-    user: OperatorUser,
-    engine: DbEngine,
-    settings: Settings,
-    idempotency_key: IdempotencyKey = None,
-    queue: bool = False,
-) -> CommandAcceptedOut:
+def update_agent(body: SelfUpdateParams, ctx: CommandIssuer) -> CommandAcceptedOut:
     """Asks the agent to install `version` and restart (SELF_UPDATE)."""
-    node = load_node(request, engine, user, node_id)
-    params = body.model_dump(mode="json")
-    return issue(
-        request,
-        engine,
-        settings,
-        user,
-        node,
-        CommandType.SELF_UPDATE,
-        params,
-        queue,
-        idempotency_key,
-    )
+    return issue(ctx, CommandType.SELF_UPDATE, body.model_dump(mode="json"))

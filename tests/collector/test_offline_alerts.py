@@ -6,16 +6,11 @@ Debian's Alertmanager with the repo's config, notifying a local webhook."""
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from contract import topics
-from tests.support.alerting import Alertmanager, WebhookReceiver
 from tests.support.fleet import create_tenant, enroll, mqtt_client, sample, scrape
 from tests.support.services import wait_for
 
@@ -23,19 +18,6 @@ pytestmark = pytest.mark.e2e
 
 OFFLINE_AFTER_S = 3
 INTERVAL_S = 1
-
-
-@pytest.fixture
-def alerting() -> Iterator[tuple[Alertmanager, WebhookReceiver]]:
-    receiver = WebhookReceiver()
-    workdir = Path(tempfile.mkdtemp(prefix="wattfleet-am-"))
-    manager = Alertmanager(workdir, receiver.url).start()
-    try:
-        yield manager, receiver
-    finally:
-        manager.stop()
-        receiver.close()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 class TalkingNode:

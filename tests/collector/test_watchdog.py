@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -14,24 +10,10 @@ from prometheus_client import CollectorRegistry
 from collector.config import CollectorSettings
 from collector.metrics import CollectorMetrics
 from collector.watchdog import RoundReport, Watchdog
-from tests.support.alerting import Alertmanager, WebhookReceiver
 from tests.support.fleet import create_node, create_tenant
 from tests.support.services import wait_for
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def alerting() -> Iterator[tuple[Alertmanager, WebhookReceiver]]:
-    receiver = WebhookReceiver()
-    workdir = Path(tempfile.mkdtemp(prefix="wattfleet-am-"))
-    manager = Alertmanager(workdir, receiver.url).start()
-    try:
-        yield manager, receiver
-    finally:
-        manager.stop()
-        receiver.close()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 class Clock:

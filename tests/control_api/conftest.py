@@ -8,6 +8,7 @@ from fastapi.testclient import TestClient
 
 from tests.support.api_client import api_client
 from tests.support.control_api import User, create_user, log_in
+from tests.support.fake_node import FakeNode, online_node
 from tests.support.fleet import create_tenant
 
 pytestmark = pytest.mark.integration
@@ -40,3 +41,10 @@ def actors(database, api) -> Actors:
         tenant_a=tenant_a,
         tenant_b=tenant_b,
     )
+
+
+@pytest.fixture
+def node(api, actors, broker, database) -> Iterator[FakeNode]:
+    """A node of tenant A, enrolled through the API, connected and online."""
+    with online_node(api, actors.admin, actors.tenant_a, database, broker) as fake:
+        yield fake

@@ -4,91 +4,16 @@ answers in tests/control_api/test_end_to_end.py)."""
 
 from __future__ import annotations
 
-import json
-import threading
-from datetime import UTC, datetime
-from typing import Any
-
 import pytest
 
-from contract import topics
 from contract.commands import verify
 from tests.support.api_client import api_client
 from tests.support.control_api import audit_rows, create_user, last_audit_id, log_in
-from tests.support.fleet import create_tenant, mqtt_client, publish_json, unique
+from tests.support.fake_node import CHARGE, FakeNode, command_state, online_node, set_state
+from tests.support.fleet import create_tenant, unique
 from tests.support.services import wait_for
 
 pytestmark = pytest.mark.integration
-
-CHARGE = {"type": "FORCE_CHARGE", "params": {"power_w": 2500, "duration_s": 600}}
-
-
-class FakeNode:
-    def __init__(self, broker, credentials):
-        self.id = credentials["node_id"]
-        self.secret = credentials["node_secret"].encode()
-        self.commands: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
-        self.client = mqtt_client(broker, self.id, credentials["mqtt_password"], client_id=self.id)
-        subscribed = threading.Event()
-        self.client.on_subscribe = lambda *_: subscribed.set()
-        self.client.on_message = self._on_message
-        self.client.subscribe(topics.commands(self.id), qos=1)
-        assert subscribed.wait(5)
-
-    def _on_message(self, _c, _u, msg):
-        with self._lock:
-            self.commands.append(json.loads(msg.payload))
-
-    def received(self, count=1):
-        wait_for(lambda: len(self.commands) >= count, 10, f"{count} command(s) at the node")
-        return self.commands
-
-    def ack(self, command_id, state, detail=""):
-        body = {
-            "id": command_id,
-            "state": state,
-            "detail": detail,
-            "ts": datetime.now(UTC).isoformat(),
-        }
-        publish_json(self.client, topics.acks(self.id), body)
-
-    def close(self):
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
-@pytest.fixture
-def node(api, actors, broker, database):
-    credentials = api.post(
-        "/nodes",
-        json={"id": unique("node"), "tenant_id": actors.tenant_a},
-        headers=actors.admin.headers,
-    ).json()
-    set_state(database, credentials["node_id"], "online")
-    fake = FakeNode(broker, credentials)
-    yield fake
-    fake.close()
-
-
-def set_state(database, node_id, state):
-    with database.connect() as conn:
-        conn.execute(
-            "INSERT INTO node_status (node_id, state, last_seen_at) VALUES (%s, %s, now())"
-            " ON CONFLICT (node_id) DO UPDATE SET state = EXCLUDED.state",
-            (node_id, state),
-        )
-
-
-def command_state(api, who, command_id, state, timeout=10):
-    """Waits until the command is in `state`; `who` is a User or the Actors (operator A)."""
-    user = getattr(who, "operator_a", who)
-
-    def reached():
-        body = api.get(f"/commands/{command_id}", headers=user.headers).json()
-        return body if body["state"] == state else None
-
-    return wait_for(reached, timeout, f"command {command_id} to be {state}")
 
 
 def test_command_is_stored_audited_signed_published_and_follows_the_acks(
@@ -188,14 +113,7 @@ def test_rejected_and_failed_answers_are_final(api, actors, node):
 def test_unanswered_command_expires_and_a_late_ack_does_not_revive_it(database, broker):
     with api_client(database, broker, command_ttl_s=1) as api:
         admin = log_in(api, create_user(database, "admin", None))
-        credentials = api.post(
-            "/nodes",
-            json={"id": unique("node"), "tenant_id": create_tenant(database)},
-            headers=admin.headers,
-        ).json()
-        set_state(database, credentials["node_id"], "online")
-        node = FakeNode(broker, credentials)
-        try:
+        with online_node(api, admin, create_tenant(database), database, broker) as node:
             command_id = api.post(
                 f"/nodes/{node.id}/commands", json=CHARGE, headers=admin.headers
             ).json()["id"]
@@ -215,8 +133,6 @@ def test_unanswered_command_expires_and_a_late_ack_does_not_revive_it(database, 
             final = api.get(f"/commands/{command_id}", headers=admin.headers).json()
             assert final["state"] == "expired"
             assert final["events"][-1]["applied"] is False
-        finally:
-            node.close()
 
 
 def test_ack_from_another_node_changes_nothing(api, actors, node, broker):

@@ -6,10 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from pymodbus.client import ModbusTcpClient
 
-from edge.inverter import SunSpecDevice
-from edge.registers import sunspec_map
 from tests.conftest import SIMULATOR_UNIT
 from tests.support.agent import AgentProcess
 from tests.support.control_api import PASSWORD, ApiProcess, create_user
@@ -29,18 +26,6 @@ def api_process(database, broker, tmp_path) -> Iterator[ApiProcess]:
     finally:
         if api.proc.poll() is None:
             api.stop()
-
-
-@pytest.fixture
-def inverter(simulator) -> Iterator[SunSpecDevice]:
-    client = ModbusTcpClient("127.0.0.1", port=simulator, timeout=2, retries=0)
-    client.connect()
-    device = SunSpecDevice(client, SIMULATOR_UNIT, sunspec_map())
-    device.discover()
-    try:
-        yield device
-    finally:
-        client.close()
 
 
 def admin_client(api, database):

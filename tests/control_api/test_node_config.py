@@ -6,25 +6,10 @@ from __future__ import annotations
 import pytest
 
 from contract.commands import verify
-from tests.control_api.test_commands import FakeNode, set_state
-from tests.support.fleet import unique
 
 pytestmark = pytest.mark.integration
 
 CONFIG = {"modbus_host": "192.168.1.50", "modbus_port": 502, "poll_interval_s": 5.0}
-
-
-@pytest.fixture
-def node(api, actors, broker, database):
-    credentials = api.post(
-        "/nodes",
-        json={"id": unique("node"), "tenant_id": actors.tenant_a},
-        headers=actors.admin.headers,
-    ).json()
-    set_state(database, credentials["node_id"], "online")
-    fake = FakeNode(broker, credentials)
-    yield fake
-    fake.close()
 
 
 def test_each_put_is_a_new_version_pushed_to_the_node(api, actors, node):

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.control_api.test_commands import CHARGE, FakeNode, command_state, set_state
 from tests.support.api_client import api_client
 from tests.support.control_api import create_user, log_in
-from tests.support.fleet import create_tenant, unique
+from tests.support.fake_node import CHARGE, command_state, online_node
+from tests.support.fleet import create_tenant
 from tests.support.proxy import CuttableProxy
 from tests.support.services import wait_for
 
@@ -20,15 +20,9 @@ def test_a_command_the_broker_did_not_confirm_is_published_again(database, broke
     try:
         with api_client(database, broker, mqtt_port=proxy.port, publish_timeout_s=1) as api:
             admin = log_in(api, create_user(database, "admin", None))
-            credentials = api.post(
-                "/nodes",
-                json={"id": unique("node"), "tenant_id": create_tenant(database)},
-                headers=admin.headers,
-            ).json()
-            set_state(database, credentials["node_id"], "online")
+            tenant = create_tenant(database)
             # The node reaches the broker directly; only the API loses it.
-            node = FakeNode(broker, credentials)
-            try:
+            with online_node(api, admin, tenant, database, broker) as node:
                 proxy.cut()
                 wait_for(lambda: not api.app.state.link.connected.is_set(), 10, "API offline")  # type: ignore[attr-defined]
                 response = api.post(
@@ -40,8 +34,6 @@ def test_a_command_the_broker_did_not_confirm_is_published_again(database, broke
                 done = command_state(api, admin, response.json()["id"], "sent", timeout=30)
                 assert [e["state"] for e in done["events"]] == ["pending", "sent"]
                 assert response.json()["id"] in {c["id"] for c in node.received()}
-            finally:
-                node.close()
     finally:
         proxy.close()
 
@@ -55,14 +47,7 @@ def test_an_ack_that_arrives_while_the_database_is_down_is_applied_when_it_retur
     try:
         with api_client(database, broker, database_url=url) as api:
             admin = log_in(api, create_user(database, "admin", None))
-            credentials = api.post(
-                "/nodes",
-                json={"id": unique("node"), "tenant_id": create_tenant(database)},
-                headers=admin.headers,
-            ).json()
-            set_state(database, credentials["node_id"], "online")
-            node = FakeNode(broker, credentials)
-            try:
+            with online_node(api, admin, create_tenant(database), database, broker) as node:
                 command_id = api.post(
                     f"/nodes/{node.id}/commands", json=CHARGE, headers=admin.headers
                 ).json()["id"]
@@ -77,7 +62,5 @@ def test_an_ack_that_arrives_while_the_database_is_down_is_applied_when_it_retur
                 proxy.restore()
                 done = command_state(api, admin, command_id, "succeeded", timeout=30)
                 assert done["detail"] == "charging"
-            finally:
-                node.close()
     finally:
         proxy.close()

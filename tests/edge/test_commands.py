@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 import yaml
-from pymodbus.client import ModbusTcpClient
 
 from contract import topics
 from contract.commands import (
@@ -26,8 +25,6 @@ from contract.commands import (
     build_command,
     sign,
 )
-from edge.inverter import SunSpecDevice
-from edge.registers import sunspec_map
 from tests.conftest import SIMULATOR_UNIT
 from tests.support.agent import AgentProcess
 from tests.support.fleet import Node, dynsec, mqtt_client, publish_json, unique
@@ -124,18 +121,6 @@ def agent_and_hub(broker, simulator, tmp_path, supervised: bool, **settings: Any
 def node_agent(broker, simulator, tmp_path) -> Iterator[tuple[AgentProcess, Hub]]:
     with agent_and_hub(broker, simulator, tmp_path, False, poll_interval_s=1.0) as pair:
         yield pair
-
-
-@pytest.fixture
-def inverter(simulator) -> Iterator[SunSpecDevice]:
-    client = ModbusTcpClient("127.0.0.1", port=simulator, timeout=2, retries=0)
-    client.connect()
-    device = SunSpecDevice(client, SIMULATOR_UNIT, sunspec_map())
-    device.discover()
-    try:
-        yield device
-    finally:
-        client.close()
 
 
 def test_force_charge_changes_the_battery_and_is_acked(node_agent, inverter):
