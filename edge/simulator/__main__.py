@@ -1,7 +1,8 @@
 """`python -m edge.simulator --host 127.0.0.1 --port P [--unit-id U] [--seed S] [--at HH:MM]`
 
 Serves one simulated site as a SunSpec Modbus TCP device until SIGTERM or Ctrl-C. Run
-several with different ports (and seeds) for a fleet.
+several with different ports (and seeds) for a fleet. With `--serial /dev/ttyX` it serves
+Modbus RTU on that serial line instead (`--baudrate`, default 19200).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import logging
 import signal
 import time
 from datetime import UTC, datetime
+
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 
 from edge.simulator.device import SimulatedInverter
 from edge.simulator.site import Site
@@ -30,13 +33,19 @@ async def serve(args: argparse.Namespace) -> None:
         fixed = frozen_clock(args.at)
         clock = lambda: fixed  # noqa: E731 - a constant clock
     inverter = SimulatedInverter(Site(seed=args.seed, soc_percent=args.soc), args.unit_id, clock)
-    server = inverter.server(args.host, args.port)
+    server: ModbusSerialServer | ModbusTcpServer
+    if args.serial:
+        server = inverter.serial_server(args.serial, args.baudrate)
+        where = f"{args.serial} at {args.baudrate} baud"
+    else:
+        server = inverter.server(args.host, args.port)
+        where = f"{args.host}:{args.port}"
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: asyncio.ensure_future(server.shutdown()))  # type: ignore[no-untyped-call]
     task = asyncio.create_task(server.serve_forever())
     await asyncio.sleep(0.1)
-    print(f"simulator listening on {args.host}:{args.port} unit {args.unit_id}", flush=True)
+    print(f"simulator listening on {where} unit {args.unit_id}", flush=True)
     await task
 
 
@@ -44,6 +53,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="A simulated SunSpec hybrid inverter site.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5020)
+    parser.add_argument("--serial", metavar="DEVICE", help="serve Modbus RTU on this port")
+    parser.add_argument("--baudrate", type=int, default=19200)
     parser.add_argument("--unit-id", type=int, default=1)
     parser.add_argument("--seed", type=int, default=1, help="site variation (PV size, load)")
     parser.add_argument("--soc", type=float, default=50.0, help="initial state of charge, %%")

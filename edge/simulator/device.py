@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 
 from pymodbus.constants import ExcCodes
-from pymodbus.server import ModbusTcpServer
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from edge.registers import (
@@ -186,3 +186,8 @@ class SimulatedInverter:
     def server(self, host: str, port: int) -> ModbusTcpServer:
         self.refresh(self.image.registers)
         return ModbusTcpServer(self.device(), address=(host, port))
+
+    def serial_server(self, device: str, baudrate: int) -> ModbusSerialServer:
+        """The same device over Modbus RTU on a serial line (a real port or a pty)."""
+        self.refresh(self.image.registers)
+        return ModbusSerialServer(self.device(), port=device, baudrate=baudrate)

@@ -11,6 +11,7 @@ command -v mosquitto >/dev/null || need_apt+=(mosquitto)
 command -v mosquitto_pub >/dev/null || need_apt+=(mosquitto-clients)
 command -v node >/dev/null || need_apt+=(nodejs npm)
 command -v openssl >/dev/null || need_apt+=(openssl)  # test certificates for the TLS listener
+command -v socat >/dev/null || need_apt+=(socat)  # a serial line (pty pair) for Modbus RTU
 command -v promtool >/dev/null || need_apt+=(prometheus)  # promtool: rule tests
 command -v prometheus-alertmanager >/dev/null || need_apt+=(prometheus-alertmanager)  # + amtool
 if [ ${#need_apt[@]} -gt 0 ]; then
