@@ -65,7 +65,7 @@ class Agent:
             settings.buffer_path, settings.buffer_max_samples, settings.buffer_max_age
         )
         self.device = SunSpecDevice(
-            modbus_client(settings),  # type: ignore[arg-type]
+            modbus_client(settings),
             settings.modbus_unit_id,
             sunspec_map(),
             frame_gap_s=settings.modbus_frame_gap_s,

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from pymodbus.client import ModbusTcpClient
+from pymodbus.client import ModbusBaseSyncClient
 from pymodbus.exceptions import ModbusException
 
 from edge.registers import END_MODEL_ID, SUNS_MARKER, RegisterMap, decode, encode
@@ -54,7 +54,7 @@ class SunSpecDevice:
 
     def __init__(
         self,
-        client: ModbusTcpClient,
+        client: ModbusBaseSyncClient,
         unit_id: int,
         regmap: RegisterMap,
         frame_gap_s: float = 0.0,

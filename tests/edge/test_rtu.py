@@ -87,6 +87,7 @@ def test_the_agent_reads_sunspec_over_rtu(rtu_simulator):
         assert {1, 124} <= set(device.models)
         reading = device.reading()
         assert reading.soc_percent == pytest.approx(55.0, abs=0.5)
+        assert reading.solar_power_w is not None
         assert reading.solar_power_w > 0  # noon
     finally:
         client.close()
