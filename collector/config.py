@@ -28,6 +28,14 @@ class CollectorSettings(ServiceSettings, MqttSettings, DatabaseSettings):
     # reading from the broker (which keeps queuing) rather than dropping anything.
     queue_max_messages: int = Field(default=20_000, ge=1)
 
+    # Collectors share the load through `$share/collector/...`. Mosquitto 2.0 does not
+    # restore shared subscriptions from its persistence file, so samples nodes send right
+    # after a broker restart, before the collectors resubscribe, are lost. A single
+    # collector can subscribe plainly instead (false): its persistent subscription then
+    # survives a broker restart and the broker queues for it meanwhile. Never false with
+    # more than one collector: each would receive (and write) everything.
+    shared_subscription: bool = True
+
     max_payload_bytes: int = Field(default=1_048_576, ge=1_024)
     future_tolerance_s: float = 300.0
     retention_days: int = 30

@@ -113,12 +113,12 @@ class Collector:
         self.metrics.broker_connected.set(1)
         log.info("connected to %s:%s", self.settings.mqtt_host, self.settings.mqtt_port)
         options = SubscribeOptions(qos=1)
-        client.subscribe(
-            [
-                (topics.shared_subscription("telemetry"), options),
-                (topics.shared_subscription("status"), options),
-            ]
-        )
+        kinds = ("telemetry", "status")
+        if self.settings.shared_subscription:
+            filters = [topics.shared_subscription(kind) for kind in kinds]
+        else:
+            filters = [topics.all_nodes(kind) for kind in kinds]
+        client.subscribe([(topic_filter, options) for topic_filter in filters])
 
     def _on_disconnect(
         self,

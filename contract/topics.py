@@ -43,6 +43,13 @@ def logs(node_id: str) -> str:
     return node_topic(node_id, "logs")
 
 
+def all_nodes(kind: str) -> str:
+    """`nodes/+/{kind}`: every node's topic of this kind."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown topic kind {kind!r}")
+    return f"nodes/+/{kind}"
+
+
 def shared_subscription(kind: str, group: str = SHARED_GROUP) -> str:
     """The `$share/{group}/nodes/+/{kind}` filter collectors split the load on."""
     if kind not in KINDS:

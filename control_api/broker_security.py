@@ -47,10 +47,13 @@ def _receive(topic: str, subscribe: str = "subscribeLiteral") -> list[dict[str, 
 
 
 def collector_role() -> dict[str, Any]:
+    """The shared subscription, or the plain one of a single collector (see
+    `shared_subscription` in collector/config.py)."""
     acls = []
     for kind in ("telemetry", "status"):
         acls.append(_acl("subscribeLiteral", topics.shared_subscription(kind)))
-        acls.append(_acl("publishClientReceive", f"nodes/+/{kind}"))
+        acls.append(_acl("subscribeLiteral", topics.all_nodes(kind)))
+        acls.append(_acl("publishClientReceive", topics.all_nodes(kind)))
     return {"rolename": COLLECTOR_ROLE, "acls": acls}
 
 

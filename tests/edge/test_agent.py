@@ -130,3 +130,38 @@ def test_agent_killed_mid_replay_loses_nothing(database, site):
         15,
         "every seq stored or still buffered",
     )
+
+
+def test_broker_restart_loses_nothing_with_a_single_collector(
+    database, broker, collector_factory, simulator, tmp_path
+):
+    """The broker itself stops and starts again (its persistence kept). One collector on a
+    plain persistent subscription: the broker restores it and queues for it, so every
+    sample the agent numbered arrives exactly once, in order."""
+    tenant = create_tenant(database)
+    (node,) = enroll(database, broker, tenant)
+    collector_factory(shared_subscription="false").start()
+    agent = AgentProcess(tmp_path, broker, node, simulator, SIMULATOR_UNIT, via_proxy=False)
+    agent.start()
+    try:
+        wait_for(lambda: len(_seqs(database, node.id)) >= 3, 30, "first samples")
+        broker.stop()
+        wait_for(lambda: len(agent.buffered()) >= 20, 30, "a backlog while the broker is down")
+        outage = agent.buffered()
+        broker.start()
+        wait_for(lambda: set(outage) <= set(_seqs(database, node.id)), 60, "backlog replayed")
+        wait_for(lambda: len(_seqs(database, node.id)) > max(outage) + 5, 30, "live again")
+    finally:
+        assert stop_process(agent.proc) == 0
+    wait_for(
+        lambda: (
+            set(_seqs(database, node.id)) | set(agent.buffered()) == set(range(agent.next_seq()))
+        ),
+        15,
+        "every seq stored or still buffered",
+    )
+    with database.connect() as conn:
+        rows, distinct = conn.execute(
+            "SELECT count(*), count(DISTINCT seq) FROM telemetry WHERE node_id = %s", (node.id,)
+        ).fetchone()
+    assert rows == distinct
