@@ -18,6 +18,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from collector.decode import DeadLetter, Decoded, Reason
+from contract.telemetry import Optimizer
 
 # Telemetry goes through a per-transaction staging table filled by binary COPY (the
 # fastest load path, formatted in C by psycopg), then one idempotent INSERT ... SELECT.
@@ -103,19 +104,33 @@ ON CONFLICT (node_id) DO UPDATE SET
 """
 
 
-def _decision_changes(
-    by_node: dict[str, list[tuple[datetime, dict[str, Any]]]],
-) -> list[dict[str, Any]]:
+# Per node: (sample time, its optimizer part, its grid mode, the node's tenant), in
+# arrival order.
+DecisionSightings = dict[str, list[tuple[datetime, Optimizer, str, int]]]
+
+
+def _decision_changes(by_node: DecisionSightings) -> list[dict[str, Any]]:
     """Per node, in time order, each row whose decision differs from the row before it
-    in the batch (the first row is kept: the database compares it with what is stored)."""
+    in the batch (the first row is kept: the database compares it with what is stored).
+    Rows are built only for changes: most samples repeat the decision before them."""
     changes = []
-    for rows in by_node.values():
+    for node_id, rows in by_node.items():
         rows.sort(key=lambda r: r[0])
         previous = None
-        for _, row in rows:
-            if row["decision"] != previous:
-                changes.append(row)
-                previous = row["decision"]
+        for ts, opt, grid_mode, tenant_id in rows:
+            if opt.latest_decision != previous:
+                changes.append(
+                    {
+                        "ts": ts.isoformat(),
+                        "node_id": node_id,
+                        "tenant_id": tenant_id,
+                        "decision": opt.latest_decision,
+                        "grid_mode": grid_mode,
+                        "daily_savings": opt.daily_savings_pln,
+                        "daily_cost": opt.daily_cost_pln,
+                    }
+                )
+                previous = opt.latest_decision
     return changes
 
 
@@ -190,7 +205,7 @@ class BatchWriter:
             nodes = self._lookup_nodes(cur, batch)
             dead: list[tuple[datetime, DeadLetter]] = []
             telemetry: list[tuple[Any, ...]] = []
-            decisions: dict[str, list[tuple[datetime, dict[str, Any]]]] = {}
+            decisions: DecisionSightings = {}
             seen: dict[str, list[Any]] = {}
             statuses = []
             for item in batch:
@@ -261,7 +276,7 @@ class BatchWriter:
         item: Inbound,
         tenant_id: int,
         telemetry: list[tuple[Any, ...]],
-        decisions: dict[str, list[tuple[datetime, dict[str, Any]]]],
+        decisions: DecisionSightings,
         seen: dict[str, list[Any]],
     ) -> None:
         decoded = item.decoded
@@ -298,21 +313,8 @@ class BatchWriter:
                 if last[3] is None or s.timestamp > last[3]:
                     last[3] = s.timestamp
             if s.optimizer is not None:
-                opt = s.optimizer
-                decisions.setdefault(node_id, []).append(
-                    (
-                        s.timestamp,
-                        {
-                            "ts": s.timestamp.isoformat(),
-                            "node_id": node_id,
-                            "tenant_id": tenant_id,
-                            "decision": opt.latest_decision,
-                            "grid_mode": grid.mode,
-                            "daily_savings": opt.daily_savings_pln,
-                            "daily_cost": opt.daily_cost_pln,
-                        },
-                    )
-                )
+                sighting = (s.timestamp, s.optimizer, grid.mode, tenant_id)
+                decisions.setdefault(node_id, []).append(sighting)
 
     @staticmethod
     def _record_status(cur: psycopg.Cursor[Any], item: Inbound, tenant_id: int) -> None:

@@ -14,6 +14,7 @@ message remembers its connection generation and acks from an older one are dropp
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -41,6 +42,8 @@ from contract.mqtt import make_client, start_persistent
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+# Allocations between two young-generation collections (CPython's default: 700).
+GC_GEN0_THRESHOLD = 100_000
 
 
 def utc_now() -> datetime:
@@ -229,6 +232,12 @@ class Collector:
 
 def run(settings: CollectorSettings, stop: threading.Event) -> None:
     """Runs a collector until `stop` is set, then drains, acknowledges and exits."""
+    # The cyclic garbage collector kept rescanning the thousands of decoded samples a
+    # batch holds (and everything imported), a third of the collector's CPU a message in
+    # the ingest benchmark. Messages are freed by reference counting; collect cycles
+    # rarely, and never rescan what exists at start.
+    gc.freeze()
+    gc.set_threshold(GC_GEN0_THRESHOLD, 50, 1000)
     # Each counter's *_created series doubles what every scrape formats and sends.
     disable_created_metrics()  # type: ignore[no-untyped-call]
     registry = CollectorRegistry()
