@@ -222,18 +222,6 @@ class DynsecClient:
         self.run("disableClient", username=node_id)
         self.run("enableClient", username=node_id)
 
-    def remove_node(self, node_id: str) -> None:
-        """Deletes the node's client and role (undoing a failed enrollment)."""
-        for command, fields in (
-            ("deleteClient", {"username": node_id}),
-            ("deleteRole", {"rolename": node_role_name(node_id)}),
-        ):
-            try:
-                self.run(command, **fields)
-            except BrokerSecurityError as exc:
-                if "not found" not in str(exc):
-                    raise
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(
