@@ -9,8 +9,8 @@ import sys
 import psycopg
 import pytest
 
-from tests.support.control_api import api_settings, audit_rows, last_audit_id
-from tests.support.services import REPO, service_env
+from tests.support.control_api import api_env, audit_rows, last_audit_id
+from tests.support.services import REPO
 
 pytestmark = pytest.mark.integration
 
@@ -46,12 +46,7 @@ def test_tampering_with_one_row_is_reported_for_exactly_that_row(api, actors, da
         report = api.get("/audit/verify", headers=actors.admin.headers).json()
         assert report["ok"] is False
         assert report["bad_rows"] == [victim]
-        env = service_env(
-            **{
-                f"WATTFLEET_{k.upper()}": str(v).lower() if isinstance(v, bool) else str(v)
-                for k, v in api_settings(database, broker).items()
-            }
-        )
+        env = api_env(database, broker)
         cli = subprocess.run(
             [sys.executable, "-m", "control_api", "verify-audit"],
             env=env,
@@ -102,12 +97,7 @@ def test_a_probe_of_another_tenants_node_is_recorded_under_the_prober(api, actor
 
 
 def test_create_admin_cli_is_idempotent(database, broker):
-    env = service_env(
-        **{
-            f"WATTFLEET_{k.upper()}": str(v).lower() if isinstance(v, bool) else str(v)
-            for k, v in api_settings(database, broker).items()
-        }
-    )
+    env = api_env(database, broker)
     email = f"first-admin-{broker.port}@example.com"
 
     def run(password, *extra):

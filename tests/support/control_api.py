@@ -101,10 +101,7 @@ class ApiProcess:
 
     def __init__(self, db: Database, broker: Broker, log_path: Path, **overrides: Any) -> None:
         self.port = free_port()
-        settings = api_settings(db, broker, api_port=self.port, **overrides)
-        self.env = service_env(
-            **{f"WATTFLEET_{name.upper()}": _env_value(value) for name, value in settings.items()}
-        )
+        self.env = api_env(db, broker, api_port=self.port, **overrides)
         self.log_path = log_path
         self.proc: Any = None
         self.url = f"http://127.0.0.1:{self.port}"
@@ -126,5 +123,14 @@ class ApiProcess:
         return httpx.Client(base_url=self.url, timeout=15)
 
 
-def _env_value(value: Any) -> str:
-    return str(value).lower() if isinstance(value, bool) else str(value)
+def api_env(db: Database, broker: Broker, **overrides: Any) -> dict[str, str]:
+    """The environment of a `python -m control_api` (server or CLI) with these settings."""
+    settings = api_settings(db, broker, **overrides)
+    return service_env(
+        **{
+            f"WATTFLEET_{name.upper()}": str(value).lower()
+            if isinstance(value, bool)
+            else str(value)
+            for name, value in settings.items()
+        }
+    )
