@@ -25,7 +25,7 @@ from control_api.broker_security import RESPONSE_TOPIC, DynsecClient
 
 log = logging.getLogger(__name__)
 
-ACK_FILTER = "nodes/+/acks"
+ACK_FILTER = topics.all_nodes("acks")
 # Called with (node_id, payload); raises when the ack could not be stored (it is then
 # retried, never acknowledged to the broker unstored).
 AckHandler = Callable[[str, bytes], None]

@@ -62,10 +62,10 @@ def api_role() -> dict[str, Any]:
     return {
         "rolename": API_ROLE,
         "acls": [
-            _acl("publishClientSend", "nodes/+/commands"),
+            _acl("publishClientSend", topics.all_nodes("commands")),
             _acl("publishClientSend", topics.BROADCAST),
-            *_receive("nodes/+/acks", "subscribePattern"),
-            *_receive("nodes/+/logs", "subscribePattern"),
+            *_receive(topics.all_nodes("acks"), "subscribePattern"),
+            *_receive(topics.all_nodes("logs"), "subscribePattern"),
             _acl("publishClientSend", CONTROL_TOPIC),
             _acl("subscribePattern", control),
             _acl("publishClientReceive", control),

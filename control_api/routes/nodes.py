@@ -19,6 +19,7 @@ from control_api.broker_security import BrokerSecurityError, DynsecClient
 from control_api.config import ApiSettings
 from control_api.deps import AdminUser, CurrentUser, DbEngine, Settings, load_node, note_target
 from control_api.request_audit import audit_change
+from control_api.routes.tenants import tenant_exists
 from control_api.schemas import NodeCredentialsOut, NodeIn, NodeOut, NodePatch
 
 router = APIRouter(prefix="/nodes", tags=["nodes"])
@@ -44,14 +45,6 @@ def node_out(engine: Engine, node_id: str) -> dict[str, Any]:
         return dict(
             conn.execute(text(SELECT_NODES + " WHERE n.id = :id"), {"id": node_id}).mappings().one()
         )
-
-
-def _tenant_exists(engine: Engine, tenant_id: int) -> bool:
-    with engine.connect() as conn:
-        found = conn.execute(
-            text("SELECT 1 FROM tenants WHERE id = :id"), {"id": tenant_id}
-        ).first()
-    return found is not None
 
 
 def _credentials(
@@ -92,7 +85,9 @@ def enroll_node(
 ) -> NodeCredentialsOut:
     """Creates the node and its broker account; the credentials are shown only here."""
     note_target(request, tenant_id=body.tenant_id, node_id=body.id)
-    if not _tenant_exists(engine, body.tenant_id):
+    with engine.connect() as conn:
+        known = tenant_exists(conn, body.tenant_id)
+    if not known:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "no such tenant")
     broker = dynsec(request)
     password, secret = secrets.token_urlsafe(24), secrets.token_hex(32)
@@ -138,8 +133,11 @@ def update_node(
     """Renames the node or moves it to another tenant (its history stays where it was
     recorded; new telemetry lands under the new tenant)."""
     load_node(request, engine, user, node_id)
-    if body.tenant_id is not None and not _tenant_exists(engine, body.tenant_id):
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "no such tenant")
+    if body.tenant_id is not None:
+        with engine.connect() as conn:
+            known = tenant_exists(conn, body.tenant_id)
+        if not known:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "no such tenant")
     with engine.begin() as conn:
         conn.execute(
             text(

@@ -28,6 +28,12 @@ FROM tenants t
 """
 
 
+def tenant_exists(conn: Connection, tenant_id: int) -> bool:
+    """For routes that attach something to a tenant (nodes, users)."""
+    found = conn.execute(text("SELECT 1 FROM tenants WHERE id = :id"), {"id": tenant_id})
+    return found.first() is not None
+
+
 def _get(conn: Connection, tenant_id: int) -> dict[str, Any] | None:
     row = conn.execute(text(_SELECT + " WHERE t.id = :id"), {"id": tenant_id}).mappings().first()
     return dict(row) if row else None
