@@ -44,11 +44,19 @@ class Backlog(Generic[T]):
         self._items.append(item)
         return True
 
-    def take(self, limit: int, window_s: float, stopping: threading.Event) -> list[T] | None:
+    def take(
+        self,
+        limit: int,
+        window_s: float,
+        stopping: threading.Event,
+        on_idle: Callable[[], None] = lambda: None,
+    ) -> list[T] | None:
         """The next batch: waits for a first item, then up to `window_s` more for the
         batch to reach `limit`. Once `stopping` is set it waits for nothing: it returns
-        what is there, and None when empty."""
+        what is there, and None when empty. While it waits for a first item, it calls
+        `on_idle()` every poll interval: the producer has nothing to hand over."""
         while not self._items:
+            on_idle()
             if stopping.wait(self._poll_s):
                 if not self._items:
                     return None

@@ -18,6 +18,7 @@ import gc
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -65,6 +66,8 @@ class Collector:
             )
         )
         self.backlog: Backlog[Inbound] = Backlog(settings.queue_max_messages)
+        # Committed batches waiting for their acknowledgements (see `_ack_committed`).
+        self._committed: deque[list[Inbound]] = deque()
         self._accepting = True
         self._stopping = threading.Event()
         self._generation = 0
@@ -93,6 +96,7 @@ class Collector:
         self._accepting = False
         self._stopping.set()
         self._writer.join()
+        self._ack_committed()
         self.client.disconnect()
         self.client.loop_stop()
         if self._conn is not None:
@@ -140,6 +144,8 @@ class Collector:
     def _on_message(self, _client: Client, _userdata: object, msg: MQTTMessage) -> None:
         if not self._accepting:
             return
+        if self._committed:
+            self._ack_committed()
         received_at = self.clock()
         payload = bytes(msg.payload)
         decoded = self.decoder.decode(msg.topic, payload, received_at)
@@ -155,11 +161,13 @@ class Collector:
     def _write_loop(self) -> None:
         s = self.settings
         while (
-            batch := self.backlog.take(s.batch_max_messages, s.batch_max_seconds, self._stopping)
+            batch := self.backlog.take(
+                s.batch_max_messages, s.batch_max_seconds, self._stopping, self._ack_committed
+            )
         ) is not None:
             if not self._commit_with_retry(batch):
                 return
-            self._ack(batch)
+            self._committed.append(batch)
             self.metrics.queue_depth.set(len(self.backlog))
 
     def _commit_with_retry(self, batch: list[Inbound]) -> bool:
@@ -222,12 +230,17 @@ class Collector:
         self._db_failing = False
         self.metrics.database_up.set(1)
 
-    def _ack(self, batch: list[Inbound]) -> None:
+    def _ack_committed(self) -> None:
+        """Acknowledges the committed batches. The network thread does it as it takes the
+        next message; the writer only when no message is coming (an idle backlog), or at
+        stop. Each paho ack wakes the network loop through a socket pair, releasing
+        the GIL: from the writer, 5,000 acks a batch meant as many thread switches."""
         with self._ack_lock:
             generation = self._generation
-            for item in batch:
-                if item.qos > 0 and item.generation == generation:
-                    self.client.ack(item.mid, item.qos)
+            while self._committed:
+                for item in self._committed.popleft():
+                    if item.qos > 0 and item.generation == generation:
+                        self.client.ack(item.mid, item.qos)
 
 
 def run(settings: CollectorSettings, stop: threading.Event) -> None:

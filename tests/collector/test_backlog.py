@@ -39,3 +39,20 @@ def test_stopping_drains_without_waiting_then_ends():
     stopping.set()
     assert backlog.take(limit=5, window_s=60, stopping=stopping) == [1]
     assert backlog.take(limit=5, window_s=60, stopping=stopping) is None
+
+
+def test_waiting_for_a_first_item_calls_on_idle_until_one_arrives():
+    backlog: Backlog[int] = Backlog(capacity=10, poll_s=0.001)
+    stopping = threading.Event()
+    idle_calls: list[int] = []
+
+    def on_idle() -> None:
+        idle_calls.append(len(backlog))
+        if len(idle_calls) == 3:
+            backlog.put(7, lambda: True)
+
+    assert backlog.take(limit=1, window_s=0, stopping=stopping, on_idle=on_idle) == [7]
+    assert idle_calls == [0, 0, 0]
+    backlog.put(8, lambda: True)
+    assert backlog.take(limit=1, window_s=0, stopping=stopping, on_idle=on_idle) == [8]
+    assert len(idle_calls) == 3, "on_idle was called although an item was waiting"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -217,6 +218,32 @@ def test_sigterm_flushes_acknowledges_and_exits_zero(database, broker, collector
     publish_json(client, topics.telemetry(nodes[0].id), sample(nodes[0].id, 10_000))
     wait_rows(database, total + 1, "SELECT count(*) FROM telemetry WHERE tenant_id = %s", (tenant,))
     assert scrape(again.metrics_port)[key] == 1
+
+
+def test_a_quiet_stream_is_still_acknowledged_after_its_commit(database, broker, collector_factory):
+    """The network thread acknowledges committed batches as the next message arrives;
+    when none comes, the writer must do it, or a crash would redeliver them all."""
+    tenant = create_tenant(database)
+    nodes = enroll(database, broker, tenant, count=2)
+    client_id = "collector-quiet"
+    collector = collector_factory(client_id=client_id, batch_max_seconds="0.2").start()
+    streams, total = _stream(nodes, 20)
+    _publish_streams(broker, nodes, streams)
+    wait_rows(database, total, "SELECT count(*) FROM telemetry WHERE tenant_id = %s", (tenant,))
+    time.sleep(0.5)  # the stream is quiet now: no message will carry the acks
+    collector.kill()
+
+    again = collector_factory(client_id=client_id).start()
+    wait_for(
+        lambda: scrape(again.metrics_port).get("wattfleet_collector_broker_connected") == 1,
+        10,
+        "reconnect",
+    )
+    client = mqtt_client(broker, nodes[0].id, nodes[0].password)
+    publish_json(client, topics.telemetry(nodes[0].id), sample(nodes[0].id, 10_000))
+    wait_rows(database, total + 1, "SELECT count(*) FROM telemetry WHERE tenant_id = %s", (tenant,))
+    key = "wattfleet_collector_messages_received_total{kind=telemetry}"
+    assert scrape(again.metrics_port)[key] == 1, "committed messages were redelivered"
 
 
 def test_optimizer_decisions_are_stored_only_when_they_change(database, broker, collector_factory):
