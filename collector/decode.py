@@ -17,8 +17,10 @@ from pydantic import ValidationError
 
 from contract.telemetry import (
     IMPLAUSIBLE_ERROR_TYPES,
+    NODE_STATUS,
+    TELEMETRY_BATCH,
+    TELEMETRY_SAMPLE,
     NodeStatus,
-    TelemetryBatch,
     TelemetrySample,
 )
 from contract.topics import parse_node_topic
@@ -110,7 +112,7 @@ class Decoder:
         if b'"samples"' in payload:
             return self._decode_batch(topic, node_id, payload, received_at)
         try:
-            sample = TelemetrySample.model_validate_json(payload)
+            sample = TELEMETRY_SAMPLE.validate_json(payload)
         except ValidationError as exc:
             return self._reject(topic, node_id, *_reason_for(exc), payload)
         out = Decoded(topic, node_id)
@@ -119,7 +121,7 @@ class Decoder:
 
     def _decode_status(self, topic: str, node_id: str, payload: bytes) -> Decoded:
         try:
-            status = NodeStatus.model_validate_json(payload)
+            status = NODE_STATUS.validate_json(payload)
         except ValidationError as exc:
             return self._reject(topic, node_id, *_reason_for(exc), payload)
         return Decoded(topic, node_id, status=status)
@@ -129,11 +131,11 @@ class Decoder:
     ) -> Decoded:
         out = Decoded(topic, node_id, live=False)
         try:
-            batch = TelemetryBatch.model_validate_json(payload)
+            batch = TELEMETRY_BATCH.validate_json(payload)
         except ValidationError as exc:
             # Slow path, bad input only: find the bad samples so the good ones still land.
             return self._decode_batch_per_sample(topic, node_id, payload, received_at, exc)
-        for sample in batch.samples:
+        for sample in batch["samples"]:
             self._accept(out, sample, None, received_at)
         return out
 
@@ -155,7 +157,7 @@ class Decoder:
         out = Decoded(topic, node_id, live=False)
         for raw in raw_samples:
             try:
-                sample = TelemetrySample.model_validate(raw)
+                sample = TELEMETRY_SAMPLE.validate_python(raw)
             except ValidationError as exc:
                 reason, detail = _reason_for(exc)
                 out.dead.append(DeadLetter(topic, node_id, reason, detail, _encode(raw)))
@@ -167,28 +169,23 @@ class Decoder:
         self, out: Decoded, sample: TelemetrySample, payload: bytes | None, received_at: datetime
     ) -> None:
         reason: Reason | None = None
-        if sample.node_id != out.node_id:
+        ts = sample["timestamp"]
+        if sample["node_id"] != out.node_id:
             reason, detail = (
                 Reason.NODE_ID_MISMATCH,
-                (f"payload node_id {sample.node_id!r} on topic {out.topic!r}"),
+                (f"payload node_id {sample['node_id']!r} on topic {out.topic!r}"),
             )
-        elif sample.timestamp > received_at + self.limits.future_tolerance:
+        elif ts > received_at + self.limits.future_tolerance:
             reason, detail = (
                 Reason.TIMESTAMP_IN_FUTURE,
-                (
-                    f"{sample.timestamp.isoformat()} is ahead of receive time "
-                    f"{received_at.isoformat()}"
-                ),
+                f"{ts.isoformat()} is ahead of receive time {received_at.isoformat()}",
             )
-        elif sample.timestamp < received_at - self.limits.max_age:
-            reason, detail = (
-                Reason.TIMESTAMP_TOO_OLD,
-                (f"{sample.timestamp.isoformat()} is older than retention"),
-            )
+        elif ts < received_at - self.limits.max_age:
+            reason, detail = (Reason.TIMESTAMP_TOO_OLD, f"{ts.isoformat()} is older than retention")
         if reason is None:
             out.samples.append(sample)
             return
-        raw = payload if payload is not None else sample.model_dump_json().encode()
+        raw = payload if payload is not None else TELEMETRY_SAMPLE.dump_json(sample)
         out.dead.append(DeadLetter(out.topic, out.node_id, reason, detail, raw))
 
     @staticmethod

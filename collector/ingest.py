@@ -118,19 +118,20 @@ def _decision_changes(by_node: DecisionSightings) -> list[dict[str, Any]]:
         rows.sort(key=lambda r: r[0])
         previous = None
         for ts, opt, grid_mode, tenant_id in rows:
-            if opt.latest_decision != previous:
+            decision = opt["latest_decision"]
+            if decision != previous:
                 changes.append(
                     {
                         "ts": ts.isoformat(),
                         "node_id": node_id,
                         "tenant_id": tenant_id,
-                        "decision": opt.latest_decision,
+                        "decision": decision,
                         "grid_mode": grid_mode,
-                        "daily_savings": opt.daily_savings_pln,
-                        "daily_cost": opt.daily_cost_pln,
+                        "daily_savings": opt.get("daily_savings_pln"),
+                        "daily_cost": opt.get("daily_cost_pln"),
                     }
                 )
-                previous = opt.latest_decision
+                previous = decision
     return changes
 
 
@@ -287,33 +288,35 @@ class BatchWriter:
         if item.received_at > last[0]:
             last[0] = item.received_at
         for s in decoded.samples:
-            battery, grid = s.battery, s.grid
+            battery, grid, load = s["battery"], s["grid"], s.get("load")
+            ts, seq = s["timestamp"], s["seq"]
             telemetry.append(
                 (
-                    s.timestamp,
+                    ts,
                     node_id,
                     tenant_id,
-                    s.seq,
-                    battery.soc_percent,
-                    battery.voltage,
-                    battery.power_w,
-                    s.solar.power_w,
-                    grid.power_w,
-                    s.load.power_w if s.load else None,
-                    grid.current_price,
-                    grid.mode,
+                    seq,
+                    battery["soc_percent"],
+                    battery.get("voltage"),
+                    battery.get("power_w"),
+                    s["solar"]["power_w"],
+                    grid.get("power_w"),
+                    load["power_w"] if load else None,
+                    grid["current_price"],
+                    grid["mode"],
                     item.received_at,
                 )
             )
-            if s.seq > last[1]:
-                last[1] = s.seq
+            if seq > last[1]:
+                last[1] = seq
             if decoded.live:
                 # Only a live sample's timestamp reflects the node's clock right now.
-                last[2] = (item.received_at - s.timestamp).total_seconds()
-                if last[3] is None or s.timestamp > last[3]:
-                    last[3] = s.timestamp
-            if s.optimizer is not None:
-                sighting = (s.timestamp, s.optimizer, grid.mode, tenant_id)
+                last[2] = (item.received_at - ts).total_seconds()
+                if last[3] is None or ts > last[3]:
+                    last[3] = ts
+            optimizer = s.get("optimizer")
+            if optimizer is not None:
+                sighting = (ts, optimizer, grid["mode"], tenant_id)
                 decisions.setdefault(node_id, []).append(sighting)
 
     @staticmethod
@@ -321,19 +324,20 @@ class BatchWriter:
         status = item.decoded.status
         assert status is not None
         detail = {
-            "agent_version": status.agent_version,
+            "agent_version": status.get("agent_version"),
             "received_at": item.received_at.isoformat(),
         }
         cur.execute(
-            INSERT_EVENT, (status.ts, item.decoded.node_id, tenant_id, status.state, Jsonb(detail))
+            INSERT_EVENT,
+            (status["ts"], item.decoded.node_id, tenant_id, status["state"], Jsonb(detail)),
         )
         cur.execute(
             UPSERT_STATE,
             {
                 "node_id": item.decoded.node_id,
-                "state": status.state,
+                "state": status["state"],
                 "received_at": item.received_at,
-                "agent_version": status.agent_version,
+                "agent_version": status.get("agent_version"),
             },
         )
 

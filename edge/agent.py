@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 from pymodbus.client import ModbusSerialClient, ModbusTcpClient
 
-from contract.telemetry import TelemetrySample
+from contract.telemetry import TELEMETRY_SAMPLE
 from edge.buffer import SampleBuffer
 from edge.commands import CommandHandler, LogRing, SeenCommands
 from edge.config import EdgeSettings
@@ -242,7 +242,7 @@ class Agent:
         if reading.load_power_w is not None:
             body["load"] = {"power_w": max(0.0, reading.load_power_w)}
         try:
-            TelemetrySample.model_validate({**body, "seq": 0})
+            TELEMETRY_SAMPLE.validate_python({**body, "seq": 0})
         except ValidationError as exc:
             log.warning("unusable reading, not buffered: %s", exc.errors()[0]["msg"])
             return None
