@@ -191,6 +191,27 @@ def test_two_collectors_share_the_stream_exactly_once(database, broker, collecto
     assert sum(received) == sum(len(m) for m in streams.values())
 
 
+def _assert_nothing_redelivered(database, broker, collector_factory, client_id, node, stored):
+    """Everything was acknowledged: a collector restarted under the same session gets
+    only the one new message published after it is back."""
+    again = collector_factory(client_id=client_id).start()
+    wait_for(
+        lambda: scrape(again.metrics_port).get("wattfleet_collector_broker_connected") == 1,
+        10,
+        "reconnect",
+    )
+    client = mqtt_client(broker, node.id, node.password)
+    publish_json(client, topics.telemetry(node.id), sample(node.id, 10_000))
+    wait_rows(
+        database,
+        stored + 1,
+        "SELECT count(*) FROM telemetry WHERE tenant_id = %s",
+        (node.tenant_id,),
+    )
+    key = "wattfleet_collector_messages_received_total{kind=telemetry}"
+    assert scrape(again.metrics_port)[key] == 1, "committed messages were redelivered"
+
+
 def test_sigterm_flushes_acknowledges_and_exits_zero(database, broker, collector_factory):
     tenant = create_tenant(database)
     nodes = enroll(database, broker, tenant, count=2)
@@ -207,17 +228,7 @@ def test_sigterm_flushes_acknowledges_and_exits_zero(database, broker, collector
 
     assert collector.stop() == 0
     assert _tenant_rows(database, tenant) == total
-    # Everything was acknowledged: a restart under the same session gets nothing again.
-    again = collector_factory(client_id=client_id).start()
-    wait_for(
-        lambda: scrape(again.metrics_port).get("wattfleet_collector_broker_connected") == 1,
-        10,
-        "reconnect",
-    )
-    client = mqtt_client(broker, nodes[0].id, nodes[0].password)
-    publish_json(client, topics.telemetry(nodes[0].id), sample(nodes[0].id, 10_000))
-    wait_rows(database, total + 1, "SELECT count(*) FROM telemetry WHERE tenant_id = %s", (tenant,))
-    assert scrape(again.metrics_port)[key] == 1
+    _assert_nothing_redelivered(database, broker, collector_factory, client_id, nodes[0], total)
 
 
 def test_a_quiet_stream_is_still_acknowledged_after_its_commit(database, broker, collector_factory):
@@ -232,18 +243,7 @@ def test_a_quiet_stream_is_still_acknowledged_after_its_commit(database, broker,
     wait_rows(database, total, "SELECT count(*) FROM telemetry WHERE tenant_id = %s", (tenant,))
     time.sleep(0.5)  # the stream is quiet now: no message will carry the acks
     collector.kill()
-
-    again = collector_factory(client_id=client_id).start()
-    wait_for(
-        lambda: scrape(again.metrics_port).get("wattfleet_collector_broker_connected") == 1,
-        10,
-        "reconnect",
-    )
-    client = mqtt_client(broker, nodes[0].id, nodes[0].password)
-    publish_json(client, topics.telemetry(nodes[0].id), sample(nodes[0].id, 10_000))
-    wait_rows(database, total + 1, "SELECT count(*) FROM telemetry WHERE tenant_id = %s", (tenant,))
-    key = "wattfleet_collector_messages_received_total{kind=telemetry}"
-    assert scrape(again.metrics_port)[key] == 1, "committed messages were redelivered"
+    _assert_nothing_redelivered(database, broker, collector_factory, client_id, nodes[0], total)
 
 
 def test_optimizer_decisions_are_stored_only_when_they_change(database, broker, collector_factory):
