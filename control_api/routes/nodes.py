@@ -19,7 +19,7 @@ from control_api.broker_security import BrokerSecurityError, DynsecClient
 from control_api.config import ApiSettings
 from control_api.deps import AdminUser, CurrentUser, DbEngine, Settings, load_node, note_target
 from control_api.request_audit import audit_change
-from control_api.routes.tenants import tenant_exists
+from control_api.routes.tenants import require_tenant
 from control_api.schemas import NodeCredentialsOut, NodeIn, NodeOut, NodePatch
 
 router = APIRouter(prefix="/nodes", tags=["nodes"])
@@ -86,9 +86,7 @@ def enroll_node(
     """Creates the node and its broker account; the credentials are shown only here."""
     note_target(request, tenant_id=body.tenant_id, node_id=body.id)
     with engine.connect() as conn:
-        known = tenant_exists(conn, body.tenant_id)
-    if not known:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "no such tenant")
+        require_tenant(conn, body.tenant_id)
     broker = dynsec(request)
     password, secret = secrets.token_urlsafe(24), secrets.token_hex(32)
     try:
@@ -135,9 +133,7 @@ def update_node(
     load_node(request, engine, user, node_id)
     if body.tenant_id is not None:
         with engine.connect() as conn:
-            known = tenant_exists(conn, body.tenant_id)
-        if not known:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "no such tenant")
+            require_tenant(conn, body.tenant_id)
     with engine.begin() as conn:
         conn.execute(
             text(

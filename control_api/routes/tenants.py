@@ -28,10 +28,12 @@ FROM tenants t
 """
 
 
-def tenant_exists(conn: Connection, tenant_id: int) -> bool:
-    """For routes that attach something to a tenant (nodes, users)."""
+def require_tenant(conn: Connection, tenant_id: int) -> None:
+    """422 unless the tenant exists: for routes that attach something to a tenant (nodes,
+    users)."""
     found = conn.execute(text("SELECT 1 FROM tenants WHERE id = :id"), {"id": tenant_id})
-    return found.first() is not None
+    if found.first() is None:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "no such tenant")
 
 
 def _get(conn: Connection, tenant_id: int) -> dict[str, Any] | None:

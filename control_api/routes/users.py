@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from control_api.deps import AdminUser, DbEngine, note_target
 from control_api.passwords import hash_password
 from control_api.request_audit import audit_change
-from control_api.routes.tenants import tenant_exists
+from control_api.routes.tenants import require_tenant
 from control_api.schemas import DbIdPath, UserIn, UserOut, UserPatch
 
 router = APIRouter(prefix="/users", tags=["users"])
@@ -32,8 +32,7 @@ def _check_role_tenant(conn: Connection, role: str, tenant_id: int | None) -> No
             raise HTTPException(
                 status.HTTP_422_UNPROCESSABLE_CONTENT, f"a {role} needs a tenant_id"
             )
-        if not tenant_exists(conn, tenant_id):
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "no such tenant")
+        require_tenant(conn, tenant_id)
 
 
 @router.get("", response_model=list[UserOut])

@@ -132,6 +132,26 @@ def test_moving_a_node_to_another_tenant_moves_who_sees_it(api, actors):
     assert api.get("/nodes", headers=actors.operator_a.headers).json() == []
 
 
+def test_a_missing_tenant_is_refused_for_enrolling_moving_and_users(api, actors):
+    missing = 2_000_000_000
+    headers = actors.admin.headers
+    node_id = unique("node")
+    refused = api.post("/nodes", json={"id": node_id, "tenant_id": missing}, headers=headers)
+    assert (refused.status_code, refused.json()) == (422, {"detail": "no such tenant"})
+    assert api.get(f"/nodes/{node_id}", headers=headers).status_code == 404
+
+    node = enroll(api, actors)
+    path = f"/nodes/{node['node_id']}"
+    moved = api.patch(path, json={"tenant_id": missing}, headers=headers)
+    assert (moved.status_code, moved.json()) == (422, {"detail": "no such tenant"})
+    assert api.get(path, headers=headers).json()["tenant_id"] == actors.tenant_a
+
+    user = {"email": f"{unique('u')}@example.com", "password": "long enough pw"}
+    body = {**user, "role": "operator", "tenant_id": missing}
+    created = api.post("/users", json=body, headers=headers)
+    assert (created.status_code, created.json()) == (422, {"detail": "no such tenant"})
+
+
 def test_node_list_shows_status_from_the_collector(api, actors, database):
     node = enroll(api, actors)
     with database.connect() as conn:
