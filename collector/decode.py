@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from collector.telemetry_row import Decision, decision, telemetry_row
 from contract.telemetry import (
     IMPLAUSIBLE_ERROR_TYPES,
     NODE_STATUS,
@@ -57,12 +58,14 @@ class DeadLetter:
 
 @dataclass(slots=True)
 class Decoded:
-    """What one message carried. `live` is False for a replayed backlog, whose
-    timestamps say nothing about the node's clock."""
+    """What one message carried: its accepted samples as telemetry rows (tenant not
+    set yet) and the decisions of those that carry one. `live` is False for a replayed
+    backlog, whose timestamps say nothing about the node's clock."""
 
     topic: str
     node_id: str | None
-    samples: list[TelemetrySample] = field(default_factory=list)
+    rows: list[list[Any]] = field(default_factory=list)
+    decisions: list[Decision] = field(default_factory=list)
     live: bool = True
     status: NodeStatus | None = None
     dead: list[DeadLetter] = field(default_factory=list)
@@ -183,7 +186,10 @@ class Decoder:
         elif ts < received_at - self.limits.max_age:
             reason, detail = (Reason.TIMESTAMP_TOO_OLD, f"{ts.isoformat()} is older than retention")
         if reason is None:
-            out.samples.append(sample)
+            assert out.node_id is not None  # equal to the sample's, checked above
+            out.rows.append(telemetry_row(sample, out.node_id, received_at))
+            if (sighting := decision(sample)) is not None:
+                out.decisions.append(sighting)
             return
         raw = payload if payload is not None else TELEMETRY_SAMPLE.dump_json(sample)
         out.dead.append(DeadLetter(out.topic, out.node_id, reason, detail, raw))

@@ -12,13 +12,14 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
+from operator import itemgetter
 from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
 
 from collector.decode import DeadLetter, Decoded, Reason
-from contract.telemetry import Optimizer
+from collector.telemetry_row import SEQ, TELEMETRY_COLUMNS, TENANT_ID, TS, Decision
 
 # Telemetry is loaded by binary COPY (the fastest load path, formatted in C by psycopg),
 # first straight into the hypertable inside a savepoint. COPY has no ON CONFLICT: if
@@ -28,21 +29,6 @@ from contract.telemetry import Optimizer
 # direct load costs the embedded database about 40 % less than the staged one, and
 # duplicates are the exception. ON COMMIT DROP keeps no session state, so this also
 # works behind PgBouncer.
-TELEMETRY_COLUMNS = (
-    ("ts", "timestamptz"),
-    ("node_id", "text"),
-    ("tenant_id", "int8"),
-    ("seq", "int8"),
-    ("soc_percent", "float8"),
-    ("battery_voltage", "float8"),
-    ("battery_power_w", "float8"),
-    ("solar_power_w", "float8"),
-    ("grid_power_w", "float8"),
-    ("load_power_w", "float8"),
-    ("grid_price", "float8"),
-    ("grid_mode", "text"),
-    ("received_at", "timestamptz"),
-)
 _COLUMN_LIST = ", ".join(name for name, _ in TELEMETRY_COLUMNS)
 COPY_TELEMETRY = f"COPY telemetry ({_COLUMN_LIST}) FROM STDIN (FORMAT BINARY)"
 CREATE_STAGE = "CREATE TEMP TABLE telemetry_stage (LIKE telemetry) ON COMMIT DROP"
@@ -108,16 +94,15 @@ ON CONFLICT (node_id) DO UPDATE SET
 """
 
 
-def _copy_rows(cur: psycopg.Cursor[Any], statement: str, rows: list[tuple[Any, ...]]) -> None:
+def _copy_rows(cur: psycopg.Cursor[Any], statement: str, rows: list[list[Any]]) -> None:
     with cur.copy(statement) as copy:
         copy.set_types([pg_type for _, pg_type in TELEMETRY_COLUMNS])
         for row in rows:
             copy.write_row(row)
 
 
-# Per node: (sample time, its optimizer part, its grid mode, the node's tenant), in
-# arrival order.
-DecisionSightings = dict[str, list[tuple[datetime, Optimizer, str, int]]]
+# Per node: its tenant and the decisions its samples carried, in arrival order.
+DecisionSightings = dict[str, tuple[int, list[Decision]]]
 
 
 def _decision_changes(by_node: DecisionSightings) -> list[dict[str, Any]]:
@@ -125,11 +110,10 @@ def _decision_changes(by_node: DecisionSightings) -> list[dict[str, Any]]:
     in the batch (the first row is kept: the database compares it with what is stored).
     Rows are built only for changes: most samples repeat the decision before them."""
     changes = []
-    for node_id, rows in by_node.items():
-        rows.sort(key=lambda r: r[0])
+    for node_id, (tenant_id, sightings) in by_node.items():
+        sightings.sort(key=itemgetter(0))
         previous = None
-        for ts, opt, grid_mode, tenant_id in rows:
-            decision = opt["latest_decision"]
+        for ts, decision, savings, cost, grid_mode in sightings:
             if decision != previous:
                 changes.append(
                     {
@@ -138,8 +122,8 @@ def _decision_changes(by_node: DecisionSightings) -> list[dict[str, Any]]:
                         "tenant_id": tenant_id,
                         "decision": decision,
                         "grid_mode": grid_mode,
-                        "daily_savings": opt.get("daily_savings_pln"),
-                        "daily_cost": opt.get("daily_cost_pln"),
+                        "daily_savings": savings,
+                        "daily_cost": cost,
                     }
                 )
                 previous = decision
@@ -216,14 +200,14 @@ class BatchWriter:
         with self.conn.transaction(), self.conn.cursor() as cur:
             nodes = self._lookup_nodes(cur, batch)
             dead: list[tuple[datetime, DeadLetter]] = []
-            telemetry: list[tuple[Any, ...]] = []
+            telemetry: list[list[Any]] = []
             decisions: DecisionSightings = {}
             seen: dict[str, list[Any]] = {}
             statuses = []
             for item in batch:
                 decoded = item.decoded
                 dead.extend((item.received_at, d) for d in decoded.dead)
-                if not (decoded.samples or decoded.status) or decoded.node_id is None:
+                if not (decoded.rows or decoded.status) or decoded.node_id is None:
                     continue
                 node = nodes.get(decoded.node_id)
                 if node is None or not node[1]:
@@ -274,7 +258,7 @@ class BatchWriter:
         return {row[0]: (row[1], row[2]) for row in cur.fetchall()}
 
     @staticmethod
-    def _insert_telemetry(cur: psycopg.Cursor[Any], rows: list[tuple[Any, ...]]) -> int:
+    def _insert_telemetry(cur: psycopg.Cursor[Any], rows: list[list[Any]]) -> int:
         """Inserts the rows not stored yet; returns how many that was."""
         try:
             with cur.connection.transaction():
@@ -291,7 +275,7 @@ class BatchWriter:
     def _add_samples(
         item: Inbound,
         tenant_id: int,
-        telemetry: list[tuple[Any, ...]],
+        telemetry: list[list[Any]],
         decisions: DecisionSightings,
         seen: dict[str, list[Any]],
     ) -> None:
@@ -302,37 +286,19 @@ class BatchWriter:
         last = seen.setdefault(node_id, [item.received_at, -1, None, None])
         if item.received_at > last[0]:
             last[0] = item.received_at
-        for s in decoded.samples:
-            battery, grid, load = s["battery"], s["grid"], s.get("load")
-            ts, seq = s["timestamp"], s["seq"]
-            telemetry.append(
-                (
-                    ts,
-                    node_id,
-                    tenant_id,
-                    seq,
-                    battery["soc_percent"],
-                    battery.get("voltage"),
-                    battery.get("power_w"),
-                    s["solar"]["power_w"],
-                    grid.get("power_w"),
-                    load["power_w"] if load else None,
-                    grid["current_price"],
-                    grid["mode"],
-                    item.received_at,
-                )
-            )
-            if seq > last[1]:
-                last[1] = seq
+        for row in decoded.rows:
+            row[TENANT_ID] = tenant_id
+            if row[SEQ] > last[1]:
+                last[1] = row[SEQ]
             if decoded.live:
                 # Only a live sample's timestamp reflects the node's clock right now.
+                ts = row[TS]
                 last[2] = (item.received_at - ts).total_seconds()
                 if last[3] is None or ts > last[3]:
                     last[3] = ts
-            optimizer = s.get("optimizer")
-            if optimizer is not None:
-                sighting = (ts, optimizer, grid["mode"], tenant_id)
-                decisions.setdefault(node_id, []).append(sighting)
+        telemetry.extend(decoded.rows)
+        if decoded.decisions:
+            decisions.setdefault(node_id, (tenant_id, []))[1].extend(decoded.decisions)
 
     @staticmethod
     def _record_status(cur: psycopg.Cursor[Any], item: Inbound, tenant_id: int) -> None:

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from collector.decode import KEPT_PAYLOAD_BYTES, Decoder, Limits, Reason
+from collector.telemetry_row import SEQ, TELEMETRY_COLUMNS
 from tests.support.fleet import sample
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
@@ -20,17 +21,47 @@ def _decode(body, topic=TOPIC):
     return decoder.decode(topic, payload, NOW)
 
 
-def test_valid_sample_is_accepted_as_live():
-    out = _decode(sample("n1", 3, NOW - timedelta(seconds=2)))
-    assert [s["seq"] for s in out.samples] == [3]
+def test_valid_sample_is_accepted_as_live_as_its_telemetry_row():
+    ts = NOW - timedelta(seconds=2)
+    out = _decode(sample("n1", 3, ts))
+    mode = "SELF_CONSUMPTION"
+    row = [ts, "n1", None, 3, 53.0, 52.1, -300.0, 1500.0, 200.0, 1400.0, 0.55, mode, NOW]
+    assert out.rows == [row]
+    assert len(row) == len(TELEMETRY_COLUMNS)
+    assert out.decisions == [(ts, "charge from PV", 1.5, 0.4, mode)]
     assert out.live
     assert not out.dead
+
+
+def test_optional_parts_absent_are_null_in_the_row():
+    body = sample("n1", 1, NOW)
+    del body["load"], body["optimizer"], body["battery"]["voltage"], body["grid"]["power_w"]
+    body["battery"]["power_w"] = None
+    out = _decode(body)
+    assert [dict(zip((c for c, _ in TELEMETRY_COLUMNS), r, strict=True)) for r in out.rows] == [
+        {
+            "ts": NOW,
+            "node_id": "n1",
+            "tenant_id": None,
+            "seq": 1,
+            "soc_percent": 51.0,
+            "battery_voltage": None,
+            "battery_power_w": None,
+            "solar_power_w": 1500.0,
+            "grid_power_w": None,
+            "load_power_w": None,
+            "grid_price": 0.55,
+            "grid_mode": "SELF_CONSUMPTION",
+            "received_at": NOW,
+        }
+    ]
+    assert out.decisions == []
 
 
 def test_replay_batch_is_not_live():
     batch = {"samples": [sample("n1", i, NOW - timedelta(hours=1, seconds=-i)) for i in range(3)]}
     out = _decode(batch)
-    assert [s["seq"] for s in out.samples] == [0, 1, 2]
+    assert [r[SEQ] for r in out.rows] == [0, 1, 2]
     assert not out.live
 
 
@@ -62,12 +93,12 @@ def test_replay_batch_is_not_live():
 )
 def test_each_rejection_has_its_reason(body, reason):
     out = _decode(body)
-    assert not out.samples
+    assert not out.rows
     assert [d.reason for d in out.dead] == [reason]
 
 
 def test_small_future_skew_is_tolerated():
-    assert _decode(sample("n1", 1, NOW + timedelta(minutes=4))).samples
+    assert _decode(sample("n1", 1, NOW + timedelta(minutes=4))).rows
 
 
 def test_oversized_payload_keeps_its_head_only():
