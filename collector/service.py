@@ -79,7 +79,6 @@ class Collector:
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self._writer = threading.Thread(target=self._write_loop, name="batch-writer")
-        self._received = {k: metrics.received.labels(k) for k in ("telemetry", "status", "other")}
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -149,7 +148,7 @@ class Collector:
         received_at = self.clock()
         payload = bytes(msg.payload)
         decoded = self.decoder.decode(msg.topic, payload, received_at)
-        self._received.get(msg.topic.rpartition("/")[2], self._received["other"]).inc()
+        self.metrics.received.count(msg.topic.rpartition("/")[2])
         item = Inbound(msg.mid, msg.qos, self._generation, received_at, payload, decoded)
         if self.backlog.full():
             self.metrics.queue_full.inc()
