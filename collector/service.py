@@ -65,7 +65,9 @@ class Collector:
                 max_age=timedelta(days=settings.retention_days),
             )
         )
-        self.backlog: Backlog[Inbound] = Backlog(settings.queue_max_messages)
+        self.backlog: Backlog[Inbound] = Backlog(
+            settings.queue_max_messages, settings.batch_max_messages
+        )
         # Committed batches waiting for their acknowledgements (see `_ack_committed`).
         self._committed: deque[list[Inbound]] = deque()
         self._accepting = True
@@ -94,6 +96,7 @@ class Collector:
         """
         self._accepting = False
         self._stopping.set()
+        self.backlog.close()
         self._writer.join()
         self._ack_committed()
         self.client.disconnect()
@@ -153,16 +156,16 @@ class Collector:
         if self.backlog.full():
             self.metrics.queue_full.inc()
         # Blocks this thread while full: the collector stops reading, the broker queues.
-        self.backlog.put(item, lambda: self._accepting)
+        self.backlog.put(item, self._still_accepting)
+
+    def _still_accepting(self) -> bool:
+        return self._accepting
 
     # -- batch writer thread ----------------------------------------------------------------
 
     def _write_loop(self) -> None:
-        s = self.settings
         while (
-            batch := self.backlog.take(
-                s.batch_max_messages, s.batch_max_seconds, self._stopping, self._ack_committed
-            )
+            batch := self.backlog.take(self.settings.batch_max_seconds, self._ack_committed)
         ) is not None:
             if not self._commit_with_retry(batch):
                 return
