@@ -132,11 +132,8 @@ def _decision_changes(by_node: DecisionSightings) -> list[dict[str, Any]]:
 
 @dataclass(slots=True)
 class Inbound:
-    """A received message, decoded, waiting for its batch to commit."""
+    """A received message, decoded, in a batch to write."""
 
-    mid: int
-    qos: int
-    generation: int
     received_at: datetime
     payload: bytes
     decoded: Decoded

@@ -1,10 +1,11 @@
-"""The collector process: MQTT intake, a bounded queue, and one batch writer.
+"""The collector's intake process: MQTT intake, a bounded queue, and the hand-off of
+batches to the batch writer process (`writer_process.py`), which decodes and commits.
 
 Delivery: a message is acknowledged to the broker (manual PUBACK) only after the batch
 holding it is committed. When the queue is full, intake blocks: the collector stops
 reading and the broker keeps queuing (named decision: block, never drop). When the
-database is down, the writer retries the same batch with capped doubling backoff and
-acknowledges nothing meanwhile.
+database is down, or the writer process dies, the batch is sent again with capped
+doubling backoff and nothing is acknowledged meanwhile.
 
 Acks carry the broker's packet ids, which are only meaningful on the connection the
 message came in on; after a reconnect the broker redelivers whatever was unacknowledged
@@ -14,16 +15,12 @@ message remembers its connection generation and acks from an older one are dropp
 
 from __future__ import annotations
 
-import gc
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from dataclasses import dataclass
 
-import psycopg
 from apscheduler.schedulers.background import BackgroundScheduler
 from paho.mqtt.client import Client, ConnectFlags, DisconnectFlags, MQTTMessage
 from paho.mqtt.properties import Properties
@@ -33,60 +30,59 @@ from prometheus_client import CollectorRegistry, disable_created_metrics, start_
 
 from collector.backlog import Backlog
 from collector.config import CollectorSettings
-from collector.decode import Decoder, Limits
-from collector.ingest import BatchWriter, Inbound
 from collector.metrics import CollectorMetrics
 from collector.watchdog import Watchdog
+from collector.writer_process import (
+    DatabaseUnavailableError,
+    WriteError,
+    WriterProcess,
+    tune_gc,
+)
 from contract import topics
 from contract.mqtt import make_client, start_persistent
 
 log = logging.getLogger(__name__)
 
-Clock = Callable[[], datetime]
-# Allocations between two young-generation collections (CPython's default: 700).
-GC_GEN0_THRESHOLD = 100_000
 
+@dataclass(slots=True)
+class Received:
+    """A message waiting for its batch to commit, then for its acknowledgement."""
 
-def utc_now() -> datetime:
-    return datetime.now(UTC)
+    mid: int
+    qos: int
+    generation: int
+    topic: str
+    payload: bytes
+    received_at: float  # POSIX seconds
 
 
 class Collector:
-    def __init__(
-        self, settings: CollectorSettings, metrics: CollectorMetrics, clock: Clock = utc_now
-    ) -> None:
+    def __init__(self, settings: CollectorSettings, metrics: CollectorMetrics) -> None:
         self.settings = settings
         self.metrics = metrics
-        self.clock = clock
-        self.decoder = Decoder(
-            Limits(
-                max_payload_bytes=settings.max_payload_bytes,
-                future_tolerance=timedelta(seconds=settings.future_tolerance_s),
-                max_age=timedelta(days=settings.retention_days),
-            )
-        )
-        self.backlog: Backlog[Inbound] = Backlog(
+        self.backlog: Backlog[Received] = Backlog(
             settings.queue_max_messages, settings.batch_max_messages
         )
         # Committed batches waiting for their acknowledgements (see `_ack_committed`).
-        self._committed: deque[list[Inbound]] = deque()
+        self._committed: deque[list[Received]] = deque()
         self._accepting = True
         self._stopping = threading.Event()
         self._generation = 0
         self._ack_lock = threading.Lock()
-        self._conn: psycopg.Connection[Any] | None = None
+        self._writer_process = WriterProcess(settings)
         self._db_failing = False
         self.client = make_client(settings, settings.mqtt_client_id, manual_ack=True)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
-        self._writer = threading.Thread(target=self._write_loop, name="batch-writer")
+        self._dispatcher = threading.Thread(target=self._dispatch_loop, name="dispatcher")
 
     # -- lifecycle -------------------------------------------------------------------
 
     def start(self) -> None:
+        self._writer_process.start()
         start_persistent(self.client, self.settings)
-        self._writer.start()
+        self._dispatcher.start()
 
     def stop(self) -> None:
         """Stops intake, commits and acknowledges everything queued, then disconnects.
@@ -97,12 +93,11 @@ class Collector:
         self._accepting = False
         self._stopping.set()
         self.backlog.close()
-        self._writer.join()
+        self._dispatcher.join()
         self._ack_committed()
         self.client.disconnect()
         self.client.loop_stop()
-        if self._conn is not None:
-            self._conn.close()
+        self._writer_process.stop()
 
     # -- MQTT callbacks (paho's network thread) -----------------------------------------
 
@@ -148,11 +143,9 @@ class Collector:
             return
         if self._committed:
             self._ack_committed()
-        received_at = self.clock()
-        payload = bytes(msg.payload)
-        decoded = self.decoder.decode(msg.topic, payload, received_at)
-        self.metrics.received.count(msg.topic.rpartition("/")[2])
-        item = Inbound(msg.mid, msg.qos, self._generation, received_at, payload, decoded)
+        topic = msg.topic
+        self.metrics.received.count(topic.rpartition("/")[2])
+        item = Received(msg.mid, msg.qos, self._generation, topic, bytes(msg.payload), time.time())
         if self.backlog.full():
             self.metrics.queue_full.inc()
         # Blocks this thread while full: the collector stops reading, the broker queues.
@@ -161,9 +154,9 @@ class Collector:
     def _still_accepting(self) -> bool:
         return self._accepting
 
-    # -- batch writer thread ----------------------------------------------------------------
+    # -- dispatcher thread ----------------------------------------------------------------
 
-    def _write_loop(self) -> None:
+    def _dispatch_loop(self) -> None:
         while (
             batch := self.backlog.take(self.settings.batch_max_seconds, self._ack_committed)
         ) is not None:
@@ -172,17 +165,18 @@ class Collector:
             self._committed.append(batch)
             self.metrics.queue_depth.set(len(self.backlog))
 
-    def _commit_with_retry(self, batch: list[Inbound]) -> bool:
-        """Commits the batch, retrying while the database is unavailable. False only if
-        asked to stop while still failing (nothing acknowledged: the broker keeps it)."""
+    def _commit_with_retry(self, batch: list[Received]) -> bool:
+        """Commits the batch through the writer process, retrying while the database is
+        unavailable or the process died. False only if asked to stop while still
+        failing (nothing acknowledged: the broker keeps it)."""
+        messages = [(item.topic, item.payload, item.received_at) for item in batch]
         delay = 0.5
         while True:
             started = time.perf_counter()
             try:
-                writer = BatchWriter(self._connection())
-                result = writer.write(batch, self.clock())
-            except psycopg.Error as exc:
-                self._database_failed(exc)
+                result = self._writer_process.write(messages)
+            except WriteError as exc:
+                self._write_failed(exc)
                 if self._stopping.wait(delay):
                     log.error(
                         "stopping with %d uncommitted messages left to the broker",
@@ -203,18 +197,11 @@ class Collector:
                 m.lag_seconds.observe(lag)
             return True
 
-    def _connection(self) -> psycopg.Connection[Any]:
-        if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(
-                self.settings.database_url,
-                autocommit=True,
-                prepare_threshold=self.settings.prepare_threshold,
-                connect_timeout=10,
-            )
-        return self._conn
-
-    def _database_failed(self, exc: psycopg.Error) -> None:
+    def _write_failed(self, exc: WriteError) -> None:
         self.metrics.commit_failures.inc()
+        if not isinstance(exc, DatabaseUnavailableError):
+            log.error("%s; starting another, will retry", exc)
+            return
         self.metrics.database_up.set(0)
         # Logged once at ERROR, then at DEBUG until the database is back.
         log.log(
@@ -223,8 +210,6 @@ class Collector:
             exc,
         )
         self._db_failing = True
-        if self._conn is not None and self._conn.broken:
-            self._conn.close()
 
     def _database_ok(self) -> None:
         if self._db_failing:
@@ -234,9 +219,10 @@ class Collector:
 
     def _ack_committed(self) -> None:
         """Acknowledges the committed batches. The network thread does it as it takes the
-        next message; the writer only when no message is coming (an idle backlog), or at
-        stop. Each paho ack wakes the network loop through a socket pair, releasing
-        the GIL: from the writer, 5,000 acks a batch meant as many thread switches."""
+        next message; the dispatcher only when no message is coming (an idle backlog),
+        or at stop. Each paho ack wakes the network loop through a socket pair,
+        releasing the GIL: from another thread, 5,000 acks a batch meant as many thread
+        switches."""
         with self._ack_lock:
             generation = self._generation
             while self._committed:
@@ -247,12 +233,7 @@ class Collector:
 
 def run(settings: CollectorSettings, stop: threading.Event) -> None:
     """Runs a collector until `stop` is set, then drains, acknowledges and exits."""
-    # The cyclic garbage collector kept rescanning the thousands of decoded samples a
-    # batch holds (and everything imported), a third of the collector's CPU a message in
-    # the ingest benchmark. Messages are freed by reference counting; collect cycles
-    # rarely, and never rescan what exists at start.
-    gc.freeze()
-    gc.set_threshold(GC_GEN0_THRESHOLD, 50, 1000)
+    tune_gc()
     # Each counter's *_created series doubles what every scrape formats and sends.
     disable_created_metrics()  # type: ignore[no-untyped-call]
     registry = CollectorRegistry()

@@ -92,6 +92,17 @@ class CollectorProcess:
         self.proc.kill()
         self.proc.wait()
 
+    def writer_pid(self) -> int:
+        """The batch writer process's pid (the collector's multiprocessing child that is
+        not its resource tracker)."""
+        tasks = Path(f"/proc/{self.proc.pid}/task").iterdir()
+        children = [int(c) for t in tasks for c in (t / "children").read_text().split()]
+        writers = [
+            pid for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        ]
+        assert len(writers) == 1, f"expected one writer process among {children}"
+        return writers[0]
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 

@@ -5,7 +5,8 @@
 For each of three subscribers, on its own fresh broker: start it, pause it (SIGSTOP),
 queue N QoS 1 messages from many node topics (one `mosquitto_pub -l` per node, with
 that node's credentials), resume it (SIGCONT), and time until all N are done:
-- collector: `python -m collector`, done when N rows are committed (and acknowledged);
+- collector: `python -m collector` (its intake process is the one paused; its batch
+  writer process has nothing to do meanwhile), done when N rows are committed;
 - bare: a paho subscriber that only parses the JSON (the ceiling);
 - naive: a paho subscriber that INSERTs each message in its own transaction.
 Prints msg/s for each and the ratios. The database is the embedded TimescaleDB unless
@@ -132,6 +133,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def collector_pids(pid: int) -> dict[str, int]:
+    """The collector's intake process and its batch writer process (the multiprocessing
+    child that is not the resource tracker)."""
+    children = [
+        int(c)
+        for t in Path(f"/proc/{pid}/task").iterdir()
+        for c in (t / "children").read_text().split()
+    ]
+    [writer] = [c for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+    return {"intake": pid, "writer": writer}
+
+
 def _setup(db: Database, workdir: Path, name: str, nodes: int):
     broker = Broker(workdir / name).start()
     tenant = create_tenant(db)
@@ -156,9 +169,10 @@ def bench_collector(db: Database, workdir: Path, nodes: int, per_node: int, star
         total = nodes * per_node
         proc.send_signal(signal.SIGSTOP)
         _queue_messages(broker, fleet, per_node, start)
-        cpu_before = {"collector": cpu_seconds(proc.pid)}
+        pids = collector_pids(proc.pid)
         if db.proc is not None:
-            cpu_before["database"] = cpu_seconds(db.proc.pid)
+            pids["database"] = db.proc.pid
+        cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         resumed = time.perf_counter()
         proc.send_signal(signal.SIGCONT)
         # Polled at 5 Hz: each scrape costs the collector a few ms of CPU.
@@ -169,7 +183,6 @@ def bench_collector(db: Database, workdir: Path, nodes: int, per_node: int, star
             interval=0.2,
         )
         elapsed = time.perf_counter() - resumed
-        pids = {"collector": proc.pid, "database": db.proc.pid if db.proc else 0}
         cpu = {name: cpu_seconds(pids[name]) - before for name, before in cpu_before.items()}
         rows = count_rows(db, "SELECT count(*) FROM telemetry WHERE tenant_id = %s", (tenant,))
         assert rows == total, f"{rows} rows for {total} messages"

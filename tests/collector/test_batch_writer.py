@@ -18,10 +18,10 @@ pytestmark = pytest.mark.integration
 def _batch(node_id: str, seqs: list[int], start: datetime, received_at: datetime) -> list[Inbound]:
     decoder = Decoder(Limits())
     out = []
-    for mid, seq in enumerate(seqs, start=1):
+    for seq in seqs:
         payload = json.dumps(sample(node_id, seq, start + timedelta(seconds=5 * seq))).encode()
         decoded = decoder.decode(topics.telemetry(node_id), payload, received_at)
-        out.append(Inbound(mid, 1, 1, received_at, payload, decoded))
+        out.append(Inbound(received_at, payload, decoded))
     return out
 
 

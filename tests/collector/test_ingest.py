@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -159,8 +161,11 @@ def test_collector_killed_mid_stream_loses_and_duplicates_nothing(
     streams, total = _stream(nodes, 500, replay_every=7)
     _publish_streams(broker, nodes, streams)
     wait_for(lambda: _tenant_rows(database, tenant) > 0, 20, "first rows")
+    writer = collector.writer_pid()
     collector.kill()
     assert _tenant_rows(database, tenant) < total, "killed too late to prove anything"
+    # Its batch writer process goes with it (it may finish the batch in hand first).
+    wait_for(lambda: not os.path.exists(f"/proc/{writer}"), 10, "the writer process to exit")
 
     restarted = collector_factory(client_id=client_id).start()
     wait_rows(database, total, "SELECT count(*) FROM telemetry WHERE tenant_id = %s", (tenant,))
@@ -174,6 +179,32 @@ def test_collector_killed_mid_stream_loses_and_duplicates_nothing(
         == total
     )
     assert restarted.stop() == 0
+
+
+def test_a_killed_writer_process_is_replaced_and_nothing_is_lost(
+    database, broker, collector_factory
+):
+    tenant = create_tenant(database)
+    nodes = enroll(database, broker, tenant, count=4)
+    collector = collector_factory(batch_max_messages="50").start()
+    streams, total = _stream(nodes, 500, replay_every=7)
+    _publish_streams(broker, nodes, streams)
+    wait_for(lambda: _tenant_rows(database, tenant) > 0, 20, "first rows")
+    writer = collector.writer_pid()
+    os.kill(writer, signal.SIGKILL)
+    assert _tenant_rows(database, tenant) < total, "killed too late to prove anything"
+
+    wait_rows(database, total, "SELECT count(*) FROM telemetry WHERE tenant_id = %s", (tenant,))
+    distinct = count_rows(
+        database,
+        "SELECT count(*) FROM (SELECT DISTINCT node_id, seq FROM telemetry WHERE tenant_id = %s) d",
+        (tenant,),
+    )
+    assert distinct == total
+    assert collector.writer_pid() != writer
+    assert "the batch writer process died (exit code -9); starting another" in collector.log()
+    assert scrape(collector.metrics_port)["wattfleet_collector_commit_failures_total"] >= 1
+    assert collector.stop() == 0
 
 
 def test_two_collectors_share_the_stream_exactly_once(database, broker, collector_factory):
