@@ -62,63 +62,80 @@ class WriteError(Exception):
 
 
 class DatabaseUnavailableError(WriteError):
-    pass
+    """The database failed the batch; nothing of it was written."""
 
 
 class WriterDiedError(WriteError):
-    pass
+    """The writer process died with the batch, committed or not."""
 
 
 def serve(settings: CollectorSettings, pipe: Connection) -> None:
-    """The writer process's main function."""
+    """The writer process's main function: one batch at a time until told to stop or
+    the intake process is gone."""
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
     configure_logging(settings.log_level)
     tune_gc()
-    decoder = Decoder(
-        Limits(
-            max_payload_bytes=settings.max_payload_bytes,
-            future_tolerance=timedelta(seconds=settings.future_tolerance_s),
-            max_age=timedelta(days=settings.retention_days),
-        )
-    )
-    conn: psycopg.Connection[Any] | None = None
+    writer = _Writer(settings)
     try:
         while True:
             try:
                 messages: list[Message] | None = pipe.recv()
             except EOFError:
-                return  # the intake process is gone
+                return
             if messages is None:
                 return
-            batch = []
-            for topic, payload, at in messages:
-                received_at = datetime.fromtimestamp(at, UTC)
-                batch.append(
-                    Inbound(received_at, payload, decoder.decode(topic, payload, received_at))
-                )
-            reply: WriteResult | DatabaseFailure
-            try:
-                if conn is None or conn.closed:
-                    conn = psycopg.connect(
-                        settings.database_url,
-                        autocommit=True,
-                        prepare_threshold=settings.prepare_threshold,
-                        connect_timeout=10,
-                    )
-                reply = BatchWriter(conn).write(batch, datetime.now(UTC))
-            except psycopg.Error as exc:
-                reply = DatabaseFailure(str(exc).strip())
-                if conn is not None and conn.broken:
-                    conn.close()
-            del batch  # freed now, not once the next batch has arrived
+            reply = writer.write(messages)
             try:
                 pipe.send(reply)
             except OSError:
-                return  # the intake process is gone; what was committed is redelivered
+                return  # what was committed and not acknowledged is redelivered
     finally:
-        if conn is not None:
-            conn.close()
+        writer.close()
+
+
+class _Writer:
+    """Decodes and writes batches over one database connection, opened on first use and
+    again after it broke."""
+
+    def __init__(self, settings: CollectorSettings) -> None:
+        self.settings = settings
+        self.decoder = Decoder(
+            Limits(
+                max_payload_bytes=settings.max_payload_bytes,
+                future_tolerance=timedelta(seconds=settings.future_tolerance_s),
+                max_age=timedelta(days=settings.retention_days),
+            )
+        )
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def write(self, messages: list[Message]) -> WriteResult | DatabaseFailure:
+        batch = []
+        for topic, payload, at in messages:
+            received_at = datetime.fromtimestamp(at, UTC)
+            batch.append(
+                Inbound(received_at, payload, self.decoder.decode(topic, payload, received_at))
+            )
+        try:
+            return BatchWriter(self._connection()).write(batch, datetime.now(UTC))
+        except psycopg.Error as exc:
+            if self._conn is not None and self._conn.broken:
+                self._conn.close()
+            return DatabaseFailure(str(exc).strip())
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(
+                self.settings.database_url,
+                autocommit=True,
+                prepare_threshold=self.settings.prepare_threshold,
+                connect_timeout=10,
+            )
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
 
 
 class WriterProcess:
