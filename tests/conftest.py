@@ -28,6 +28,7 @@ from tests.support.services import (
     Broker,
     Database,
     collector_env,
+    collector_writer_pid,
     database_from_env,
     free_port,
     migrate,
@@ -93,15 +94,7 @@ class CollectorProcess:
         self.proc.wait()
 
     def writer_pid(self) -> int:
-        """The batch writer process's pid (the collector's multiprocessing child that is
-        not its resource tracker)."""
-        tasks = Path(f"/proc/{self.proc.pid}/task").iterdir()
-        children = [int(c) for t in tasks for c in (t / "children").read_text().split()]
-        writers = [
-            pid for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
-        ]
-        assert len(writers) == 1, f"expected one writer process among {children}"
-        return writers[0]
+        return collector_writer_pid(self.proc.pid)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -34,6 +34,7 @@ from tests.support.services import (
     Broker,
     Database,
     collector_env,
+    collector_writer_pid,
     database_from_env,
     free_port,
     migrate,
@@ -133,18 +134,6 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def collector_pids(pid: int) -> dict[str, int]:
-    """The collector's intake process and its batch writer process (the multiprocessing
-    child that is not the resource tracker)."""
-    children = [
-        int(c)
-        for t in Path(f"/proc/{pid}/task").iterdir()
-        for c in (t / "children").read_text().split()
-    ]
-    [writer] = [c for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
-    return {"intake": pid, "writer": writer}
-
-
 def _setup(db: Database, workdir: Path, name: str, nodes: int):
     broker = Broker(workdir / name).start()
     tenant = create_tenant(db)
@@ -169,7 +158,7 @@ def bench_collector(db: Database, workdir: Path, nodes: int, per_node: int, star
         total = nodes * per_node
         proc.send_signal(signal.SIGSTOP)
         _queue_messages(broker, fleet, per_node, start)
-        pids = collector_pids(proc.pid)
+        pids = {"intake": proc.pid, "writer": collector_writer_pid(proc.pid)}
         if db.proc is not None:
             pids["database"] = db.proc.pid
         cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}

@@ -15,13 +15,20 @@ def test_take_waits_for_the_window_then_returns_up_to_a_batch():
     assert backlog.take(window_s=0.01) == [5, 6]
 
 
-def test_the_item_that_completes_a_batch_wakes_the_waiting_taker():
-    backlog: Backlog[int] = Backlog(capacity=10, batch_size=3, poll_s=0.001)
-    backlog.put(0, lambda: True)
+def _waiting_taker(backlog: Backlog[int]) -> tuple[threading.Thread, list[list[int] | None]]:
+    """A thread in `take` with a 60 s window, given time to start waiting; what it
+    takes is appended to the list."""
     taken: list[list[int] | None] = []
     taker = threading.Thread(target=lambda: taken.append(backlog.take(window_s=60)))
     taker.start()
     time.sleep(0.05)
+    return taker, taken
+
+
+def test_the_item_that_completes_a_batch_wakes_the_waiting_taker():
+    backlog: Backlog[int] = Backlog(capacity=10, batch_size=3, poll_s=0.001)
+    backlog.put(0, lambda: True)
+    taker, taken = _waiting_taker(backlog)
     backlog.put(1, lambda: True)
     taker.join(0.2)
     assert not taken, "take returned before the batch was complete or its window ended"
@@ -58,10 +65,7 @@ def test_put_blocks_while_full_until_space_or_giving_up():
 def test_closing_wakes_a_waiting_taker_which_drains_then_ends():
     backlog: Backlog[int] = Backlog(capacity=10, batch_size=5, poll_s=0.001)
     backlog.put(1, lambda: True)
-    taken: list[list[int] | None] = []
-    taker = threading.Thread(target=lambda: taken.append(backlog.take(window_s=60)))
-    taker.start()
-    time.sleep(0.05)
+    taker, taken = _waiting_taker(backlog)
     backlog.close()
     taker.join(5)
     assert taken == [[1]]

@@ -70,6 +70,16 @@ def wait_for_port(port: int, timeout: float, proc: subprocess.Popen[Any] | None 
     wait_for(is_open, timeout, f"port {port}")
 
 
+def collector_writer_pid(collector_pid: int) -> int:
+    """The batch writer process of a running `python -m collector`: its multiprocessing
+    child that is not the resource tracker."""
+    tasks = Path(f"/proc/{collector_pid}/task").iterdir()
+    children = [int(c) for t in tasks for c in (t / "children").read_text().split()]
+    writers = [c for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+    assert len(writers) == 1, f"expected one writer process among {children}"
+    return writers[0]
+
+
 def stop_process(proc: subprocess.Popen[Any], timeout: float = 10) -> int:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
