@@ -18,6 +18,7 @@ intake process decides when it stops) and exits when the intake process goes awa
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import gc
 import multiprocessing
@@ -147,6 +148,7 @@ class WriterProcess:
         self._context = multiprocessing.get_context("spawn")
         self._process: Any = None
         self._pipe: Connection | None = None
+        self._stops_at_exit = False
 
     def start(self) -> None:
         ours, theirs = self._context.Pipe()
@@ -156,6 +158,12 @@ class WriterProcess:
         self._process.start()
         theirs.close()  # so that its death reads as EOF here
         self._pipe = ours
+        if not self._stops_at_exit:
+            # Registered after multiprocessing's own exit handler, so it runs first:
+            # that one joins the process, which ignores SIGTERM and would wait on this
+            # pipe forever if the intake exits without calling stop().
+            atexit.register(self.stop)
+            self._stops_at_exit = True
 
     def write(self, messages: list[Message]) -> WriteResult:
         """Commits the batch through the writer process. Raises DatabaseUnavailableError
