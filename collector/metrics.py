@@ -68,7 +68,7 @@ class CollectorMetrics:
         )
         self.commit_seconds = Histogram(
             "wattfleet_collector_commit_seconds",
-            "Time to write and commit one batch.",
+            "Time to decode, write and commit one batch (the round trip to the writer process).",
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=registry,
         )
