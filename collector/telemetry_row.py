@@ -1,11 +1,9 @@
 """A validated sample flattened into its `telemetry` table row, and its decision part.
 
-The decoder flattens each sample as soon as it is validated, on the network thread,
-while the sample's dicts are still in the CPU cache, and drops the dicts. A batch waits
-for its commit as thousands of these flat rows instead of thousands of nested dicts:
-at full rate, keeping the dicts alive cost more than validating them (the collector
-holds up to `queue_max_messages` of them, far beyond the cache, and every dict was
-touched again cold to build the row and again to free it; docs/benchmarks.md).
+The decoder flattens each sample as soon as it is validated, while its dicts are still
+in the CPU cache, and drops the dicts. A batch then waits for its COPY as thousands of
+flat rows instead of thousands of nested dicts, far beyond the cache, each of which was
+touched again cold to build its row and again to free it (docs/benchmarks.md).
 """
 
 from __future__ import annotations
