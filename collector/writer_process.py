@@ -148,7 +148,11 @@ class WriterProcess:
         self._context = multiprocessing.get_context("spawn")
         self._process: Any = None
         self._pipe: Connection | None = None
-        self._stops_at_exit = False
+        # Registered after multiprocessing's own exit handler (this module's imports
+        # register it), so it runs first: that one joins the process, which ignores
+        # SIGTERM and would wait on this pipe forever if the intake exits without
+        # calling stop().
+        atexit.register(self.stop)
 
     def start(self) -> None:
         ours, theirs = self._context.Pipe()
@@ -158,12 +162,6 @@ class WriterProcess:
         self._process.start()
         theirs.close()  # so that its death reads as EOF here
         self._pipe = ours
-        if not self._stops_at_exit:
-            # Registered after multiprocessing's own exit handler, so it runs first:
-            # that one joins the process, which ignores SIGTERM and would wait on this
-            # pipe forever if the intake exits without calling stop().
-            atexit.register(self.stop)
-            self._stops_at_exit = True
 
     def write(self, messages: list[Message]) -> WriteResult:
         """Commits the batch through the writer process. Raises DatabaseUnavailableError
