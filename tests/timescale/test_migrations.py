@@ -33,6 +33,12 @@ TENANT_NODE_COLUMNS = (
     " FROM information_schema.columns"
     " WHERE table_schema = 'tenant_view' AND table_name = 'nodes'"
 )
+# The tenant view of node_status shows the table's columns, all of them and only them.
+NODE_STATUS_COLUMNS = (
+    "SELECT table_schema, string_agg(column_name, ',' ORDER BY ordinal_position)"
+    " FROM information_schema.columns WHERE table_name = 'node_status'"
+    " AND table_schema IN ('public', 'tenant_view') GROUP BY table_schema ORDER BY 1"
+)
 JOBS = "SELECT count(*) FROM timescaledb_information.jobs WHERE job_id >= 1000"
 
 
@@ -40,6 +46,11 @@ JOBS = "SELECT count(*) FROM timescaledb_information.jobs WHERE job_id >= 1000"
 def fresh_database() -> Iterator[Database]:
     with empty_database("migrations") as db:
         yield db
+
+
+def _rows(db, sql):
+    with db.connect() as conn:
+        return conn.execute(sql).fetchall()
 
 
 def _count(db, sql):
@@ -54,6 +65,9 @@ def test_upgrade_rerun_downgrade_and_upgrade_again(fresh_database):
     assert _count(db, JOBS) == 7
 
     assert _count(db, TENANT_NODE_COLUMNS) == "id,tenant_id,display_name,enabled,created_at"
+    (_, table), (_, view) = _rows(db, NODE_STATUS_COLUMNS)
+    assert view == table
+    assert "last_decision" not in table.split(",")
 
     # Re-running every statement over existing objects changes nothing and fails nothing.
     command.stamp(alembic_config(db), "base")
