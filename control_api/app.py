@@ -16,8 +16,18 @@ from sqlalchemy import Engine, create_engine
 from sqlalchemy.exc import DataError
 
 from control_api.broker_link import BrokerLink
-from control_api.commands import CommandDispatcher
 from control_api.config import ApiSettings
+from control_api.dispatcher import CommandDispatcher
+from control_api.errors import (
+    ConflictError,
+    InvalidError,
+    NotFoundError,
+    NotVisibleError,
+    RateLimitedError,
+    RefusedError,
+    UnavailableError,
+    WrongCredentialsError,
+)
 from control_api.grafana_sync import GrafanaSyncError, TenantSync
 from control_api.login_limits import LoginLimits
 from control_api.metrics import ApiMetrics
@@ -27,6 +37,17 @@ from control_api.schemas import ERROR_RESPONSES
 from timescale.database import sqlalchemy_url
 
 log = logging.getLogger(__name__)
+
+# The answer to each refusal of the rules (control_api/errors.py), most specific first.
+REFUSED_STATUS: list[tuple[type[RefusedError], int]] = [
+    (WrongCredentialsError, 401),
+    (NotFoundError, 404),
+    (ConflictError, 409),
+    (InvalidError, 422),
+    (RateLimitedError, 429),
+    (UnavailableError, 503),
+    (RefusedError, 400),
+]
 
 
 def make_engine(settings: ApiSettings) -> Engine:
@@ -126,6 +147,16 @@ def create_app(settings: ApiSettings) -> FastAPI:
     async def data_error(_request: Request, exc: DataError) -> JSONResponse:
         # Input the database cannot hold (a NUL byte in text, a number out of range).
         return JSONResponse({"detail": f"invalid value: {exc.orig}"}, status_code=422)
+
+    @app.exception_handler(RefusedError)
+    async def refused(request: Request, exc: RefusedError) -> JSONResponse:
+        if isinstance(exc, NotVisibleError):
+            request.state.denied = True
+        headers = (
+            {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, RateLimitedError) else None
+        )
+        status_code = next(code for kind, code in REFUSED_STATUS if isinstance(exc, kind))
+        return JSONResponse({"detail": str(exc)}, status_code=status_code, headers=headers)
 
     app.include_router(system.router)
     for module in (auth, tenants, users, nodes, commands, audit):

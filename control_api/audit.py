@@ -13,7 +13,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Connection, text
 
@@ -33,6 +33,16 @@ class AuditEntry:
     params: dict[str, Any] = field(default_factory=dict)
     status_code: int | None = None
     client_addr: str | None = None
+
+
+class RecordChange(Protocol):
+    """Writes the audit row of the request's change inside the change's transaction
+    (before its commit), naming the tenant the change concerns when the caller could not
+    know it beforehand."""
+
+    def __call__(
+        self, conn: Connection, params: dict[str, Any], *, tenant_id: int | None = None
+    ) -> None: ...
 
 
 def _storable(value: Any) -> Any:
@@ -100,6 +110,32 @@ def append(conn: Connection, entry: AuditEntry) -> int:
         },
     ).scalar_one()
     return int(row_id)
+
+
+def rows(
+    conn: Connection,
+    tenant_id: int | None,
+    node_id: str | None,
+    before_id: int | None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    """Newest first, below `before_id` when given; only the tenant's and the node's
+    rows when those are given."""
+    result = conn.execute(
+        text(
+            """
+            SELECT id, ts, actor_user_id, actor_email, tenant_id, node_id, action, params,
+                outcome, status_code, client_addr, hash
+            FROM audit_log
+            WHERE (CAST(:tenant AS bigint) IS NULL OR tenant_id = :tenant)
+              AND (CAST(:node AS text) IS NULL OR node_id = :node)
+              AND (CAST(:before AS bigint) IS NULL OR id < :before)
+            ORDER BY id DESC LIMIT :limit
+            """
+        ),
+        {"tenant": tenant_id, "node": node_id, "before": before_id, "limit": limit},
+    )
+    return [dict(r) for r in result.mappings()]
 
 
 @dataclass(frozen=True)

@@ -1,34 +1,35 @@
-"""Commands: stored first, then signed and published, then moved along by what the node
-answers or by the clock.
-
-States: `pending` (stored, not yet confirmed by the broker) -> `sent` (the broker has
-it) -> `received` (the node accepted it) -> `succeeded` | `failed` | `rejected`; or
-`expired` when the deadline passes without a final answer. A state only moves forward;
-an answer that cannot move it (a late ack after expiry, a redelivered duplicate) is
-still recorded as an event with `applied = false`.
+"""Commands to a node: the rules of issuing one (idempotent under a key, refused for a
+disabled node, and for an offline one unless queued), the command store, and node config
+pushes. A command is stored and audited (committed) before the dispatcher
+(control_api/dispatcher.py, which also describes the states) signs and publishes it.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, text
+from sqlalchemy.exc import IntegrityError
 
-from contract.commands import Ack, CommandType, build_command, validate_params
-from control_api.broker_link import BrokerLink
-from control_api.metrics import ApiMetrics
+from contract.commands import CommandType, ConfigPushParams
+from control_api import node_config
+from control_api.audit import RecordChange
+from control_api.auth import Principal
+from control_api.errors import ConflictError, NotFoundError, NotVisibleError
+from control_api.nodes import Node
+from control_api.schemas import CommandAcceptedOut
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:  # the dispatcher stores its events here: a run-time import would loop
+    from control_api.dispatcher import CommandDispatcher
 
-OPEN_STATES = ("pending", "sent", "received")
-FINAL_STATES = ("succeeded", "failed", "rejected", "expired")
-_RANK = {"pending": 0, "sent": 1, "received": 2} | dict.fromkeys(FINAL_STATES, 3)
+OFFLINE = (
+    "node {} is {}: the command would wait at the broker until it reconnects; "
+    "send it again with queue=true to do that"
+)
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,87 @@ def new_command(
     )
 
 
+@dataclass(frozen=True)
+class Sender:
+    """Who sends a command to which node, and how: what every sending route shares."""
+
+    conn: Connection
+    user: Principal
+    node: Node
+    idempotency_key: str | None
+    # Send even when the node is not online: the command waits in its broker session.
+    queue: bool
+    ttl: timedelta
+    dispatcher: CommandDispatcher
+    record: RecordChange
+
+
+def issue(
+    sender: Sender,
+    command_type: CommandType,
+    params: dict[str, Any],
+    config: tuple[int, dict[str, Any]] | None = None,
+) -> CommandAcceptedOut:
+    """Stores and audits the command (committed; with the config version it pushes, if
+    any), then has the dispatcher sign and publish it: `sent` once the broker has it,
+    `pending` while the dispatcher retries. A repeated Idempotency-Key returns the first
+    command. ConflictError when the key was used for another command, or the node is
+    disabled, or not online and `queue` is off."""
+    conn, node = sender.conn, sender.node
+    if sender.idempotency_key:
+        earlier = find_by_idempotency_key(conn, sender.user.id, sender.idempotency_key)
+        if earlier is not None:
+            if (
+                earlier["node_id"] != node.id
+                or earlier["type"] != command_type
+                or earlier["params"] != params
+            ):
+                raise ConflictError("Idempotency-Key was used for a different command")
+            return CommandAcceptedOut(id=earlier["id"], state=earlier["state"])
+    if not node.enabled:
+        raise ConflictError(f"node {node.id} is disabled")
+    state = (
+        conn.execute(
+            text("SELECT state FROM node_status WHERE node_id = :id"), {"id": node.id}
+        ).scalar()
+        or "unknown"
+    )
+    if state != "online" and not sender.queue:
+        raise ConflictError(OFFLINE.format(node.id, state))
+    command = new_command(node.id, node.tenant_id, command_type, params, sender.ttl)
+    try:
+        insert(conn, command, sender.user.id, sender.idempotency_key, sender.queue)
+        if config is not None:
+            version, pushed = config
+            node_config.insert(conn, node.id, version, pushed, command.id, sender.user.id)
+        sender.record(
+            conn,
+            {
+                "command_id": command.id,
+                "type": command.type.value,
+                "params": command.params,
+                "queued": sender.queue,
+            },
+        )
+        conn.commit()
+    except IntegrityError as exc:
+        conn.rollback()
+        # A concurrent request took the same Idempotency-Key or config version.
+        raise ConflictError("a concurrent request conflicted; retry") from exc
+    sent = sender.dispatcher.publish_new(conn, command.id, command_type)
+    return CommandAcceptedOut(id=command.id, state="sent" if sent else "pending")
+
+
+def push_config(sender: Sender, config: dict[str, Any]) -> CommandAcceptedOut:
+    """Validates the config against the contract's node config (NodeConfigError says
+    where it is wrong), stores it as the node's next version and pushes it as
+    CONFIG_PUSH (see `issue`)."""
+    config = node_config.validate_node_config(sender.node.id, config)
+    version = node_config.next_version(sender.conn, sender.node.id)
+    params = ConfigPushParams(config=config, version=version).model_dump(mode="json")
+    return issue(sender, CommandType.CONFIG_PUSH, params, config=(version, config))
+
+
 def insert(
     conn: Connection,
     command: NewCommand,
@@ -92,7 +174,7 @@ def insert(
             "expires_at": command.expires_at,
         },
     )
-    _event(conn, command.id, "pending", "api", "stored", applied=True)
+    add_event(conn, command.id, "pending", "api", "stored", applied=True)
 
 
 def find_by_idempotency_key(conn: Connection, user_id: int, key: str) -> dict[str, Any] | None:
@@ -107,9 +189,11 @@ def find_by_idempotency_key(conn: Connection, user_id: int, key: str) -> dict[st
     return dict(row) if row else None
 
 
-def _event(
+def add_event(
     conn: Connection, command_id: str, state: str, source: str, detail: str, applied: bool
 ) -> None:
+    """One line of the command's history (the caller's transaction): `source` is `api`,
+    `node` or `clock`; `applied` says whether it moved the state."""
     conn.execute(
         text(
             "INSERT INTO command_events (command_id, state, source, detail, applied)"
@@ -119,15 +203,18 @@ def _event(
     )
 
 
-def get(conn: Connection, command_id: str) -> dict[str, Any] | None:
-    """The command with its events, oldest first."""
+def visible(conn: Connection, user: Principal, command_id: str) -> dict[str, Any]:
+    """The command with its events, oldest first, if the caller may see it;
+    NotFoundError or NotVisibleError otherwise."""
     row = (
         conn.execute(text("SELECT * FROM commands WHERE id = :id"), {"id": command_id})
         .mappings()
         .first()
     )
     if row is None:
-        return None
+        raise NotFoundError("command not found")
+    if not user.sees_tenant(row["tenant_id"]):
+        raise NotVisibleError("command")
     events = (
         conn.execute(
             text(
@@ -143,6 +230,7 @@ def get(conn: Connection, command_id: str) -> dict[str, Any] | None:
 
 
 def list_for_node(conn: Connection, node_id: str, limit: int) -> list[dict[str, Any]]:
+    """The node's newest commands first."""
     rows = (
         conn.execute(
             text(
@@ -154,149 +242,3 @@ def list_for_node(conn: Connection, node_id: str, limit: int) -> list[dict[str, 
         .all()
     )
     return [dict(r) for r in rows]
-
-
-class CommandDispatcher:
-    """Publishes stored commands and applies what nodes and the clock say about them."""
-
-    def __init__(
-        self,
-        engine: Engine,
-        link: BrokerLink,
-        metrics: ApiMetrics,
-        result_grace: timedelta,
-        republish_after: timedelta,
-    ) -> None:
-        self.engine = engine
-        self.link = link
-        self.metrics = metrics
-        self.result_grace = result_grace
-        self.republish_after = republish_after
-
-    def publish(self, command_id: str) -> bool:
-        """Signs and publishes a pending command; marks it `sent` once the broker has
-        it. False leaves it pending for `republish_pending` to try again."""
-        with self.engine.connect() as conn:
-            row = (
-                conn.execute(
-                    text(
-                        """
-                    SELECT c.id, c.node_id, c.type, c.params, c.issued_at, c.expires_at,
-                        c.state, n.command_secret
-                    FROM commands c JOIN nodes n ON n.id = c.node_id WHERE c.id = :id
-                    """
-                    ),
-                    {"id": command_id},
-                )
-                .mappings()
-                .first()
-            )
-        if row is None or row["state"] != "pending" or not row["command_secret"]:
-            return False
-        command_type = CommandType(row["type"])
-        body = build_command(
-            row["node_id"],
-            row["command_secret"].encode(),
-            row["id"],
-            command_type,
-            validate_params(command_type, row["params"]),
-            row["issued_at"],
-            row["expires_at"],
-        )
-        if not self.link.publish_command(row["node_id"], json.dumps(body)):
-            log.warning("broker did not confirm command %s; will retry", command_id)
-            return False
-        with self.engine.begin() as conn:
-            moved = conn.execute(
-                text(
-                    "UPDATE commands SET state = 'sent', updated_at = now()"
-                    " WHERE id = :id AND state = 'pending'"
-                ),
-                {"id": command_id},
-            ).rowcount
-            # An ack can overtake the PUBACK; then `sent` is history, not the state.
-            _event(conn, command_id, "sent", "api", "published", applied=bool(moved))
-        return True
-
-    def handle_ack(self, node_id: str, payload: bytes) -> None:
-        """Applies one ack from `nodes/{node_id}/acks`; raises only when it could not be
-        stored (so it is retried)."""
-        try:
-            ack = Ack.model_validate_json(payload)
-        except ValidationError as exc:
-            log.warning("malformed ack from %s dropped: %s", node_id, exc.errors()[0]["msg"])
-            return
-        with self.engine.begin() as conn:
-            row = conn.execute(
-                text(
-                    "SELECT state, type FROM commands WHERE id = :id AND node_id = :node FOR UPDATE"
-                ),
-                {"id": ack.id, "node": node_id},
-            ).first()
-            if row is None:
-                # Unknown, or about another node's command: a node answers only for itself.
-                log.warning("ack from %s for unknown command %s dropped", node_id, ack.id)
-                return
-            state, command_type = row
-            duplicate = conn.execute(
-                text(
-                    "SELECT 1 FROM command_events WHERE command_id = :id AND source = 'node'"
-                    " AND state = :state AND detail = :detail"
-                ),
-                {"id": ack.id, "state": ack.state, "detail": ack.detail},
-            ).first()
-            if duplicate:
-                return
-            applies = state not in FINAL_STATES and _RANK[ack.state] > _RANK[state]
-            _event(conn, ack.id, ack.state, "node", ack.detail, applied=applies)
-            if applies:
-                conn.execute(
-                    text(
-                        "UPDATE commands SET state = :state, detail = :detail, updated_at = now()"
-                        " WHERE id = :id"
-                    ),
-                    {"id": ack.id, "state": ack.state, "detail": ack.detail},
-                )
-        if applies and ack.state in FINAL_STATES:
-            self.metrics.commands.labels(command_type, ack.state).inc()
-
-    def expire_overdue(self, now: datetime | None = None) -> list[str]:
-        """Expires commands past their deadline with no final answer; returns their ids.
-        One the node has `received` gets `result_grace` more to finish."""
-        now = now or datetime.now(UTC)
-        with self.engine.begin() as conn:
-            rows = conn.execute(
-                text(
-                    """
-                    UPDATE commands SET state = 'expired', updated_at = now(),
-                        detail = 'no answer from the node before the deadline'
-                    WHERE (state IN ('pending', 'sent') AND expires_at < :now)
-                       OR (state = 'received' AND expires_at < :received_deadline)
-                    RETURNING id, type
-                    """
-                ),
-                {"now": now, "received_deadline": now - self.result_grace},
-            ).all()
-            for command_id, _ in rows:
-                _event(conn, command_id, "expired", "clock", "deadline passed", applied=True)
-        for _, command_type in rows:
-            self.metrics.commands.labels(command_type, "expired").inc()
-        return [command_id for command_id, _ in rows]
-
-    def republish_pending(self, now: datetime | None = None) -> int:
-        """Publishes again what stayed `pending` (the broker never confirmed it, or the
-        API stopped in between); returns how many the broker took."""
-        now = now or datetime.now(UTC)
-        with self.engine.connect() as conn:
-            ids = (
-                conn.execute(
-                    text(
-                        "SELECT id FROM commands WHERE state = 'pending' AND issued_at < :before"
-                        " AND expires_at > :now ORDER BY issued_at"
-                    ),
-                    {"before": now - self.republish_after, "now": now},
-                )
-                .scalars()
-                .all()
-            )
-        return sum(self.publish(command_id) for command_id in ids)

@@ -1,4 +1,11 @@
-"""Request dependencies: the database, the caller, and tenant scoping.
+"""Request dependencies: the request's database connection, the caller, tenant scoping,
+and the app's long-lived parts (settings, broker link, dispatcher, tenant sync).
+
+One connection per request: `DbConn` is the connection the audit middleware opened for
+the request (control_api/request_audit.py), shared by the caller's lookup, the scoping
+helpers, the route and the request's audit row. Reads run in the transaction the
+connection begins by itself; a change commits explicitly once its audit row is written
+(`RecordChange`); whatever a request leaves uncommitted is rolled back.
 
 Scoping rule: a caller who may not see an object gets 404, the same answer as for an
 object that does not exist, so ids of other tenants' objects do not leak. The audit
@@ -7,32 +14,22 @@ row still says `denied`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import OAuth2PasswordBearer
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine
 
+from control_api import auth, nodes, tenants
+from control_api.audit import RecordChange
+from control_api.auth import Principal
+from control_api.broker_link import BrokerLink
 from control_api.config import ApiSettings
+from control_api.dispatcher import CommandDispatcher
+from control_api.request_audit import RequestConnection, audit_change
 from control_api.tokens import InvalidTokenError, user_id_from
 
 _bearer = OAuth2PasswordBearer(tokenUrl="/auth/login", auto_error=False)
-
-
-@dataclass(frozen=True)
-class Principal:
-    id: int
-    email: str
-    role: str
-    tenant_id: int | None
-
-    @property
-    def is_admin(self) -> bool:
-        return self.role == "admin"
-
-    def sees_tenant(self, tenant_id: int) -> bool:
-        return self.is_admin or self.tenant_id == tenant_id
 
 
 def get_engine(request: Request) -> Engine:
@@ -40,13 +37,41 @@ def get_engine(request: Request) -> Engine:
     return engine
 
 
+def get_conn(request: Request) -> Connection:
+    """The request's connection, opened by AuditMiddleware's RequestConnection on first
+    use and returned to the pool once the request's audit row is written."""
+    db: RequestConnection = request.state.db
+    return db.get()
+
+
 def get_settings(request: Request) -> ApiSettings:
     settings: ApiSettings = request.app.state.settings
     return settings
 
 
+def get_link(request: Request) -> BrokerLink:
+    link: BrokerLink = request.app.state.link
+    return link
+
+
+def get_dispatcher(request: Request) -> CommandDispatcher:
+    dispatcher: CommandDispatcher = request.app.state.dispatcher
+    return dispatcher
+
+
+def get_sync_tenant(request: Request) -> tenants.SyncTenant:
+    sync: tenants.SyncTenant = request.app.state.sync_tenant
+    return sync
+
+
+# For the readiness probe only, whose answer is whether a connection can be had at all;
+# every route that reads or writes uses DbConn.
 DbEngine = Annotated[Engine, Depends(get_engine)]
+DbConn = Annotated[Connection, Depends(get_conn)]
 Settings = Annotated[ApiSettings, Depends(get_settings)]
+Link = Annotated[BrokerLink, Depends(get_link)]
+Dispatcher = Annotated[CommandDispatcher, Depends(get_dispatcher)]
+SyncTenant = Annotated[tenants.SyncTenant, Depends(get_sync_tenant)]
 
 
 def note_target(request: Request, tenant_id: int | None = None, node_id: str | None = None) -> None:
@@ -57,15 +82,20 @@ def note_target(request: Request, tenant_id: int | None = None, node_id: str | N
         request.state.audit_node_id = node_id
 
 
-def hidden(request: Request, what: str) -> HTTPException:
-    """The 404 for an object the caller may not see; audited as denied."""
-    request.state.denied = True
-    return HTTPException(status.HTTP_404_NOT_FOUND, f"{what} not found")
+def change_recorder(request: Request) -> RecordChange:
+    def record(conn: Connection, params: dict[str, Any], *, tenant_id: int | None = None) -> None:
+        note_target(request, tenant_id=tenant_id)
+        audit_change(conn, request, params)
+
+    return record
+
+
+Audited = Annotated[RecordChange, Depends(change_recorder)]
 
 
 def current_user(
     request: Request,
-    engine: DbEngine,
+    conn: DbConn,
     settings: Settings,
     token: Annotated[str | None, Depends(_bearer)],
 ) -> Principal:
@@ -80,14 +110,9 @@ def current_user(
         user_id = user_id_from(token, settings.jwt_secret.get_secret_value())
     except InvalidTokenError as exc:
         raise unauthorized from exc
-    with engine.connect() as conn:
-        row = conn.execute(
-            text("SELECT id, email, role, tenant_id FROM users WHERE id = :id AND NOT disabled"),
-            {"id": user_id},
-        ).first()
-    if row is None:
+    principal = auth.principal(conn, user_id)
+    if principal is None:
         raise unauthorized
-    principal = Principal(*row)
     request.state.principal = principal
     return principal
 
@@ -114,24 +139,16 @@ OperatorUser = Annotated[Principal, Depends(operator_user)]
 AdminUser = Annotated[Principal, Depends(admin_user)]
 
 
-def load_node(request: Request, engine: Engine, user: Principal, node_id: str) -> dict[str, Any]:
-    """The node row if the caller may see it; 404 otherwise."""
+def node_in_scope(request: Request, node_id: str, user: CurrentUser, conn: DbConn) -> nodes.Node:
+    """The path's node if the caller may see it (404 otherwise), noted for the audit
+    row. A route that needs a role first lists that role's dependency before this one."""
     note_target(request, node_id=node_id)
-    with engine.connect() as conn:
-        row = (
-            conn.execute(
-                text("SELECT id, tenant_id, display_name, enabled FROM nodes WHERE id = :id"),
-                {"id": node_id},
-            )
-            .mappings()
-            .first()
-        )
-    if row is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "node not found")
-    if not user.sees_tenant(row["tenant_id"]):
-        raise hidden(request, "node")
-    note_target(request, tenant_id=row["tenant_id"])
-    return dict(row)
+    node = nodes.visible(conn, user, node_id)
+    note_target(request, tenant_id=node.tenant_id)
+    return node
+
+
+ScopedNode = Annotated[nodes.Node, Depends(node_in_scope)]
 
 
 def client_addr(request: Request) -> str | None:

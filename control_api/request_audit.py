@@ -1,10 +1,12 @@
 """Every request to a route is audited once: who, what, on which tenant and node, with
-which outcome, from which address.
+which outcome, from which address. The middleware here also owns the request's one
+database connection, which the handling and the audit row share.
 
 A route that changes something writes its audit row itself, inside the transaction of
 the change (`audit_change`), so the change and its record commit together. Every other
 request (reads, refusals, invalid input, failures) is recorded after the response by
-`AuditMiddleware`, from what the dependencies noted on `request.state`.
+`AuditMiddleware`, from what the dependencies noted on `request.state`, on the same
+connection: a request checks out at most one connection from the pool.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import anyio
 from fastapi import Request
 from sqlalchemy import Connection, Engine
 from starlette.concurrency import run_in_threadpool
@@ -25,6 +28,32 @@ log = logging.getLogger(__name__)
 
 NOT_AUDITED = {"/health", "/readiness", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc"}
 NOT_AUDITED |= {"/openapi.json"}
+
+
+class RequestConnection:
+    """One request's database connection: checked out of the pool on first use (requests
+    that never touch the database take none), then shared by everything that handles the
+    request, and returned once at its end. Used by one thread at a time: a request's
+    dependencies, route and audit row run one after the other."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._conn: Connection | None = None
+
+    @property
+    def opened(self) -> bool:
+        return self._conn is not None
+
+    def get(self) -> Connection:
+        if self._conn is None:
+            self._conn = self._engine.connect()
+        return self._conn
+
+    def close(self) -> None:
+        """Returns the connection to the pool; what is left uncommitted is rolled back."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
 
 def outcome_for(status_code: int, denied: bool) -> str:
@@ -61,12 +90,12 @@ def _entry(
     )
 
 
-def audit_change(
-    conn: Connection, request: Request, status_code: int, params: dict[str, Any]
-) -> None:
-    """The audit row of a successful change, in the change's own transaction."""
+def audit_change(conn: Connection, request: Request, params: dict[str, Any]) -> None:
+    """The audit row of a successful change, in the change's own transaction, with the
+    status the route answers on success."""
     route = request.scope.get("route")
     action = getattr(route, "name", request.url.path)
+    status_code = getattr(route, "status_code", None) or 200
     audit.append(conn, _entry(request, action, status_code, params))
     request.state.audited = True
 
@@ -78,6 +107,19 @@ class AuditMiddleware(BaseHTTPMiddleware):
         self.metrics = metrics
 
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        db = RequestConnection(self.engine)
+        request.state.db = db
+        try:
+            return await self._audited(request, call_next, db)
+        finally:
+            if db.opened:
+                # Back to the pool even when the server cancels the request.
+                with anyio.CancelScope(shield=True):
+                    await run_in_threadpool(db.close)
+
+    async def _audited(
+        self, request: Request, call_next: RequestResponseEndpoint, db: RequestConnection
+    ) -> Response:
         response = await call_next(request)
         # Set by the router once a route matched; absent for unknown paths.
         route = request.scope.get("route")
@@ -90,12 +132,17 @@ class AuditMiddleware(BaseHTTPMiddleware):
             params["query"] = dict(request.query_params)
         entry = _entry(request, route.name, response.status_code, params)
         try:
-            await run_in_threadpool(self._append, entry)
+            await run_in_threadpool(_append, db, entry)
         except Exception:  # no unaudited answer leaves: refuse it instead, loudly
             log.exception("could not write the audit row for %s %s", request.method, template)
             return JSONResponse({"detail": "audit log unavailable"}, status_code=503)
         return response
 
-    def _append(self, entry: audit.AuditEntry) -> None:
-        with self.engine.begin() as conn:
-            audit.append(conn, entry)
+
+def _append(db: RequestConnection, entry: audit.AuditEntry) -> None:
+    conn = db.get()
+    # Only what a change committed stands: a read's transaction, or a change refused
+    # halfway, ends here, before the row's own transaction.
+    conn.rollback()
+    with conn.begin():
+        audit.append(conn, entry)

@@ -1,73 +1,25 @@
-"""Edge agent settings: a YAML file (`edge/config.example.yaml` documents every key),
-overridden by `WATTFLEET_EDGE_*` environment variables.
-
-This model is also what the hub validates a CONFIG_PUSH against (imported, not copied).
+"""Edge agent settings: the node config of the wire contract (`contract/node_config.py`:
+every key, its type and bounds, also what the hub validates a CONFIG_PUSH against), read
+from a YAML file (`edge/config.example.yaml` documents every key) and overridden by
+`WATTFLEET_EDGE_*` environment variables.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from contract.settings import ConfigError, MqttSettings, ServiceSettings
-from contract.telemetry import NodeId
+from contract.node_config import NodeConfig
+from contract.settings import ConfigError
 
 
-class EdgeSettings(ServiceSettings, MqttSettings):
+class EdgeSettings(NodeConfig):
     model_config = SettingsConfigDict(env_prefix="WATTFLEET_EDGE_", extra="forbid")
-
-    node_id: NodeId
-    node_secret: SecretStr = SecretStr("change-me")
-    # The node's MQTT identity is its node id unless set otherwise.
-    mqtt_username: str = ""
-
-    modbus_transport: Literal["tcp", "rtu"] = "tcp"
-    modbus_host: str = "127.0.0.1"
-    modbus_port: int = 502
-    modbus_serial_port: str = "/dev/ttyUSB0"
-    modbus_baudrate: int = 9600
-    modbus_unit_id: int = Field(default=1, ge=0, le=247)
-    modbus_timeout_s: float = 3.0
-    # Quiet time between two requests on the bus: some inverters drop back-to-back frames.
-    modbus_frame_gap_s: float = 0.05
-
-    poll_interval_s: float = Field(default=5.0, gt=0)
-    # After a CONFIG_PUSH, the new config must reach the inverter and the broker within
-    # this long, or the agent rolls back to the previous file.
-    config_apply_deadline_s: float = Field(default=120.0, gt=0)
-    heartbeat_interval_s: float = Field(default=60.0, gt=0)
-
-    # SELF_UPDATE installs wattfleet==<version> with pip from here (default: PyPI);
-    # find_links alone (a folder or URL of wheels) means no index at all.
-    update_index_url: str | None = None
-    update_find_links: str | None = None
-    update_timeout_s: float = Field(default=600.0, gt=0)
-
-    buffer_path: Path = Path("/var/lib/wattfleet/buffer.sqlite3")
-    # At least 7 days of 5-second samples (120,960).
-    buffer_max_samples: int = Field(default=130_000, ge=1)
-    buffer_max_age_days: float = Field(default=8.0, gt=0)
-    replay_batch_samples: int = Field(default=200, ge=1, le=1000)
-    replay_batches_in_flight: int = Field(default=4, ge=1)
-
-    # Tariff used for `grid.current_price` when no optimizer provides one.
-    price_per_kwh: float = 0.55
-    peak_price_per_kwh: float = 0.85
-    peak_hours: tuple[int, int] = (17, 21)
-
-    status_host: str = "0.0.0.0"  # noqa: S104 - the local status page is for the LAN
-    status_port: int = 8080
-
-    @model_validator(mode="after")
-    def _identity_defaults(self) -> EdgeSettings:
-        self.mqtt_username = self.mqtt_username or self.node_id
-        self.mqtt_client_id = self.mqtt_client_id or self.node_id
-        return self
 
     @property
     def buffer_max_age(self) -> timedelta:

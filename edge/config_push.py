@@ -19,11 +19,9 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from contract.node_config import NODE_HELD_SECRETS
 from edge.atomic_file import write_atomically
 from edge.config import EdgeSettings
-
-# Set on the node at enrollment and never pushed by the hub.
-KEPT_SECRETS = ("node_secret", "mqtt_password")
 
 
 class ConfigPushError(Exception):
@@ -61,7 +59,7 @@ class ConfigPush:
         except (OSError, yaml.YAMLError) as exc:
             raise ConfigPushError(f"cannot read the running config: {exc}") from exc
         config = {
-            **{k: running[k] for k in KEPT_SECRETS if k in running and k not in config},
+            **{k: running[k] for k in NODE_HELD_SECRETS if k in running and k not in config},
             **config,
         }
         try:

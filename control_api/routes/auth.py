@@ -1,4 +1,5 @@
-"""Login (JSON or the OAuth2 password form), the caller's profile, and TOTP setup."""
+"""Login (JSON or the OAuth2 password form), the caller's profile, and TOTP setup. The
+rules are in control_api/auth.py."""
 
 from __future__ import annotations
 
@@ -8,11 +9,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 from pydantic import ValidationError
-from sqlalchemy import text
 
-from control_api import passwords, tokens
-from control_api.deps import CurrentUser, DbEngine, Principal, Settings, client_addr
-from control_api.request_audit import audit_change
+from control_api import auth, tokens, users
+from control_api.deps import Audited, CurrentUser, DbConn, Settings, client_addr
 from control_api.schemas import LoginIn, TokenOut, TotpConfirmIn, TotpSetupOut, UserOut
 
 router = APIRouter(prefix="/auth", tags=["auth"])
@@ -67,89 +66,34 @@ LoginBody = Annotated[LoginIn, Depends(_login_body)]
         429: {"description": "too many failed attempts"},
     },
 )
-def login(request: Request, body: LoginBody, engine: DbEngine, settings: Settings) -> TokenOut:
-    limits = request.app.state.login_limits
-    address = client_addr(request) or "unknown"
+def login(request: Request, body: LoginBody, conn: DbConn, settings: Settings) -> TokenOut:
     request.state.audit_email = body.email
-    wait_s = limits.retry_after_s(body.email, address)
-    if wait_s:
-        raise HTTPException(
-            status.HTTP_429_TOO_MANY_REQUESTS,
-            "too many failed logins; try again later",
-            headers={"Retry-After": str(wait_s)},
-        )
-    with engine.connect() as conn:
-        user = (
-            conn.execute(
-                text(
-                    "SELECT id, email, role, tenant_id, password_hash, totp_secret, totp_enabled"
-                    " FROM users WHERE lower(email) = lower(:email) AND NOT disabled"
-                ),
-                {"email": body.email},
-            )
-            .mappings()
-            .first()
-        )
-    if not passwords.verify_password(user["password_hash"] if user else None, body.password):
-        limits.failed(body.email, address)
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "wrong email or password")
-    assert user is not None
-    if user["totp_enabled"]:
-        if body.totp_code is None or not passwords.verify_totp(user["totp_secret"], body.totp_code):
-            limits.failed(body.email, address)
-            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "a valid TOTP code is required")
-    elif user["role"] == "admin" and settings.require_admin_totp:
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            "admin accounts need TOTP here: set it up with"
-            " `python -m control_api create-admin --totp`",
-        )
-    request.state.principal = Principal(user["id"], user["email"], user["role"], user["tenant_id"])
+    user = auth.log_in(
+        conn,
+        request.app.state.login_limits,
+        body,
+        client_addr(request) or "unknown",
+        settings.require_admin_totp,
+    )
+    request.state.principal = user
     token = tokens.issue(
-        user["id"], settings.jwt_secret.get_secret_value(), timedelta(seconds=settings.jwt_ttl_s)
+        user.id, settings.jwt_secret.get_secret_value(), timedelta(seconds=settings.jwt_ttl_s)
     )
     return TokenOut(access_token=token)
 
 
 @router.get("/me", response_model=UserOut)
-def me(user: CurrentUser, engine: DbEngine) -> Any:
-    with engine.connect() as conn:
-        return (
-            conn.execute(
-                text(
-                    "SELECT id, email, role, tenant_id, totp_enabled, disabled, created_at"
-                    " FROM users WHERE id = :id"
-                ),
-                {"id": user.id},
-            )
-            .mappings()
-            .one()
-        )
+def me(user: CurrentUser, conn: DbConn) -> Any:
+    return users.get(conn, user.id)
 
 
 @router.post("/totp", response_model=TotpSetupOut)
-def totp_setup(request: Request, user: CurrentUser, engine: DbEngine) -> TotpSetupOut:
+def totp_setup(user: CurrentUser, conn: DbConn, record: Audited) -> TotpSetupOut:
     """Starts (or restarts) TOTP setup; it takes effect after `/auth/totp/confirm`."""
-    secret = passwords.new_totp_secret()
-    with engine.begin() as conn:
-        conn.execute(
-            text("UPDATE users SET totp_secret = :s, totp_enabled = false WHERE id = :id"),
-            {"s": secret, "id": user.id},
-        )
-        audit_change(conn, request, 200, {})
-    return TotpSetupOut(secret=secret, otpauth_uri=passwords.totp_uri(secret, user.email))
+    secret, uri = auth.start_totp(conn, user, record)
+    return TotpSetupOut(secret=secret, otpauth_uri=uri)
 
 
 @router.post("/totp/confirm", status_code=204, responses={400: {"description": "wrong code"}})
-def totp_confirm(
-    request: Request, body: TotpConfirmIn, user: CurrentUser, engine: DbEngine
-) -> None:
-    with engine.connect() as conn:
-        secret = conn.execute(
-            text("SELECT totp_secret FROM users WHERE id = :id"), {"id": user.id}
-        ).scalar()
-    if not secret or not passwords.verify_totp(secret, body.code):
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, "wrong TOTP code, or no setup started")
-    with engine.begin() as conn:
-        conn.execute(text("UPDATE users SET totp_enabled = true WHERE id = :id"), {"id": user.id})
-        audit_change(conn, request, 204, {})
+def totp_confirm(body: TotpConfirmIn, user: CurrentUser, conn: DbConn, record: Audited) -> None:
+    auth.confirm_totp(conn, user, body.code, record)

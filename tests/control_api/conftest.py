@@ -48,3 +48,11 @@ def node(api, actors, broker, database) -> Iterator[FakeNode]:
     """A node of tenant A, enrolled through the API, connected and online."""
     with online_node(api, actors.admin, actors.tenant_a, database, broker) as fake:
         yield fake
+
+
+@pytest.fixture
+def quiet_api(database, broker) -> Iterator[TestClient]:
+    """An API whose scheduled jobs (command expiry, re-publishing) first run an hour from
+    now: every connection checked out of its pool during a test is a request's."""
+    with api_client(database, broker, command_check_interval_s=3600) as client:
+        yield client

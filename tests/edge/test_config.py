@@ -1,14 +1,19 @@
 from __future__ import annotations
 
+import inspect
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from contract.node_config import NodeConfig
 from contract.settings import ConfigError
 from edge.config import EdgeSettings
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "edge" / "config.example.yaml"
+HUB_PACKAGES = ("fastapi", "sqlalchemy", "psycopg", "alembic", "uvicorn", "apscheduler")
 
 
 def test_example_documents_every_setting_and_is_valid(monkeypatch):
@@ -19,6 +24,39 @@ def test_example_documents_every_setting_and_is_valid(monkeypatch):
     settings = EdgeSettings.from_file(EXAMPLE)
     assert settings.mqtt_password.get_secret_value() == "from-env"
     assert (settings.mqtt_username, settings.mqtt_client_id) == ("site-0001", "site-0001")
+
+
+def test_the_agent_reads_the_contracts_node_config_and_nothing_more():
+    assert issubclass(EdgeSettings, NodeConfig)
+    # No field of its own: every key is declared once, in the contract.
+    assert inspect.get_annotations(EdgeSettings) == {}
+    assert set(EdgeSettings.model_fields) == set(NodeConfig.model_fields)
+
+
+def test_the_node_config_contract_imports_no_hub_package():
+    loaded = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, contract.node_config;"
+            f" print(sorted(m for m in sys.modules if m.split('.')[0] in {HUB_PACKAGES!r}))",
+        ],
+        cwd=EXAMPLE.parents[1],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert loaded.stdout.strip() == "[]"
+
+
+def test_validating_a_node_config_reads_no_environment(monkeypatch):
+    # The hub validates pushes in a process full of WATTFLEET_* settings of its own.
+    monkeypatch.setenv("WATTFLEET_MQTT_PORT", "not a port")
+    monkeypatch.setenv("WATTFLEET_EDGE_MODBUS_HOST", "10.0.0.9")
+    config = NodeConfig.model_validate({"node_id": "site-1"})
+    assert (config.mqtt_port, config.modbus_host) == (1883, "127.0.0.1")
+    # The agent itself is overridden by its own variables.
+    assert EdgeSettings(node_id="site-1").modbus_host == "10.0.0.9"
 
 
 def test_prod_refuses_example_secrets():

@@ -1,0 +1,100 @@
+"""Who the caller is: the principal behind a token, the password and TOTP checks of a
+login (with its failure limits), and the caller's own TOTP setup."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, text
+
+from control_api import passwords
+from control_api.audit import RecordChange
+from control_api.errors import RateLimitedError, RefusedError, WrongCredentialsError
+from control_api.login_limits import LoginLimits
+from control_api.schemas import LoginIn
+
+
+@dataclass(frozen=True)
+class Principal:
+    id: int
+    email: str
+    role: str
+    tenant_id: int | None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+    def sees_tenant(self, tenant_id: int) -> bool:
+        return self.is_admin or self.tenant_id == tenant_id
+
+
+def principal(conn: Connection, user_id: int) -> Principal | None:
+    """The user with this id, unless the account is gone or disabled."""
+    row = conn.execute(
+        text("SELECT id, email, role, tenant_id FROM users WHERE id = :id AND NOT disabled"),
+        {"id": user_id},
+    ).first()
+    return Principal(*row) if row else None
+
+
+def log_in(
+    conn: Connection, limits: LoginLimits, body: LoginIn, address: str, require_admin_totp: bool
+) -> Principal:
+    """The account whose credentials these are. Raises RateLimitedError while the
+    account or the address has failed too often, WrongCredentialsError otherwise (a
+    wrong password or TOTP code counts as a failure; an admin without TOTP where it is
+    required does not)."""
+    wait_s = limits.retry_after_s(body.email, address)
+    if wait_s:
+        raise RateLimitedError("too many failed logins; try again later", retry_after_s=wait_s)
+    user = (
+        conn.execute(
+            text(
+                "SELECT id, email, role, tenant_id, password_hash, totp_secret, totp_enabled"
+                " FROM users WHERE lower(email) = lower(:email) AND NOT disabled"
+            ),
+            {"email": body.email},
+        )
+        .mappings()
+        .first()
+    )
+    if not passwords.verify_password(user["password_hash"] if user else None, body.password):
+        limits.failed(body.email, address)
+        raise WrongCredentialsError("wrong email or password")
+    assert user is not None
+    if user["totp_enabled"]:
+        if body.totp_code is None or not passwords.verify_totp(user["totp_secret"], body.totp_code):
+            limits.failed(body.email, address)
+            raise WrongCredentialsError("a valid TOTP code is required")
+    elif user["role"] == "admin" and require_admin_totp:
+        raise WrongCredentialsError(
+            "admin accounts need TOTP here: set it up with"
+            " `python -m control_api create-admin --totp`"
+        )
+    return Principal(user["id"], user["email"], user["role"], user["tenant_id"])
+
+
+def start_totp(conn: Connection, user: Principal, record: RecordChange) -> tuple[str, str]:
+    """A new TOTP secret for the caller and its otpauth:// URI; it takes effect once
+    confirmed."""
+    secret = passwords.new_totp_secret()
+    conn.execute(
+        text("UPDATE users SET totp_secret = :s, totp_enabled = false WHERE id = :id"),
+        {"s": secret, "id": user.id},
+    )
+    record(conn, {})
+    conn.commit()
+    return secret, passwords.totp_uri(secret, user.email)
+
+
+def confirm_totp(conn: Connection, user: Principal, code: str, record: RecordChange) -> None:
+    """Turns TOTP on; RefusedError when the code is wrong or no setup was started."""
+    secret = conn.execute(
+        text("SELECT totp_secret FROM users WHERE id = :id"), {"id": user.id}
+    ).scalar()
+    if not secret or not passwords.verify_totp(secret, code):
+        raise RefusedError("wrong TOTP code, or no setup started")
+    conn.execute(text("UPDATE users SET totp_enabled = true WHERE id = :id"), {"id": user.id})
+    record(conn, {})
+    conn.commit()

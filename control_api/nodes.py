@@ -1,0 +1,197 @@
+"""Nodes: list and detail with live status (tenant-scoped), and the admin's enrollment,
+credential rotation, disabling and moving.
+
+Enrollment creates the node, then its broker account (dynamic security: a role that
+lets it use only its own topics), then marks it enabled; if the broker step fails the
+node row is removed again, so no half-enrolled node remains.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, text
+from sqlalchemy.exc import IntegrityError
+
+from control_api import tenants
+from control_api.audit import RecordChange
+from control_api.auth import Principal
+from control_api.broker_link import BrokerLink
+from control_api.broker_security import BrokerSecurityError, DynsecClient
+from control_api.errors import ConflictError, NotFoundError, NotVisibleError, UnavailableError
+from control_api.schemas import NodeIn, NodePatch
+
+SELECT_NODES = """
+SELECT n.id, n.tenant_id, n.display_name, n.enabled, n.created_at,
+    coalesce(s.state, 'unknown') AS state, s.last_seen_at, s.agent_version, s.clock_drift_s
+FROM nodes n LEFT JOIN node_status s ON s.node_id = n.id
+"""
+BROKER_DOWN = "the broker did not take the change; nothing was changed: {}"
+
+
+@dataclass(frozen=True)
+class Node:
+    id: str
+    tenant_id: int
+    display_name: str
+    enabled: bool
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """A node's broker password and command key, shown once."""
+
+    mqtt_password: str
+    node_secret: str
+
+
+def _new_credentials() -> Credentials:
+    return Credentials(secrets.token_urlsafe(24), secrets.token_hex(32))
+
+
+def _broker(link: BrokerLink) -> DynsecClient:
+    if not link.connected.is_set():
+        raise UnavailableError("not connected to the broker")
+    client: DynsecClient = link.dynsec
+    return client
+
+
+def _end_reads(conn: Connection) -> None:
+    """Ends the request's reads' transaction, so none stays open while the broker is
+    waited on (the change comes after, in a transaction of its own)."""
+    conn.rollback()
+
+
+def visible(conn: Connection, user: Principal, node_id: str) -> Node:
+    """The node if the caller may see it; NotFoundError or NotVisibleError otherwise."""
+    row = conn.execute(
+        text("SELECT id, tenant_id, display_name, enabled FROM nodes WHERE id = :id"),
+        {"id": node_id},
+    ).first()
+    if row is None:
+        raise NotFoundError("node not found")
+    node = Node(*row)
+    if not user.sees_tenant(node.tenant_id):
+        raise NotVisibleError("node")
+    return node
+
+
+def detail(conn: Connection, node_id: str) -> dict[str, Any]:
+    """The node with its live status (an existing node)."""
+    return dict(
+        conn.execute(text(SELECT_NODES + " WHERE n.id = :id"), {"id": node_id}).mappings().one()
+    )
+
+
+def list_visible(conn: Connection, user: Principal) -> list[dict[str, Any]]:
+    """Every node for an admin, the user's tenant's otherwise, with live status."""
+    if user.is_admin:
+        result = conn.execute(text(SELECT_NODES + " ORDER BY n.id"))
+    else:
+        result = conn.execute(
+            text(SELECT_NODES + " WHERE n.tenant_id = :t ORDER BY n.id"), {"t": user.tenant_id}
+        )
+    return [dict(r) for r in result.mappings()]
+
+
+def enroll(conn: Connection, link: BrokerLink, body: NodeIn, record: RecordChange) -> Credentials:
+    """Creates the node and its broker account. InvalidError for an unknown tenant,
+    ConflictError when the node exists, UnavailableError (and no node) when the broker
+    does not take the account."""
+    tenants.require(conn, body.tenant_id)
+    broker = _broker(link)
+    credentials = _new_credentials()
+    try:
+        # Disabled until the broker has its account.
+        conn.execute(
+            text(
+                "INSERT INTO nodes (id, tenant_id, display_name, enabled, command_secret)"
+                " VALUES (:id, :tenant, :name, false, :secret)"
+            ),
+            {
+                "id": body.id,
+                "tenant": body.tenant_id,
+                "name": body.display_name,
+                "secret": credentials.node_secret,
+            },
+        )
+        conn.commit()
+    except IntegrityError as exc:
+        conn.rollback()
+        raise ConflictError(f"node {body.id!r} exists") from exc
+    try:
+        broker.add_node(body.id, credentials.mqtt_password)
+    except BrokerSecurityError as exc:
+        conn.execute(text("DELETE FROM nodes WHERE id = :id"), {"id": body.id})
+        conn.commit()
+        raise UnavailableError(BROKER_DOWN.format(exc)) from exc
+    conn.execute(text("UPDATE nodes SET enabled = true WHERE id = :id"), {"id": body.id})
+    record(conn, body.model_dump())
+    conn.commit()
+    return credentials
+
+
+def update(conn: Connection, node_id: str, body: NodePatch, record: RecordChange) -> dict[str, Any]:
+    """Renames the node or moves it to another tenant (its history stays where it was
+    recorded; new telemetry lands under the new tenant)."""
+    if body.tenant_id is not None:
+        tenants.require(conn, body.tenant_id)
+    conn.execute(
+        text(
+            "UPDATE nodes SET tenant_id = coalesce(:tenant, tenant_id),"
+            " display_name = coalesce(:name, display_name) WHERE id = :id"
+        ),
+        {"tenant": body.tenant_id, "name": body.display_name, "id": node_id},
+    )
+    record(conn, body.model_dump(exclude_none=True))
+    conn.commit()
+    return detail(conn, node_id)
+
+
+def rotate_credentials(
+    conn: Connection, link: BrokerLink, node_id: str, record: RecordChange
+) -> Credentials:
+    """New broker password and command key: the broker drops the node's open
+    connection, and commands signed from now on use the new key."""
+    broker = _broker(link)
+    credentials = _new_credentials()
+    _end_reads(conn)
+    try:
+        broker.set_node_password(node_id, credentials.mqtt_password)
+    except BrokerSecurityError as exc:
+        raise UnavailableError(BROKER_DOWN.format(exc)) from exc
+    conn.execute(
+        text(
+            "UPDATE nodes SET command_secret = :secret, credentials_rotated_at = now()"
+            " WHERE id = :id"
+        ),
+        {"secret": credentials.node_secret, "id": node_id},
+    )
+    record(conn, {})
+    conn.commit()
+    return credentials
+
+
+def set_enabled(
+    conn: Connection, link: BrokerLink, node_id: str, enabled: bool, record: RecordChange
+) -> dict[str, Any]:
+    """Grants or revokes the node's broker access (a disabled node is disconnected at
+    once); the node with its live status."""
+    broker = _broker(link)
+    _end_reads(conn)
+    try:
+        if enabled:
+            broker.enable_node(node_id)
+        else:
+            broker.disable_node(node_id)
+    except BrokerSecurityError as exc:
+        raise UnavailableError(BROKER_DOWN.format(exc)) from exc
+    conn.execute(
+        text("UPDATE nodes SET enabled = :enabled WHERE id = :id"),
+        {"enabled": enabled, "id": node_id},
+    )
+    record(conn, {"enabled": enabled})
+    conn.commit()
+    return detail(conn, node_id)
