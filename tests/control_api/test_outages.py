@@ -3,6 +3,9 @@ a node answered is lost."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
+
 import pytest
 
 from tests.support.api_client import api_client
@@ -13,6 +16,17 @@ from tests.support.proxy import CuttableProxy
 from tests.support.services import wait_for
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def database_proxy(database) -> Iterator[tuple[CuttableProxy, str]]:
+    """A proxy in front of the shared database, and the URL that goes through it."""
+    db_port = int(database.url.rsplit(":", 1)[1].split("/")[0])
+    proxy = CuttableProxy(db_port)
+    try:
+        yield proxy, database.url.replace(f":{db_port}/", f":{proxy.port}/")
+    finally:
+        proxy.close()
 
 
 def test_a_command_the_broker_did_not_confirm_is_published_again(database, broker):
@@ -39,28 +53,58 @@ def test_a_command_the_broker_did_not_confirm_is_published_again(database, broke
 
 
 def test_an_ack_that_arrives_while_the_database_is_down_is_applied_when_it_returns(
-    database, broker
+    database, broker, database_proxy
 ):
-    db_port = int(database.url.rsplit(":", 1)[1].split("/")[0])
-    proxy = CuttableProxy(db_port)
-    url = database.url.replace(f":{db_port}/", f":{proxy.port}/")
-    try:
-        with api_client(database, broker, database_url=url) as api:
-            admin = log_in(api, create_user(database, "admin", None))
-            with online_node(api, admin, create_tenant(database), database, broker) as node:
-                command_id = api.post(
-                    f"/nodes/{node.id}/commands", json=CHARGE, headers=admin.headers
-                ).json()["id"]
-                node.received()
-                proxy.cut()
-                node.ack(command_id, "succeeded", "charging")
-                with database.connect() as conn:
-                    state = conn.execute(
-                        "SELECT state FROM commands WHERE id = %s", (command_id,)
-                    ).fetchone()[0]
-                assert state == "sent"
-                proxy.restore()
-                done = command_state(api, admin, command_id, "succeeded", timeout=30)
-                assert done["detail"] == "charging"
-    finally:
-        proxy.close()
+    proxy, url = database_proxy
+    with api_client(database, broker, database_url=url) as api:
+        admin = log_in(api, create_user(database, "admin", None))
+        with online_node(api, admin, create_tenant(database), database, broker) as node:
+            command_id = api.post(
+                f"/nodes/{node.id}/commands", json=CHARGE, headers=admin.headers
+            ).json()["id"]
+            node.received()
+            proxy.cut()
+            node.ack(command_id, "succeeded", "charging")
+            with database.connect() as conn:
+                state = conn.execute(
+                    "SELECT state FROM commands WHERE id = %s", (command_id,)
+                ).fetchone()[0]
+            assert state == "sent"
+            proxy.restore()
+            done = command_state(api, admin, command_id, "succeeded", timeout=30)
+            assert done["detail"] == "charging"
+
+
+def test_an_ack_that_cannot_be_stored_holds_up_neither_commands_nor_node_accounts(
+    database, broker, database_proxy, caplog
+):
+    """The ack is retried on the ack worker's thread; paho's network thread keeps
+    confirming command publishes and carrying dynamic-security answers meanwhile."""
+    proxy, url = database_proxy
+    with api_client(database, broker, database_url=url) as api:
+        link = api.app.state.link  # type: ignore[attr-defined]
+        admin = log_in(api, create_user(database, "admin", None))
+        with online_node(api, admin, create_tenant(database), database, broker) as node:
+            command_id = api.post(
+                f"/nodes/{node.id}/commands", json=CHARGE, headers=admin.headers
+            ).json()["id"]
+            node.received()
+            proxy.cut()
+            node.ack(command_id, "succeeded", "charging")
+            wait_for(
+                lambda: [r for r in caplog.records if r.exc_info and node.id in r.getMessage()],
+                20,
+                "the ack's write to fail",
+            )
+            assert link.publish_command(node.id, json.dumps({"id": "probe"}))
+            assert node.received(2)[1] == {"id": "probe"}
+            answer = link.dynsec.run("getClient", username=node.id)
+            assert answer["data"]["client"]["username"] == node.id
+            with database.connect() as conn:
+                state = conn.execute(
+                    "SELECT state FROM commands WHERE id = %s", (command_id,)
+                ).fetchone()[0]
+            assert state == "sent"  # still failing: not stored, so not acknowledged
+            proxy.restore()
+            done = command_state(api, admin, command_id, "succeeded", timeout=30)
+            assert done["detail"] == "charging"
