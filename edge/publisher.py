@@ -24,7 +24,7 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from paho.mqtt.client import Client
 from paho.mqtt.properties import Properties
@@ -34,6 +34,7 @@ from contract import topics
 from contract.delivery_worker import DeliveryWorker
 from contract.failure_log import FailureLog
 from contract.mqtt import MqttError, MqttLink
+from contract.telemetry import NODE_STATUS, NodeStatus
 from edge.buffer import SampleBuffer
 from edge.config import EdgeSettings
 
@@ -99,14 +100,12 @@ class Publisher:
                 log.warning("offline status not confirmed (the last will says it): %s", exc)
         self.link.stop()
 
-    def _status_body(self, state: str, **extra: Any) -> str:
-        body = {
-            "state": state,
-            "ts": self.clock().isoformat(),
-            "agent_version": self.agent_version,
-            **extra,
-        }
-        return json.dumps(body)
+    def _status_body(self, state: Literal["online", "offline"], **extra: Any) -> str:
+        """The contract's NodeStatus, validated here as the collector will, plus `extra`
+        keys the contract does not name yet (the heartbeat's clock and buffer depth)."""
+        status = NodeStatus(state=state, ts=self.clock(), agent_version=self.agent_version)
+        body = NODE_STATUS.dump_python(NODE_STATUS.validate_python(status), mode="json")
+        return json.dumps({**body, **extra})
 
     def publish_status(self, **extra: Any) -> None:
         """The retained heartbeat: online, with the Pi's clock and buffer depth."""

@@ -16,6 +16,8 @@ import yaml
 
 from contract import topics
 from contract.commands import (
+    MAX_ACK_DETAIL_CHARS,
+    Ack,
     CommandType,
     ConfigPushParams,
     FetchLogsParams,
@@ -187,6 +189,16 @@ def test_refused_commands_are_rejected_with_reasons_and_never_run(node_agent, in
     storage = inverter.read_model(124)
     assert storage["StorCtl_Mod"] == 3
     assert storage["OutWRte"] == 0
+
+
+def test_hostile_input_quoted_in_a_rejection_still_makes_a_valid_ack(node_agent):
+    _agent, hub = node_agent
+    hub.send(None, None, raw={"id": "evil\x00id", "type": "X" * 5000})
+    ack = hub.outcome("evil\ufffdid")
+    assert ack["state"] == "rejected"
+    assert ack["detail"].startswith("unknown command type 'XXX")
+    assert len(ack["detail"]) == MAX_ACK_DETAIL_CHARS
+    assert Ack.model_validate(ack).id == "evil\ufffdid"
 
 
 def test_fetch_logs_sends_chunks(node_agent):
