@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -153,6 +154,33 @@ class Handler:
         self.handled.append(payload)
 
 
+@contextmanager
+def running(link: MqttLink, worker: DeliveryWorker) -> Iterator[None]:
+    worker.start()
+    link.start()
+    try:
+        wait_for(link.connected.is_set, 10, "connected")
+        yield
+    finally:
+        worker.stop()
+        link.stop()
+
+
+@contextmanager
+def stuck_on_a(
+    settings: MqttSettings, node: Node, receive_maximum: int
+) -> Iterator[tuple[MqttLink, DeliveryWorker, Handler]]:
+    """A link and worker whose handler holds message `a` (its gate closed), `b` queued."""
+    handler = Handler()
+    handler.gate.clear()
+    link = MqttLink(settings, [(ACKS, 1)], receive_maximum=receive_maximum)
+    worker = DeliveryWorker(link, ACKS, handler, name="acks")
+    with running(link, worker):
+        node.send("a", "b")
+        wait_for(lambda: handler.attempts == 1 and len(worker) == 2, 10, "a in hand, b queued")
+        yield link, worker, handler
+
+
 def test_a_failing_handler_is_retried_off_the_network_thread_and_acked_after(
     broker, proxy, node, caplog
 ):
@@ -161,10 +189,7 @@ def test_a_failing_handler_is_retried_off_the_network_thread_and_acked_after(
     handler.failing.set()
     link = MqttLink(api_account(broker, proxy.port), [(ACKS, 1)], receive_maximum=10)
     worker = DeliveryWorker(link, ACKS, handler, name="acks", retry_max_s=0.5)
-    worker.start()
-    link.start()
-    try:
-        wait_for(link.connected.is_set, 10, "connected")
+    with running(link, worker):
         node.send("first", "second")
         wait_for(lambda: handler.attempts >= 3, 10, "retries of the first message")
         # The network thread is free: a publish gets its confirmation meanwhile.
@@ -176,9 +201,6 @@ def test_a_failing_handler_is_retried_off_the_network_thread_and_acked_after(
         reconnect(link, proxy)
         node.send("third")
         wait_for(lambda: len(handler.handled) == 3, 10, "the next message")
-    finally:
-        worker.stop()
-        link.stop()
     # Both were acknowledged once handled: the reconnect brought neither back.
     assert handler.handled == [b"first", b"second", b"third"]
     failures = [r for r in caplog.records if "failed; retrying" in r.getMessage()]
@@ -186,16 +208,7 @@ def test_a_failing_handler_is_retried_off_the_network_thread_and_acked_after(
 
 
 def test_queued_messages_the_broker_sends_again_are_handled_once(broker, proxy, node):
-    handler = Handler()
-    handler.gate.clear()
-    link = MqttLink(api_account(broker, proxy.port), [(ACKS, 1)], receive_maximum=10)
-    worker = DeliveryWorker(link, ACKS, handler, name="acks")
-    worker.start()
-    link.start()
-    try:
-        wait_for(link.connected.is_set, 10, "connected")
-        node.send("a", "b")
-        wait_for(lambda: handler.attempts == 1 and len(worker) == 2, 10, "a in hand, b queued")
+    with stuck_on_a(api_account(broker, proxy.port), node, 10) as (link, worker, handler):
         reconnect(link, proxy)
         wait_for(lambda: len(worker) == 4, 10, "a and b delivered again")
         handler.gate.set()
@@ -204,9 +217,6 @@ def test_queued_messages_the_broker_sends_again_are_handled_once(broker, proxy, 
         reconnect(link, proxy)
         node.send("c")
         wait_for(lambda: len(handler.handled) == 4, 10, "the next message")
-    finally:
-        worker.stop()
-        link.stop()
     # `a` was in hand at the reconnect, so it ran twice (its first ack was dropped); the
     # old `b` was skipped for its copy; all acknowledged, none came a third time.
     assert handler.handled == [b"a", b"a", b"b", b"c"]
@@ -215,17 +225,8 @@ def test_queued_messages_the_broker_sends_again_are_handled_once(broker, proxy, 
 def test_a_full_queue_leaves_the_message_to_the_broker(broker, proxy, node):
     """The queue fills only when the broker lost the session while the handler was
     stuck: the old messages are kept (their only copy) and new ones arrive."""
-    handler = Handler()
-    handler.gate.clear()
     settings = api_account(broker, proxy.port, mqtt_session_expiry_s=3)
-    link = MqttLink(settings, [(ACKS, 1)], receive_maximum=2)
-    worker = DeliveryWorker(link, ACKS, handler, name="acks")
-    worker.start()
-    link.start()
-    try:
-        wait_for(link.connected.is_set, 10, "connected")
-        node.send("a", "b")
-        wait_for(lambda: handler.attempts == 1 and len(worker) == 2, 10, "a in hand, b queued")
+    with stuck_on_a(settings, node, 2) as (link, worker, handler):
         reconnect(link, proxy, down_s=6)  # the session expires: subscribed afresh
         node.send("c", "d")
         wait_for(lambda: worker.refused_total == 1, 10, "d refused")
@@ -235,7 +236,4 @@ def test_a_full_queue_leaves_the_message_to_the_broker(broker, proxy, node):
         settle(link, worker)
         reconnect(link, proxy)
         wait_for(lambda: len(handler.handled) == 4, 10, "d delivered again")
-    finally:
-        worker.stop()
-        link.stop()
     assert handler.handled == [b"a", b"b", b"c", b"d"]
