@@ -7,10 +7,10 @@ reading and the broker keeps queuing (named decision: block, never drop). When t
 database is down, or the writer process dies, the batch is sent again with capped
 doubling backoff and nothing is acknowledged meanwhile.
 
-Acks carry the broker's packet ids, which are only meaningful on the connection the
-message came in on; after a reconnect the broker redelivers whatever was unacknowledged
-(with its persistent session) and those copies are acknowledged instead. So every
-message remembers its connection generation and acks from an older one are dropped.
+Connecting, subscribing and acknowledging go through the MQTT link (contract/mqtt.py):
+every message remembers its connection generation, and an ack for a message from an
+older connection is dropped, because the broker delivers that message again (with the
+persistent session) and the copy is acknowledged instead.
 """
 
 from __future__ import annotations
@@ -19,13 +19,11 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from apscheduler.schedulers.background import BackgroundScheduler
-from paho.mqtt.client import Client, ConnectFlags, DisconnectFlags, MQTTMessage
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
-from paho.mqtt.subscribeoptions import SubscribeOptions
+from paho.mqtt.client import MQTTMessage
 from prometheus_client import CollectorRegistry, disable_created_metrics, start_http_server
 
 from collector.backlog import Backlog
@@ -39,7 +37,7 @@ from collector.writer_process import (
     tune_gc,
 )
 from contract import topics
-from contract.mqtt import make_client, start_persistent
+from contract.mqtt import MqttLink
 
 log = logging.getLogger(__name__)
 
@@ -67,21 +65,26 @@ class Collector:
         self._committed: deque[list[Received]] = deque()
         self._accepting = True
         self._stopping = threading.Event()
-        self._generation = 0
-        self._ack_lock = threading.Lock()
         self._writer_process = WriterProcess(settings)
         self._db_failing = False
-        self.client = make_client(settings, settings.mqtt_client_id, manual_ack=True)
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = self._on_disconnect
-        self.client.on_message = self._on_message
+        kinds = ("telemetry", "status")
+        if settings.shared_subscription:
+            filters = [topics.shared_subscription(kind) for kind in kinds]
+        else:
+            filters = [topics.all_nodes(kind) for kind in kinds]
+        self.link = MqttLink(
+            settings,
+            [(topic_filter, 1) for topic_filter in filters],
+            self._on_message,
+            on_connection=self._connection_changed,
+        )
         self._dispatcher = threading.Thread(target=self._dispatch_loop, name="dispatcher")
 
     # -- lifecycle -------------------------------------------------------------------
 
     def start(self) -> None:
         self._writer_process.start()
-        start_persistent(self.client, self.settings)
+        self.link.start()
         self._dispatcher.start()
 
     def stop(self) -> None:
@@ -95,57 +98,24 @@ class Collector:
         self.backlog.close()
         self._dispatcher.join()
         self._ack_committed()
-        self.client.disconnect()
-        self.client.loop_stop()
+        self.link.stop()
         self._writer_process.stop()
 
     # -- MQTT callbacks (paho's network thread) -----------------------------------------
 
-    def _on_connect(
-        self,
-        client: Client,
-        _userdata: object,
-        _flags: ConnectFlags,
-        reason: ReasonCode,
-        _props: Properties | None,
-    ) -> None:
-        if reason.is_failure:
-            log.error("broker refused the connection: %s", reason)
-            return
-        with self._ack_lock:
-            self._generation += 1
-        self.metrics.broker_connected.set(1)
-        log.info("connected to %s:%s", self.settings.mqtt_host, self.settings.mqtt_port)
-        options = SubscribeOptions(qos=1)
-        kinds = ("telemetry", "status")
-        if self.settings.shared_subscription:
-            filters = [topics.shared_subscription(kind) for kind in kinds]
-        else:
-            filters = [topics.all_nodes(kind) for kind in kinds]
-        client.subscribe([(topic_filter, options) for topic_filter in filters])
+    def _connection_changed(self, up: bool) -> None:
+        self.metrics.broker_connected.set(int(up))
 
-    def _on_disconnect(
-        self,
-        _client: Client,
-        _userdata: object,
-        _flags: DisconnectFlags,
-        reason: ReasonCode,
-        _props: Properties | None,
-    ) -> None:
-        with self._ack_lock:
-            self._generation += 1
-        self.metrics.broker_connected.set(0)
-        if not self._stopping.is_set():
-            log.warning("disconnected from the broker (%s); reconnecting", reason)
-
-    def _on_message(self, _client: Client, _userdata: object, msg: MQTTMessage) -> None:
+    def _on_message(self, msg: MQTTMessage) -> None:
         if not self._accepting:
             return
         if self._committed:
             self._ack_committed()
         topic = msg.topic
         self.metrics.received.count(topic.rpartition("/")[2])
-        item = Received(msg.mid, msg.qos, self._generation, topic, bytes(msg.payload), time.time())
+        item = Received(
+            msg.mid, msg.qos, self.link.generation, topic, bytes(msg.payload), time.time()
+        )
         if self.backlog.full():
             self.metrics.queue_full.inc()
         # Blocks this thread while full: the collector stops reading, the broker queues.
@@ -222,13 +192,13 @@ class Collector:
         next message; the dispatcher only when no message is coming (an idle backlog),
         or at stop. Each paho ack wakes the network loop through a socket pair,
         releasing the GIL: from another thread, 5,000 acks a batch meant as many thread
-        switches."""
-        with self._ack_lock:
-            generation = self._generation
-            while self._committed:
-                for item in self._committed.popleft():
-                    if item.qos > 0 and item.generation == generation:
-                        self.client.ack(item.mid, item.qos)
+        switches. The link drains the batches under its ack lock, one thread at a time
+        and in order, dropping acks for messages from an earlier connection."""
+        self.link.ack_all(self._drain_committed())
+
+    def _drain_committed(self) -> Iterator[Received]:
+        while self._committed:
+            yield from self._committed.popleft()
 
 
 def run(settings: CollectorSettings, stop: threading.Event) -> None:

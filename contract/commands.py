@@ -80,12 +80,15 @@ def validate_params(command_type: CommandType, params: dict[str, Any]) -> _Param
     return PARAMS_BY_TYPE[command_type].model_validate(params)
 
 
+MAX_COMMAND_ID_CHARS = 64
+
+
 class CommandEnvelope(BaseModel):
     """A signed command as published to a node."""
 
     model_config = ConfigDict(extra="forbid")
 
-    id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    id: Annotated[str, StringConstraints(min_length=1, max_length=MAX_COMMAND_ID_CHARS)]
     type: CommandType
     params: dict[str, Any]
     issued_at: AwareDatetime
@@ -94,16 +97,25 @@ class CommandEnvelope(BaseModel):
 
 
 AckState = Literal["received", "succeeded", "failed", "rejected"]
+MAX_ACK_DETAIL_CHARS = 2_000
+# PostgreSQL text cannot hold NUL: an ack carrying one could never be stored, and the
+# hub would retry it forever instead of dropping it as malformed.
+_WITHOUT_NUL = r"^[^\x00]*$"
 
 
 class Ack(BaseModel):
-    """A node's answer about one command, on `nodes/{node_id}/acks`."""
+    """A node's answer about one command, on `nodes/{node_id}/acks`; the node builds its
+    body from this model too."""
 
     model_config = ConfigDict(extra="ignore")
 
-    id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    id: Annotated[
+        str, StringConstraints(min_length=1, max_length=MAX_COMMAND_ID_CHARS, pattern=_WITHOUT_NUL)
+    ]
     state: AckState
-    detail: Annotated[str, StringConstraints(max_length=2_000)] = ""
+    detail: Annotated[
+        str, StringConstraints(max_length=MAX_ACK_DETAIL_CHARS, pattern=_WITHOUT_NUL)
+    ] = ""
     ts: AwareDatetime
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -71,15 +70,12 @@ class Agent:
             frame_gap_s=settings.modbus_frame_gap_s,
         )
         self.publisher = Publisher(
-            settings, self.buffer, installed_version(), clock, on_command=self._on_command
+            settings, self.buffer, installed_version(), clock, self._handle_command
         )
         self.device_available = True
         self.last_reading: Reading | None = None
         self.log_ring = LogRing()
         logging.getLogger().addHandler(self.log_ring)
-        # Commands wait here for the command thread; a full queue refuses more (the hub
-        # sees no ack, and the command expires) rather than growing without bound.
-        self.commands: queue.Queue[bytes] = queue.Queue(maxsize=100)
         state_dir = settings.buffer_path.parent
         self.config_push = ConfigPush(config_path, state_dir) if config_path else None
         # Only a push staged before this process started is this process's to confirm:
@@ -195,26 +191,20 @@ class Agent:
         if self.last_seq is not None:
             m.last_seq.set(self.last_seq)
 
-    def _on_command(self, payload: bytes) -> None:
+    def _handle_command(self, payload: bytes) -> None:
+        """On the command worker's thread. Never raises: a command that crashed is still
+        acknowledged to the broker, not delivered again and again."""
         try:
-            self.commands.put_nowait(payload)
-        except queue.Full:
-            log.error("command queue full: a command was refused")
+            self.commands_handler.handle(payload)
+        except Exception:  # the command thread must outlive any one command
+            log.exception("command handling failed")
 
     def _request_restart(self) -> None:
+        """Stops the agent and its command worker: commands queued behind this one stay
+        unacknowledged, and the broker delivers them to the restarted agent."""
         self.restart_requested = True
         self._stop.set()
-
-    def _command_loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                payload = self.commands.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            try:
-                self.commands_handler.handle(payload)
-            except Exception:  # the command thread must outlive any one command
-                log.exception("command handling failed")
+        self.publisher.commands.close()
 
     def price_per_kwh(self, now: datetime) -> float:
         start, end = self.settings.peak_hours
@@ -281,8 +271,6 @@ class Agent:
         self._stop = stop
         self.status_server.start()
         self.publisher.start()
-        worker = threading.Thread(target=self._command_loop, name="commands", daemon=True)
-        worker.start()
         interval = self.settings.poll_interval_s
         next_poll = next_heartbeat = next_prune = time.monotonic()
         try:
@@ -307,7 +295,6 @@ class Agent:
                 stop.wait(0.01 if backlog else min(0.2, max(0.0, next_poll - time.monotonic())))
         finally:
             stop.set()
-            worker.join(5)
             self.status_server.stop()
             self.publisher.stop()
             self.device.client.close()  # type: ignore[no-untyped-call]

@@ -23,6 +23,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from contract.commands import (
+    MAX_ACK_DETAIL_CHARS,
+    MAX_COMMAND_ID_CHARS,
+    Ack,
+    AckState,
     CommandEnvelope,
     CommandType,
     ConfigPushParams,
@@ -41,6 +45,11 @@ log = logging.getLogger(__name__)
 
 STORCTL_AUTO, STORCTL_CHARGE, STORCTL_DISCHARGE, STORCTL_HOLD = 0, 1, 2, 3
 LOG_CHUNK_LINES = 200
+
+
+def _quotable(text: str, max_chars: int) -> str:
+    """Text from a command (or about it) as an ack can carry it: cut to fit, NUL replaced."""
+    return text.replace("\x00", "\ufffd")[:max_chars]
 
 
 class CommandRejectedError(Exception):
@@ -114,8 +123,14 @@ class CommandHandler:
         self.apply_deadline_s = apply_deadline_s
         self.last_results: deque[dict[str, Any]] = deque(maxlen=20)
 
-    def ack(self, command_id: str, state: str, detail: str = "") -> None:
-        body = {"id": command_id, "state": state, "detail": detail, "ts": self.clock().isoformat()}
+    def ack(self, command_id: str, state: AckState, detail: str = "") -> None:
+        """Publishes an ack built (and validated) by the contract's model."""
+        body = Ack(
+            id=command_id,
+            state=state,
+            detail=_quotable(detail, MAX_ACK_DETAIL_CHARS),
+            ts=self.clock(),
+        ).model_dump(mode="json")
         self.send("acks", body)
         if state != "received":
             self.last_results.append(body)
@@ -129,7 +144,7 @@ class CommandHandler:
             if not isinstance(fields, dict):
                 raise CommandRejectedError("not a JSON object")
             if isinstance(fields.get("id"), str):
-                command_id = fields["id"][:64]
+                command_id = _quotable(fields["id"], MAX_COMMAND_ID_CHARS) or command_id
             envelope, params = self._check(fields)
         except json.JSONDecodeError:
             self.ack(command_id, "rejected", "invalid JSON")

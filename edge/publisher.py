@@ -1,5 +1,5 @@
 """The agent's MQTT side: retained status with a last will, telemetry out of the
-buffer, and deleting what the broker acknowledged.
+buffer, deleting what the broker acknowledged, and commands in.
 
 Live samples go out one by one as they are taken; the backlog goes out oldest first in
 `{"samples": [...]}` batches, a bounded number at a time, so a week of backlog never
@@ -7,28 +7,41 @@ holds up the current reading.
 
 paho calls on_publish while holding its own message lock, which publish() also takes:
 so acknowledgements are only queued there and applied by the agent thread in `pump()`.
+
+Commands are handled one at a time on the command worker's thread, in the order they
+came, and each is acknowledged to the broker only once handled (acked on
+`nodes/{id}/acks`, or staged on disk for the agent it restarts into;
+contract/delivery_worker.py). A command still queued when the agent stops or restarts
+is not acknowledged: the broker keeps it in the agent's persistent session and delivers
+it again to the next run. At most COMMAND_QUEUE_CAPACITY commands are unacknowledged at
+a time; the broker holds back the rest (named decision: stop reading).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections import deque
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
-from paho.mqtt.client import Client, ConnectFlags, DisconnectFlags, MQTTMessage
+from paho.mqtt.client import Client
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from contract import topics
-from contract.mqtt import make_client, start_persistent
+from contract.delivery_worker import DeliveryWorker
+from contract.failure_log import FailureLog
+from contract.mqtt import MqttError, MqttLink
+from contract.telemetry import NODE_STATUS, NodeStatus
 from edge.buffer import SampleBuffer
 from edge.config import EdgeSettings
 
 log = logging.getLogger(__name__)
+
+COMMAND_QUEUE_CAPACITY = 100
+STOP_TIMEOUT_S = 5.0
 
 
 class Publisher:
@@ -38,88 +51,76 @@ class Publisher:
         buffer: SampleBuffer,
         agent_version: str,
         clock: Callable[[], datetime],
-        on_command: Callable[[bytes], None],
+        handle_command: Callable[[bytes], None],
     ) -> None:
+        """`handle_command(payload)` runs on the command worker's thread and must not
+        raise: a command it returns from is acknowledged to the broker."""
         self.settings = settings
         self.buffer = buffer
         self.agent_version = agent_version
         self.clock = clock
-        self.connected = threading.Event()
         self._acks: deque[tuple[int, bool]] = deque()
         self._in_flight: dict[int, list[int]] = {}  # mid -> seqs; agent thread only
         self._replays_in_flight: set[int] = set()
-        self._refused_logged = False
-        self.client = make_client(settings, settings.mqtt_client_id)
-        self.client.will_set(
-            topics.status(settings.node_id), self._status_body("offline"), qos=1, retain=True
+        self._refusals = FailureLog(log)  # agent thread only
+        node_id = settings.node_id
+        self.link = MqttLink(
+            settings,
+            [(topics.commands(node_id), 1)],
+            receive_maximum=COMMAND_QUEUE_CAPACITY,
+            will=(topics.status(node_id), self._status_body("offline")),
+            on_connection=self._connection_changed,
         )
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = self._on_disconnect
-        self.client.on_publish = self._on_publish
-        self.on_command = on_command
-        self.client.message_callback_add(topics.commands(settings.node_id), self._on_command)
+        self.connected = self.link.connected
+        self.link.client.on_publish = self._on_publish
+        self.commands = DeliveryWorker(
+            self.link,
+            topics.commands(node_id),
+            lambda _topic, payload: handle_command(payload),
+            name="commands",
+        )
 
     def start(self) -> None:
-        start_persistent(self.client, self.settings)
+        self.commands.start()
+        self.link.start()
 
     def stop(self) -> None:
-        """Says offline (retained) and disconnects; unacknowledged samples stay buffered."""
+        """Stops taking commands, says offline (retained) and disconnects; unacknowledged
+        samples stay buffered, unhandled commands with the broker."""
+        self.commands.stop(STOP_TIMEOUT_S)
         if self.connected.is_set():
-            info = self.client.publish(
-                topics.status(self.settings.node_id), self._status_body("offline"), 1, True
-            )
-            info.wait_for_publish(5)
-        self.client.disconnect()
-        self.client.loop_stop()
+            try:
+                self.link.publish_and_wait(
+                    topics.status(self.settings.node_id),
+                    self._status_body("offline"),
+                    STOP_TIMEOUT_S,
+                    retain=True,
+                )
+            except MqttError as exc:
+                log.warning("offline status not confirmed (the last will says it): %s", exc)
+        self.link.stop()
 
-    def _status_body(self, state: str, **extra: Any) -> str:
-        body = {
-            "state": state,
-            "ts": self.clock().isoformat(),
-            "agent_version": self.agent_version,
-            **extra,
-        }
-        return json.dumps(body)
+    def _status_body(self, state: Literal["online", "offline"], **extra: Any) -> str:
+        """The contract's NodeStatus, validated here as the collector will, plus `extra`
+        keys the contract does not name yet (the heartbeat's clock and buffer depth)."""
+        status = NodeStatus(state=state, ts=self.clock(), agent_version=self.agent_version)
+        body = NODE_STATUS.dump_python(NODE_STATUS.validate_python(status), mode="json")
+        return json.dumps({**body, **extra})
 
     def publish_status(self, **extra: Any) -> None:
         """The retained heartbeat: online, with the Pi's clock and buffer depth."""
         if self.connected.is_set():
-            self.client.publish(
+            self.link.publish(
                 topics.status(self.settings.node_id),
                 self._status_body("online", **extra),
-                qos=1,
                 retain=True,
             )
 
     # -- paho's network thread ----------------------------------------------------------
 
-    def _on_connect(
-        self,
-        _client: Client,
-        _userdata: object,
-        _flags: ConnectFlags,
-        reason: ReasonCode,
-        _props: Properties | None,
-    ) -> None:
-        if reason.is_failure:
-            log.error("broker refused the connection: %s", reason)
-            return
-        log.info("connected to %s:%s", self.settings.mqtt_host, self.settings.mqtt_port)
-        self.connected.set()
-        self.client.subscribe(topics.commands(self.settings.node_id), qos=1)
-        self.publish_status()
-
-    def _on_disconnect(
-        self,
-        _client: Client,
-        _userdata: object,
-        _flags: DisconnectFlags,
-        reason: ReasonCode,
-        _props: Properties | None,
-    ) -> None:
-        if self.connected.is_set():
-            log.warning("disconnected from the broker (%s); buffering", reason)
-        self.connected.clear()
+    def _connection_changed(self, up: bool) -> None:
+        if up:
+            self.publish_status()
 
     def _on_publish(
         self,
@@ -131,14 +132,11 @@ class Publisher:
     ) -> None:
         self._acks.append((mid, not reason.is_failure))
 
-    def _on_command(self, _client: Client, _userdata: object, msg: MQTTMessage) -> None:
-        self.on_command(bytes(msg.payload))
-
     # -- the agent thread -----------------------------------------------------------------
 
     def send(self, kind: str, body: dict[str, Any]) -> None:
         """Publishes a JSON body on `nodes/{node_id}/{kind}` (acks, logs), QoS 1."""
-        self.client.publish(topics.node_topic(self.settings.node_id, kind), json.dumps(body), 1)
+        self.link.publish(topics.node_topic(self.settings.node_id, kind), json.dumps(body))
 
     def _apply_acks(self) -> None:
         while self._acks:
@@ -147,15 +145,16 @@ class Publisher:
             self._replays_in_flight.discard(mid)
             if seqs is None:
                 continue  # a status message
-            if accepted:
-                self.buffer.delete(seqs)
-            elif not self._refused_logged:
+            if not accepted:
                 # Kept in the buffer and sent again later: a broker ACL or quota problem.
-                log.error("broker refused telemetry (seqs %s..%s)", seqs[0], seqs[-1])
-                self._refused_logged = True
+                self._refusals.failed("broker refused telemetry (seqs %s..%s)", seqs[0], seqs[-1])
+                continue
+            self.buffer.delete(seqs)
+            if self._refusals.recover():
+                log.info("broker accepts telemetry again")
 
     def _send(self, payload: str, seqs: list[int]) -> int:
-        info = self.client.publish(topics.telemetry(self.settings.node_id), payload, qos=1)
+        info = self.link.publish(topics.telemetry(self.settings.node_id), payload)
         self._in_flight[info.mid] = seqs
         return info.mid
 

@@ -6,6 +6,8 @@ import pytest
 from pydantic import ValidationError
 
 from contract.commands import (
+    MAX_ACK_DETAIL_CHARS,
+    Ack,
     CommandEnvelope,
     CommandType,
     PowerParams,
@@ -67,3 +69,17 @@ def test_params_are_typed_per_command():
     for command_type, params in cases:
         with pytest.raises(ValidationError):
             validate_params(command_type, params)
+
+
+def test_an_ack_the_hub_could_not_store_is_malformed():
+    ack = {"id": "cmd-1", "state": "failed", "detail": "no battery", "ts": NOW.isoformat()}
+    assert Ack.model_validate(ack).detail == "no battery"
+    # PostgreSQL text cannot hold NUL: refused here, not retried forever by the hub.
+    for bad in (
+        {"detail": "bad\x00byte"},
+        {"id": "cmd\x00-1"},
+        {"id": ""},
+        {"detail": "x" * (MAX_ACK_DETAIL_CHARS + 1)},
+    ):
+        with pytest.raises(ValidationError):
+            Ack.model_validate({**ack, **bad})

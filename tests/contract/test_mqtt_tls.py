@@ -1,18 +1,17 @@
-"""The shared MQTT client builder over TLS, against Mosquitto with a TLS listener."""
+"""The MQTT link over TLS, against Mosquitto with a TLS listener."""
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from pydantic import SecretStr
 
-from contract.mqtt import make_client, start_persistent
+from contract.mqtt import MqttLink
 from contract.settings import MqttSettings
 from tests.support.services import Broker, wait_for
 
@@ -31,41 +30,42 @@ def tls_broker() -> Iterator[Broker]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _connect(broker: Broker, ca_file: Path | None) -> list[Any]:
+def _link(broker: Broker, ca_file: Path | None) -> MqttLink:
     settings = MqttSettings(
         mqtt_port=broker.port,
         mqtt_username="collector",
         mqtt_password=SecretStr(broker.passwords["collector"]),
+        mqtt_client_id="tls-test",
         mqtt_tls=True,
         mqtt_ca_file=str(ca_file) if ca_file else None,
         mqtt_reconnect_max_s=1,
     )
-    client = make_client(settings, "tls-test")
-    outcome: list[Any] = []
-    done = threading.Event()
-
-    def on_connect(_c, _u, _f, reason, _p) -> None:
-        outcome.append(reason)
-        done.set()
-
-    def on_connect_fail(_c, _u) -> None:
-        outcome.append("failed")
-        done.set()
-
-    client.on_connect = on_connect
-    client.on_connect_fail = on_connect_fail
-    start_persistent(client, settings)
-    done.wait(10)
-    client.disconnect()
-    client.loop_stop()
-    return outcome
+    link = MqttLink(settings, [])
+    link.start()
+    return link
 
 
-def test_client_connects_over_tls_with_the_brokers_ca(tls_broker):
-    outcome = wait_for(lambda: _connect(tls_broker, tls_broker.ca_file), 15, "a TLS connection")
-    assert not outcome[0].is_failure
+def test_link_connects_over_tls_with_the_brokers_ca(tls_broker):
+    link = _link(tls_broker, tls_broker.ca_file)
+    try:
+        assert link.connected.wait(15)
+    finally:
+        link.stop()
 
 
-def test_client_refuses_a_broker_it_cannot_verify(tls_broker):
-    # The system CA bundle does not know the test CA: the handshake must fail.
-    assert _connect(tls_broker, None) == ["failed"]
+def test_link_refuses_a_broker_it_cannot_verify(tls_broker, caplog):
+    # The system CA bundle does not know the test CA: the handshake must fail, and keep
+    # failing, logged once at ERROR.
+    caplog.set_level(logging.DEBUG, logger="contract.mqtt")
+    link = _link(tls_broker, None)
+    try:
+        failures = wait_for(
+            lambda: [r for r in caplog.records if "cannot connect" in r.getMessage()][2:],
+            15,
+            "three failed attempts",
+        )
+    finally:
+        link.stop()
+    assert not link.connected.is_set()
+    assert [r.levelname for r in failures] == ["DEBUG"] * len(failures)
+    assert [r.levelname for r in caplog.records if r.levelno >= logging.ERROR] == ["ERROR"]

@@ -3,16 +3,31 @@ a node answered is lost."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
 import pytest
 
 from tests.support.api_client import api_client
 from tests.support.control_api import create_user, log_in
-from tests.support.fake_node import CHARGE, command_state, online_node
+from tests.support.fake_node import CHARGE, FakeNode, command_state, online_node
 from tests.support.fleet import create_tenant
 from tests.support.proxy import CuttableProxy
 from tests.support.services import wait_for
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def database_proxy(database) -> Iterator[tuple[CuttableProxy, str]]:
+    """A proxy in front of the shared database, and the URL that goes through it."""
+    db_port = int(database.url.rsplit(":", 1)[1].split("/")[0])
+    proxy = CuttableProxy(db_port)
+    try:
+        yield proxy, database.url.replace(f":{db_port}/", f":{proxy.port}/")
+    finally:
+        proxy.close()
 
 
 def test_a_command_the_broker_did_not_confirm_is_published_again(database, broker):
@@ -38,29 +53,53 @@ def test_a_command_the_broker_did_not_confirm_is_published_again(database, broke
         proxy.close()
 
 
+def _ack_while_the_database_is_down(
+    database, broker, database_proxy, meanwhile: Callable[[Any, FakeNode], None]
+) -> None:
+    """A node acks a sent command while the API's database is away; `meanwhile(link,
+    node)` runs then. The ack is applied only once the database is back."""
+    proxy, url = database_proxy
+    with api_client(database, broker, database_url=url) as api:
+        admin = log_in(api, create_user(database, "admin", None))
+        with online_node(api, admin, create_tenant(database), database, broker) as node:
+            command_id = api.post(
+                f"/nodes/{node.id}/commands", json=CHARGE, headers=admin.headers
+            ).json()["id"]
+            node.received()
+            proxy.cut()
+            node.ack(command_id, "succeeded", "charging")
+            meanwhile(api.app.state.link, node)  # type: ignore[attr-defined]
+            with database.connect() as conn:
+                state = conn.execute(
+                    "SELECT state FROM commands WHERE id = %s", (command_id,)
+                ).fetchone()[0]
+            assert state == "sent"
+            proxy.restore()
+            done = command_state(api, admin, command_id, "succeeded", timeout=30)
+            assert done["detail"] == "charging"
+
+
 def test_an_ack_that_arrives_while_the_database_is_down_is_applied_when_it_returns(
-    database, broker
+    database, broker, database_proxy
 ):
-    db_port = int(database.url.rsplit(":", 1)[1].split("/")[0])
-    proxy = CuttableProxy(db_port)
-    url = database.url.replace(f":{db_port}/", f":{proxy.port}/")
-    try:
-        with api_client(database, broker, database_url=url) as api:
-            admin = log_in(api, create_user(database, "admin", None))
-            with online_node(api, admin, create_tenant(database), database, broker) as node:
-                command_id = api.post(
-                    f"/nodes/{node.id}/commands", json=CHARGE, headers=admin.headers
-                ).json()["id"]
-                node.received()
-                proxy.cut()
-                node.ack(command_id, "succeeded", "charging")
-                with database.connect() as conn:
-                    state = conn.execute(
-                        "SELECT state FROM commands WHERE id = %s", (command_id,)
-                    ).fetchone()[0]
-                assert state == "sent"
-                proxy.restore()
-                done = command_state(api, admin, command_id, "succeeded", timeout=30)
-                assert done["detail"] == "charging"
-    finally:
-        proxy.close()
+    _ack_while_the_database_is_down(database, broker, database_proxy, lambda _link, _node: None)
+
+
+def test_an_ack_that_cannot_be_stored_holds_up_neither_commands_nor_node_accounts(
+    database, broker, database_proxy, caplog
+):
+    """The ack is retried on the ack worker's thread; paho's network thread keeps
+    confirming command publishes and carrying dynamic-security answers meanwhile."""
+
+    def meanwhile(link: Any, node: FakeNode) -> None:
+        wait_for(
+            lambda: [r for r in caplog.records if r.exc_info and node.id in r.getMessage()],
+            20,
+            "the ack's write to fail",
+        )
+        assert link.publish_command(node.id, json.dumps({"id": "probe"}))
+        assert node.received(2)[1] == {"id": "probe"}
+        answer = link.dynsec.run("getClient", username=node.id)
+        assert answer["data"]["client"]["username"] == node.id
+
+    _ack_while_the_database_is_down(database, broker, database_proxy, meanwhile)

@@ -16,6 +16,8 @@ import yaml
 
 from contract import topics
 from contract.commands import (
+    MAX_ACK_DETAIL_CHARS,
+    Ack,
     CommandType,
     ConfigPushParams,
     FetchLogsParams,
@@ -189,6 +191,16 @@ def test_refused_commands_are_rejected_with_reasons_and_never_run(node_agent, in
     assert storage["OutWRte"] == 0
 
 
+def test_hostile_input_quoted_in_a_rejection_still_makes_a_valid_ack(node_agent):
+    _agent, hub = node_agent
+    hub.send(None, None, raw={"id": "evil\x00id", "type": "X" * 5000})
+    ack = hub.outcome("evil\ufffdid")
+    assert ack["state"] == "rejected"
+    assert ack["detail"].startswith("unknown command type 'XXX")
+    assert len(ack["detail"]) == MAX_ACK_DETAIL_CHARS
+    assert Ack.model_validate(ack).id == "evil\ufffdid"
+
+
 def test_fetch_logs_sends_chunks(node_agent):
     _agent, hub = node_agent
     command_id = hub.send(CommandType.FETCH_LOGS, FetchLogsParams(lines=50))
@@ -253,3 +265,18 @@ def test_invalid_config_push_fails_without_a_restart(supervised):
     assert hub.outcome(wrong_node)["detail"] == "node_id must stay " + repr(hub.node_id)
     assert hub.outcome(invalid)["detail"].startswith("invalid config: poll_interval_s")
     assert agent.restarts == 0
+
+
+def test_commands_queued_behind_a_restart_run_after_it(supervised):
+    """Each command is acknowledged to the broker only once handled: one still queued
+    when the agent restarts stays in its persistent session and reaches the next run."""
+    agent, hub = supervised
+    restart = hub.send(CommandType.RESTART_AGENT, NoParams())
+    charge = hub.send(CommandType.FORCE_CHARGE, PowerParams(power_w=2000, duration_s=600))
+    assert hub.outcome(charge, timeout=30)["state"] == "succeeded"
+    assert agent.restarts == 1
+    log = agent.log_path.read_text()
+    second_run = log.index("connected to", log.index(f"command {restart} succeeded"))
+    assert log.index(f"command {charge} received") > second_run
+    # The restart itself was acknowledged before the exit: not run (or refused) again.
+    assert [a["state"] for a in hub.acks[restart]] == ["received", "succeeded"]
