@@ -1,7 +1,9 @@
-"""`python -m collector`: settings from `WATTFLEET_*`, runs until SIGTERM or SIGINT."""
+"""`wattfleet-collector` (or `python -m collector`): settings from `WATTFLEET_*`, runs
+until SIGTERM or SIGINT."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from pydantic import ValidationError
@@ -12,6 +14,11 @@ from contract.process import configure_logging, stop_on_signals
 
 
 def main() -> int:
+    argparse.ArgumentParser(
+        prog="wattfleet-collector",
+        description="wattfleet collector: MQTT telemetry in, TimescaleDB rows out. Settings "
+        "come from WATTFLEET_* environment variables (see the README).",
+    ).parse_args()
     try:
         settings = CollectorSettings()
     except ValidationError as exc:

@@ -1,5 +1,6 @@
-"""`python -m control_api` serves the API; `create-admin` and `verify-audit` are the
-operator's commands. Settings come from `WATTFLEET_*` environment variables."""
+"""`wattfleet-api` (or `python -m control_api`) serves the API; `create-admin` and
+`verify-audit` are the operator's commands. Settings come from `WATTFLEET_*` environment
+variables."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from control_api.config import ApiSettings
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m control_api")
+    parser = argparse.ArgumentParser(prog="wattfleet-api")
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("serve", help="run the API (the default)")
     admin = sub.add_parser("create-admin", help="create the first admin (idempotent)")

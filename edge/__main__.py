@@ -1,4 +1,5 @@
-"""`python -m edge --config PATH`: the Raspberry Pi agent, until SIGTERM or SIGINT."""
+"""`wattfleet-agent --config PATH` (or `python -m edge --config PATH`): the Raspberry Pi
+agent, until SIGTERM or SIGINT."""
 
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ from edge.config import EdgeSettings
 
 def main() -> int:
     parser = argparse.ArgumentParser(
+        prog="wattfleet-agent",
         description="wattfleet edge agent: Modbus (SunSpec) in, MQTT out. Settings come from "
         "the YAML file (every key is documented in edge/config.example.yaml), overridden by "
-        "WATTFLEET_EDGE_* environment variables."
+        "WATTFLEET_EDGE_* environment variables.",
     )
     parser.add_argument("--config", type=Path, required=True, help="YAML settings file")
     args = parser.parse_args()

@@ -1,7 +1,7 @@
 """Fixtures that start real services on free ports and stop them afterwards.
 
 The database is TimescaleDB from WATTFLEET_TEST_DATABASE_URL when set, otherwise the
-embedded PGlite + TimescaleDB server (tests/support/pglite). It is migrated once per
+embedded PGlite + TimescaleDB server (timescale/embedded). It is migrated once per
 session; tests isolate themselves with unique tenant and node ids. Each test that
 needs a broker gets its own Mosquitto, so no persistent session or shared
 subscription leaks from one test into the next.

@@ -1,4 +1,5 @@
-"""`python -m edge.simulator --host 127.0.0.1 --port P [--unit-id U] [--seed S] [--at HH:MM]`
+"""`wattfleet-simulator --host 127.0.0.1 --port P [--unit-id U] [--seed S] [--at HH:MM]`
+(or `python -m edge.simulator ...`)
 
 Serves one simulated site as a SunSpec Modbus TCP device until SIGTERM or Ctrl-C. Run
 several with different ports (and seeds) for a fleet. With `--serial /dev/ttyX` it serves
@@ -50,7 +51,9 @@ async def serve(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="A simulated SunSpec hybrid inverter site.")
+    parser = argparse.ArgumentParser(
+        prog="wattfleet-simulator", description="A simulated SunSpec hybrid inverter site."
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5020)
     parser.add_argument("--serial", metavar="DEVICE", help="serve Modbus RTU on this port")

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import sqlite3
-import threading
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from control_api.demo.processes import Supervised
 from tests.support.installed_agent import InstalledAgent
 from tests.support.proxy import CuttableProxy
-from tests.support.services import free_port, service_env, start_module, stop_process
+from tests.support.services import free_port, service_env, start_module
 
 
 class AgentProcess:
@@ -81,29 +81,21 @@ class AgentProcess:
         return self
 
     def supervise(self) -> AgentProcess:
-        """Starts the agent and, like its systemd unit, starts it again whenever it exits
-        asking for a restart (status 75), until `stop_supervising()`."""
-        self._supervising = True
-        self.restarts = 0
+        """Starts the agent and, like its systemd unit (and `wattfleet demo`), starts it
+        again whenever it exits asking for a restart (status 75), until
+        `stop_supervising()`; `proc` is always the current process."""
         self.start()
-
-        def watch() -> None:
-            while self._supervising:
-                if self.proc.wait() == 75 and self._supervising:
-                    self.restarts += 1
-                    self.start()
-                elif self.proc.returncode != 75:
-                    return
-
-        self._watcher = threading.Thread(target=watch, daemon=True)
-        self._watcher.start()
+        self._supervised = Supervised(
+            "agent", self.proc, self.log_path, print, restart=lambda: self.start().proc
+        )
         return self
 
+    @property
+    def restarts(self) -> int:
+        return self._supervised.restarts_total
+
     def stop_supervising(self) -> int:
-        self._supervising = False
-        code = stop_process(self.proc)
-        self._watcher.join(10)
-        return code
+        return self._supervised.stop()
 
     def release(self) -> None:
         """Closes the proxy, if any (the process is stopped separately)."""

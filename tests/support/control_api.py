@@ -3,25 +3,16 @@ users to call it as (the in-process client is tests/support/api_client.py)."""
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from control_api.demo import services as demo_services
 from control_api.passwords import hash_password
 from tests.support.fleet import unique
-from tests.support.services import (
-    Broker,
-    Database,
-    free_port,
-    service_env,
-    start_module,
-    stop_process,
-    wait_for,
-    wait_for_port,
-)
+from tests.support.services import Broker, Database, free_port, stop_process
 
 PASSWORD = "correct horse battery"
 # Argon2 hashing takes a while; test users share one hash of PASSWORD.
@@ -29,23 +20,18 @@ _HASH = hash_password(PASSWORD)
 
 
 def api_settings(db: Database, broker: Broker, **overrides: Any) -> dict[str, Any]:
-    """Settings by name for an API on this database and broker."""
-    return {
-        "env": "dev",
-        "database_url": db.url,
-        "database_prepared_statements": db.prepared_statements,
-        "mqtt_host": "127.0.0.1",
-        "mqtt_port": broker.port,
-        "mqtt_username": "control-api",
-        "mqtt_password": broker.passwords["control-api"],
-        "mqtt_client_id": unique("control-api"),
-        "jwt_secret": secrets.token_urlsafe(32),
-        "node_mqtt_host": "127.0.0.1",
-        "node_mqtt_port": broker.port,
-        "command_check_interval_s": 0.2,
-        "command_republish_after_s": 1.0,
-        **overrides,
-    }
+    """Settings by name for an API on this database and broker: the demo's, with a
+    client id of its own and quick command checks."""
+    return demo_services.api_settings(
+        db,
+        broker,
+        **{
+            "mqtt_client_id": unique("control-api"),
+            "command_check_interval_s": 0.2,
+            "command_republish_after_s": 1.0,
+            **overrides,
+        },
+    )
 
 
 @dataclass
@@ -107,9 +93,7 @@ class ApiProcess:
         self.url = f"http://127.0.0.1:{self.port}"
 
     def start(self) -> ApiProcess:
-        self.proc = start_module("control_api", self.env, self.log_path)
-        wait_for_port(self.port, 30, self.proc)
-        wait_for(lambda: httpx.get(self.url + "/readiness").status_code == 200, 20, "API ready")
+        self.proc = demo_services.start_api(self.env, self.port, self.log_path)
         return self
 
     def kill(self) -> None:
@@ -125,12 +109,4 @@ class ApiProcess:
 
 def api_env(db: Database, broker: Broker, **overrides: Any) -> dict[str, str]:
     """The environment of a `python -m control_api` (server or CLI) with these settings."""
-    settings = api_settings(db, broker, **overrides)
-    return service_env(
-        **{
-            f"WATTFLEET_{name.upper()}": str(value).lower()
-            if isinstance(value, bool)
-            else str(value)
-            for name, value in settings.items()
-        }
-    )
+    return demo_services.api_env(api_settings(db, broker, **overrides))

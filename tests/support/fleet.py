@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import secrets
 import threading
-import urllib.request
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -15,9 +14,9 @@ from typing import Any
 
 from paho.mqtt.client import Client, MQTTMessageInfo
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
-from prometheus_client.parser import text_string_to_metric_families
 
 from control_api.broker_security import DynsecClient
+from control_api.demo.services import scrape as scrape
 from tests.support.services import Broker, Database, wait_for
 
 
@@ -133,18 +132,6 @@ def publish_all(client: Client, messages: Sequence[tuple[str, bytes | str]], qos
 
 def publish_json(client: Client, topic: str, body: Any) -> None:
     publish_all(client, [(topic, json.dumps(body))])
-
-
-def scrape(port: int) -> dict[str, float]:
-    """A service's /metrics as {"name{label=value,...}": value}."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    values = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
-            values[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
-    return values
 
 
 def count_rows(db: Database, sql: str, params: tuple[Any, ...] = ()) -> int:

@@ -1,4 +1,6 @@
-// Test-only PostgreSQL wire-protocol front end for PGlite + TimescaleDB (WASM).
+// PostgreSQL wire-protocol front end for PGlite + TimescaleDB (WASM): the embedded
+// database of `wattfleet demo` and of the tests. Not for production: every connection
+// is one superuser session on one backend.
 //
 // PGlite is one backend session, so this server multiplexes TCP clients onto it:
 // - each client message is read whole (type + length framing) before PGlite sees it,
@@ -11,7 +13,7 @@
 // - COPY ... FROM STDIN crashes PGlite, so its CopyData is collected here and run
 //   in-process as COPY ... FROM '/dev/blob';
 // - a client that disconnects mid-transaction is rolled back;
-// - a WASM trap exits the process non-zero so the test harness notices.
+// - a WASM trap exits the process non-zero so whoever started it notices.
 //
 // Usage: node server.mjs [--port 0] [--data-dir DIR]; prints "READY <port>".
 import net from 'node:net'

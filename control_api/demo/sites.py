@@ -1,0 +1,115 @@
+"""Simulated sites: nodes enrolled through the control API as an admin would, each a
+SunSpec simulator (`python -m edge.simulator`) read over Modbus TCP by a real edge agent
+(`python -m edge`) holding the broker account and command key the API issued."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from control_api.demo.processes import (
+    DemoError,
+    free_port,
+    service_env,
+    start_module,
+    wait_for_port,
+)
+
+
+@dataclass(frozen=True)
+class EnrolledNode:
+    """A node's credentials as `POST /nodes` issued them (shown only once)."""
+
+    node_id: str
+    mqtt_password: str
+    node_secret: str
+
+
+class AdminClient:
+    """The control API on 127.0.0.1:`port` as a logged-in admin (JSON over HTTP, with the
+    standard library only)."""
+
+    def __init__(self, port: int, email: str, password: str) -> None:
+        self.port = port
+        self.headers = {"Content-Type": "application/json"}
+        token = self.call("POST", "/auth/login", {"email": email, "password": password})
+        self.headers["Authorization"] = f"Bearer {token['access_token']}"
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        """The decoded JSON answer; DemoError on an HTTP error status."""
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}{path}",
+            method=method,
+            data=None if body is None else json.dumps(body).encode(),
+            headers=self.headers,
+        )
+        try:  # S310: the URL above is always http://127.0.0.1
+            with urllib.request.urlopen(request, timeout=15) as response:  # noqa: S310
+                return json.load(response)
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode(errors="replace")[:500]
+            raise DemoError(f"{method} {path}: HTTP {exc.code} {detail}") from exc
+
+
+def enroll_sites(admin: AdminClient, count: int) -> list[EnrolledNode]:
+    """A demo tenant and `count` nodes enrolled in it, with their broker accounts."""
+    slug = f"demo-{secrets.token_hex(4)}"
+    tenant_id = admin.call("POST", "/tenants", {"slug": slug, "name": "Demo"})["id"]
+    nodes = []
+    for _ in range(count):
+        node_id = f"site-{secrets.token_hex(5)}"
+        issued = admin.call("POST", "/nodes", {"id": node_id, "tenant_id": tenant_id})
+        nodes.append(
+            EnrolledNode(issued["node_id"], issued["mqtt_password"], issued["node_secret"])
+        )
+    return nodes
+
+
+def start_simulator(seed: int, log_path: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """A simulated inverter on a free port (unit id 1), once it listens; and the port."""
+    port = free_port()
+    proc = start_module(
+        "edge.simulator", service_env(), log_path, "--port", str(port), "--seed", str(seed)
+    )
+    wait_for_port(port, 15, proc)
+    return proc, port
+
+
+def write_agent_config(
+    path: Path, node: EnrolledNode, broker_port: int, modbus_port: int, interval_s: float
+) -> int:
+    """The agent's YAML settings for this node, simulator and broker (its buffer beside
+    the file); returns the port of its local status page."""
+    status_port = free_port()
+    settings = {
+        "env": "dev",
+        "log_level": "INFO",
+        "node_id": node.node_id,
+        "node_secret": node.node_secret,
+        "mqtt_host": "127.0.0.1",
+        "mqtt_port": broker_port,
+        "mqtt_password": node.mqtt_password,
+        "mqtt_tls": False,
+        "modbus_host": "127.0.0.1",
+        "modbus_port": modbus_port,
+        "modbus_unit_id": 1,
+        "poll_interval_s": interval_s,
+        "buffer_path": str(path.parent / "buffer.sqlite3"),
+        "status_host": "127.0.0.1",
+        "status_port": status_port,
+    }
+    path.write_text(yaml.safe_dump(settings))
+    return status_port
+
+
+def start_agent(config_path: Path, log_path: Path) -> subprocess.Popen[bytes]:
+    """`python -m edge --config config_path`, appending to `log_path`."""
+    return start_module("edge", service_env(), log_path, "--config", str(config_path))
