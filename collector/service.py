@@ -144,10 +144,10 @@ class Collector:
         if self._committed:
             self._ack_committed()
         topic = msg.topic
-        self.metrics.received.count(topic.rpartition("/")[2])
+        self.metrics.messages_received_total.count(topic.rpartition("/")[2])
         item = Received(msg.mid, msg.qos, self._generation, topic, bytes(msg.payload), time.time())
         if self.backlog.full():
-            self.metrics.queue_full.inc()
+            self.metrics.queue_full_total.inc()
         # Blocks this thread while full: the collector stops reading, the broker queues.
         self.backlog.put(item, self._still_accepting)
 
@@ -189,16 +189,16 @@ class Collector:
             m = self.metrics
             m.commit_seconds.observe(time.perf_counter() - started)
             m.batch_size.observe(len(batch))
-            m.written.inc(result.inserted)
-            m.duplicates.inc(result.attempted - result.inserted)
+            m.samples_written_total.inc(result.inserted)
+            m.samples_duplicate_total.inc(result.attempted - result.inserted)
             for reason, count in result.dead.items():
-                m.dead_letters.labels(reason.value).inc(count)
+                m.dead_letters_total.labels(reason.value).inc(count)
             for lag in result.lags_s:
                 m.lag_seconds.observe(lag)
             return True
 
     def _write_failed(self, exc: WriteError) -> None:
-        self.metrics.commit_failures.inc()
+        self.metrics.commit_failures_total.inc()
         if not isinstance(exc, DatabaseUnavailableError):
             log.error("%s; starting another, will retry", exc)
             return
