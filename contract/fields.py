@@ -310,33 +310,6 @@ DECISIONS = (TS, NODE_ID, TENANT_ID, DECISION, GRID_MODE, DAILY_SAVINGS, DAILY_C
 FIELDS = tuple(dict.fromkeys(TELEMETRY + DECISIONS))
 
 
-# psycopg's binary COPY type names -> PostgreSQL's format_type() names.
-PG_TYPE_NAMES = {
-    "timestamptz": "timestamp with time zone",
-    "text": "text",
-    "int8": "bigint",
-    "float8": "double precision",
-}
-
-
-def aggregate_columns() -> dict[str, str]:
-    """The columns of each continuous aggregate (`telemetry_5m`, `_1h`, `_1d`): name ->
-    type, as PostgreSQL's format_type() names it."""
-    columns: dict[str, str] = {}
-    for field in TELEMETRY:
-        for aggregate in field.aggregates:
-            name = aggregate.column or field.column
-            if aggregate.rollup is Rollup.BUCKET:
-                columns[name] = "timestamp with time zone"
-            elif aggregate.rollup is Rollup.KEY:
-                columns[name] = PG_TYPE_NAMES[field.pg_type]
-            elif aggregate.rollup is Rollup.COUNT:
-                columns[name] = "bigint"
-            else:
-                columns[name] = "double precision"
-    return columns
-
-
 def wire_body(values: Mapping[str, Any]) -> dict[str, Any]:
     """The sample's nested wire form of `values` (column name -> value), for the fields
     they name: a part with every key of it that is given, None included; an optional
