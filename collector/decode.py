@@ -57,12 +57,18 @@ class DeadLetter:
 
 
 @dataclass(slots=True)
-class Decoded:
-    """What one message carried: its accepted samples as telemetry rows (tenant not
-    set yet) and the decisions of those that carry one. `live` is False for a replayed
-    backlog, whose timestamps say nothing about the node's clock."""
+class DecodedMessage:
+    """One received message, decoded: what the batch writer commits for it.
+
+    Its accepted samples as telemetry rows (tenant not set yet), the decisions of those
+    that carry one, or its status; and its dead letters. `live` is False for a replayed
+    backlog, whose timestamps say nothing about the node's clock. The payload stays for
+    the dead letters only the writer can file (unknown or disabled node, data the
+    database refuses)."""
 
     topic: str
+    payload: bytes
+    received_at: datetime
     node_id: str | None
     rows: list[list[Any]] = field(default_factory=list)
     decisions: list[Decision] = field(default_factory=list)
@@ -95,83 +101,76 @@ class Decoder:
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
 
-    def decode(self, topic: str, payload: bytes, received_at: datetime) -> Decoded:
+    def decode(self, topic: str, payload: bytes, received_at: datetime) -> DecodedMessage:
         """Validates a message from `nodes/{id}/telemetry` or `nodes/{id}/status`."""
         parsed = parse_node_topic(topic)
         if parsed is None or parsed[1] not in ("telemetry", "status"):
-            return self._reject(topic, None, Reason.UNEXPECTED_TOPIC, "not a node topic", payload)
+            out = DecodedMessage(topic, payload, received_at, None)
+            return self._reject(out, Reason.UNEXPECTED_TOPIC, "not a node topic")
         node_id, kind = parsed
+        out = DecodedMessage(topic, payload, received_at, node_id)
         if len(payload) > self.limits.max_payload_bytes:
             return self._reject(
-                topic,
-                node_id,
+                out,
                 Reason.PAYLOAD_TOO_LARGE,
                 f"{len(payload)} bytes > {self.limits.max_payload_bytes}; first "
                 f"{KEPT_PAYLOAD_BYTES} kept",
                 payload[:KEPT_PAYLOAD_BYTES],
             )
         if kind == "status":
-            return self._decode_status(topic, node_id, payload)
+            return self._decode_status(out)
         if b'"samples"' in payload:
-            return self._decode_batch(topic, node_id, payload, received_at)
+            return self._decode_batch(out)
         try:
             sample = TELEMETRY_SAMPLE.validate_json(payload)
         except ValidationError as exc:
-            return self._reject(topic, node_id, *_reason_for(exc), payload)
-        out = Decoded(topic, node_id)
-        self._accept(out, sample, payload, received_at)
+            return self._reject(out, *_reason_for(exc))
+        self._accept(out, sample, payload)
         return out
 
-    def _decode_status(self, topic: str, node_id: str, payload: bytes) -> Decoded:
+    def _decode_status(self, out: DecodedMessage) -> DecodedMessage:
         try:
-            status = NODE_STATUS.validate_json(payload)
+            out.status = NODE_STATUS.validate_json(out.payload)
         except ValidationError as exc:
-            return self._reject(topic, node_id, *_reason_for(exc), payload)
-        return Decoded(topic, node_id, status=status)
+            return self._reject(out, *_reason_for(exc))
+        return out
 
-    def _decode_batch(
-        self, topic: str, node_id: str, payload: bytes, received_at: datetime
-    ) -> Decoded:
-        out = Decoded(topic, node_id, live=False)
+    def _decode_batch(self, out: DecodedMessage) -> DecodedMessage:
+        out.live = False
         try:
-            batch = TELEMETRY_BATCH.validate_json(payload)
+            batch = TELEMETRY_BATCH.validate_json(out.payload)
         except ValidationError as exc:
             # Slow path, bad input only: find the bad samples so the good ones still land.
-            return self._decode_batch_per_sample(topic, node_id, payload, received_at, exc)
+            return self._decode_batch_per_sample(out, exc)
         for sample in batch["samples"]:
-            self._accept(out, sample, None, received_at)
+            self._accept(out, sample, None)
         return out
 
     def _decode_batch_per_sample(
-        self,
-        topic: str,
-        node_id: str,
-        payload: bytes,
-        received_at: datetime,
-        whole_error: ValidationError,
-    ) -> Decoded:
+        self, out: DecodedMessage, whole_error: ValidationError
+    ) -> DecodedMessage:
         try:
-            document = json.loads(payload)
+            document = json.loads(out.payload)
             raw_samples = document["samples"]
             if not isinstance(raw_samples, list) or not raw_samples:
                 raise TypeError("samples is not a non-empty list")
         except (ValueError, KeyError, TypeError):
-            return self._reject(topic, node_id, *_reason_for(whole_error), payload)
-        out = Decoded(topic, node_id, live=False)
+            return self._reject(out, *_reason_for(whole_error))
         for raw in raw_samples:
             try:
                 sample = TELEMETRY_SAMPLE.validate_python(raw)
             except ValidationError as exc:
                 reason, detail = _reason_for(exc)
-                out.dead.append(DeadLetter(topic, node_id, reason, detail, _encode(raw)))
+                out.dead.append(DeadLetter(out.topic, out.node_id, reason, detail, _encode(raw)))
                 continue
-            self._accept(out, sample, None, received_at)
+            self._accept(out, sample, None)
         return out
 
-    def _accept(
-        self, out: Decoded, sample: TelemetrySample, payload: bytes | None, received_at: datetime
-    ) -> None:
+    def _accept(self, out: DecodedMessage, sample: TelemetrySample, payload: bytes | None) -> None:
+        """Adds the sample's row, or its dead letter (`payload`: the sample's own bytes,
+        None for one of a batch)."""
         reason: Reason | None = None
+        received_at = out.received_at
         ts = sample["timestamp"]
         if sample["node_id"] != out.node_id:
             reason, detail = (
@@ -196,9 +195,12 @@ class Decoder:
 
     @staticmethod
     def _reject(
-        topic: str, node_id: str | None, reason: Reason, detail: str, payload: bytes
-    ) -> Decoded:
-        return Decoded(topic, node_id, dead=[DeadLetter(topic, node_id, reason, detail, payload)])
+        out: DecodedMessage, reason: Reason, detail: str, kept: bytes | None = None
+    ) -> DecodedMessage:
+        """Files the whole message (or `kept`, the part of it worth keeping) as dead."""
+        payload = out.payload if kept is None else kept
+        out.dead.append(DeadLetter(out.topic, out.node_id, reason, detail, payload))
+        return out
 
 
 def _encode(raw: Any) -> bytes:

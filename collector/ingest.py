@@ -13,13 +13,22 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from operator import itemgetter
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 from psycopg.types.json import Jsonb
 
-from collector.decode import DeadLetter, Decoded, Reason
-from collector.telemetry_row import SEQ, TELEMETRY_COLUMNS, TENANT_ID, TS, Decision
+from collector.decode import DeadLetter, DecodedMessage, Reason
+from collector.telemetry_row import (
+    DECISION_INDEX,
+    DECISION_SIGHTING_COLUMNS,
+    SEQ_INDEX,
+    TELEMETRY_COLUMNS,
+    TENANT_ID_INDEX,
+    TS_INDEX,
+    Decision,
+)
+from contract.fields import DECISIONS, NODE_ID, TENANT_ID, TS
 
 # Telemetry is loaded by binary COPY (the fastest load path, formatted in C by psycopg),
 # first straight into the hypertable inside a savepoint. COPY has no ON CONFLICT: if
@@ -47,14 +56,13 @@ WITH b AS (
 ), o AS (
     SELECT b.*, lag(decision) OVER (PARTITION BY node_id ORDER BY ts) AS prev FROM b
 )
-INSERT INTO optimizer_decisions (ts, node_id, tenant_id, decision, grid_mode, daily_savings,
-    daily_cost)
-SELECT ts, node_id, tenant_id, decision, grid_mode, daily_savings, daily_cost FROM o
+INSERT INTO optimizer_decisions ({columns})
+SELECT {columns} FROM o
 WHERE decision IS DISTINCT FROM coalesce(prev, (
     SELECT d.decision FROM optimizer_decisions d
     WHERE d.node_id = o.node_id AND d.ts < o.ts ORDER BY d.ts DESC LIMIT 1))
 ON CONFLICT (node_id, ts) DO NOTHING
-"""
+""".format(columns=", ".join(f.column for f in DECISIONS))
 
 INSERT_DEAD_LETTERS = """
 INSERT INTO dead_letters (received_at, topic, node_id, reason, detail, payload)
@@ -111,32 +119,33 @@ def _decision_changes(by_node: DecisionSightings) -> list[dict[str, Any]]:
     Rows are built only for changes: most samples repeat the decision before them."""
     changes = []
     for node_id, (tenant_id, sightings) in by_node.items():
-        sightings.sort(key=itemgetter(0))
+        sightings.sort(key=itemgetter(0))  # the sample time comes first
         previous = None
-        for ts, decision, savings, cost, grid_mode in sightings:
-            if decision != previous:
-                changes.append(
-                    {
-                        "ts": ts.isoformat(),
-                        "node_id": node_id,
-                        "tenant_id": tenant_id,
-                        "decision": decision,
-                        "grid_mode": grid_mode,
-                        "daily_savings": savings,
-                        "daily_cost": cost,
-                    }
-                )
-                previous = decision
+        for sighting in sightings:
+            if sighting[DECISION_INDEX] != previous:
+                row = dict(zip(DECISION_SIGHTING_COLUMNS, sighting, strict=True))
+                row[TS.column] = row[TS.column].isoformat()
+                row[NODE_ID.column] = node_id
+                row[TENANT_ID.column] = tenant_id
+                changes.append(row)
+                previous = sighting[DECISION_INDEX]
     return changes
 
 
-@dataclass(slots=True)
-class Inbound:
-    """A received message, decoded, in a batch to write."""
+class Node(NamedTuple):
+    tenant_id: int
+    enabled: bool
 
-    received_at: datetime
-    payload: bytes
-    decoded: Decoded
+
+@dataclass(slots=True)
+class NodeSeen:
+    """What a batch says about one node, for its node_status row."""
+
+    last_seen_at: datetime
+    last_seq: int = -1
+    clock_drift_s: float | None = None
+    # The newest live sample's time, for the end-to-end lag.
+    newest_live_ts: datetime | None = None
 
 
 @dataclass(slots=True)
@@ -164,7 +173,7 @@ class BatchWriter:
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self.conn = conn
 
-    def write(self, batch: list[Inbound], now: datetime) -> WriteResult:
+    def write(self, batch: list[DecodedMessage], now: datetime) -> WriteResult:
         """Writes the batch atomically. If the database refuses some message's data
         (REFUSED_DATA), each message is written on its own and the refused ones go to
         dead_letters, so one poison message cannot stall ingest. Any other psycopg.Error
@@ -179,51 +188,39 @@ class BatchWriter:
                 result.add(self.write([item], now))
             return result
 
-    def _quarantine(self, item: Inbound, exc: psycopg.Error) -> WriteResult:
+    def _quarantine(self, item: DecodedMessage, exc: psycopg.Error) -> WriteResult:
         detail = str(exc).replace("\x00", "")
         letter = DeadLetter(
-            item.decoded.topic,
-            item.decoded.node_id,
-            Reason.REJECTED_BY_DATABASE,
-            detail,
-            item.payload,
+            item.topic, item.node_id, Reason.REJECTED_BY_DATABASE, detail, item.payload
         )
         with self.conn.transaction(), self.conn.cursor() as cur:
             self._insert_dead(cur, [(item.received_at, letter)])
         return WriteResult(dead=Counter({Reason.REJECTED_BY_DATABASE: 1}))
 
-    def _write(self, batch: list[Inbound], now: datetime) -> WriteResult:
+    def _write(self, batch: list[DecodedMessage], now: datetime) -> WriteResult:
         result = WriteResult()
         with self.conn.transaction(), self.conn.cursor() as cur:
             nodes = self._lookup_nodes(cur, batch)
             dead: list[tuple[datetime, DeadLetter]] = []
             telemetry: list[list[Any]] = []
             decisions: DecisionSightings = {}
-            seen: dict[str, list[Any]] = {}
+            seen: dict[str, NodeSeen] = {}
             statuses = []
             for item in batch:
-                decoded = item.decoded
-                dead.extend((item.received_at, d) for d in decoded.dead)
-                if not (decoded.rows or decoded.status) or decoded.node_id is None:
+                dead.extend((item.received_at, d) for d in item.dead)
+                if not (item.rows or item.status) or item.node_id is None:
                     continue
-                node = nodes.get(decoded.node_id)
-                if node is None or not node[1]:
+                node = nodes.get(item.node_id)
+                if node is None or not node.enabled:
                     reason = Reason.UNKNOWN_NODE if node is None else Reason.DISABLED_NODE
-                    detail = f"node {decoded.node_id!r} is {reason.value.split('_')[0]}"
-                    dead.append(
-                        (
-                            item.received_at,
-                            DeadLetter(
-                                decoded.topic, decoded.node_id, reason, detail, item.payload
-                            ),
-                        )
-                    )
+                    detail = f"node {item.node_id!r} is {reason.value.split('_')[0]}"
+                    letter = DeadLetter(item.topic, item.node_id, reason, detail, item.payload)
+                    dead.append((item.received_at, letter))
                     continue
-                tenant_id = node[0]
-                if decoded.status is not None:
-                    statuses.append((item, tenant_id))
+                if item.status is not None:
+                    statuses.append((item, node.tenant_id))
                     continue
-                self._add_samples(item, tenant_id, telemetry, decisions, seen)
+                self._add_samples(item, node.tenant_id, telemetry, decisions, seen)
             if telemetry:
                 result.attempted = len(telemetry)
                 result.inserted = self._insert_telemetry(cur, telemetry)
@@ -231,11 +228,20 @@ class BatchWriter:
                 changes = _decision_changes(decisions)
                 cur.execute(INSERT_DECISIONS, (json.dumps(changes, separators=(",", ":")),))
             if seen:
-                result.lags_s = [(now - v[3]).total_seconds() for v in seen.values() if v[3]]
+                result.lags_s = [
+                    (now - s.newest_live_ts).total_seconds()
+                    for s in seen.values()
+                    if s.newest_live_ts
+                ]
                 ordered = sorted(seen.items())
                 cur.execute(
                     UPSERT_SEEN,
-                    [[k for k, _ in ordered]] + [[v[i] for _, v in ordered] for i in range(3)],
+                    [
+                        [node_id for node_id, _ in ordered],
+                        [s.last_seen_at for _, s in ordered],
+                        [s.last_seq for _, s in ordered],
+                        [s.clock_drift_s for _, s in ordered],
+                    ],
                 )
             for item, tenant_id in statuses:
                 self._record_status(cur, item, tenant_id)
@@ -245,14 +251,12 @@ class BatchWriter:
         return result
 
     @staticmethod
-    def _lookup_nodes(
-        cur: psycopg.Cursor[Any], batch: list[Inbound]
-    ) -> dict[str, tuple[int, bool]]:
-        ids = sorted({i.decoded.node_id for i in batch if i.decoded.node_id is not None})
+    def _lookup_nodes(cur: psycopg.Cursor[Any], batch: list[DecodedMessage]) -> dict[str, Node]:
+        ids = sorted({i.node_id for i in batch if i.node_id is not None})
         if not ids:
             return {}
         cur.execute("SELECT id, tenant_id, enabled FROM nodes WHERE id = ANY(%s)", (ids,))
-        return {row[0]: (row[1], row[2]) for row in cur.fetchall()}
+        return {row[0]: Node(row[1], row[2]) for row in cur.fetchall()}
 
     @staticmethod
     def _insert_telemetry(cur: psycopg.Cursor[Any], rows: list[list[Any]]) -> int:
@@ -270,36 +274,36 @@ class BatchWriter:
 
     @staticmethod
     def _add_samples(
-        item: Inbound,
+        item: DecodedMessage,
         tenant_id: int,
         telemetry: list[list[Any]],
         decisions: DecisionSightings,
-        seen: dict[str, list[Any]],
+        seen: dict[str, NodeSeen],
     ) -> None:
-        decoded = item.decoded
-        node_id = decoded.node_id
+        node_id = item.node_id
         assert node_id is not None
-        # [last seen, highest seq, clock drift, newest live sample time]
-        last = seen.setdefault(node_id, [item.received_at, -1, None, None])
-        if item.received_at > last[0]:
-            last[0] = item.received_at
-        for row in decoded.rows:
-            row[TENANT_ID] = tenant_id
-            if row[SEQ] > last[1]:
-                last[1] = row[SEQ]
-            if decoded.live:
+        seen_node = seen.get(node_id)
+        if seen_node is None:
+            seen_node = seen[node_id] = NodeSeen(item.received_at)
+        elif item.received_at > seen_node.last_seen_at:
+            seen_node.last_seen_at = item.received_at
+        for row in item.rows:
+            row[TENANT_ID_INDEX] = tenant_id
+            if row[SEQ_INDEX] > seen_node.last_seq:
+                seen_node.last_seq = row[SEQ_INDEX]
+            if item.live:
                 # Only a live sample's timestamp reflects the node's clock right now.
-                ts = row[TS]
-                last[2] = (item.received_at - ts).total_seconds()
-                if last[3] is None or ts > last[3]:
-                    last[3] = ts
-        telemetry.extend(decoded.rows)
-        if decoded.decisions:
-            decisions.setdefault(node_id, (tenant_id, []))[1].extend(decoded.decisions)
+                ts = row[TS_INDEX]
+                seen_node.clock_drift_s = (item.received_at - ts).total_seconds()
+                if seen_node.newest_live_ts is None or ts > seen_node.newest_live_ts:
+                    seen_node.newest_live_ts = ts
+        telemetry.extend(item.rows)
+        if item.decisions:
+            decisions.setdefault(node_id, (tenant_id, []))[1].extend(item.decisions)
 
     @staticmethod
-    def _record_status(cur: psycopg.Cursor[Any], item: Inbound, tenant_id: int) -> None:
-        status = item.decoded.status
+    def _record_status(cur: psycopg.Cursor[Any], item: DecodedMessage, tenant_id: int) -> None:
+        status = item.status
         assert status is not None
         detail = {
             "agent_version": status.get("agent_version"),
@@ -307,12 +311,12 @@ class BatchWriter:
         }
         cur.execute(
             INSERT_EVENT,
-            (status["ts"], item.decoded.node_id, tenant_id, status["state"], Jsonb(detail)),
+            (status["ts"], item.node_id, tenant_id, status["state"], Jsonb(detail)),
         )
         cur.execute(
             UPSERT_STATE,
             {
-                "node_id": item.decoded.node_id,
+                "node_id": item.node_id,
                 "state": status["state"],
                 "received_at": item.received_at,
                 "agent_version": status.get("agent_version"),

@@ -41,25 +41,25 @@ class ReceivedCounts(Collector):
 class CollectorMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
-        self.received = ReceivedCounts(registry)
-        self.written = Counter(
+        self.messages_received_total = ReceivedCounts(registry)
+        self.samples_written_total = Counter(
             "wattfleet_collector_samples_written_total",
             "Telemetry rows inserted.",
             registry=registry,
         )
-        self.duplicates = Counter(
+        self.samples_duplicate_total = Counter(
             "wattfleet_collector_samples_duplicate_total",
             "Samples already stored (redeliveries, replays), skipped by the idempotent insert.",
             registry=registry,
         )
-        self.dead_letters = Counter(
+        self.dead_letters_total = Counter(
             "wattfleet_collector_dead_letters_total",
             "Payloads or samples quarantined in dead_letters, by reason.",
             ["reason"],
             registry=registry,
         )
         for reason in Reason:
-            self.dead_letters.labels(reason.value)
+            self.dead_letters_total.labels(reason.value)
         self.batch_size = Histogram(
             "wattfleet_collector_batch_messages",
             "Messages committed per batch.",
@@ -78,12 +78,12 @@ class CollectorMetrics:
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
             registry=registry,
         )
-        self.commit_failures = Counter(
+        self.commit_failures_total = Counter(
             "wattfleet_collector_commit_failures_total",
             "Batches whose commit failed and will be retried.",
             registry=registry,
         )
-        self.queue_full = Counter(
+        self.queue_full_total = Counter(
             "wattfleet_collector_queue_full_total",
             "Times intake stopped reading from the broker because the in-memory queue was full.",
             registry=registry,
@@ -103,7 +103,7 @@ class CollectorMetrics:
             "1 while connected to the broker.",
             registry=registry,
         )
-        self.watchdog_runs = Counter(
+        self.watchdog_runs_total = Counter(
             "wattfleet_collector_watchdog_runs_total",
             "Watchdog rounds by outcome: leader (this collector ran it), standby (another"
             " did), failed.",
@@ -111,7 +111,7 @@ class CollectorMetrics:
             registry=registry,
         )
         for outcome in ("leader", "standby", "failed"):
-            self.watchdog_runs.labels(outcome)
+            self.watchdog_runs_total.labels(outcome)
         self.watchdog_last_run = Gauge(
             "wattfleet_collector_watchdog_last_run_timestamp_seconds",
             "When this collector last completed a watchdog round as leader.",
@@ -123,13 +123,13 @@ class CollectorMetrics:
             ["state"],
             registry=registry,
         )
-        self.alerts_sent = Counter(
+        self.alerts_sent_total = Counter(
             "wattfleet_collector_alerts_sent_total",
             "Alerts posted to Alertmanager, firing (each re-send counts) or resolved.",
             ["state"],
             registry=registry,
         )
-        self.alertmanager_errors = Counter(
+        self.alertmanager_errors_total = Counter(
             "wattfleet_collector_alertmanager_errors_total",
             "Alert posts Alertmanager did not take (retried next round).",
             registry=registry,

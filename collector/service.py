@@ -32,6 +32,7 @@ from collector.metrics import CollectorMetrics
 from collector.watchdog import Watchdog
 from collector.writer_process import (
     DatabaseUnavailableError,
+    RawMessage,
     WriteError,
     WriterProcess,
     tune_gc,
@@ -44,14 +45,13 @@ log = logging.getLogger(__name__)
 
 @dataclass(slots=True)
 class Received:
-    """A message waiting for its batch to commit, then for its acknowledgement."""
+    """A message waiting for its batch to commit, then for its acknowledgement: what the
+    writer process gets of it (`raw`) and what acknowledging it takes."""
 
     mid: int
     qos: int
     generation: int
-    topic: str
-    payload: bytes
-    received_at: float  # POSIX seconds
+    raw: RawMessage
 
 
 class Collector:
@@ -112,12 +112,12 @@ class Collector:
         if self._committed:
             self._ack_committed()
         topic = msg.topic
-        self.metrics.received.count(topic.rpartition("/")[2])
+        self.metrics.messages_received_total.count(topic.rpartition("/")[2])
         item = Received(
-            msg.mid, msg.qos, self.link.generation, topic, bytes(msg.payload), time.time()
+            msg.mid, msg.qos, self.link.generation, (topic, bytes(msg.payload), time.time())
         )
         if self.backlog.full():
-            self.metrics.queue_full.inc()
+            self.metrics.queue_full_total.inc()
         # Blocks this thread while full: the collector stops reading, the broker queues.
         self.backlog.put(item, self._still_accepting)
 
@@ -139,7 +139,7 @@ class Collector:
         """Commits the batch through the writer process, retrying while the database is
         unavailable or the process died. False only if asked to stop while still
         failing (nothing acknowledged: the broker keeps it)."""
-        messages = [(item.topic, item.payload, item.received_at) for item in batch]
+        messages = [item.raw for item in batch]
         delay = 0.5
         while True:
             started = time.perf_counter()
@@ -159,16 +159,16 @@ class Collector:
             m = self.metrics
             m.commit_seconds.observe(time.perf_counter() - started)
             m.batch_size.observe(len(batch))
-            m.written.inc(result.inserted)
-            m.duplicates.inc(result.attempted - result.inserted)
+            m.samples_written_total.inc(result.inserted)
+            m.samples_duplicate_total.inc(result.attempted - result.inserted)
             for reason, count in result.dead.items():
-                m.dead_letters.labels(reason.value).inc(count)
+                m.dead_letters_total.labels(reason.value).inc(count)
             for lag in result.lags_s:
                 m.lag_seconds.observe(lag)
             return True
 
     def _write_failed(self, exc: WriteError) -> None:
-        self.metrics.commit_failures.inc()
+        self.metrics.commit_failures_total.inc()
         if not isinstance(exc, DatabaseUnavailableError):
             log.error("%s; starting another, will retry", exc)
             return

@@ -4,67 +4,117 @@ The decoder flattens each sample as soon as it is validated, while its dicts are
 in the CPU cache, and drops the dicts. A batch then waits for its COPY as thousands of
 flat rows instead of thousands of nested dicts, far beyond the cache, each of which was
 touched again cold to build its row and again to free it (docs/benchmarks.md).
+
+Both getters are compiled once, at import, from the field table (`contract.fields`):
+the code a hand-written getter would be, one subscript per field, so flattening costs
+no more than it did when the fields were spelled out here.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
+from contract.fields import (
+    DECISION,
+    DECISIONS,
+    NODE_ID,
+    OPTIONAL_PARTS,
+    RECEIVED_AT,
+    SEQ,
+    TELEMETRY,
+    TENANT_ID,
+    TS,
+    TelemetryField,
+)
 from contract.telemetry import TelemetrySample
 
 # The columns of a telemetry row, in the order of the row and of the writer's COPY.
-TELEMETRY_COLUMNS = (
-    ("ts", "timestamptz"),
-    ("node_id", "text"),
-    ("tenant_id", "int8"),
-    ("seq", "int8"),
-    ("soc_percent", "float8"),
-    ("battery_voltage", "float8"),
-    ("battery_power_w", "float8"),
-    ("solar_power_w", "float8"),
-    ("grid_power_w", "float8"),
-    ("load_power_w", "float8"),
-    ("grid_price", "float8"),
-    ("grid_mode", "text"),
-    ("received_at", "timestamptz"),
-)
-TS, NODE_ID, TENANT_ID, SEQ = 0, 1, 2, 3
+TELEMETRY_COLUMNS = tuple((f.column, f.pg_type) for f in TELEMETRY)
+TS_INDEX, TENANT_ID_INDEX, SEQ_INDEX = (TELEMETRY.index(f) for f in (TS, TENANT_ID, SEQ))
 
-# (sample time, decision, daily savings, daily cost, grid mode) of a sample that carries
-# an optimizer part.
-Decision = tuple[datetime, str, float | None, float | None, str]
+# A sample's optimizer part as its `optimizer_decisions` row without the node and the
+# tenant, which the writer adds: a tuple of DECISION_SIGHTING_COLUMNS, the sample's time
+# first (the writer sorts by it).
+DECISION_SIGHTING = tuple(f for f in DECISIONS if f not in (NODE_ID, TENANT_ID))
+DECISION_SIGHTING_COLUMNS = tuple(f.column for f in DECISION_SIGHTING)
+DECISION_INDEX = DECISION_SIGHTING.index(DECISION)
+assert DECISION_SIGHTING[0] is TS
+Decision = tuple[Any, ...]
 
 
-def telemetry_row(sample: TelemetrySample, node_id: str, received_at: datetime) -> list[Any]:
-    """The sample's row in TELEMETRY_COLUMNS order. A list, because the tenant is only
-    known once the writer has looked the node up: it sets `row[TENANT_ID]`."""
-    battery, grid, load = sample["battery"], sample["grid"], sample.get("load")
-    return [
-        sample["timestamp"],
-        node_id,
-        None,
-        sample["seq"],
-        battery["soc_percent"],
-        battery.get("voltage"),
-        battery.get("power_w"),
-        sample["solar"]["power_w"],
-        grid.get("power_w"),
-        load["power_w"] if load else None,
-        grid["current_price"],
-        grid["mode"],
-        received_at,
+def _read(field: TelemetryField, part_checked: bool = False) -> str:
+    """The expression reading `field` from `sample`, its part bound to a local of the
+    part's name (`part_checked`: the code has returned already if that part is absent)."""
+    assert field.wire is not None
+    part, key = field.part, field.key
+    container = "sample" if part is None else part
+    value = f"{container}[{key!r}]" if field.required else f"{container}.get({key!r})"
+    if part in OPTIONAL_PARTS and not part_checked:
+        return f"({value} if {part} else None)"
+    return value
+
+
+def _bind_parts(fields: Sequence[TelemetryField]) -> str:
+    """Binds each part the fields read to a local of its name."""
+    lines = []
+    for part in dict.fromkeys(f.part for f in fields if f.part is not None):
+        read = f"sample.get({part!r})" if part in OPTIONAL_PARTS else f"sample[{part!r}]"
+        lines.append(f"    {part} = {read}\n")
+    return "".join(lines)
+
+
+def _compile(name: str, source: str, doc: str) -> Callable[..., Any]:
+    namespace: dict[str, Any] = {}
+    exec(compile(source, f"<{name} generated from contract.fields>", "exec"), namespace)  # noqa: S102
+    getter: Callable[..., Any] = namespace[name]
+    getter.__doc__ = doc
+    return getter
+
+
+# Columns the row getter takes as arguments: the arrival time, and the node id the
+# decoder took from the topic (checked equal to the sample's first; passing it saves
+# reading it again).
+_ARGUMENTS = (NODE_ID, RECEIVED_AT)
+
+
+def _row_source() -> str:
+    # The tenant stays None until the writer has looked the node up.
+    items = [
+        f.column if f in _ARGUMENTS else _read(f) if f.wire is not None else "None"
+        for f in TELEMETRY
     ]
-
-
-def decision(sample: TelemetrySample) -> Decision | None:
-    optimizer = sample.get("optimizer")
-    if optimizer is None:
-        return None
     return (
-        sample["timestamp"],
-        optimizer["latest_decision"],
-        optimizer.get("daily_savings_pln"),
-        optimizer.get("daily_cost_pln"),
-        sample["grid"]["mode"],
+        f"def telemetry_row(sample, {', '.join(f.column for f in _ARGUMENTS)}):\n"
+        + _bind_parts([f for f in TELEMETRY if f.wire is not None])
+        + f"    return [{', '.join(items)}]\n"
     )
+
+
+def _decision_source() -> str:
+    optimizer = DECISION.part
+    assert optimizer is not None
+    return (
+        "def decision(sample):\n"
+        + _bind_parts([DECISION])
+        + f"    if {optimizer} is None:\n"
+        + "        return None\n"
+        + _bind_parts([f for f in DECISION_SIGHTING if f.part != optimizer])
+        + f"    return ({', '.join(_read(f, part_checked=True) for f in DECISION_SIGHTING)},)\n"
+    )
+
+
+telemetry_row: Callable[[TelemetrySample, str, datetime], list[Any]] = _compile(
+    "telemetry_row",
+    _row_source(),
+    """`telemetry_row(sample, node_id, received_at)`: the sample's row in
+    TELEMETRY_COLUMNS order. A list, because the tenant is only known once the writer
+    has looked the node up: it sets `row[TENANT_ID_INDEX]`.""",
+)
+decision: Callable[[TelemetrySample], Decision | None] = _compile(
+    "decision",
+    _decision_source(),
+    """The sample's optimizer part as a tuple of DECISION_SIGHTING_COLUMNS, or None if
+    it carries none.""",
+)

@@ -108,7 +108,7 @@ class Watchdog:
         try:
             report = self.run_once()
         except psycopg.Error as exc:
-            self.metrics.watchdog_runs.labels("failed").inc()
+            self.metrics.watchdog_runs_total.labels("failed").inc()
             log.log(logging.DEBUG if self._db_failing else logging.ERROR, "watchdog: %s", exc)
             self._db_failing = True
             return None
@@ -125,11 +125,11 @@ class Watchdog:
                 "SELECT pg_try_advisory_xact_lock(%s)", (ROUND_LOCK_KEY,)
             ).fetchone()
             if not (leader and leader[0]):
-                self.metrics.watchdog_runs.labels("standby").inc()
+                self.metrics.watchdog_runs_total.labels("standby").inc()
                 return None
             went_offline, came_back = self._mark(conn, now)
             firing, resolved = self._reconcile_alerts(conn, now)
-        self.metrics.watchdog_runs.labels("leader").inc()
+        self.metrics.watchdog_runs_total.labels("leader").inc()
         self.metrics.watchdog_last_run.set(now.timestamp())
         for node_id in went_offline:
             log.warning("node %s silent for %ss: offline", node_id, self.settings.offline_after_s)
@@ -251,14 +251,14 @@ class Watchdog:
             try:
                 post_alerts(url, firing + resolved)
             except AlertmanagerError as exc:
-                self.metrics.alertmanager_errors.inc()
+                self.metrics.alertmanager_errors_total.inc()
                 level = logging.DEBUG if self._alertmanager_failing else logging.ERROR
                 log.log(level, "watchdog: alerts not delivered, will retry: %s", exc)
                 self._alertmanager_failing = True
                 return
             self._alertmanager_failing = False
-            self.metrics.alerts_sent.labels("firing").inc(len(firing))
-            self.metrics.alerts_sent.labels("resolved").inc(len(resolved))
+            self.metrics.alerts_sent_total.labels("firing").inc(len(firing))
+            self.metrics.alerts_sent_total.labels("resolved").inc(len(resolved))
         # Delivered (or no Alertmanager to tell): resolutions are done with.
         if resolved:
             with self._connect() as conn, conn.transaction():

@@ -8,8 +8,7 @@ here, the intake process only receives, hands over and acknowledges, about as fa
 a bare paho subscriber, and this work runs on another core (docs/benchmarks.md).
 
 The two talk over a pipe, one batch at a time:
-- intake -> writer: a list of `(topic, payload, received_at)`, `received_at` in POSIX
-  seconds; None to stop;
+- intake -> writer: a list of `RawMessage`s; None to stop;
 - writer -> intake: the batch's `WriteResult` once it is committed, or a
   `DatabaseFailure` (nothing of the batch was written; the intake retries it).
 The writer process owns its database connection. It ignores SIGINT and SIGTERM (the
@@ -32,11 +31,13 @@ import psycopg
 
 from collector.config import CollectorSettings
 from collector.decode import Decoder, Limits
-from collector.ingest import BatchWriter, Inbound, WriteResult
+from collector.ingest import BatchWriter, WriteResult
 from contract.process import configure_logging
 
-# (topic, payload, received_at in POSIX seconds): one message as the writer gets it.
-Message = tuple[str, bytes, float]
+# One received message as it crosses the pipe: (topic, payload, received_at in POSIX
+# seconds). A plain tuple because pickling one costs the intake process least; the
+# writer decodes it into a `DecodedMessage`.
+RawMessage = tuple[str, bytes, float]
 
 # Allocations between two young-generation collections (CPython's default: 700).
 GC_GEN0_THRESHOLD = 100_000
@@ -81,7 +82,7 @@ def serve(settings: CollectorSettings, pipe: Connection) -> None:
     try:
         while True:
             try:
-                messages: list[Message] | None = pipe.recv()
+                messages: list[RawMessage] | None = pipe.recv()
             except EOFError:
                 return
             if messages is None:
@@ -110,13 +111,12 @@ class _Writer:
         )
         self._conn: psycopg.Connection[Any] | None = None
 
-    def write(self, messages: list[Message]) -> WriteResult | DatabaseFailure:
-        batch = []
-        for topic, payload, at in messages:
-            received_at = datetime.fromtimestamp(at, UTC)
-            batch.append(
-                Inbound(received_at, payload, self.decoder.decode(topic, payload, received_at))
-            )
+    def write(self, messages: list[RawMessage]) -> WriteResult | DatabaseFailure:
+        decode = self.decoder.decode
+        batch = [
+            decode(topic, payload, datetime.fromtimestamp(at, UTC))
+            for topic, payload, at in messages
+        ]
         try:
             return BatchWriter(self._connection()).write(batch, datetime.now(UTC))
         except psycopg.Error as exc:
@@ -163,7 +163,7 @@ class WriterProcess:
         theirs.close()  # so that its death reads as EOF here
         self._pipe = ours
 
-    def write(self, messages: list[Message]) -> WriteResult:
+    def write(self, messages: list[RawMessage]) -> WriteResult:
         """Commits the batch through the writer process. Raises DatabaseUnavailableError
         when the database failed it (nothing was written) and WriterDiedError when the
         process died with it, committed or not (a new process starts at the next call;

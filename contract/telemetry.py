@@ -1,14 +1,10 @@
 """Telemetry and status payloads (seed section 2.2, plus `seq` and the power fields).
 
-Sign conventions, seen from the site's AC bus:
-- `grid.power_w`: + import from the grid, - export to it;
-- `battery.power_w`: + discharging into the site, - charging;
-- `solar.power_w` and `load.power_w`: >= 0.
-So `load = solar + grid + battery` on a well-measured site.
-
-Bounds on the value fields are physical plausibility limits for a home system: a value
-outside them is an impossible reading, not a schema slip, and the collector files it
-under its own dead-letter reason (see `IMPLAUSIBLE_ERROR_TYPES`).
+The sample's fields, their bounds and sign conventions are declared in
+`contract.fields`; the sample's TypedDicts are built from that table here. Bounds on the
+value fields are physical plausibility limits: a value outside them is an impossible
+reading, not a schema slip, and the collector files it under its own dead-letter reason
+(see `IMPLAUSIBLE_ERROR_TYPES`).
 
 The payloads are TypedDicts validated by pydantic TypeAdapters (`TELEMETRY_SAMPLE`,
 `TELEMETRY_BATCH`, `NODE_STATUS`), not BaseModels: the collector validates tens of
@@ -19,24 +15,30 @@ Optional keys may be absent: read them with `.get()`.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, NotRequired
+from typing import Annotated, Any, Literal, NotRequired
 
-from pydantic import AwareDatetime, ConfigDict, Field, StringConstraints, TypeAdapter, with_config
+from pydantic import AwareDatetime, ConfigDict, Field, TypeAdapter, with_config
 
 # pydantic needs typing_extensions' TypedDict before Python 3.12.
 from typing_extensions import TypedDict
 
-from contract.topics import NODE_ID_PATTERN
+from contract.fields import FIELDS, MAX_POWER_W, OPTIONAL_PARTS, NodeId, ShortText
 
-MAX_POWER_W = 100_000.0
-MAX_BATTERY_VOLTAGE = 1_500.0
-MAX_ABS_PRICE_PER_KWH = 100.0
+# Imported from here by the settings and command contracts.
+__all__ = [
+    "IMPLAUSIBLE_ERROR_TYPES",
+    "MAX_POWER_W",
+    "MAX_SAMPLES_PER_BATCH",
+    "NODE_STATUS",
+    "PAYLOAD_CONFIG",
+    "TELEMETRY_BATCH",
+    "TELEMETRY_SAMPLE",
+    "NodeId",
+    "NodeStatus",
+    "TelemetrySample",
+]
+
 MAX_SAMPLES_PER_BATCH = 1_000
-
-NodeId = Annotated[str, StringConstraints(pattern=NODE_ID_PATTERN)]
-PowerW = Annotated[float, Field(ge=-MAX_POWER_W, le=MAX_POWER_W)]
-NonNegativePowerW = Annotated[float, Field(ge=0, le=MAX_POWER_W)]
-ShortText = Annotated[str, StringConstraints(max_length=64)]
 
 # pydantic error types that mean "a number outside its physical range".
 IMPLAUSIBLE_ERROR_TYPES = frozenset(
@@ -47,57 +49,46 @@ IMPLAUSIBLE_ERROR_TYPES = frozenset(
 # NaN and infinity are not readings.
 PAYLOAD_CONFIG = ConfigDict(extra="ignore", allow_inf_nan=False)
 
-
-@with_config(PAYLOAD_CONFIG)
-class Battery(TypedDict):
-    soc_percent: Annotated[float, Field(ge=0, le=100)]
-    voltage: NotRequired[Annotated[float, Field(ge=0, le=MAX_BATTERY_VOLTAGE)] | None]
-    power_w: NotRequired[PowerW | None]
+# A validated sample: nested dicts, keyed as the fields' wire paths say. Typed loosely
+# because its shape is generated from `contract.fields`; code reads its parts through
+# the getters generated from the same table (`collector.telemetry_row`).
+TelemetrySample = dict[str, Any]
 
 
-@with_config(PAYLOAD_CONFIG)
-class Solar(TypedDict):
-    power_w: NonNegativePowerW
+def _typed_dict(name: str, items: dict[str, Any], doc: str | None = None) -> Any:
+    # The functional form, because the keys come from the table; the same schema, and so
+    # the same validation speed, as a class statement.
+    typed_dict = TypedDict(name, items)  # type: ignore[misc]
+    typed_dict.__doc__ = doc
+    return with_config(PAYLOAD_CONFIG)(typed_dict)
 
 
-@with_config(PAYLOAD_CONFIG)
-class Grid(TypedDict):
-    current_price: Annotated[float, Field(ge=-MAX_ABS_PRICE_PER_KWH, le=MAX_ABS_PRICE_PER_KWH)]
-    mode: ShortText
-    power_w: NotRequired[PowerW | None]
+def _sample_type() -> Any:
+    top: dict[str, Any] = {}
+    parts: dict[str, dict[str, Any]] = {}
+    for field in FIELDS:
+        if field.wire is None:
+            continue
+        value_type = field.wire_type if field.required else NotRequired[field.wire_type | None]
+        if field.part is None:
+            top[field.key] = value_type
+        else:
+            parts.setdefault(field.part, {})[field.key] = value_type
+    for part, items in parts.items():
+        part_type = _typed_dict(part.capitalize(), items)
+        top[part] = NotRequired[part_type | None] if part in OPTIONAL_PARTS else part_type
+    return _typed_dict(
+        "TelemetrySample", top, "One reading of a site, published on `nodes/{node_id}/telemetry`."
+    )
 
 
-@with_config(PAYLOAD_CONFIG)
-class Load(TypedDict):
-    power_w: NonNegativePowerW
-
-
-@with_config(PAYLOAD_CONFIG)
-class Optimizer(TypedDict):
-    latest_decision: Annotated[str, StringConstraints(max_length=500)]
-    daily_savings_pln: NotRequired[float | None]
-    daily_cost_pln: NotRequired[float | None]
-
-
-@with_config(PAYLOAD_CONFIG)
-class TelemetrySample(TypedDict):
-    """One reading of a site, published on `nodes/{node_id}/telemetry`."""
-
-    node_id: NodeId
-    timestamp: AwareDatetime
-    seq: Annotated[int, Field(ge=0)]
-    battery: Battery
-    solar: Solar
-    grid: Grid
-    load: NotRequired[Load | None]
-    optimizer: NotRequired[Optimizer | None]
-
-
-@with_config(PAYLOAD_CONFIG)
-class TelemetryBatch(TypedDict):
-    """A replay of buffered samples, oldest first: `{"samples": [...]}`."""
-
-    samples: Annotated[list[TelemetrySample], Field(min_length=1, max_length=MAX_SAMPLES_PER_BATCH)]
+_SAMPLE = _sample_type()
+_SAMPLES = list[_SAMPLE]  # type: ignore[valid-type]
+_BATCH = _typed_dict(
+    "TelemetryBatch",
+    {"samples": Annotated[_SAMPLES, Field(min_length=1, max_length=MAX_SAMPLES_PER_BATCH)]},
+    'A replay of buffered samples, oldest first: `{"samples": [...]}`.',
+)
 
 
 @with_config(PAYLOAD_CONFIG)
@@ -109,6 +100,6 @@ class NodeStatus(TypedDict):
     agent_version: NotRequired[ShortText | None]
 
 
-TELEMETRY_SAMPLE = TypeAdapter(TelemetrySample)
-TELEMETRY_BATCH = TypeAdapter(TelemetryBatch)
+TELEMETRY_SAMPLE: TypeAdapter[TelemetrySample] = TypeAdapter(_SAMPLE)
+TELEMETRY_BATCH: TypeAdapter[dict[str, list[TelemetrySample]]] = TypeAdapter(_BATCH)
 NODE_STATUS = TypeAdapter(NodeStatus)

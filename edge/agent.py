@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -14,6 +15,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 from pymodbus.client import ModbusSerialClient, ModbusTcpClient
 
+from contract.fields import GRID_PRICE, LOAD_POWER_W, NODE_ID, TS, wire_body
 from contract.telemetry import TELEMETRY_SAMPLE
 from edge.buffer import SampleBuffer
 from edge.commands import CommandHandler, LogRing, SeenCommands
@@ -27,7 +29,6 @@ from edge.status_page import EdgeMetrics, StatusServer
 
 log = logging.getLogger(__name__)
 
-STORAGE_MODES = {1: "FORCE_CHARGE", 2: "DISCHARGE"}
 PRUNE_EVERY_S = 600.0
 
 
@@ -49,6 +50,21 @@ def modbus_client(settings: EdgeSettings) -> ModbusTcpClient | ModbusSerialClien
         timeout=settings.modbus_timeout_s,
         retries=1,
     )
+
+
+def sample_body(
+    reading: Reading, node_id: str, now: datetime, price_per_kwh: float
+) -> dict[str, Any]:
+    """The telemetry body of a reading (without seq, not validated), nested as the field
+    table (contract/fields.py) says."""
+    values = dataclasses.asdict(reading)  # keyed by column, as the field table is
+    values[NODE_ID.column] = node_id
+    values[TS.column] = now.isoformat()
+    values[GRID_PRICE.column] = price_per_kwh
+    if reading.load_power_w is not None:
+        # AC plus grid power dips below zero by metering noise; a load never does.
+        values[LOAD_POWER_W.column] = max(0.0, reading.load_power_w)
+    return wire_body(values)
 
 
 class Agent:
@@ -213,24 +229,7 @@ class Agent:
 
     def sample(self, reading: Reading, now: datetime) -> dict[str, Any] | None:
         """The contract's telemetry body (without seq), or None if the reading is unusable."""
-        mode = STORAGE_MODES.get(int(reading.storage.get("StorCtl_Mod") or 0), "AUTO")
-        body: dict[str, Any] = {
-            "node_id": self.settings.node_id,
-            "timestamp": now.isoformat(),
-            "battery": {
-                "soc_percent": reading.soc_percent,
-                "voltage": reading.battery_voltage,
-                "power_w": reading.battery_power_w,
-            },
-            "solar": {"power_w": reading.solar_power_w},
-            "grid": {
-                "current_price": self.price_per_kwh(now),
-                "mode": mode,
-                "power_w": reading.grid_power_w,
-            },
-        }
-        if reading.load_power_w is not None:
-            body["load"] = {"power_w": max(0.0, reading.load_power_w)}
+        body = sample_body(reading, self.settings.node_id, now, self.price_per_kwh(now))
         try:
             TELEMETRY_SAMPLE.validate_python({**body, "seq": 0})
         except ValidationError as exc:

@@ -6,6 +6,7 @@ chain; readings apply each point's scale factor. The site's power flows come fro
 - battery: inverter AC power minus PV (a hybrid inverter's AC side carries both);
 - grid: the first meter model (201-204), + import / - export;
 - load: inverter AC power plus grid power.
+contract/fields.py lists, per telemetry field, the points it comes from.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from edge.registers import END_MODEL_ID, SUNS_MARKER, RegisterMap, decode, encod
 MAX_READ = 125  # registers per Modbus read request
 INVERTER_MODELS = (103, 101)
 METER_MODELS = (201, 202, 203, 204)
+# The storage model's StorCtl_Mod as the contract's grid mode; anything else is AUTO.
+STORAGE_MODES = {1: "FORCE_CHARGE", 2: "DISCHARGE"}
 
 
 class InverterError(Exception):
@@ -33,7 +36,8 @@ class InverterError(Exception):
 
 @dataclass(frozen=True)
 class Reading:
-    """One poll of the device, in the contract's units and sign conventions."""
+    """One poll of the device, in the contract's units and sign conventions; each
+    attribute is named as its telemetry column (contract/fields.py)."""
 
     soc_percent: float | None
     battery_voltage: float | None
@@ -41,11 +45,7 @@ class Reading:
     solar_power_w: float | None
     grid_power_w: float | None
     load_power_w: float | None
-    ac_power_w: float | None
-    energy_wh: float | None
-    operating_state: int | None
-    events: int | None
-    storage: dict[str, Any]
+    grid_mode: str
 
 
 class SunSpecDevice:
@@ -191,9 +191,5 @@ class SunSpecDevice:
             solar_power_w=pv,
             grid_power_w=grid,
             load_power_w=None if ac is None or grid is None else ac + grid,
-            ac_power_w=ac,
-            energy_wh=inverter.get("WH"),
-            operating_state=inverter.get("St"),
-            events=inverter.get("Evt1"),
-            storage=storage,
+            grid_mode=STORAGE_MODES.get(int(storage.get("StorCtl_Mod") or 0), "AUTO"),
         )

@@ -5,7 +5,9 @@ tenant's role, whose search_path resolves them to `tenant_view` (its own rows on
 admin organization's logs in as `wattfleet_grafana_admin`, which reads every tenant.
 Panels over ranges longer than a few minutes read the continuous aggregates
 (`telemetry_5m`, `_1h`, `_1d`), never raw rows; raw `telemetry` is read only for the
-latest sample of a node. Hours and days are UTC, like the aggregates.
+latest sample of a node. Hours and days are UTC, like the aggregates. Columns of
+`telemetry`, its aggregates and `optimizer_decisions` are named through the field table
+(`contract.fields`), so a dashboard cannot name one the table does not have.
 """
 
 from __future__ import annotations
@@ -28,6 +30,28 @@ from grafana_foundation_sdk.builders import (
 from grafana_foundation_sdk.models import dashboard as model
 from grafana_foundation_sdk.models.common import GraphDrawStyle, TimeZoneUtc
 
+from contract.fields import (
+    BATTERY_POWER_W,
+    BUCKET,
+    COST,
+    DECISION,
+    GRID_EXPORT_KWH,
+    GRID_IMPORT_KWH,
+    GRID_MODE,
+    GRID_ONLY_COST,
+    GRID_POWER_W,
+    GRID_PRICE,
+    LOAD_KWH,
+    LOAD_POWER_W,
+    PV_KWH,
+    SAVINGS,
+    SOC_AVG,
+    SOC_MAX,
+    SOC_MIN,
+    SOC_PERCENT,
+    SOLAR_POWER_W,
+    TS,
+)
 from grafana.datasources import (
     ALERTMANAGER_UID,
     PROMETHEUS_UID,
@@ -96,10 +120,10 @@ def _node_variable(multi: bool) -> dashboard.QueryVariable:
 
 # -- Fleet overview (admin) ---------------------------------------------------------------
 
-LATEST_POWER = """
-SELECT coalesce(sum({column}), 0) AS "W" FROM (
-    SELECT DISTINCT ON (node_id) node_id, {column} FROM telemetry
-    WHERE ts > now() - interval '15 minutes' ORDER BY node_id, ts DESC
+LATEST_POWER = f"""
+SELECT coalesce(sum({{column}}), 0) AS "W" FROM (
+    SELECT DISTINCT ON (node_id) node_id, {{column}} FROM telemetry
+    WHERE {TS.column} > now() - interval '15 minutes' ORDER BY node_id, {TS.column} DESC
 ) latest
 """
 
@@ -113,19 +137,21 @@ def fleet_overview() -> dashboard.Dashboard:
         _base("wattfleet-fleet", "Fleet overview", "Every site: who is online, power, savings.")
         .with_panel(_sql_stat("Nodes online", counts.format(state="online")))
         .with_panel(_sql_stat("Nodes offline", counts.format(state="offline")))
-        .with_panel(_sql_stat("PV power now", LATEST_POWER.format(column="solar_power_w"), "watt"))
+        .with_panel(
+            _sql_stat("PV power now", LATEST_POWER.format(column=SOLAR_POWER_W.column), "watt")
+        )
         .with_panel(
             _sql_stat(
                 "Battery power now (+ discharging)",
-                LATEST_POWER.format(column="battery_power_w"),
+                LATEST_POWER.format(column=BATTERY_POWER_W.column),
                 "watt",
             )
         )
         .with_panel(
             _sql_stat(
                 "Fleet savings today",
-                "SELECT coalesce(sum(savings), 0) AS savings FROM telemetry_5m"
-                " WHERE bucket >= date_trunc('day', now())",
+                f"SELECT coalesce(sum({SAVINGS.column}), 0) AS savings FROM telemetry_5m"
+                f" WHERE {BUCKET.column} >= date_trunc('day', now())",
                 "currencyPLN",
                 2,
             )
@@ -133,8 +159,8 @@ def fleet_overview() -> dashboard.Dashboard:
         .with_panel(
             _sql_stat(
                 "Fleet savings this month",
-                "SELECT coalesce(sum(savings), 0) AS savings FROM telemetry_1h"
-                " WHERE bucket >= date_trunc('month', now())",
+                f"SELECT coalesce(sum({SAVINGS.column}), 0) AS savings FROM telemetry_1h"
+                f" WHERE {BUCKET.column} >= date_trunc('month', now())",
                 "currencyPLN",
                 2,
             )
@@ -200,11 +226,19 @@ def _series(title: str, sql: str, unit: str, bars: bool = False) -> timeseries.P
 
 def _site_series(columns: str) -> str:
     return f"""
-    SELECT $__timeGroupAlias(bucket, $__interval), {columns}
+    SELECT $__timeGroupAlias({BUCKET.column}, $__interval), {columns}
     FROM telemetry_5m
-    WHERE $__timeFilter(bucket) AND {NODE_FILTER_ONE}
+    WHERE $__timeFilter({BUCKET.column}) AND {NODE_FILTER_ONE}
     GROUP BY 1 ORDER BY 1
     """
+
+
+def _latest(column: str, alias: str) -> str:
+    """The node's latest raw sample's `column`, as `alias` (SQL, quoted if need be)."""
+    return (
+        f"SELECT {column} AS {alias} FROM telemetry WHERE {NODE_FILTER_ONE}"
+        f" ORDER BY {TS.column} DESC LIMIT 1"
+    )
 
 
 def site() -> dashboard.Dashboard:
@@ -219,31 +253,9 @@ def site() -> dashboard.Dashboard:
                 "dateTimeFromNow",
             )
         )
-        .with_panel(
-            _sql_stat(
-                "Battery",
-                f'SELECT soc_percent AS "SOC" FROM telemetry WHERE {NODE_FILTER_ONE}'
-                " ORDER BY ts DESC LIMIT 1",
-                "percent",
-                1,
-            )
-        )
-        .with_panel(
-            _sql_stat(
-                "Grid mode",
-                f"SELECT grid_mode AS mode FROM telemetry WHERE {NODE_FILTER_ONE}"
-                " ORDER BY ts DESC LIMIT 1",
-            )
-        )
-        .with_panel(
-            _sql_stat(
-                "Price now",
-                f"SELECT grid_price AS price FROM telemetry WHERE {NODE_FILTER_ONE}"
-                " ORDER BY ts DESC LIMIT 1",
-                "currencyPLN",
-                2,
-            )
-        )
+        .with_panel(_sql_stat("Battery", _latest(SOC_PERCENT.column, '"SOC"'), "percent", 1))
+        .with_panel(_sql_stat("Grid mode", _latest(GRID_MODE.column, "mode")))
+        .with_panel(_sql_stat("Price now", _latest(GRID_PRICE.column, "price"), "currencyPLN", 2))
         .with_panel(
             _sql_stat(
                 "Agent version",
@@ -253,7 +265,10 @@ def site() -> dashboard.Dashboard:
         .with_panel(
             _series(
                 "Battery state of charge",
-                _site_series('avg(soc_avg) AS "SOC", min(soc_min) AS "min", max(soc_max) AS "max"'),
+                _site_series(
+                    f'avg({SOC_AVG.column}) AS "SOC", min({SOC_MIN.column}) AS "min",'
+                    f' max({SOC_MAX.column}) AS "max"'
+                ),
                 "percent",
             )
         )
@@ -261,9 +276,9 @@ def site() -> dashboard.Dashboard:
             _series(
                 "Power",
                 _site_series(
-                    'avg(solar_power_w) AS "PV", avg(load_power_w) AS "load",'
-                    ' avg(grid_power_w) AS "grid (+ import)",'
-                    ' avg(battery_power_w) AS "battery (+ discharge)"'
+                    f'avg({SOLAR_POWER_W.column}) AS "PV", avg({LOAD_POWER_W.column}) AS "load",'
+                    f' avg({GRID_POWER_W.column}) AS "grid (+ import)",'
+                    f' avg({BATTERY_POWER_W.column}) AS "battery (+ discharge)"'
                 ),
                 "watt",
             )
@@ -271,13 +286,18 @@ def site() -> dashboard.Dashboard:
         .with_panel(
             _series(
                 "Grid import / export",
-                _site_series('sum(grid_import_kwh) AS "import", -sum(grid_export_kwh) AS "export"'),
+                _site_series(
+                    f'sum({GRID_IMPORT_KWH.column}) AS "import",'
+                    f' -sum({GRID_EXPORT_KWH.column}) AS "export"'
+                ),
                 "kwatth",
                 bars=True,
             )
         )
         .with_panel(
-            _series("Grid price", _site_series('avg(grid_price) AS "price"'), "currencyPLN")
+            _series(
+                "Grid price", _site_series(f'avg({GRID_PRICE.column}) AS "price"'), "currencyPLN"
+            )
         )
         .with_panel(
             statetimeline.Panel()
@@ -286,8 +306,8 @@ def site() -> dashboard.Dashboard:
             .with_target(
                 Sql(
                     f"""
-                    SELECT ts AS time, decision FROM optimizer_decisions
-                    WHERE $__timeFilter(ts) AND {NODE_FILTER_ONE} ORDER BY ts
+                    SELECT {TS.column} AS time, {DECISION.column} FROM optimizer_decisions
+                    WHERE $__timeFilter({TS.column}) AND {NODE_FILTER_ONE} ORDER BY {TS.column}
                     """
                 ).time_series()
             )
@@ -331,8 +351,8 @@ def site() -> dashboard.Dashboard:
 # -- Savings and costs (every org) --------------------------------------------------------
 
 PEAK = (
-    "CASE WHEN extract(hour FROM bucket) >= $peak_start AND extract(hour FROM bucket) < $peak_end"
-    " THEN 'peak' ELSE 'off-peak' END"
+    f"CASE WHEN extract(hour FROM {BUCKET.column}) >= $peak_start"
+    f" AND extract(hour FROM {BUCKET.column}) < $peak_end THEN 'peak' ELSE 'off-peak' END"
 )
 
 
@@ -346,9 +366,12 @@ def _constant(name: str, value: str, label: str) -> dashboard.CustomVariable:
 
 
 def savings() -> dashboard.Dashboard:
+    bucket, pv_kwh, load_kwh = BUCKET.column, PV_KWH.column, LOAD_KWH.column
+    grid_import_kwh, grid_export_kwh = GRID_IMPORT_KWH.column, GRID_EXPORT_KWH.column
+    cost, grid_only_cost, savings = COST.column, GRID_ONLY_COST.column, SAVINGS.column
     totals = f"""
     SELECT coalesce(sum({{column}}), 0) AS value FROM telemetry_1h
-    WHERE $__timeFilter(bucket) AND {NODE_FILTER_MANY}
+    WHERE $__timeFilter({bucket}) AND {NODE_FILTER_MANY}
     """
     return (
         _base(
@@ -360,24 +383,24 @@ def savings() -> dashboard.Dashboard:
         .with_variable(_node_variable(multi=True))
         .with_variable(_constant("peak_start", "17", "Peak from (UTC hour)"))
         .with_variable(_constant("peak_end", "21", "Peak until (UTC hour)"))
-        .with_panel(_sql_stat("Savings", totals.format(column="savings"), "currencyPLN", 2))
-        .with_panel(_sql_stat("Cost", totals.format(column="cost"), "currencyPLN", 2))
+        .with_panel(_sql_stat("Savings", totals.format(column=savings), "currencyPLN", 2))
+        .with_panel(_sql_stat("Cost", totals.format(column=cost), "currencyPLN", 2))
         .with_panel(
-            _sql_stat("Grid-only cost", totals.format(column="grid_only_cost"), "currencyPLN", 2)
+            _sql_stat("Grid-only cost", totals.format(column=grid_only_cost), "currencyPLN", 2)
         )
         .with_panel(
             _sql_stat(
                 "Saved vs grid-only",
                 f"""
-                SELECT 100 * sum(savings) / nullif(sum(grid_only_cost), 0) AS "saved %"
-                FROM telemetry_1h WHERE $__timeFilter(bucket) AND {NODE_FILTER_MANY}
+                SELECT 100 * sum({savings}) / nullif(sum({grid_only_cost}), 0) AS "saved %"
+                FROM telemetry_1h WHERE $__timeFilter({bucket}) AND {NODE_FILTER_MANY}
                 """,
                 "percent",
                 1,
             )
         )
-        .with_panel(_sql_stat("PV energy", totals.format(column="pv_kwh"), "kwatth", 1))
-        .with_panel(_sql_stat("Grid import", totals.format(column="grid_import_kwh"), "kwatth", 1))
+        .with_panel(_sql_stat("PV energy", totals.format(column=pv_kwh), "kwatth", 1))
+        .with_panel(_sql_stat("Grid import", totals.format(column=grid_import_kwh), "kwatth", 1))
         .with_panel(
             barchart.Panel()
             .title("Energy per day")
@@ -385,9 +408,10 @@ def savings() -> dashboard.Dashboard:
             .with_target(
                 Sql(
                     f"""
-                    SELECT bucket AS time, sum(pv_kwh) AS "PV", sum(grid_import_kwh) AS "import",
-                        sum(grid_export_kwh) AS "export", sum(load_kwh) AS "load"
-                    FROM telemetry_1d WHERE $__timeFilter(bucket) AND {NODE_FILTER_MANY}
+                    SELECT {bucket} AS time, sum({pv_kwh}) AS "PV",
+                        sum({grid_import_kwh}) AS "import", sum({grid_export_kwh}) AS "export",
+                        sum({load_kwh}) AS "load"
+                    FROM telemetry_1d WHERE $__timeFilter({bucket}) AND {NODE_FILTER_MANY}
                     GROUP BY 1 ORDER BY 1
                     """
                 )
@@ -403,9 +427,9 @@ def savings() -> dashboard.Dashboard:
             .with_target(
                 Sql(
                     f"""
-                    SELECT bucket AS time, sum(cost) AS "cost",
-                        sum(grid_only_cost) AS "grid-only cost", sum(savings) AS "savings"
-                    FROM telemetry_1d WHERE $__timeFilter(bucket) AND {NODE_FILTER_MANY}
+                    SELECT {bucket} AS time, sum({cost}) AS "cost",
+                        sum({grid_only_cost}) AS "grid-only cost", sum({savings}) AS "savings"
+                    FROM telemetry_1d WHERE $__timeFilter({bucket}) AND {NODE_FILTER_MANY}
                     GROUP BY 1 ORDER BY 1
                     """
                 )
@@ -421,13 +445,13 @@ def savings() -> dashboard.Dashboard:
             .with_target(
                 Sql(
                     f"""
-                    SELECT to_char(date_trunc('month', bucket), 'YYYY-MM') AS month,
-                        sum(pv_kwh) AS "PV kWh", sum(grid_import_kwh) AS "import kWh",
-                        sum(grid_export_kwh) AS "export kWh", sum(load_kwh) AS "load kWh",
-                        sum(cost) AS cost, sum(grid_only_cost) AS "grid-only cost",
-                        sum(savings) AS savings,
-                        100 * sum(savings) / nullif(sum(grid_only_cost), 0) AS "saved %"
-                    FROM telemetry_1d WHERE $__timeFilter(bucket) AND {NODE_FILTER_MANY}
+                    SELECT to_char(date_trunc('month', {bucket}), 'YYYY-MM') AS month,
+                        sum({pv_kwh}) AS "PV kWh", sum({grid_import_kwh}) AS "import kWh",
+                        sum({grid_export_kwh}) AS "export kWh", sum({load_kwh}) AS "load kWh",
+                        sum({cost}) AS cost, sum({grid_only_cost}) AS "grid-only cost",
+                        sum({savings}) AS savings,
+                        100 * sum({savings}) / nullif(sum({grid_only_cost}), 0) AS "saved %"
+                    FROM telemetry_1d WHERE $__timeFilter({bucket}) AND {NODE_FILTER_MANY}
                     GROUP BY 1 ORDER BY 1
                     """
                 )
@@ -442,10 +466,10 @@ def savings() -> dashboard.Dashboard:
             .with_target(
                 Sql(
                     f"""
-                    SELECT {PEAK} AS period, sum(grid_import_kwh) AS "import kWh",
-                        sum(grid_export_kwh) AS "export kWh", sum(cost) AS cost,
-                        sum(grid_only_cost) AS "grid-only cost", sum(savings) AS savings
-                    FROM telemetry_1h WHERE $__timeFilter(bucket) AND {NODE_FILTER_MANY}
+                    SELECT {PEAK} AS period, sum({grid_import_kwh}) AS "import kWh",
+                        sum({grid_export_kwh}) AS "export kWh", sum({cost}) AS cost,
+                        sum({grid_only_cost}) AS "grid-only cost", sum({savings}) AS savings
+                    FROM telemetry_1h WHERE $__timeFilter({bucket}) AND {NODE_FILTER_MANY}
                     GROUP BY 1 ORDER BY 1
                     """
                 )

@@ -7,25 +7,26 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from collector.decode import Decoder, Limits
-from collector.ingest import BatchWriter, Inbound
+from collector.decode import DecodedMessage, Decoder, Limits
+from collector.ingest import BatchWriter
 from contract import topics
 from tests.support.fleet import create_node, create_tenant, sample
 
 pytestmark = pytest.mark.integration
 
 
-def _batch(node_id: str, seqs: list[int], start: datetime, received_at: datetime) -> list[Inbound]:
+def _batch(
+    node_id: str, seqs: list[int], start: datetime, received_at: datetime
+) -> list[DecodedMessage]:
     decoder = Decoder(Limits())
     out = []
     for seq in seqs:
         payload = json.dumps(sample(node_id, seq, start + timedelta(seconds=5 * seq))).encode()
-        decoded = decoder.decode(topics.telemetry(node_id), payload, received_at)
-        out.append(Inbound(received_at, payload, decoded))
+        out.append(decoder.decode(topics.telemetry(node_id), payload, received_at))
     return out
 
 
-def _write(database, batch: list[Inbound]):
+def _write(database, batch: list[DecodedMessage]):
     with database.connect() as conn:
         return BatchWriter(conn).write(batch, datetime.now(UTC))
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from collector.decode import KEPT_PAYLOAD_BYTES, Decoder, Limits, Reason
-from collector.telemetry_row import SEQ, TELEMETRY_COLUMNS
+from collector.telemetry_row import DECISION_SIGHTING_COLUMNS, SEQ_INDEX, TELEMETRY_COLUMNS
 from tests.support.fleet import sample
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
@@ -28,7 +28,15 @@ def test_valid_sample_is_accepted_as_live_as_its_telemetry_row():
     row = [ts, "n1", None, 3, 53.0, 52.1, -300.0, 1500.0, 200.0, 1400.0, 0.55, mode, NOW]
     assert out.rows == [row]
     assert len(row) == len(TELEMETRY_COLUMNS)
-    assert out.decisions == [(ts, "charge from PV", 1.5, 0.4, mode)]
+    assert [dict(zip(DECISION_SIGHTING_COLUMNS, d, strict=True)) for d in out.decisions] == [
+        {
+            "ts": ts,
+            "decision": "charge from PV",
+            "grid_mode": mode,
+            "daily_savings": 1.5,
+            "daily_cost": 0.4,
+        }
+    ]
     assert out.live
     assert not out.dead
 
@@ -61,7 +69,7 @@ def test_optional_parts_absent_are_null_in_the_row():
 def test_replay_batch_is_not_live():
     batch = {"samples": [sample("n1", i, NOW - timedelta(hours=1, seconds=-i)) for i in range(3)]}
     out = _decode(batch)
-    assert [r[SEQ] for r in out.rows] == [0, 1, 2]
+    assert [r[SEQ_INDEX] for r in out.rows] == [0, 1, 2]
     assert not out.live
 
 

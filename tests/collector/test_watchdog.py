@@ -170,7 +170,7 @@ def test_undelivered_resolution_is_sent_again(database, alerting):
     leader_round(unreachable)
     seen(database, node, clock.now)
     assert len(mine(leader_round(unreachable).resolved, node)) == 1
-    assert unreachable.metrics.alertmanager_errors._value.get() == 2
+    assert unreachable.metrics.alertmanager_errors_total._value.get() == 2
     # Still pending: the next round (here, with Alertmanager back) sends it again.
     assert len(mine(leader_round(watchdog(database, clock, manager.url)).resolved, node)) == 1
     with database.connect() as conn:

@@ -53,26 +53,30 @@ def test_reading_matches_the_registers_after_scaling(device):
     strings = [_raw(device, models[160] + 8 + 20 * i + 11)[0] for i in range(2)]
     assert reading.soc_percent == pytest.approx(soc) == pytest.approx(62.5)
     assert reading.battery_voltage == pytest.approx(volts)
-    assert reading.ac_power_w == pytest.approx(ac_w)
     assert reading.grid_power_w == pytest.approx(grid)
     assert reading.solar_power_w == pytest.approx(sum(strings))
     assert reading.solar_power_w > 1000  # noon
     assert reading.battery_power_w == pytest.approx(ac_w - sum(strings))
     assert reading.load_power_w == pytest.approx(ac_w + grid)
     assert reading.load_power_w > 0
+    assert reading.grid_mode == "AUTO"  # StorCtl_Mod 0: the inverter decides
 
 
 def test_storage_controls_change_the_simulated_battery(device):
     device.discover()
     device.write(124, {"InWRte": 40.0, "StorCtl_Mod": 1})  # charge at 40 % of WChaMax
     reading = device.reading()
-    assert reading.storage["StorCtl_Mod"] == 1
-    assert reading.storage["InWRte"] == pytest.approx(40.0)
-    assert reading.storage["ChaSt"] == 4  # charging
-    assert reading.battery_power_w == pytest.approx(-0.4 * reading.storage["WChaMax"], abs=2)
+    storage = device.read_model(124)
+    assert reading.grid_mode == "FORCE_CHARGE"
+    assert storage["StorCtl_Mod"] == 1
+    assert storage["InWRte"] == pytest.approx(40.0)
+    assert storage["ChaSt"] == 4  # charging
+    assert reading.battery_power_w == pytest.approx(-0.4 * storage["WChaMax"], abs=2)
 
     device.write(124, {"OutWRte": 20.0, "StorCtl_Mod": 2})
-    assert device.reading().battery_power_w == pytest.approx(1000, abs=2)
+    reading = device.reading()
+    assert reading.grid_mode == "DISCHARGE"
+    assert reading.battery_power_w == pytest.approx(1000, abs=2)
 
 
 def test_read_only_points_and_missing_devices_are_refused(device, simulator):

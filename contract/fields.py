@@ -1,0 +1,330 @@
+"""Every telemetry field, declared once: where it sits in the MQTT sample, the column it
+is stored in, its unit, type and bounds, how the continuous aggregates roll it up, and
+where its value comes from (a SunSpec point, a derivation, the agent, the collector).
+
+Everything else derives from this table instead of spelling the fields out again:
+- the edge agent nests a reading into the wire body with `wire_body()`;
+- `contract.telemetry` builds the sample's validation (TypedDicts) from `FIELDS`;
+- `collector.telemetry_row` compiles the row and decision getters from `TELEMETRY` and
+  `DECISIONS`, and the writer's COPY column list comes from there;
+- `grafana.dashboards` names columns through the constants below;
+- the migrations stay frozen snapshots, and tests/timescale/test_field_columns.py checks
+  that the `telemetry` table, each continuous aggregate and `optimizer_decisions` have
+  exactly the columns this table says.
+
+Names change on the way only here: a field's `wire` path is what agents send (kept as
+the seed schema named it, so agents in the field keep working) and its `column` is
+what it is stored and queried as (`grid.current_price` -> `grid_price`,
+`battery.voltage` -> `battery_voltage`, `optimizer.daily_savings_pln` ->
+`daily_savings`, `timestamp` -> `ts`).
+
+Sign conventions, seen from the site's AC bus: `grid_power_w` + import, - export;
+`battery_power_w` + discharging into the site, - charging; solar and load >= 0; so
+`load = solar + grid + battery` on a well-measured site. Bounds are physical
+plausibility limits for a home system: a value outside them is an impossible reading,
+which the collector files under its own dead-letter reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Annotated, Any, NamedTuple
+
+from pydantic import AwareDatetime, Field, StringConstraints
+
+from contract.topics import NODE_ID_PATTERN
+
+MAX_POWER_W = 100_000.0
+MAX_BATTERY_VOLTAGE = 1_500.0
+MAX_ABS_PRICE_PER_KWH = 100.0
+
+NodeId = Annotated[str, StringConstraints(pattern=NODE_ID_PATTERN)]
+PowerW = Annotated[float, Field(ge=-MAX_POWER_W, le=MAX_POWER_W)]
+NonNegativePowerW = Annotated[float, Field(ge=0, le=MAX_POWER_W)]
+ShortText = Annotated[str, StringConstraints(max_length=64)]
+
+# Parts of the sample an agent may leave out or send as null: a site without a load
+# reading, an agent without an optimizer.
+OPTIONAL_PARTS = frozenset({"load", "optimizer"})
+
+
+class Rollup(StrEnum):
+    """How an aggregate column is computed in `telemetry_5m` and rolled up into
+    `telemetry_1h` and `telemetry_1d`."""
+
+    BUCKET = "bucket"  # time_bucket() of the sample time: 5 minutes, 1 hour, 1 day
+    KEY = "key"  # grouped by
+    COUNT = "count"  # samples in the bucket; summed up the hierarchy
+    MEAN = "mean"  # avg(); the coarser aggregates average the finer means
+    MIN = "min"
+    MAX = "max"
+    # kWh: the bucket's mean power times its length (a 5-minute bucket with samples
+    # stands for the whole bucket); summed up the hierarchy.
+    ENERGY = "energy"
+    # Money at each sample's grid price (mean of power x price, times the bucket's
+    # length); summed up the hierarchy.
+    MONEY = "money"
+
+
+@dataclass(frozen=True, slots=True)
+class Aggregate:
+    """One column of the continuous aggregates. `column` None: the field's own column
+    name (its mean is stored under the name of what it averages)."""
+
+    rollup: Rollup
+    column: str | None = None
+    of: str = ""  # what exactly, when the rollup alone does not say
+
+
+class Point(NamedTuple):
+    """A SunSpec point: its model id and its name in edge/sunspec.yaml."""
+
+    model: int
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetryField:
+    """One field of a telemetry sample and of the tables it is stored in."""
+
+    column: str  # its column in `telemetry` and/or `optimizer_decisions`
+    wire: str | None  # dotted path in the MQTT sample; None: stamped by the collector
+    wire_type: Any  # the type on the wire, with its bounds (pydantic)
+    pg_type: str  # the column's type, as psycopg's binary COPY names it
+    unit: str  # "" for none
+    source: str  # where its value comes from
+    required: bool = True  # on the wire; an optional key may be absent or null
+    sunspec: tuple[Point, ...] = ()  # the SunSpec points the edge reads it from
+    aggregates: tuple[Aggregate, ...] = ()
+
+    @property
+    def part(self) -> str | None:
+        """The sample part it sits in (`battery`), None for a top-level key."""
+        if self.wire is None or "." not in self.wire:
+            return None
+        return self.wire.split(".", 1)[0]
+
+    @property
+    def key(self) -> str:
+        """Its key within its part (or within the sample, for a top-level field)."""
+        assert self.wire is not None, f"{self.column} is not on the wire"
+        return self.wire.rsplit(".", 1)[-1]
+
+
+# -- Aggregate columns named apart from their field (a MEAN keeps the field's name) --------
+
+BUCKET = Aggregate(Rollup.BUCKET, "bucket")
+SAMPLE_COUNT = Aggregate(Rollup.COUNT, "sample_count")
+SOC_AVG = Aggregate(Rollup.MEAN, "soc_avg")
+SOC_MIN = Aggregate(Rollup.MIN, "soc_min")
+SOC_MAX = Aggregate(Rollup.MAX, "soc_max")
+PV_KWH = Aggregate(Rollup.ENERGY, "pv_kwh")
+GRID_IMPORT_KWH = Aggregate(Rollup.ENERGY, "grid_import_kwh", "the positive (import) part")
+GRID_EXPORT_KWH = Aggregate(Rollup.ENERGY, "grid_export_kwh", "the negative (export) part")
+LOAD_KWH = Aggregate(Rollup.ENERGY, "load_kwh")
+BATTERY_IN_KWH = Aggregate(Rollup.ENERGY, "battery_in_kwh", "the negative (charging) part")
+BATTERY_OUT_KWH = Aggregate(Rollup.ENERGY, "battery_out_kwh", "the positive (discharging) part")
+COST = Aggregate(Rollup.MONEY, "cost", "grid_power_w x price: net grid energy, export credited")
+GRID_ONLY_COST = Aggregate(
+    Rollup.MONEY, "grid_only_cost", "load_power_w x price: what the site would pay grid-only"
+)
+SAVINGS = Aggregate(Rollup.MONEY, "savings", "grid_only_cost - cost")
+
+MEAN = Aggregate(Rollup.MEAN)
+KEY = Aggregate(Rollup.KEY)
+
+# -- The fields ------------------------------------------------------------------------------
+
+TS = TelemetryField(
+    "ts",
+    "timestamp",
+    AwareDatetime,
+    "timestamptz",
+    "",
+    "the agent's clock when it polled the device",
+    aggregates=(BUCKET, SAMPLE_COUNT),
+)
+NODE_ID = TelemetryField(
+    "node_id",
+    "node_id",
+    NodeId,
+    "text",
+    "",
+    "the agent's settings; the collector refuses one that differs from the topic's",
+    aggregates=(KEY,),
+)
+TENANT_ID = TelemetryField(
+    "tenant_id",
+    None,
+    None,
+    "int8",
+    "",
+    "collector: the node's tenant, looked up when the batch is written",
+    aggregates=(KEY,),
+)
+SEQ = TelemetryField(
+    "seq",
+    "seq",
+    Annotated[int, Field(ge=0)],
+    "int8",
+    "",
+    "the agent's buffer: per node, monotonic, kept across restarts",
+)
+SOC_PERCENT = TelemetryField(
+    "soc_percent",
+    "battery.soc_percent",
+    Annotated[float, Field(ge=0, le=100)],
+    "float8",
+    "%",
+    "SunSpec storage ChaState",
+    sunspec=(Point(124, "ChaState"),),
+    aggregates=(SOC_AVG, SOC_MIN, SOC_MAX),
+)
+BATTERY_VOLTAGE = TelemetryField(
+    "battery_voltage",
+    "battery.voltage",
+    Annotated[float, Field(ge=0, le=MAX_BATTERY_VOLTAGE)],
+    "float8",
+    "V",
+    "SunSpec storage InBatV",
+    required=False,
+    sunspec=(Point(124, "InBatV"),),
+)
+BATTERY_POWER_W = TelemetryField(
+    "battery_power_w",
+    "battery.power_w",
+    PowerW,
+    "float8",
+    "W",
+    "derived: inverter AC power minus PV power (a hybrid inverter's AC side carries both)",
+    required=False,
+    sunspec=(Point(103, "W"), Point(101, "W")),
+    aggregates=(MEAN, BATTERY_IN_KWH, BATTERY_OUT_KWH),
+)
+SOLAR_POWER_W = TelemetryField(
+    "solar_power_w",
+    "solar.power_w",
+    NonNegativePowerW,
+    "float8",
+    "W",
+    "the MPPT strings' DCW summed, else the inverter's DCW",
+    sunspec=(Point(160, "DCW"), Point(103, "DCW"), Point(101, "DCW")),
+    aggregates=(MEAN, PV_KWH),
+)
+GRID_POWER_W = TelemetryField(
+    "grid_power_w",
+    "grid.power_w",
+    PowerW,
+    "float8",
+    "W",
+    "the first meter model's W (201-204)",
+    required=False,
+    sunspec=(Point(201, "W"), Point(202, "W"), Point(203, "W"), Point(204, "W")),
+    aggregates=(MEAN, GRID_IMPORT_KWH, GRID_EXPORT_KWH),
+)
+LOAD_POWER_W = TelemetryField(
+    "load_power_w",
+    "load.power_w",
+    NonNegativePowerW,
+    "float8",
+    "W",
+    "derived: inverter AC power plus grid power, floored at 0 by the agent",
+    sunspec=(Point(103, "W"), Point(101, "W")),
+    aggregates=(MEAN, LOAD_KWH),
+)
+GRID_PRICE = TelemetryField(
+    "grid_price",
+    "grid.current_price",
+    Annotated[float, Field(ge=-MAX_ABS_PRICE_PER_KWH, le=MAX_ABS_PRICE_PER_KWH)],
+    "float8",
+    "PLN/kWh",
+    "the agent's tariff: peak_price_per_kwh within peak_hours, else price_per_kwh",
+    aggregates=(MEAN, COST, GRID_ONLY_COST, SAVINGS),
+)
+GRID_MODE = TelemetryField(
+    "grid_mode",
+    "grid.mode",
+    ShortText,
+    "text",
+    "",
+    "SunSpec storage StorCtl_Mod: 1 FORCE_CHARGE, 2 DISCHARGE, else AUTO",
+    sunspec=(Point(124, "StorCtl_Mod"),),
+)
+RECEIVED_AT = TelemetryField(
+    "received_at",
+    None,
+    None,
+    "timestamptz",
+    "",
+    "collector: when the message arrived",
+)
+DECISION = TelemetryField(
+    "decision",
+    "optimizer.latest_decision",
+    Annotated[str, StringConstraints(max_length=500)],
+    "text",
+    "",
+    "the site's optimizer, when it runs one",
+)
+DAILY_SAVINGS = TelemetryField(
+    "daily_savings",
+    "optimizer.daily_savings_pln",
+    float,
+    "float8",
+    "PLN",
+    "the site's optimizer: its savings so far today",
+    required=False,
+)
+DAILY_COST = TelemetryField(
+    "daily_cost",
+    "optimizer.daily_cost_pln",
+    float,
+    "float8",
+    "PLN",
+    "the site's optimizer: its cost so far today",
+    required=False,
+)
+
+# The `telemetry` table's columns, in its order.
+TELEMETRY = (
+    TS,
+    NODE_ID,
+    TENANT_ID,
+    SEQ,
+    SOC_PERCENT,
+    BATTERY_VOLTAGE,
+    BATTERY_POWER_W,
+    SOLAR_POWER_W,
+    GRID_POWER_W,
+    LOAD_POWER_W,
+    GRID_PRICE,
+    GRID_MODE,
+    RECEIVED_AT,
+)
+# The `optimizer_decisions` table's columns, in its order: a sample's optimizer part,
+# stored only when its decision changes, beside the sample's time and grid mode.
+DECISIONS = (TS, NODE_ID, TENANT_ID, DECISION, GRID_MODE, DAILY_SAVINGS, DAILY_COST)
+# Every field once, in the sample's order.
+FIELDS = tuple(dict.fromkeys(TELEMETRY + DECISIONS))
+
+
+def wire_body(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The sample's nested wire form of `values` (column name -> value), for the fields
+    they name: a part with every key of it that is given, None included; an optional
+    part (OPTIONAL_PARTS) only if one of its values is not None."""
+    body: dict[str, Any] = {}
+    for field in FIELDS:
+        if field.wire is None or field.column not in values:
+            continue
+        value = values[field.column]
+        part = field.part
+        if part is None:
+            body[field.key] = value
+        else:
+            body.setdefault(part, {})[field.key] = value
+    for part in OPTIONAL_PARTS & body.keys():
+        if all(v is None for v in body[part].values()):
+            del body[part]
+    return body
