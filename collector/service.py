@@ -38,6 +38,7 @@ from collector.writer_process import (
     tune_gc,
 )
 from contract import topics
+from contract.failure_log import FailureLog
 from contract.mqtt import MqttLink
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ class Collector:
         self._accepting = True
         self._stopping = threading.Event()
         self._writer_process = WriterProcess(settings)
-        self._db_failing = False
+        self._database = FailureLog(log)
         kinds = ("telemetry", "status")
         if settings.shared_subscription:
             filters = [topics.shared_subscription(kind) for kind in kinds]
@@ -173,18 +174,11 @@ class Collector:
             log.error("%s; starting another, will retry", exc)
             return
         self.metrics.database_up.set(0)
-        # Logged once at ERROR, then at DEBUG until the database is back.
-        log.log(
-            logging.DEBUG if self._db_failing else logging.ERROR,
-            "database write failed, will retry: %s",
-            exc,
-        )
-        self._db_failing = True
+        self._database.failed("database write failed, will retry: %s", exc)
 
     def _database_ok(self) -> None:
-        if self._db_failing:
+        if self._database.recover():
             log.info("database writes recovered")
-        self._db_failing = False
         self.metrics.database_up.set(1)
 
     def _ack_committed(self) -> None:

@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 from pymodbus.client import ModbusSerialClient, ModbusTcpClient
 
+from contract.failure_log import FailureLog
 from contract.fields import GRID_PRICE, LOAD_POWER_W, NODE_ID, TS, wire_body
 from contract.telemetry import TELEMETRY_SAMPLE
 from edge.buffer import SampleBuffer
@@ -88,7 +89,7 @@ class Agent:
         self.publisher = Publisher(
             settings, self.buffer, installed_version(), clock, self._handle_command
         )
-        self.device_available = True
+        self._device_failures = FailureLog(log)
         self.last_reading: Reading | None = None
         self.log_ring = LogRing()
         logging.getLogger().addHandler(self.log_ring)
@@ -124,6 +125,11 @@ class Agent:
             settings.status_host, settings.status_port, self.snapshot, self.metrics.registry
         )
         self.last_seq: int | None = None
+
+    @property
+    def device_available(self) -> bool:
+        """False from the inverter's first failed poll until it answers again."""
+        return not self._device_failures.failing
 
     def snapshot(self) -> dict[str, Any]:
         """What the local status page shows."""
@@ -243,18 +249,11 @@ class Agent:
         try:
             reading = self.device.reading()
         except InverterError as exc:
-            # Logged once at ERROR, then at DEBUG until the device answers again.
-            log.log(
-                logging.ERROR if self.device_available else logging.DEBUG,
-                "inverter unavailable: %s",
-                exc,
-            )
-            self.device_available = False
+            self._device_failures.failed("inverter unavailable: %s", exc)
             self.device.models.clear()
             return None
-        if not self.device_available:
+        if self._device_failures.recover():
             log.info("inverter available again")
-        self.device_available = True
         self.last_reading = reading
         body = self.sample(reading, now)
         if body is None:
