@@ -96,8 +96,10 @@ class NodeStatus(TypedDict):
     """Retained on `nodes/{node_id}/status`; also the node's MQTT last will."""
 
     state: Literal["online", "offline"]
-    ts: AwareDatetime
+    ts: AwareDatetime  # the node's clock when it said so
     agent_version: NotRequired[ShortText | None]
+    # Samples waiting in the node's buffer (the heartbeat says it; the will does not).
+    buffer_depth: NotRequired[Annotated[int, Field(ge=0)]]
 
 
 TELEMETRY_SAMPLE: TypeAdapter[TelemetrySample] = TypeAdapter(_SAMPLE)

@@ -285,9 +285,7 @@ class Agent:
                     self._follow_staged_changes()
                     next_poll = max(next_poll + interval, now)
                 if now >= next_heartbeat:
-                    self.publisher.publish_status(
-                        clock=self.clock().isoformat(), buffer_depth=self.buffer.depth()
-                    )
+                    self.publisher.publish_status(buffer_depth=self.buffer.depth())
                     next_heartbeat = now + self.settings.heartbeat_interval_s
                 backlog = self.publisher.pump()
                 stop.wait(0.01 if backlog else min(0.2, max(0.0, next_poll - time.monotonic())))

@@ -100,19 +100,21 @@ class Publisher:
                 log.warning("offline status not confirmed (the last will says it): %s", exc)
         self.link.stop()
 
-    def _status_body(self, state: Literal["online", "offline"], **extra: Any) -> str:
-        """The contract's NodeStatus, validated here as the collector will, plus `extra`
-        keys the contract does not name yet (the heartbeat's clock and buffer depth)."""
+    def _status_body(
+        self, state: Literal["online", "offline"], buffer_depth: int | None = None
+    ) -> str:
+        """The contract's NodeStatus, validated here as the collector will."""
         status = NodeStatus(state=state, ts=self.clock(), agent_version=self.agent_version)
-        body = NODE_STATUS.dump_python(NODE_STATUS.validate_python(status), mode="json")
-        return json.dumps({**body, **extra})
+        if buffer_depth is not None:
+            status["buffer_depth"] = buffer_depth
+        return NODE_STATUS.dump_json(NODE_STATUS.validate_python(status)).decode()
 
-    def publish_status(self, **extra: Any) -> None:
-        """The retained heartbeat: online, with the Pi's clock and buffer depth."""
+    def publish_status(self, buffer_depth: int | None = None) -> None:
+        """The retained heartbeat: online, the Pi's clock (`ts`) and its buffer depth."""
         if self.connected.is_set():
             self.link.publish(
                 topics.status(self.settings.node_id),
-                self._status_body("online", **extra),
+                self._status_body("online", buffer_depth),
                 retain=True,
             )
 

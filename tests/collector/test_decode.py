@@ -124,3 +124,13 @@ def test_status_payloads_and_foreign_topics():
     assert [d.reason for d in bad.dead] == [Reason.SCHEMA_VIOLATION]
     foreign = decoder.decode("nodes/n1/commands", b"{}", NOW)
     assert [d.reason for d in foreign.dead] == [Reason.UNEXPECTED_TOPIC]
+
+
+def test_the_heartbeat_says_its_buffer_depth():
+    heartbeat = b'{"state":"online","ts":"2026-11-28T12:00:00Z","buffer_depth":42}'
+    ok = decoder.decode("nodes/n1/status", heartbeat, NOW)
+    assert ok.status is not None
+    assert ok.status["buffer_depth"] == 42
+    negative = heartbeat.replace(b"42", b"-1")
+    bad = decoder.decode("nodes/n1/status", negative, NOW)
+    assert [d.reason for d in bad.dead] == [Reason.IMPLAUSIBLE_VALUE]
