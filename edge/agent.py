@@ -121,6 +121,7 @@ class Agent:
         self.restart_requested = False
         self._stop = threading.Event()
         self.metrics = EdgeMetrics(CollectorRegistry())
+        self.metrics.buffer_dropped_total.inc(self.buffer.dropped_total())
         self.status_server = StatusServer(
             settings.status_host, settings.status_port, self.snapshot, self.metrics.registry
         )
@@ -141,7 +142,7 @@ class Agent:
             "broker_connected": self.publisher.connected.is_set(),
             "device_available": self.device_available,
             "buffer_depth": self.buffer.depth(),
-            "buffer_dropped": self.buffer.dropped_total(),
+            "buffer_dropped_total": self.buffer.dropped_total(),
             "last_seq": self.last_seq,
             "soc_percent": r.soc_percent if r else None,
             "solar_power_w": r.solar_power_w if r else None,
@@ -207,7 +208,6 @@ class Agent:
     def _update_metrics(self) -> None:
         m = self.metrics
         m.buffer_depth.set(self.buffer.depth())
-        m.buffer_dropped.set(self.buffer.dropped_total())
         m.broker_connected.set(int(self.publisher.connected.is_set()))
         m.device_available.set(int(self.device_available))
         if self.last_seq is not None:
@@ -243,6 +243,15 @@ class Agent:
             return None
         return body
 
+    def prune_buffer(self) -> int:
+        """Applies the buffer's age and size bounds; what they drop is logged and counted.
+        Returns how many samples went."""
+        dropped = self.buffer.prune(self.clock())
+        if dropped:
+            log.warning("buffer full: dropped %d oldest samples", dropped)
+            self.metrics.buffer_dropped_total.inc(dropped)
+        return dropped
+
     def poll(self) -> int | None:
         """Reads the device once and buffers and publishes the sample; its seq or None."""
         now = self.clock()
@@ -275,9 +284,7 @@ class Agent:
             while not stop.is_set():
                 now = time.monotonic()
                 if now >= next_prune:
-                    dropped = self.buffer.prune(self.clock())
-                    if dropped:
-                        log.warning("buffer full: dropped %d oldest samples", dropped)
+                    self.prune_buffer()
                     next_prune = now + PRUNE_EVERY_S
                 if now >= next_poll:
                     self.poll()

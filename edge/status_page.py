@@ -13,7 +13,13 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    generate_latest,
+)
 
 PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>wattfleet site</title>
@@ -46,7 +52,9 @@ class EdgeMetrics:
             "Samples buffered, not yet acknowledged.",
             registry=registry,
         )
-        self.buffer_dropped = Gauge(
+        # Exposed as wattfleet_edge_buffer_dropped_samples_total; starts from the
+        # buffer's persisted count, so it only ever grows for the buffer's lifetime.
+        self.buffer_dropped_total = Counter(
             "wattfleet_edge_buffer_dropped_samples",
             "Samples dropped by the buffer's age or size bound since it was created.",
             registry=registry,
