@@ -1,4 +1,4 @@
-"""MQTT topic names (see ARCHITECTURE.md, "Contracts")."""
+"""MQTT topic names (docs/architecture.md; payloads in telemetry.py and commands.py)."""
 
 from __future__ import annotations
 
