@@ -35,6 +35,7 @@ paho's failures reach callers as `MqttError` (with paho's code) where they need 
 from __future__ import annotations
 
 import logging
+import math
 import ssl
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -119,6 +120,7 @@ class MqttLink:
         self._failures = FailureLog(log)
         self._subscriptions = [(f, SubscribeOptions(qos=qos)) for f, qos in subscriptions]
         self._subscribe_mid: int | None = None
+        self._refused_filters: set[str] = set()
         self._connection_up = False  # CONNACK accepted, no disconnect since
         self._on_connection = on_connection
         self.client = self._make_client()
@@ -147,7 +149,12 @@ class MqttLink:
             if s.mqtt_cert_file:
                 context.load_cert_chain(s.mqtt_cert_file, s.mqtt_key_file)
             client.tls_set_context(context)
-        client.reconnect_delay_set(min_delay=1, max_delay=int(s.mqtt_reconnect_max_s))
+        client.reconnect_delay_set(min_delay=1, max_delay=math.ceil(s.mqtt_reconnect_max_s))
+        # A callback that raises is logged (through paho's logger, at ERROR) and the
+        # network thread goes on; re-raised, it would end the thread, and with it every
+        # reconnect and delivery of this link.
+        client.suppress_exceptions = True
+        client.enable_logger(log)
         return client
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -296,7 +303,12 @@ class MqttLink:
             return
         for (topic_filter, _options), reason in zip(self._subscriptions, reasons, strict=False):
             if reason.is_failure:
-                log.error("the broker refused the subscription to %s: %s", topic_filter, reason)
+                # Refused again at every reconnect: said at ERROR once per filter.
+                level = logging.DEBUG if topic_filter in self._refused_filters else logging.ERROR
+                log.log(
+                    level, "the broker refused the subscription to %s: %s", topic_filter, reason
+                )
+                self._refused_filters.add(topic_filter)
         self._ready()
 
     def _ready(self) -> None:
