@@ -27,7 +27,8 @@ and paho's network thread. What it guarantees:
   service stops reading without blocking the network thread (`contract/delivery_worker.py`).
 - **Nothing here blocks paho's network thread.** Callbacks given to the link run on it
   and must not block either: no sleep, no retry loop, no database call. (The
-  collector's intake is the one named exception: its full backlog stops reading.)
+  collector's intake waits only if copies from lost connections overfill its backlog:
+  collector/service.py.)
 
 paho's failures reach callers as `MqttError` (with paho's code) where they need one.
 """
@@ -53,6 +54,10 @@ from contract.failure_log import FailureLog
 from contract.settings import MqttSettings
 
 log = logging.getLogger(__name__)
+
+
+# The largest receive maximum MQTT 5 can say (a two-byte integer).
+MAX_RECEIVE_MAXIMUM = 65_535
 
 
 class MqttError(Exception):
