@@ -2,8 +2,12 @@
 batches to the batch writer process (`writer_process.py`), which decodes and commits.
 
 Delivery: a message is acknowledged to the broker (manual PUBACK) only after the batch
-holding it is committed. When the queue is full, intake blocks: the collector stops
-reading and the broker keeps queuing (named decision: block, never drop). When the
+holding it is committed. The queue is bounded by flow control: the collector asks the
+broker for at most `queue_max_messages` unacknowledged messages at a time (MQTT 5
+receive maximum; Mosquitto's own `max_inflight_messages` may be lower), so the broker
+keeps the rest queued and the network thread does not wait. Only copies of messages
+from connections lost while the database was down can overfill it; then intake blocks
+until a batch commits (named decision: block, never drop). When the
 database is down, or the writer process dies, the batch is sent again with capped
 doubling backoff and nothing is acknowledged meanwhile.
 
@@ -39,7 +43,7 @@ from collector.writer_process import (
 )
 from contract import topics
 from contract.failure_log import FailureLog
-from contract.mqtt import MqttLink
+from contract.mqtt import MAX_RECEIVE_MAXIMUM, MqttLink
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +82,7 @@ class Collector:
             [(topic_filter, 1) for topic_filter in filters],
             self._on_message,
             on_connection=self._connection_changed,
+            receive_maximum=min(settings.queue_max_messages, MAX_RECEIVE_MAXIMUM),
         )
         self._dispatcher = threading.Thread(target=self._dispatch_loop, name="dispatcher")
 
@@ -119,7 +124,8 @@ class Collector:
         )
         if self.backlog.full():
             self.metrics.queue_full_total.inc()
-        # Blocks this thread while full: the collector stops reading, the broker queues.
+        # Full only with copies from lost connections (see the module docstring): then
+        # this thread waits for a commit, and the broker queues.
         self.backlog.put(item, self._still_accepting)
 
     def _still_accepting(self) -> bool:

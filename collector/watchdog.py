@@ -32,6 +32,7 @@ from psycopg.types.json import Jsonb
 from collector.alertmanager import Alert, AlertmanagerError, post_alerts
 from collector.config import CollectorSettings
 from collector.metrics import CollectorMetrics
+from contract.failure_log import FailureLog
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +95,8 @@ class Watchdog:
         self.settings = settings
         self.metrics = metrics
         self.clock = clock or (lambda: datetime.now(UTC))
-        self._db_failing = False
-        self._alertmanager_failing = False
+        self._database = FailureLog(log)
+        self._alertmanager = FailureLog(log)
 
     def _connect(self) -> psycopg.Connection[Any]:
         return psycopg.connect(
@@ -109,12 +110,10 @@ class Watchdog:
             report = self.run_once()
         except psycopg.Error as exc:
             self.metrics.watchdog_runs_total.labels("failed").inc()
-            log.log(logging.DEBUG if self._db_failing else logging.ERROR, "watchdog: %s", exc)
-            self._db_failing = True
+            self._database.failed("watchdog: %s", exc)
             return None
-        if self._db_failing:
+        if self._database.recover():
             log.info("watchdog: database reachable again")
-            self._db_failing = False
         return report
 
     def run_once(self) -> RoundReport | None:
@@ -252,11 +251,10 @@ class Watchdog:
                 post_alerts(url, firing + resolved)
             except AlertmanagerError as exc:
                 self.metrics.alertmanager_errors_total.inc()
-                level = logging.DEBUG if self._alertmanager_failing else logging.ERROR
-                log.log(level, "watchdog: alerts not delivered, will retry: %s", exc)
-                self._alertmanager_failing = True
+                self._alertmanager.failed("watchdog: alerts not delivered, will retry: %s", exc)
                 return
-            self._alertmanager_failing = False
+            if self._alertmanager.recover():
+                log.info("watchdog: alerts delivered again")
             self.metrics.alerts_sent_total.labels("firing").inc(len(firing))
             self.metrics.alerts_sent_total.labels("resolved").inc(len(resolved))
         # Delivered (or no Alertmanager to tell): resolutions are done with.

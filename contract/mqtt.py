@@ -27,7 +27,8 @@ and paho's network thread. What it guarantees:
   service stops reading without blocking the network thread (`contract/delivery_worker.py`).
 - **Nothing here blocks paho's network thread.** Callbacks given to the link run on it
   and must not block either: no sleep, no retry loop, no database call. (The
-  collector's intake is the one named exception: its full backlog stops reading.)
+  collector's intake waits only if copies from lost connections overfill its backlog:
+  collector/service.py.)
 
 paho's failures reach callers as `MqttError` (with paho's code) where they need one.
 """
@@ -35,6 +36,7 @@ paho's failures reach callers as `MqttError` (with paho's code) where they need 
 from __future__ import annotations
 
 import logging
+import math
 import ssl
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -52,6 +54,10 @@ from contract.failure_log import FailureLog
 from contract.settings import MqttSettings
 
 log = logging.getLogger(__name__)
+
+
+# The largest receive maximum MQTT 5 can say (a two-byte integer).
+MAX_RECEIVE_MAXIMUM = 65_535
 
 
 class MqttError(Exception):
@@ -119,6 +125,7 @@ class MqttLink:
         self._failures = FailureLog(log)
         self._subscriptions = [(f, SubscribeOptions(qos=qos)) for f, qos in subscriptions]
         self._subscribe_mid: int | None = None
+        self._refused_filters: set[str] = set()
         self._connection_up = False  # CONNACK accepted, no disconnect since
         self._on_connection = on_connection
         self.client = self._make_client()
@@ -147,7 +154,12 @@ class MqttLink:
             if s.mqtt_cert_file:
                 context.load_cert_chain(s.mqtt_cert_file, s.mqtt_key_file)
             client.tls_set_context(context)
-        client.reconnect_delay_set(min_delay=1, max_delay=int(s.mqtt_reconnect_max_s))
+        client.reconnect_delay_set(min_delay=1, max_delay=math.ceil(s.mqtt_reconnect_max_s))
+        # A callback that raises is logged (through paho's logger, at ERROR) and the
+        # network thread goes on; re-raised, it would end the thread, and with it every
+        # reconnect and delivery of this link.
+        client.suppress_exceptions = True
+        client.enable_logger(log)
         return client
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -296,7 +308,12 @@ class MqttLink:
             return
         for (topic_filter, _options), reason in zip(self._subscriptions, reasons, strict=False):
             if reason.is_failure:
-                log.error("the broker refused the subscription to %s: %s", topic_filter, reason)
+                # Refused again at every reconnect: said at ERROR once per filter.
+                level = logging.DEBUG if topic_filter in self._refused_filters else logging.ERROR
+                log.log(
+                    level, "the broker refused the subscription to %s: %s", topic_filter, reason
+                )
+                self._refused_filters.add(topic_filter)
         self._ready()
 
     def _ready(self) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import SecretStr, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EXAMPLE_SECRET = "change-me"  # noqa: S105 - the placeholder we refuse in prod
@@ -54,7 +54,7 @@ class MqttSettings(BaseSettings):
     mqtt_ca_file: str | None = None
     mqtt_cert_file: str | None = None
     mqtt_key_file: str | None = None
-    mqtt_reconnect_max_s: float = 30.0
+    mqtt_reconnect_max_s: float = Field(default=30.0, ge=1)
 
 
 class DatabaseSettings(BaseSettings):

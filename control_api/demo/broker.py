@@ -19,6 +19,7 @@ from control_api.demo.processes import (
     DemoError,
     free_port,
     stop_process,
+    stopped_if_not_ready,
     wait_for_port,
 )
 
@@ -126,7 +127,8 @@ class Broker:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        wait_for_port(self.port, 10, self.proc)
+        with stopped_if_not_ready(self.proc):
+            wait_for_port(self.port, 10, self.proc)
         return self
 
     def stop(self) -> None:

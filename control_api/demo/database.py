@@ -16,7 +16,12 @@ import psycopg
 from alembic import command
 from alembic.config import Config
 
-from control_api.demo.processes import SOURCE_ROOT, DemoError, stop_process
+from control_api.demo.processes import (
+    SOURCE_ROOT,
+    DemoError,
+    stop_process,
+    stopped_if_not_ready,
+)
 from timescale.database import sqlalchemy_url
 
 log = logging.getLogger(__name__)
@@ -105,10 +110,10 @@ def start_embedded_timescaledb(
             args, stdout=subprocess.PIPE, stderr=stderr, text=True, start_new_session=True
         )
     assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line.startswith("READY "):
-        stop_process(proc)
-        raise DemoError(f"the embedded TimescaleDB did not start: {line!r}")
+    with stopped_if_not_ready(proc):
+        line = proc.stdout.readline()
+        if not line.startswith("READY "):
+            raise DemoError(f"the embedded TimescaleDB did not start: {line!r}")
     port = int(line.split()[1])
     return Database(f"postgresql://postgres@127.0.0.1:{port}/postgres", embedded=True, proc=proc)
 

@@ -9,7 +9,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -118,9 +119,22 @@ def start_module(
         )
 
 
+@contextmanager
+def stopped_if_not_ready(proc: subprocess.Popen[Any]) -> Iterator[subprocess.Popen[Any]]:
+    """For the wait between starting a process and handing it to whoever stops it: if
+    that wait fails or is interrupted (a timeout, Ctrl-C), the process is stopped before
+    the error goes on, so no child of the demo outlives it."""
+    try:
+        yield proc
+    except BaseException:
+        stop_process(proc)
+        raise
+
+
 class Supervised:
     """A running process watched by a thread: started again through `restart` when it
-    exits with status 75 (as the agent's systemd unit does), otherwise reported once
+    exits with status 75, after `restart_delay_s` (as the agent's systemd unit does),
+    otherwise reported once
     through `report` (which process, its exit code, where its log is). Exits caused by
     `stop()` are not reported."""
 
@@ -131,6 +145,7 @@ class Supervised:
         log_path: Path,
         report: Callable[[str], None],
         restart: Callable[[], subprocess.Popen[Any]] | None = None,
+        restart_delay_s: float = 1.0,
     ) -> None:
         self.name = name
         self.log_path = log_path
@@ -138,7 +153,10 @@ class Supervised:
         self._proc = proc
         self._report = report
         self._restart = restart
-        self._stopping = False
+        # A pause before each restart, so a process that keeps asking for one is not
+        # started in a tight loop (the agent's systemd unit waits 5 s).
+        self._restart_delay_s = restart_delay_s
+        self._stopped = threading.Event()
         self._lock = threading.Lock()
         self._watcher = threading.Thread(target=self._watch, name=f"watch {name}", daemon=True)
         self._watcher.start()
@@ -151,10 +169,12 @@ class Supervised:
     def _watch(self) -> None:
         while True:
             status = self._proc.wait()
+            restart = self._restart if status == RESTART_EXIT_STATUS else None
+            if restart is not None and self._stopped.wait(self._restart_delay_s):
+                return
             with self._lock:
-                if self._stopping:
+                if self._stopped.is_set():
                     return
-                restart = self._restart if status == RESTART_EXIT_STATUS else None
                 if restart is not None:
                     self._proc = restart()
                     self.restarts_total += 1
@@ -170,7 +190,7 @@ class Supervised:
         """Stops the current process (SIGTERM, then SIGKILL after `timeout` s) and the
         watching; returns the exit status."""
         with self._lock:
-            self._stopping = True
+            self._stopped.set()
             proc = self._proc
         status = stop_process(proc, timeout)
         self._watcher.join(timeout)

@@ -21,6 +21,7 @@ from control_api.demo.processes import (
     service_env,
     settings_env,
     start_module,
+    stopped_if_not_ready,
     wait_for,
     wait_for_port,
 )
@@ -71,7 +72,6 @@ def start_api(env: dict[str, str], port: int, log_path: Path) -> subprocess.Pope
     """`python -m control_api` listening on `port`, returned once `/readiness` says ready
     (database and broker reachable); DemoError if it exits first."""
     proc = start_module("control_api", env, log_path)
-    wait_for_port(port, 30, proc)
 
     def ready() -> bool:
         if proc.poll() is not None:
@@ -82,7 +82,9 @@ def start_api(env: dict[str, str], port: int, log_path: Path) -> subprocess.Pope
         except (urllib.error.URLError, OSError):
             return False
 
-    wait_for(ready, 20, "the control API to be ready", interval=0.2)
+    with stopped_if_not_ready(proc):
+        wait_for_port(port, 30, proc)
+        wait_for(ready, 20, "the control API to be ready", interval=0.2)
     return proc
 
 

@@ -20,6 +20,7 @@ from control_api.demo.processes import (
     free_port,
     service_env,
     start_module,
+    stopped_if_not_ready,
     wait_for_port,
 )
 
@@ -79,7 +80,8 @@ def start_simulator(seed: int, log_path: Path) -> tuple[subprocess.Popen[bytes],
     proc = start_module(
         "edge.simulator", service_env(), log_path, "--port", str(port), "--seed", str(seed)
     )
-    wait_for_port(port, 15, proc)
+    with stopped_if_not_ready(proc):
+        wait_for_port(port, 15, proc)
     return proc, port
 
 
