@@ -135,7 +135,7 @@ def test_malformed_and_foreign_acks_are_dropped_counted_and_block_nothing(
         ):
             mine, theirs = issue(api, admin, node), issue(api, admin, other)
             ack: dict[str, Any] = {"state": "succeeded", "ts": "2030-01-01T00:00:00+00:00"}
-            malformed = [
+            malformed: list[bytes | str] = [
                 json.dumps({**ack, "id": "cmd\x00-1"}),  # PostgreSQL text cannot hold NUL
                 json.dumps({**ack, "id": mine, "detail": "x\x00"}),
                 '{"id": "\\ud800", "state": "failed"}',  # a lone surrogate
