@@ -16,10 +16,11 @@ from contract import topics
 from control_api.broker_security import NotANodeAccountError
 from tests.support.api_client import api_client
 from tests.support.control_api import User, create_user, log_in
-from tests.support.fleet import create_tenant, dynsec, mqtt_client, unique
+from tests.support.fleet import count_rows, create_tenant, dynsec, mqtt_client, unique
 from tests.support.services import Broker, Database, wait_for
 
 pytestmark = pytest.mark.integration
+NODE_ROWS = "SELECT count(*) FROM nodes WHERE id = %s"
 
 
 @pytest.fixture
@@ -47,14 +48,6 @@ def logs_in(broker: Broker, username: str, password: str) -> bool:
     return True
 
 
-def node_rows(database: Database, node_id: str) -> int:
-    with database.connect() as conn:
-        count: int = conn.execute(
-            "SELECT count(*) FROM nodes WHERE id = %s", (node_id,)
-        ).fetchone()[0]
-    return count
-
-
 @pytest.mark.parametrize(
     "node_id", ["admin", "collector", "control-api", "dynsec-admin", "collector-1", "Control-API-2"]
 )
@@ -65,7 +58,7 @@ def test_no_node_can_be_enrolled_as_a_hub_account(api, admin, database, broker, 
         "detail": f"node id {node_id!r} is reserved: the hub's own broker accounts and client"
         " ids use it"
     }
-    assert node_rows(database, node_id) == 0
+    assert count_rows(database, NODE_ROWS, (node_id,)) == 0
     for service, password in broker.passwords.items():
         assert logs_in(broker, service, password), f"{service} lost its password"
 
@@ -87,7 +80,7 @@ def test_enrolment_and_rotation_never_change_an_account_that_is_not_a_nodes(
         response = enroll(api, admin, create_tenant(database), bridge)
         assert response.status_code == 409, response.text
         assert response.json()["detail"].startswith(f"broker account {bridge!r} is not a node's")
-        assert node_rows(database, bridge) == 0
+        assert count_rows(database, NODE_ROWS, (bridge,)) == 0
         assert logs_in(broker, bridge, "bridge-password")
         for change in (
             lambda name: dynsec_admin.set_node_password(name, "stolen-password"),
