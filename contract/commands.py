@@ -81,6 +81,16 @@ def validate_params(command_type: CommandType, params: dict[str, Any]) -> _Param
 
 
 MAX_COMMAND_ID_CHARS = 64
+# A node refuses a larger command unread; the hub's are far smaller (a whole node config
+# in a CONFIG_PUSH is about 2 KB).
+MAX_COMMAND_BYTES = 64 * 1024
+# PostgreSQL text cannot hold NUL: an ack whose id or detail carried one could never be
+# stored by the hub, so such an ack is malformed (and a command id with one never valid).
+_WITHOUT_NUL = r"^[^\x00]*$"
+# The id of a command and of the acks about it.
+CommandId = Annotated[
+    str, StringConstraints(min_length=1, max_length=MAX_COMMAND_ID_CHARS, pattern=_WITHOUT_NUL)
+]
 
 
 class CommandEnvelope(BaseModel):
@@ -88,7 +98,7 @@ class CommandEnvelope(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    id: Annotated[str, StringConstraints(min_length=1, max_length=MAX_COMMAND_ID_CHARS)]
+    id: CommandId
     type: CommandType
     params: dict[str, Any]
     issued_at: AwareDatetime
@@ -98,9 +108,6 @@ class CommandEnvelope(BaseModel):
 
 AckState = Literal["received", "succeeded", "failed", "rejected"]
 MAX_ACK_DETAIL_CHARS = 2_000
-# PostgreSQL text cannot hold NUL: an ack carrying one could never be stored, and the
-# hub would retry it forever instead of dropping it as malformed.
-_WITHOUT_NUL = r"^[^\x00]*$"
 
 
 class Ack(BaseModel):
@@ -109,9 +116,7 @@ class Ack(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    id: Annotated[
-        str, StringConstraints(min_length=1, max_length=MAX_COMMAND_ID_CHARS, pattern=_WITHOUT_NUL)
-    ]
+    id: CommandId
     state: AckState
     detail: Annotated[
         str, StringConstraints(max_length=MAX_ACK_DETAIL_CHARS, pattern=_WITHOUT_NUL)

@@ -6,12 +6,17 @@ then acknowledges the message to the broker. So a slow or failing handler never 
 the connection: publishing, its confirmations and other subscriptions keep flowing.
 
 - **Handled, then acknowledged.** A handler that returns has handled the message (done,
-  stored, or deliberately dropped as bad input); only then is it acknowledged. One that
-  raises has not: it is called again for the same message with capped doubling back-off
-  (0.5 s up to `retry_max_s`), logged once at ERROR then at DEBUG, INFO when it works
-  again, and nothing behind the message is taken meanwhile (messages are handled in
-  the order they came). So a handler raises only for failures that pass (a database
-  outage) and deals with bad input itself, or one bad message stops the queue.
+  stored, or deliberately dropped as bad input); only then is it acknowledged.
+- **Retried only when the handler says so.** A handler that raises `RetryLaterError`
+  could not handle the message yet (its database is away): it is called again for the
+  same message with capped doubling back-off (0.5 s up to `retry_max_s`), logged once at
+  ERROR then at DEBUG, INFO when it works again, and nothing behind the message is taken
+  meanwhile (messages are handled in the order they came; `stuck` says so).
+- **Any other exception drops the message.** It can never be handled (its content is
+  refused, or the handler has a bug): it is logged (with its traceback, once at ERROR
+  then at DEBUG until a message is handled again), counted in `dropped_total` and
+  `on_dropped`, and acknowledged, so one bad message never stops the queue and is not
+  delivered again.
 - **Full queue: stop reading.** The link is built with `receive_maximum` equal to the
   queue's capacity, so the broker never has more unacknowledged messages out to us than
   the queue holds; beyond that it holds them back (MQTT 5 flow control) while the
@@ -40,9 +45,14 @@ from contract.mqtt import Delivery, MqttLink
 
 log = logging.getLogger(__name__)
 
-# Called with (topic, payload) on the worker's thread; raises only when the message could
-# not be handled yet and should be tried again.
+# Called with (topic, payload) on the worker's thread; raises RetryLaterError when the
+# message could not be handled yet and should be tried again.
 Handler = Callable[[str, bytes], None]
+
+
+class RetryLaterError(Exception):
+    """Raised by a handler that could not handle a message now but will be able to
+    (its database is unavailable): the same message is tried again, before any other."""
 
 
 class DeliveryWorker:
@@ -54,6 +64,7 @@ class DeliveryWorker:
         *,
         name: str,
         retry_max_s: float = 30.0,
+        on_dropped: Callable[[], None] = lambda: None,
     ) -> None:
         if link.receive_maximum is None:
             raise ValueError("a DeliveryWorker's link needs a receive_maximum (its capacity)")
@@ -62,19 +73,28 @@ class DeliveryWorker:
         self._name = name
         self._capacity = link.receive_maximum
         self._retry_max_s = retry_max_s
+        self._on_dropped = on_dropped
         self._items: deque[Delivery] = deque()
         self._in_hand = 0  # 1 from taking a message until it is acknowledged or given up
         self._changed = threading.Condition()
         self._closed = False
         self._failures = FailureLog(log)
+        self._drops = FailureLog(log)
         self._full = FailureLog(log)  # network thread only
         self.refused_total = 0
+        self.dropped_total = 0
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         link.client.message_callback_add(topic_filter, self._offer)
 
     def __len__(self) -> int:
         """Messages taken in and not finished: queued, or being handled and acknowledged."""
         return len(self._items) + self._in_hand
+
+    @property
+    def stuck(self) -> bool:
+        """True while the message in hand has failed and waits to be tried again:
+        everything behind it waits too."""
+        return self._failures.failing
 
     def start(self) -> None:
         self._thread.start()
@@ -137,15 +157,26 @@ class DeliveryWorker:
         while True:
             try:
                 self._handle(delivery.topic, delivery.payload)
-            except Exception:  # the top of this thread: log, back off, retry the same message
+            except RetryLaterError:
                 self._failures.failed(
                     "%s: handling a message from %s failed; retrying",
                     self._name,
                     delivery.topic,
                     exc_info=True,
                 )
+            except Exception:  # the top of this thread: never handled, so never retried
+                self._failures.recover()
+                self.dropped_total += 1
+                self._on_dropped()
+                self._drops.failed(
+                    "%s: a message from %s cannot be handled; dropped",
+                    self._name,
+                    delivery.topic,
+                    exc_info=True,
+                )
+                return True
             else:
-                if self._failures.recover():
+                if any([self._failures.recover(), self._drops.recover()]):
                     log.info("%s: handling messages again", self._name)
                 return True
             with self._changed:

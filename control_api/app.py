@@ -69,6 +69,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
             settings,
             lambda node, payload: dispatcher.handle_ack(node, payload),
             settings.publish_timeout_s,
+            metrics.acks_dropped.labels("refused").inc,
         )
         dispatcher = CommandDispatcher(
             engine,

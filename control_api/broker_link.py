@@ -4,10 +4,13 @@ carries dynamic-security requests (node accounts) to the broker.
 Acks arrive on a persistent session under a stable client id, so those sent while the
 API is down wait at the broker. Each is handled on the ack worker's thread, never on
 paho's network thread (contract/delivery_worker.py), and acknowledged to the broker
-(manual PUBACK) only after its state change is committed. A failed database write is
-retried there with capped back-off while the network thread keeps publishing commands
-and answering dynamic-security requests. The handler is idempotent, so a redelivery
-after a crash or a lost connection changes nothing twice.
+(manual PUBACK) only after its state change is committed. A write the database could
+not take now (RetryLaterError: it is unavailable) is retried there with capped back-off
+while the network thread keeps publishing commands and answering dynamic-security
+requests, and `acks_stuck` says so; an ack the handler fails on in any other way can
+never be stored, so it is dropped (logged, counted by `on_ack_dropped`) and blocks
+nothing behind it. The handler is idempotent, so a redelivery after a crash or a lost
+connection changes nothing twice.
 
 Full ack queue (named decision: stop reading): at most ACK_QUEUE_CAPACITY acks are
 unacknowledged at a time; the broker holds back the rest (and keeps them in the session)
@@ -28,14 +31,18 @@ ACK_FILTER = topics.all_nodes("acks")
 ACK_QUEUE_CAPACITY = 1_000
 ACK_RETRY_MAX_S = 30.0
 # Called with (node_id, payload) on the ack worker's thread; drops a malformed ack itself
-# and raises only when the ack could not be stored (it is then retried, never
-# acknowledged to the broker unstored).
+# and raises RetryLaterError when the ack could not be stored yet (it is then retried,
+# never acknowledged to the broker unstored).
 AckHandler = Callable[[str, bytes], None]
 
 
 class BrokerLink:
     def __init__(
-        self, settings: MqttSettings, on_ack: AckHandler, publish_timeout_s: float = 5.0
+        self,
+        settings: MqttSettings,
+        on_ack: AckHandler,
+        publish_timeout_s: float = 5.0,
+        on_ack_dropped: Callable[[], None] = lambda: None,
     ) -> None:
         self._on_ack = on_ack
         self._publish_timeout_s = publish_timeout_s
@@ -48,9 +55,19 @@ class BrokerLink:
         )
         self.connected = self.link.connected
         self._acks = DeliveryWorker(
-            self.link, ACK_FILTER, self._handle_ack, name="acks", retry_max_s=ACK_RETRY_MAX_S
+            self.link,
+            ACK_FILTER,
+            self._handle_ack,
+            name="acks",
+            retry_max_s=ACK_RETRY_MAX_S,
+            on_dropped=on_ack_dropped,
         )
         self.dynsec = DynsecClient(self.link.client, subscribe=False)
+
+    @property
+    def acks_stuck(self) -> bool:
+        """True while an ack waits to be stored again (and every ack behind it waits)."""
+        return self._acks.stuck
 
     def start(self) -> None:
         self._acks.start()

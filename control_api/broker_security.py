@@ -4,6 +4,14 @@ The roles are data defined here once: the initial `dynamic-security.json` is ren
 from them, and nodes enrolled at runtime get their own role through the plugin's
 `$CONTROL/dynamic-security/v1` API, because the plugin (Mosquitto 2.0) does not
 substitute `%u` in ACL topics: node X's role names node X's topics literally.
+
+Accounts: the hub's service accounts (SERVICE_USERNAMES) are written once by the
+bootstrap; every other account is a node's, made only by `DynsecClient.add_node`. A
+node's account is bound to client id X (the broker refuses it under any other client
+id, so no node can take over another client's connection), and enrolment only ever
+changes an account that is a node's: one of the same name holding any other role is
+left alone (NotANodeAccountError). Names the services use are reserved
+(`reserved_node_id`), so no node can be enrolled under one.
 """
 
 from __future__ import annotations
@@ -30,10 +38,29 @@ PBKDF2_ITERATIONS = 101  # what `mosquitto_ctrl dynsec init` writes
 ADMIN_ROLE = "dynsec-admin"
 COLLECTOR_ROLE = "collector"
 API_ROLE = "control-api"
+# The service accounts the bootstrap writes (`main`, compose's broker-init, the demo).
+ADMIN_USERNAME = "admin"
+COLLECTOR_USERNAME = "collector"
+API_USERNAME = "control-api"
+SERVICE_USERNAMES = (ADMIN_USERNAME, COLLECTOR_USERNAME, API_USERNAME)
+# No node id may be one of these or start with one and "-": the services' usernames,
+# their roles, and the client ids they connect with (`control-api`, `collector-<host>`,
+# compose's `collector-1`), since a node's client id is its id.
+_RESERVED_NAMES = (*SERVICE_USERNAMES, ADMIN_ROLE, COLLECTOR_ROLE, API_ROLE)
+
+
+def reserved_node_id(node_id: str) -> bool:
+    """True for an id no node may have (compared without case, against look-alikes)."""
+    name = node_id.lower()
+    return any(name == r or name.startswith(f"{r}-") for r in _RESERVED_NAMES)
 
 
 class BrokerSecurityError(Exception):
     """The broker refused or did not answer a dynamic-security command."""
+
+
+class NotANodeAccountError(BrokerSecurityError):
+    """An account of that name exists and is not a node's: it was left unchanged."""
 
 
 def _acl(acltype: str, topic: str) -> dict[str, Any]:
@@ -187,37 +214,70 @@ class DynsecClient:
             raise BrokerSecurityError(f"{command}: {answer[0]['error']}")
         return answer[0]
 
+    def _is_node_account(self, node_id: str) -> bool:
+        """True when node X's account exists, False when no account has that name.
+        NotANodeAccountError when one does and holds anything but node X's role."""
+        try:
+            answer = self.run("getClient", username=node_id)
+        except BrokerSecurityError as exc:
+            if "not found" in str(exc):
+                return False
+            raise
+        roles = [r.get("rolename") for r in answer["data"]["client"].get("roles", [])]
+        if roles != [node_role_name(node_id)]:
+            raise NotANodeAccountError(
+                f"broker account {node_id!r} is not a node's (roles {roles}); left unchanged"
+            )
+        return True
+
+    def _require_node_account(self, node_id: str) -> None:
+        if not self._is_node_account(node_id):
+            raise BrokerSecurityError(f"no broker account {node_id!r}")
+
     def add_node(self, node_id: str, password: str) -> None:
-        """Creates (or re-creates) node X's role and client with the given password."""
+        """Creates node X's role and account, bound to client id X. An account of node X
+        left from an earlier enrolment gets the password and the binding and is
+        enabled; NotANodeAccountError (nothing changed) for an account of that name
+        that is not a node's."""
+        if self._is_node_account(node_id):
+            self._bind(node_id)
+            self.run("setClientPassword", username=node_id, password=password)
+            self.run("enableClient", username=node_id)
+            return
         role = node_role(node_id)
         try:
             self.run("createRole", rolename=role["rolename"], acls=role["acls"])
         except BrokerSecurityError as exc:
             if "already exists" not in str(exc):
                 raise
-        try:
-            self.run(
-                "createClient",
-                username=node_id,
-                password=password,
-                roles=[{"rolename": role["rolename"]}],
-            )
-        except BrokerSecurityError as exc:
-            if "already exists" not in str(exc):
-                raise
-            self.run("setClientPassword", username=node_id, password=password)
-            self.run("enableClient", username=node_id)
+        self.run(
+            "createClient",
+            username=node_id,
+            password=password,
+            clientid=node_id,
+            roles=[{"rolename": role["rolename"]}],
+        )
+
+    def _bind(self, node_id: str) -> None:
+        """Only client id X may use node X's account (accounts enrolled before client ids
+        were bound get it at their next enrolment or credential rotation)."""
+        self.run("setClientId", username=node_id, clientid=node_id)
 
     def disable_node(self, node_id: str) -> None:
         """Disables the account; the broker disconnects the node at once."""
+        self._require_node_account(node_id)
         self.run("disableClient", username=node_id)
 
     def enable_node(self, node_id: str) -> None:
+        self._require_node_account(node_id)
         self.run("enableClient", username=node_id)
 
     def set_node_password(self, node_id: str, password: str) -> None:
-        """New password, and the node's open connection is dropped, so the old password
-        stops working now rather than at the next reconnect."""
+        """New password (and the client id binding), and the node's open connection is
+        dropped, so the old password stops working now rather than at the next
+        reconnect."""
+        self._require_node_account(node_id)
+        self._bind(node_id)
         self.run("setClientPassword", username=node_id, password=password)
         self.run("disableClient", username=node_id)
         self.run("enableClient", username=node_id)
@@ -245,10 +305,9 @@ def main() -> None:
     missing = [name for name in names if not os.environ.get(name)]
     if missing:
         parser.error("missing environment: " + ", ".join(missing))
+    admin, collector, api = (os.environ[name] for name in names)
     config = initial_config(
-        ("admin", os.environ[names[0]]),
-        ("collector", os.environ[names[1]]),
-        ("control-api", os.environ[names[2]]),
+        (ADMIN_USERNAME, admin), (COLLECTOR_USERNAME, collector), (API_USERNAME, api)
     )
     args.out.write_text(json.dumps(config, indent=2))
     args.out.chmod(0o600)

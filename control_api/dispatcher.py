@@ -16,14 +16,20 @@ from datetime import UTC, datetime, timedelta
 
 from pydantic import ValidationError
 from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from contract.commands import Ack, CommandType, build_command, validate_params
+from contract.delivery_worker import RetryLaterError
 from control_api import commands
 from control_api.broker_link import BrokerLink
 from control_api.metrics import ApiMetrics
 
 log = logging.getLogger(__name__)
 
+# The database itself failing (unreachable, restarting, out of connections, a deadlock):
+# the same ack can be stored later. Anything else refuses this ack for good.
+DATABASE_UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeoutError)
 FINAL_STATES = ("succeeded", "failed", "rejected", "expired")
 _RANK = {"pending": 0, "sent": 1, "received": 2} | dict.fromkeys(FINAL_STATES, 3)
 
@@ -98,13 +104,26 @@ class CommandDispatcher:
         return True
 
     def handle_ack(self, node_id: str, payload: bytes) -> None:
-        """Applies one ack from `nodes/{node_id}/acks`; drops a malformed one (logged),
-        raises only when it could not be stored (so it is retried)."""
+        """Applies one ack from `nodes/{node_id}/acks` in one transaction. A malformed ack,
+        or one about a command that is not this node's, is dropped (logged, counted).
+        Raises RetryLaterError when the database is unavailable (try the same ack again
+        later); any other exception means the ack can never be stored (drop it)."""
         try:
             ack = Ack.model_validate_json(payload)
         except ValidationError as exc:
+            self.metrics.acks_dropped.labels("malformed").inc()
             log.warning("malformed ack from %s dropped: %s", node_id, exc.errors()[0]["msg"])
             return
+        try:
+            ended = self._apply(node_id, ack)
+        except DATABASE_UNAVAILABLE as exc:
+            raise RetryLaterError(f"ack from {node_id} not stored: {exc}") from exc
+        if ended is not None:
+            self.metrics.commands.labels(ended, ack.state).inc()
+
+    def _apply(self, node_id: str, ack: Ack) -> str | None:
+        """Records the ack and moves the command on; the command's type when this ack
+        ended it, None otherwise."""
         with self.engine.begin() as conn:
             row = conn.execute(
                 text(
@@ -114,8 +133,9 @@ class CommandDispatcher:
             ).first()
             if row is None:
                 # Unknown, or about another node's command: a node answers only for itself.
+                self.metrics.acks_dropped.labels("unknown_command").inc()
                 log.warning("ack from %s for unknown command %s dropped", node_id, ack.id)
-                return
+                return None
             state, command_type = row
             duplicate = conn.execute(
                 text(
@@ -125,7 +145,7 @@ class CommandDispatcher:
                 {"id": ack.id, "state": ack.state, "detail": ack.detail},
             ).first()
             if duplicate:
-                return
+                return None
             applies = state not in FINAL_STATES and _RANK[ack.state] > _RANK[state]
             commands.add_event(conn, ack.id, ack.state, "node", ack.detail, applied=applies)
             if applies:
@@ -136,8 +156,7 @@ class CommandDispatcher:
                     ),
                     {"id": ack.id, "state": ack.state, "detail": ack.detail},
                 )
-        if applies and ack.state in FINAL_STATES:
-            self.metrics.commands.labels(command_type, ack.state).inc()
+        return str(command_type) if applies and ack.state in FINAL_STATES else None
 
     def expire_overdue(self, now: datetime | None = None) -> list[str]:
         """Expires commands past their deadline with no final answer; returns their ids.

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+ACK_DROP_REASONS = ("malformed", "unknown_command", "refused")
+
 
 class ApiMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -20,6 +22,16 @@ class ApiMetrics:
             ["type", "outcome"],
             registry=self.registry,
         )
+        self.acks_dropped = Counter(
+            "wattfleet_api_acks_dropped_total",
+            "Node acks dropped without changing a command, by reason: malformed (not an"
+            " ack), unknown_command (not a command of that node), refused (could never be"
+            " stored)",
+            ["reason"],
+            registry=self.registry,
+        )
+        for reason in ACK_DROP_REASONS:  # shown at 0 from the start, so rates work at once
+            self.acks_dropped.labels(reason)
         self.broker_connected = Gauge(
             "wattfleet_api_broker_connected",
             "1 while the API's MQTT connection is up",

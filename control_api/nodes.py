@@ -2,8 +2,10 @@
 credential rotation, disabling and moving.
 
 Enrollment creates the node, then its broker account (dynamic security: a role that
-lets it use only its own topics), then marks it enabled; if the broker step fails the
-node row is removed again, so no half-enrolled node remains.
+lets it use only its own topics, and only under client id = node id), then marks it
+enabled; if the broker step fails the node row is removed again, so no half-enrolled
+node remains. A node id the hub's own accounts or client ids use is refused, and no
+broker step ever changes an account that is not a node's (it answers 409).
 """
 
 from __future__ import annotations
@@ -19,8 +21,19 @@ from control_api import tenants
 from control_api.audit import RecordChange
 from control_api.auth import Principal
 from control_api.broker_link import BrokerLink
-from control_api.broker_security import BrokerSecurityError, DynsecClient
-from control_api.errors import ConflictError, NotFoundError, NotVisibleError, UnavailableError
+from control_api.broker_security import (
+    BrokerSecurityError,
+    DynsecClient,
+    NotANodeAccountError,
+    reserved_node_id,
+)
+from control_api.errors import (
+    ConflictError,
+    InvalidError,
+    NotFoundError,
+    NotVisibleError,
+    UnavailableError,
+)
 from control_api.schemas import NodeIn, NodePatch
 
 SELECT_NODES = """
@@ -29,6 +42,7 @@ SELECT n.id, n.tenant_id, n.display_name, n.enabled, n.created_at,
 FROM nodes n LEFT JOIN node_status s ON s.node_id = n.id
 """
 BROKER_DOWN = "the broker did not take the change; nothing was changed: {}"
+RESERVED = "node id {!r} is reserved: the hub's own broker accounts and client ids use it"
 
 
 @dataclass(frozen=True)
@@ -96,10 +110,19 @@ def list_visible(conn: Connection, user: Principal) -> list[dict[str, Any]]:
     return [dict(r) for r in result.mappings()]
 
 
+def _broker_refused(exc: BrokerSecurityError) -> ConflictError | UnavailableError:
+    """ConflictError when the account is not a node's, UnavailableError otherwise."""
+    if isinstance(exc, NotANodeAccountError):
+        return ConflictError(str(exc))
+    return UnavailableError(BROKER_DOWN.format(exc))
+
+
 def enroll(conn: Connection, link: BrokerLink, body: NodeIn, record: RecordChange) -> Credentials:
-    """Creates the node and its broker account. InvalidError for an unknown tenant,
-    ConflictError when the node exists, UnavailableError (and no node) when the broker
-    does not take the account."""
+    """Creates the node and its broker account. InvalidError for an unknown tenant or a
+    reserved id, ConflictError when the node exists or its broker account is not a
+    node's, UnavailableError (and no node) when the broker does not take the account."""
+    if reserved_node_id(body.id):
+        raise InvalidError(RESERVED.format(body.id))
     tenants.require(conn, body.tenant_id)
     broker = _broker(link)
     credentials = _new_credentials()
@@ -126,7 +149,7 @@ def enroll(conn: Connection, link: BrokerLink, body: NodeIn, record: RecordChang
     except BrokerSecurityError as exc:
         conn.execute(text("DELETE FROM nodes WHERE id = :id"), {"id": body.id})
         conn.commit()
-        raise UnavailableError(BROKER_DOWN.format(exc)) from exc
+        raise _broker_refused(exc) from exc
     conn.execute(text("UPDATE nodes SET enabled = true WHERE id = :id"), {"id": body.id})
     record(conn, body.model_dump())
     conn.commit()
@@ -161,7 +184,7 @@ def rotate_credentials(
     try:
         broker.set_node_password(node_id, credentials.mqtt_password)
     except BrokerSecurityError as exc:
-        raise UnavailableError(BROKER_DOWN.format(exc)) from exc
+        raise _broker_refused(exc) from exc
     conn.execute(
         text(
             "UPDATE nodes SET command_secret = :secret, credentials_rotated_at = now()"
@@ -187,7 +210,7 @@ def set_enabled(
         else:
             broker.disable_node(node_id)
     except BrokerSecurityError as exc:
-        raise UnavailableError(BROKER_DOWN.format(exc)) from exc
+        raise _broker_refused(exc) from exc
     conn.execute(
         text("UPDATE nodes SET enabled = :enabled WHERE id = :id"),
         {"enabled": enabled, "id": node_id},

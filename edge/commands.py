@@ -1,17 +1,21 @@
 """Signed commands from the hub: verify, refuse what must be refused, execute, and say
 so on `nodes/{node_id}/acks`.
 
-Every command is checked, in this order, before anything runs: well-formed envelope and
-a whitelisted type, HMAC-SHA256 signature under this node's secret, not expired, not
-seen before (ids are remembered on disk until they expire), typed parameters. A refusal
-is acked `rejected` with the reason; an accepted command is acked `received`, then
-`succeeded` or `failed` with the device's answer. No command runs a shell string.
+Every command is checked, in this order, before anything runs: readable within bounds
+(at most MAX_COMMAND_BYTES of JSON, parsed without recursion: nesting a few hundred
+deep, integers of thousands of digits, NaN, invalid UTF-8 and lone surrogates are
+refused, never raised), a well-formed envelope and a whitelisted type, HMAC-SHA256
+signature under this node's secret, not expired, not seen before (ids are remembered on
+disk until they expire), typed parameters. A refusal is acked `rejected` with the
+reason, under the command's id whenever one can be read; an accepted command is acked
+`received`, then `succeeded` or `failed` with the device's answer. No command runs a
+shell string.
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import re
 import sqlite3
 import threading
 from collections import deque
@@ -21,9 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
+from pydantic_core import from_json
 
 from contract.commands import (
     MAX_ACK_DETAIL_CHARS,
+    MAX_COMMAND_BYTES,
     MAX_COMMAND_ID_CHARS,
     Ack,
     AckState,
@@ -45,6 +51,10 @@ log = logging.getLogger(__name__)
 
 STORCTL_AUTO, STORCTL_CHARGE, STORCTL_DISCHARGE, STORCTL_HOLD = 0, 1, 2, 3
 LOG_CHUNK_LINES = 200
+_COMMAND_TYPES = frozenset(CommandType)
+# The hub writes the id first (contract.commands.build_command): so a command too large,
+# too deep or not JSON at all is still refused under its id.
+_LEADING_ID = re.compile(rb'\A\s*\{\s*"id"\s*:\s*"([^"\\\x00-\x1f]{1,%d})"' % MAX_COMMAND_ID_CHARS)
 
 
 def _quotable(text: str, max_chars: int) -> str:
@@ -52,8 +62,30 @@ def _quotable(text: str, max_chars: int) -> str:
     return text.replace("\x00", "\ufffd")[:max_chars]
 
 
+def _leading_id(payload: bytes) -> str:
+    """The id a payload starts with, as the hub writes it; "unknown" if it has none."""
+    found = _LEADING_ID.match(payload)
+    return found.group(1).decode(errors="replace") if found else "unknown"
+
+
 class CommandRejectedError(Exception):
     """A command refused before it ran; the message is the reason sent to the hub."""
+
+
+def read_command(payload: bytes) -> dict[str, Any]:
+    """The command's fields; CommandRejectedError with the reason for a payload over
+    MAX_COMMAND_BYTES (left unread) or one that is not a JSON object. pydantic's parser
+    is not recursive and refuses nesting deeper than a few hundred levels, integers
+    Python could not convert (4,300 digits), NaN, invalid UTF-8 and lone surrogates."""
+    if len(payload) > MAX_COMMAND_BYTES:
+        raise CommandRejectedError(f"{len(payload)} bytes, more than {MAX_COMMAND_BYTES}")
+    try:
+        fields = from_json(payload, allow_inf_nan=False)
+    except ValueError as exc:
+        raise CommandRejectedError(f"invalid JSON: {exc}") from exc
+    if not isinstance(fields, dict):
+        raise CommandRejectedError("not a JSON object")
+    return fields
 
 
 class CommandFailedError(Exception):
@@ -137,18 +169,14 @@ class CommandHandler:
         log.info("command %s %s %s", command_id, state, detail)
 
     def handle(self, payload: bytes) -> None:
-        """Checks and runs one command message; every outcome is acked."""
-        command_id = "unknown"
+        """Checks and runs one command message (any bytes); every outcome is acked, a
+        refusal under the command's id when one can be read, else as "unknown"."""
+        command_id = _leading_id(payload)
         try:
-            fields = json.loads(payload)
-            if not isinstance(fields, dict):
-                raise CommandRejectedError("not a JSON object")
+            fields = read_command(payload)
             if isinstance(fields.get("id"), str):
-                command_id = _quotable(fields["id"], MAX_COMMAND_ID_CHARS) or command_id
+                command_id = _quotable(fields["id"], MAX_COMMAND_ID_CHARS) or "unknown"
             envelope, params = self._check(fields)
-        except json.JSONDecodeError:
-            self.ack(command_id, "rejected", "invalid JSON")
-            return
         except CommandRejectedError as exc:
             self.ack(command_id, "rejected", str(exc))
             return
@@ -173,8 +201,9 @@ class CommandHandler:
             self.restart()
 
     def _check(self, fields: dict[str, Any]) -> tuple[CommandEnvelope, Any]:
-        if fields.get("type") not in set(CommandType):
-            raise CommandRejectedError(f"unknown command type {fields.get('type')!r}")
+        command_type = fields.get("type")
+        if not (isinstance(command_type, str) and command_type in _COMMAND_TYPES):
+            raise CommandRejectedError(f"unknown command type {command_type!r}")
         try:
             envelope = CommandEnvelope.model_validate(fields)
         except ValidationError as exc:

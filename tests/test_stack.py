@@ -127,16 +127,16 @@ def _connected(site: Site) -> dict[str, Any] | None:
 
 
 def _broker_accepts(port: int, username: str, password: str) -> bool:
-    # A client id of its own: the agent's session stays untouched.
+    # A site's account works only under its own client id (the node id): this takes the
+    # agent's connection over for a moment, keeping its session (clean_start=False), and
+    # the agent reconnects.
     client = Client(
-        CallbackAPIVersion.VERSION2,
-        client_id=f"{username}-login-check",
-        protocol=MQTTProtocolVersion.MQTTv5,
+        CallbackAPIVersion.VERSION2, client_id=username, protocol=MQTTProtocolVersion.MQTTv5
     )
     client.username_pw_set(username, password)
     answer: list[Any] = []
     client.on_connect = lambda _c, _u, _f, reason, _p: answer.append(reason)
-    client.connect("127.0.0.1", port)
+    client.connect("127.0.0.1", port, clean_start=False)
     client.loop_start()
     try:
         wait_for(lambda: answer, 10, "CONNACK")

@@ -46,7 +46,11 @@ def list_nodes(user: CurrentUser, conn: DbConn) -> Any:
     "",
     response_model=NodeCredentialsOut,
     status_code=201,
-    responses={409: {"description": "exists"}, 503: {"description": "broker unavailable"}},
+    responses={
+        409: {"description": "exists, or its broker account is not a node's"},
+        422: {"description": "unknown tenant, or a node id the hub's accounts use"},
+        503: {"description": "broker unavailable"},
+    },
 )
 def enroll_node(
     request: Request,
@@ -80,7 +84,10 @@ def update_node(
 @router.post(
     "/{node_id}/credentials",
     response_model=NodeCredentialsOut,
-    responses={503: {"description": "broker unavailable"}},
+    responses={
+        409: {"description": "its broker account is not a node's"},
+        503: {"description": "broker unavailable"},
+    },
 )
 def rotate_credentials(
     _: AdminUser, node: ScopedNode, conn: DbConn, link: Link, settings: Settings, record: Audited

@@ -17,18 +17,25 @@ def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readiness", responses={503: {"description": "database or broker unreachable"}})
+@router.get(
+    "/readiness",
+    responses={503: {"description": "database or broker unreachable, or node acks stuck"}},
+)
 def readiness(request: Request, response: Response, engine: DbEngine) -> dict[str, bool]:
+    """Ready when the database answers, the broker link is up and node acks flow (none
+    is waiting to be stored again)."""
     try:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
         database = True
     except SQLAlchemyError:
         database = False
-    broker = request.app.state.link.connected.is_set()
-    if not (database and broker):
+    link = request.app.state.link
+    broker = link.connected.is_set()
+    acks = not link.acks_stuck
+    if not (database and broker and acks):
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-    return {"database": database, "broker": broker}
+    return {"database": database, "broker": broker, "acks": acks}
 
 
 @router.get("/metrics", response_class=Response)

@@ -5,7 +5,16 @@ import json
 import subprocess
 import sys
 
-from control_api.broker_security import hash_password, initial_config, node_role
+import yaml
+
+from collector.config import CollectorSettings
+from control_api.broker_security import (
+    hash_password,
+    initial_config,
+    node_role,
+    reserved_node_id,
+)
+from control_api.config import ApiSettings
 from tests.support.services import REPO, service_env
 
 
@@ -62,3 +71,22 @@ def test_cli_writes_once_and_never_clobbers(tmp_path):
     assert "keeping it" in again.stdout
     assert json.loads(out.read_text()) == {"kept": True}
     assert written["clients"][1]["username"] == "collector"
+
+
+def test_every_name_the_hub_uses_on_the_broker_is_reserved(monkeypatch):
+    monkeypatch.delenv("WATTFLEET_MQTT_CLIENT_ID", raising=False)
+    config = initial_config(("admin", "a"), ("collector", "c"), ("control-api", "p"))
+    names = [c["username"] for c in config["clients"]] + [r["rolename"] for r in config["roles"]]
+    compose = yaml.safe_load((REPO / "compose.yml").read_text())
+    for service in compose["services"].values():
+        env = service.get("environment", {})
+        names += [
+            env[k] for k in ("WATTFLEET_MQTT_USERNAME", "WATTFLEET_MQTT_CLIENT_ID") if k in env
+        ]
+    names += [CollectorSettings().mqtt_client_id, ApiSettings().mqtt_client_id]
+    assert {"admin", "collector", "control-api", "collector-1", "dynsec-admin"} <= set(names)
+    assert [n for n in names if not reserved_node_id(n)] == []
+    assert reserved_node_id("Collector-7")
+    assert reserved_node_id("ADMIN")
+    assert not reserved_node_id("site-0001")
+    assert not reserved_node_id("administrator")

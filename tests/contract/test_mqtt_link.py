@@ -15,7 +15,7 @@ from paho.mqtt.client import Client, MQTTMessage
 from pydantic import SecretStr
 
 from contract import topics
-from contract.delivery_worker import DeliveryWorker
+from contract.delivery_worker import DeliveryWorker, RetryLaterError
 from contract.mqtt import Delivery, MqttLink
 from contract.settings import MqttSettings
 from tests.support.fleet import dynsec, mqtt_client, publish_all, unique
@@ -137,7 +137,8 @@ def test_a_lost_broker_is_logged_once_then_its_return(broker, proxy, caplog):
 
 
 class Handler:
-    """Records what it handles; fails while `failing` is set, waits while `gate` is clear."""
+    """Records what it handles; asks for a retry while `failing` is set, waits while
+    `gate` is clear, and refuses `poison` for good."""
 
     def __init__(self) -> None:
         self.handled: list[bytes] = []
@@ -150,7 +151,9 @@ class Handler:
         self.attempts += 1
         self.gate.wait()
         if self.failing.is_set():
-            raise ConnectionError("database unavailable")
+            raise RetryLaterError("database unavailable")
+        if payload == b"poison":
+            raise ValueError("a value the database cannot hold")
         self.handled.append(payload)
 
 
@@ -195,6 +198,7 @@ def test_a_failing_handler_is_retried_off_the_network_thread_and_acked_after(
         # The network thread is free: a publish gets its confirmation meanwhile.
         link.publish_and_wait(topics.commands(node.id), "{}", timeout_s=5)
         assert handler.handled == []  # nothing overtakes the failing message
+        assert worker.stuck
         handler.failing.clear()
         wait_for(lambda: handler.handled == [b"first", b"second"], 10, "both handled")
         settle(link, worker)
@@ -203,8 +207,37 @@ def test_a_failing_handler_is_retried_off_the_network_thread_and_acked_after(
         wait_for(lambda: len(handler.handled) == 3, 10, "the next message")
     # Both were acknowledged once handled: the reconnect brought neither back.
     assert handler.handled == [b"first", b"second", b"third"]
+    assert not worker.stuck
     failures = [r for r in caplog.records if "failed; retrying" in r.getMessage()]
     assert [r.levelname for r in failures[:2]] == ["ERROR", "DEBUG"]
+
+
+def test_a_message_the_handler_refuses_for_good_is_dropped_and_blocks_nothing(
+    broker, proxy, node, caplog
+):
+    """Only RetryLaterError is retried: any other failure is a message that can never be
+    handled, so it is counted, logged and acknowledged, not retried in front of the rest."""
+    dropped: list[None] = []
+    handler = Handler()
+    link = MqttLink(api_account(broker, proxy.port), [(ACKS, 1)], receive_maximum=10)
+    worker = DeliveryWorker(
+        link, ACKS, handler, name="acks", on_dropped=lambda: dropped.append(None)
+    )
+    with running(link, worker):
+        node.send("first", "poison", "second", "poison", "third")
+        wait_for(lambda: len(handler.handled) == 3, 10, "the good messages")
+        assert not worker.stuck
+        settle(link, worker)
+        reconnect(link, proxy)
+        node.send("fourth")
+        wait_for(lambda: len(handler.handled) == 4, 10, "the next message")
+    # The poison was acknowledged: the reconnect did not bring it back.
+    assert handler.handled == [b"first", b"second", b"third", b"fourth"]
+    assert handler.attempts == 6
+    assert (worker.dropped_total, len(dropped)) == (2, 2)
+    drops = [r for r in caplog.records if "cannot be handled; dropped" in r.getMessage()]
+    assert [r.levelname for r in drops] == ["ERROR", "ERROR"]  # a good one came between
+    assert all(r.exc_info for r in drops)
 
 
 def test_queued_messages_the_broker_sends_again_are_handled_once(broker, proxy, node):

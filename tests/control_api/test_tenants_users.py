@@ -107,8 +107,8 @@ def test_admins_cannot_lock_themselves_out(api, actors):
 
 def test_health_and_readiness(api, broker):
     assert api.get("/health").json() == {"status": "ok"}
-    assert api.get("/readiness").json() == {"database": True, "broker": True}
+    assert api.get("/readiness").json() == {"database": True, "broker": True, "acks": True}
     broker.stop()
     wait_for(lambda: api.get("/readiness").status_code == 503, 10, "readiness to drop")
-    assert api.get("/readiness").json() == {"database": True, "broker": False}
+    assert api.get("/readiness").json() == {"database": True, "broker": False, "acks": True}
     assert api.get("/health").status_code == 200

@@ -17,6 +17,7 @@ import yaml
 from contract import topics
 from contract.commands import (
     MAX_ACK_DETAIL_CHARS,
+    MAX_COMMAND_BYTES,
     Ack,
     CommandType,
     ConfigPushParams,
@@ -29,7 +30,7 @@ from contract.commands import (
 )
 from tests.conftest import SIMULATOR_UNIT
 from tests.support.agent import AgentProcess
-from tests.support.fleet import Node, dynsec, mqtt_client, publish_json, unique
+from tests.support.fleet import Node, dynsec, mqtt_client, publish_all, publish_json, unique
 from tests.support.services import stop_process, wait_for
 
 pytestmark = pytest.mark.integration
@@ -199,6 +200,36 @@ def test_hostile_input_quoted_in_a_rejection_still_makes_a_valid_ack(node_agent)
     assert ack["detail"].startswith("unknown command type 'XXX")
     assert len(ack["detail"]) == MAX_ACK_DETAIL_CHARS
     assert Ack.model_validate(ack).id == "evil\ufffdid"
+
+
+def test_unreadable_commands_are_rejected_under_their_id_and_the_agent_goes_on(node_agent):
+    """Bounds before and while parsing: a refusal for each, under the id the command
+    starts with, and the command thread still runs the next one."""
+    _agent, hub = node_agent
+    head = '{"id": "%s", "type": "FORCE_CHARGE", "params": '
+    payloads: dict[str, bytes] = {
+        cid: (head % cid + rest).encode()
+        for cid, rest in (
+            ("deep-1", "[" * 30_000 + "]" * 30_000 + "}"),
+            ("deep-2", "[" * 50_000 + "]" * 50_000 + "}"),
+            ("digits-1", '{"power_w": ' + "9" * 5_000 + ', "duration_s": 60}}'),
+            ("nan-1", '{"power_w": NaN, "duration_s": 60}}'),
+        )
+    }
+    payloads["utf8-1"] = (head % "utf8-1").encode() + b'"\xff"}'
+    payloads["unhashable-1"] = b'{"id": "unhashable-1", "type": ["FORCE_CHARGE"]}'
+    publish_all(hub.client, [(topics.commands(hub.node_id), p) for p in payloads.values()])
+    acks = {cid: hub.outcome(cid) for cid in payloads}
+    assert all(a["state"] == "rejected" for a in acks.values()), acks
+    details = {cid: a["detail"] for cid, a in acks.items()}
+    assert details["deep-1"].startswith("invalid JSON: recursion limit exceeded")
+    assert details["deep-2"] == f"{len(payloads['deep-2'])} bytes, more than {MAX_COMMAND_BYTES}"
+    assert details["digits-1"].startswith("invalid JSON: number out of range")
+    assert details["nan-1"].startswith("invalid JSON: expected value")
+    assert details["utf8-1"].startswith("invalid JSON")
+    assert details["unhashable-1"] == "unknown command type ['FORCE_CHARGE']"
+    after = hub.send(CommandType.FETCH_LOGS, FetchLogsParams(lines=1))
+    assert hub.outcome(after)["state"] == "succeeded"
 
 
 def test_fetch_logs_sends_chunks(node_agent):

@@ -15,7 +15,7 @@ from typing import Any
 from paho.mqtt.client import Client, MQTTMessageInfo
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from control_api.broker_security import DynsecClient
+from control_api.broker_security import SERVICE_USERNAMES, DynsecClient
 from control_api.demo.services import scrape as scrape
 from tests.support.services import Broker, Database, wait_for
 
@@ -55,10 +55,14 @@ def create_node(
 def mqtt_client(
     broker: Broker, username: str, password: str, client_id: str | None = None
 ) -> Client:
-    """A connected v5 client with its network loop running; raise if refused."""
+    """A connected v5 client with its network loop running; raise if refused. By default
+    a node account connects under its own id (the only client id the broker lets it
+    use), a service account under a fresh one."""
+    if client_id is None:
+        client_id = unique(username) if username in SERVICE_USERNAMES else username
     client = Client(
         CallbackAPIVersion.VERSION2,
-        client_id=client_id or unique(username),
+        client_id=client_id,
         protocol=MQTTProtocolVersion.MQTTv5,
     )
     client.username_pw_set(username, password)
