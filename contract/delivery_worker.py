@@ -22,10 +22,11 @@ the connection: publishing, its confirmations and other subscriptions keep flowi
   the queue holds; beyond that it holds them back (MQTT 5 flow control) while the
   network thread keeps working. A queued message from an earlier connection that the
   broker will deliver again (the link resumed its session) is skipped, not handled
-  twice. The queue can only fill if the broker lost the session while the handler was
-  failing (old messages kept, new ones arriving): then a new message is left
-  unacknowledged and not queued, counted in `refused_total` and logged, and the broker
-  delivers it again after the next reconnect.
+  twice. When the broker lost the session while the handler was failing, the old
+  messages are kept (their only copy) beside the new ones, up to twice the capacity;
+  only past that (sessions lost again and again while the handler kept failing) is a
+  new message left unacknowledged and not queued, counted in `refused_total` and
+  logged, and the broker delivers it again after the next reconnect.
 - **Stopping** (`close()`): nothing more is taken; a message being handled is finished
   and acknowledged, one being retried is given up. The rest stays unacknowledged, and
   the broker's persistent session delivers it again to the next run.
@@ -116,10 +117,7 @@ class DeliveryWorker:
     def _offer(self, _client: Client, _userdata: object, msg: MQTTMessage) -> None:
         delivery = Delivery(msg.topic, bytes(msg.payload), msg.mid, msg.qos, self._link.generation)
         with self._changed:
-            if len(self._items) >= self._capacity:
-                redelivered = self._link.will_redeliver
-                self._items = deque(item for item in self._items if not redelivered(item))
-            if len(self._items) >= self._capacity:
+            if len(self._items) >= self._capacity and self._full_for(delivery):
                 self.refused_total += 1
                 self._full.failed(
                     "%s queue full (%d): a message is left to the broker until the next reconnect",
@@ -131,6 +129,18 @@ class DeliveryWorker:
             self._changed.notify()
         if self._full.recover():
             log.info("%s queue takes messages again", self._name)
+
+    def _full_for(self, delivery: Delivery) -> bool:
+        """Whether a full queue must leave `delivery` to the broker. Copies the broker
+        will deliver again go first. Messages from a connection whose session was lost
+        are their only copy and are kept, but only messages of the current connection
+        count against the capacity: the broker bounds those (receive maximum), and a
+        message left unacknowledged would hold one of its slots until a reconnect, so
+        refusing it would starve the connection. Twice the capacity bounds the rest."""
+        redelivered = self._link.will_redeliver
+        self._items = deque(item for item in self._items if not redelivered(item))
+        current = sum(1 for item in self._items if item.generation == delivery.generation)
+        return current >= self._capacity or len(self._items) >= 2 * self._capacity
 
     # -- the worker's thread ----------------------------------------------------------------
 

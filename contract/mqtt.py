@@ -43,7 +43,14 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from paho.mqtt.client import Client, ConnectFlags, DisconnectFlags, MQTTMessage, MQTTMessageInfo
+from paho.mqtt.client import (
+    MQTT_LOG_ERR,
+    Client,
+    ConnectFlags,
+    DisconnectFlags,
+    MQTTMessage,
+    MQTTMessageInfo,
+)
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -58,6 +65,15 @@ log = logging.getLogger(__name__)
 
 # The largest receive maximum MQTT 5 can say (a two-byte integer).
 MAX_RECEIVE_MAXIMUM = 65_535
+
+
+def _paho_log(_client: Client, _userdata: object, level: int, message: str) -> None:
+    # paho's own messages go to DEBUG (a lost connection is said once, by the link),
+    # except a callback that raised: a bug of ours, said every time.
+    if level == MQTT_LOG_ERR and message.startswith("Caught exception"):
+        log.error("%s", message)
+    else:
+        log.debug("%s", message)
 
 
 class MqttError(Exception):
@@ -155,11 +171,11 @@ class MqttLink:
                 context.load_cert_chain(s.mqtt_cert_file, s.mqtt_key_file)
             client.tls_set_context(context)
         client.reconnect_delay_set(min_delay=1, max_delay=math.ceil(s.mqtt_reconnect_max_s))
-        # A callback that raises is logged (through paho's logger, at ERROR) and the
-        # network thread goes on; re-raised, it would end the thread, and with it every
-        # reconnect and delivery of this link.
+        # A callback that raises is logged at ERROR and the network thread goes on;
+        # re-raised, it would end the thread, and with it every reconnect and delivery
+        # of this link.
         client.suppress_exceptions = True
-        client.enable_logger(log)
+        client.on_log = _paho_log
         return client
 
     # -- lifecycle ---------------------------------------------------------------------
