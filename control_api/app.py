@@ -69,7 +69,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
             settings,
             lambda node, payload: dispatcher.handle_ack(node, payload),
             settings.publish_timeout_s,
-            metrics.acks_dropped.labels("refused").inc,
+            metrics.acks_dropped_total.labels("refused").inc,
         )
         dispatcher = CommandDispatcher(
             engine,
@@ -95,10 +95,10 @@ def create_app(settings: ApiSettings) -> FastAPI:
                 try:
                     sync.run(only_tenant, password)
                 except GrafanaSyncError as exc:
-                    metrics.grafana_syncs.labels("failed").inc()
+                    metrics.grafana_syncs_total.labels("failed").inc()
                     log.error("grafana tenant sync failed (next run retries): %s", exc)
                     return
-                metrics.grafana_syncs.labels("ok").inc()
+                metrics.grafana_syncs_total.labels("ok").inc()
 
             scheduler.add_job(
                 run_sync,

@@ -54,7 +54,7 @@ class CommandDispatcher:
 
     def publish_new(self, conn: Connection, command_id: str, command_type: CommandType) -> bool:
         """Counts a command just stored (committed) as issued, then publishes it."""
-        self.metrics.commands.labels(command_type.value, "issued").inc()
+        self.metrics.commands_total.labels(command_type.value, "issued").inc()
         return self.publish(conn, command_id)
 
     def publish(self, conn: Connection, command_id: str) -> bool:
@@ -111,7 +111,7 @@ class CommandDispatcher:
         try:
             ack = Ack.model_validate_json(payload)
         except ValidationError as exc:
-            self.metrics.acks_dropped.labels("malformed").inc()
+            self.metrics.acks_dropped_total.labels("malformed").inc()
             log.warning("malformed ack from %s dropped: %s", node_id, exc.errors()[0]["msg"])
             return
         try:
@@ -119,7 +119,7 @@ class CommandDispatcher:
         except DATABASE_UNAVAILABLE as exc:
             raise RetryLaterError(f"ack from {node_id} not stored: {exc}") from exc
         if ended is not None:
-            self.metrics.commands.labels(ended, ack.state).inc()
+            self.metrics.commands_total.labels(ended, ack.state).inc()
 
     def _apply(self, node_id: str, ack: Ack) -> str | None:
         """Records the ack and moves the command on; the command's type when this ack
@@ -133,7 +133,7 @@ class CommandDispatcher:
             ).first()
             if row is None:
                 # Unknown, or about another node's command: a node answers only for itself.
-                self.metrics.acks_dropped.labels("unknown_command").inc()
+                self.metrics.acks_dropped_total.labels("unknown_command").inc()
                 log.warning("ack from %s for unknown command %s dropped", node_id, ack.id)
                 return None
             state, command_type = row
@@ -180,7 +180,7 @@ class CommandDispatcher:
                     conn, command_id, "expired", "clock", "deadline passed", applied=True
                 )
         for _, command_type in rows:
-            self.metrics.commands.labels(command_type, "expired").inc()
+            self.metrics.commands_total.labels(command_type, "expired").inc()
         return [command_id for command_id, _ in rows]
 
     def republish_pending(self, now: datetime | None = None) -> int:

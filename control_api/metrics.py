@@ -10,19 +10,19 @@ ACK_DROP_REASONS = ("malformed", "unknown_command", "refused")
 class ApiMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
-        self.requests = Counter(
+        self.requests_total = Counter(
             "wattfleet_api_requests_total",
             "HTTP requests by route template, method and status code",
             ["route", "method", "status"],
             registry=self.registry,
         )
-        self.commands = Counter(
+        self.commands_total = Counter(
             "wattfleet_api_commands_total",
             "Commands by type and outcome (issued, then the state they ended in)",
             ["type", "outcome"],
             registry=self.registry,
         )
-        self.acks_dropped = Counter(
+        self.acks_dropped_total = Counter(
             "wattfleet_api_acks_dropped_total",
             "Node acks dropped without changing a command, by reason: malformed (not an"
             " ack), unknown_command (not a command of that node), refused (could never be"
@@ -31,13 +31,13 @@ class ApiMetrics:
             registry=self.registry,
         )
         for reason in ACK_DROP_REASONS:  # shown at 0 from the start, so rates work at once
-            self.acks_dropped.labels(reason)
+            self.acks_dropped_total.labels(reason)
         self.broker_connected = Gauge(
             "wattfleet_api_broker_connected",
             "1 while the API's MQTT connection is up",
             registry=self.registry,
         )
-        self.grafana_syncs = Counter(
+        self.grafana_syncs_total = Counter(
             "wattfleet_api_grafana_sync_total",
             "Grafana tenant sync runs by outcome (ok, failed).",
             ["outcome"],

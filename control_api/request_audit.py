@@ -124,7 +124,9 @@ class AuditMiddleware(BaseHTTPMiddleware):
         # Set by the router once a route matched; absent for unknown paths.
         route = request.scope.get("route")
         template = getattr(route, "path", "unmatched")
-        self.metrics.requests.labels(template, request.method, str(response.status_code)).inc()
+        self.metrics.requests_total.labels(
+            template, request.method, str(response.status_code)
+        ).inc()
         if route is None or template in NOT_AUDITED or getattr(request.state, "audited", False):
             return response
         params = {"path": dict(request.scope.get("path_params", {}))}
