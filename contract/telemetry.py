@@ -69,7 +69,8 @@ def _sample_type() -> Any:
     for field in FIELDS:
         if field.wire is None:
             continue
-        value_type = field.wire_type if field.required else NotRequired[field.wire_type | None]
+        checked = field.checked_type
+        value_type = checked if field.required else NotRequired[checked | None]
         if field.part is None:
             top[field.key] = value_type
         else:

@@ -6,9 +6,11 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from pydantic import TypeAdapter, ValidationError
 
 from collector.decode import KEPT_PAYLOAD_BYTES, Decoder, Limits, Reason
 from collector.telemetry_row import DECISION_SIGHTING_COLUMNS, SEQ_INDEX, TELEMETRY_COLUMNS
+from contract.fields import FIELDS, PG_INTEGER_RANGES
 from tests.support.fleet import sample
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
@@ -134,3 +136,32 @@ def test_the_heartbeat_says_its_buffer_depth():
     negative = heartbeat.replace(b"42", b"-1")
     bad = decoder.decode("nodes/n1/status", negative, NOW)
     assert [d.reason for d in bad.dead] == [Reason.IMPLAUSIBLE_VALUE]
+
+
+# -- Hostile payloads (issue 12): each is a dead letter with a reason, never an exception --
+
+
+def test_an_integer_its_column_cannot_hold_is_implausible():
+    """seq 2**63 validated, then overflowed the int8 column in the writer's COPY."""
+    largest = _decode(sample("n1", 2**63 - 1, NOW))
+    assert [r[SEQ_INDEX] for r in largest.rows] == [2**63 - 1]
+    for seq in (2**63, 10**30):
+        out = _decode(sample("n1", seq, NOW))
+        assert not out.rows
+        assert [d.reason for d in out.dead] == [Reason.IMPLAUSIBLE_VALUE]
+        assert "seq" in out.dead[0].detail
+    batch = _decode({"samples": [sample("n1", 1, NOW), sample("n1", 2**64, NOW)]})
+    assert [r[SEQ_INDEX] for r in batch.rows] == [1]
+    assert [d.reason for d in batch.dead] == [Reason.IMPLAUSIBLE_VALUE]
+
+
+@pytest.mark.parametrize(
+    "field", [f for f in FIELDS if f.wire is not None and f.pg_type in PG_INTEGER_RANGES]
+)
+def test_every_integer_on_the_wire_is_bounded_by_its_column(field):
+    lowest, highest = PG_INTEGER_RANGES[field.pg_type]
+    checked = TypeAdapter(field.checked_type)
+    assert checked.validate_python(highest) == highest
+    for outside in (lowest - 1, highest + 1):
+        with pytest.raises(ValidationError):
+            checked.validate_python(outside)
