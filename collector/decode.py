@@ -43,6 +43,11 @@ class Reason(StrEnum):
     IMPLAUSIBLE_VALUE = "implausible_value"
     UNEXPECTED_TOPIC = "unexpected_topic"
     REJECTED_BY_DATABASE = "rejected_by_database"
+    # The node's sample at this time is stored (or came first in the batch) with other
+    # values; an exact repeat is a duplicate, not a dead letter.
+    CONFLICTING_DUPLICATE = "conflicting_duplicate"
+    # The node's sample with this seq is stored (or came first) with another time.
+    CONFLICTING_SEQ = "conflicting_seq"
 
 
 # What a dead letter keeps of an oversized payload: enough to see what it was.
