@@ -48,6 +48,9 @@ class Reason(StrEnum):
     CONFLICTING_DUPLICATE = "conflicting_duplicate"
     # The node's sample with this seq is stored (or came first) with another time.
     CONFLICTING_SEQ = "conflicting_seq"
+    # The message failed the batch writer again and again, alone at last: its process
+    # died or writing raised (collector/committer.py). Filed undecoded.
+    KILLED_WRITER = "killed_writer"
 
 
 # What a dead letter keeps of an oversized payload: enough to see what it was.

@@ -205,27 +205,30 @@ class BatchWriter:
 
     def write(self, batch: list[DecodedMessage], now: datetime) -> WriteResult:
         """Writes the batch atomically. If the database refuses some message's data
-        (REFUSED_DATA), each message is written on its own and the refused ones go to
-        dead_letters, so one poison message cannot stall ingest. Any other psycopg.Error
-        is raised, with nothing of the batch written."""
+        (REFUSED_DATA), the batch is split in halves, each written on its own, down to
+        the refused messages, which go to dead_letters: one poison message costs a few
+        transactions per halving, not one per message, and cannot stall ingest. Any
+        other psycopg.Error is raised, with nothing of the batch written."""
         try:
             return self._write(batch, now)
         except REFUSED_DATA as exc:
             if len(batch) == 1:
-                return self._quarantine(batch[0], exc)
-            result = WriteResult()
-            for item in batch:
-                result.add(self.write([item], now))
+                item = batch[0]
+                detail = str(exc).replace("\x00", "")
+                letter = DeadLetter(
+                    item.topic, item.node_id, Reason.REJECTED_BY_DATABASE, detail, item.payload
+                )
+                return self.quarantine([(item.received_at, letter)])
+            half = len(batch) // 2
+            result = self.write(batch[:half], now)
+            result.add(self.write(batch[half:], now))
             return result
 
-    def _quarantine(self, item: DecodedMessage, exc: psycopg.Error) -> WriteResult:
-        detail = str(exc).replace("\x00", "")
-        letter = DeadLetter(
-            item.topic, item.node_id, Reason.REJECTED_BY_DATABASE, detail, item.payload
-        )
+    def quarantine(self, letters: list[tuple[datetime, DeadLetter]]) -> WriteResult:
+        """Files the dead letters (each with its receive time) in one transaction."""
         with self.conn.transaction(), self.conn.cursor() as cur:
-            self._insert_dead(cur, [(item.received_at, letter)])
-        return WriteResult(dead=Counter({Reason.REJECTED_BY_DATABASE: 1}))
+            self._insert_dead(cur, letters)
+        return WriteResult(dead=Counter(letter.reason for _, letter in letters))
 
     def _write(self, batch: list[DecodedMessage], now: datetime) -> WriteResult:
         result = WriteResult()
