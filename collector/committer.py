@@ -119,8 +119,11 @@ def _after_failure(
 ) -> list[tuple[list[RawMessage], int]]:
     """What to send after `part` failed the writer once more: the parts, last first."""
     failures += 1
-    if failures < FAILURES_BEFORE_SPLIT or len(part) == 1:
+    if failures < FAILURES_BEFORE_SPLIT:
         log.error("%s; writing its %d message(s) again", exc, len(part))
+        return [(part, failures)]
+    if len(part) == 1:
+        log.error("%s; again, with this message alone: filing it as a dead letter", exc)
         return [(part, failures)]
     half = len(part) // 2
     log.error(
