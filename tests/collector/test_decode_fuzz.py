@@ -10,7 +10,7 @@ import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from collector.decode import DecodedMessage, Decoder, Limits, Reason
@@ -26,7 +26,6 @@ FUZZ = settings(
     max_examples=200,
     deadline=timedelta(seconds=2),
     database=None,  # no .hypothesis/ folder in the checkout
-    suppress_health_check=[HealthCheck.too_slow],
 )
 
 # Every kind of JSON value, with what has hurt or could hurt a parser or a column: huge
