@@ -14,12 +14,14 @@ from enum import StrEnum
 from typing import Any
 
 from pydantic import ValidationError
+from pydantic_core import from_json
 
 from collector.telemetry_row import Decision, decision, telemetry_row
 from contract.telemetry import (
     IMPLAUSIBLE_ERROR_TYPES,
     NODE_STATUS,
     TELEMETRY_BATCH,
+    TELEMETRY_BATCH_SHAPE,
     TELEMETRY_SAMPLE,
     NodeStatus,
     TelemetrySample,
@@ -41,10 +43,22 @@ class Reason(StrEnum):
     IMPLAUSIBLE_VALUE = "implausible_value"
     UNEXPECTED_TOPIC = "unexpected_topic"
     REJECTED_BY_DATABASE = "rejected_by_database"
+    # The node's sample at this time is stored (or came first in the batch) with other
+    # values; an exact repeat is a duplicate, not a dead letter.
+    CONFLICTING_DUPLICATE = "conflicting_duplicate"
+    # The node's sample with this seq is stored (or came first) with another time.
+    CONFLICTING_SEQ = "conflicting_seq"
+    # The message failed the batch writer again and again, alone at last: its process
+    # died or writing raised (collector/committer.py). Filed undecoded.
+    KILLED_WRITER = "killed_writer"
 
 
 # What a dead letter keeps of an oversized payload: enough to see what it was.
 KEPT_PAYLOAD_BYTES = 4_096
+
+# How an agent's replay batch starts (edge/publisher.py): the decoder's hint to try the
+# batch schema first. Only a hint; the payload's parsed shape decides.
+AGENT_BATCH_START = b'{"samples":['
 
 
 @dataclass(slots=True)
@@ -119,14 +133,7 @@ class Decoder:
             )
         if kind == "status":
             return self._decode_status(out)
-        if b'"samples"' in payload:
-            return self._decode_batch(out)
-        try:
-            sample = TELEMETRY_SAMPLE.validate_json(payload)
-        except ValidationError as exc:
-            return self._reject(out, *_reason_for(exc))
-        self._accept(out, sample, payload)
-        return out
+        return self._decode_telemetry(out)
 
     def _decode_status(self, out: DecodedMessage) -> DecodedMessage:
         try:
@@ -135,27 +142,54 @@ class Decoder:
             return self._reject(out, *_reason_for(exc))
         return out
 
-    def _decode_batch(self, out: DecodedMessage) -> DecodedMessage:
-        out.live = False
+    def _decode_telemetry(self, out: DecodedMessage) -> DecodedMessage:
+        """A payload that is a valid sample is a sample; any other object with a
+        top-level `samples` key is a replay batch; anything else is a broken sample.
+        The fast path tries the schema the payload's start suggests (agents put
+        `samples` first in a batch); a payload that fails it is parsed once and judged
+        by its shape. (One valid both as a batch and as a sample, which no agent sends,
+        is taken as the batch it starts as.)"""
+        payload = out.payload
         try:
-            batch = TELEMETRY_BATCH.validate_json(out.payload)
+            if payload.startswith(AGENT_BATCH_START):
+                batch = TELEMETRY_BATCH.validate_json(payload)
+            else:
+                self._accept(out, TELEMETRY_SAMPLE.validate_json(payload), payload)
+                return out
         except ValidationError as exc:
-            # Slow path, bad input only: find the bad samples so the good ones still land.
-            return self._decode_batch_per_sample(out, exc)
+            return self._decode_by_shape(out, exc)
+        out.live = False
         for sample in batch["samples"]:
             self._accept(out, sample, None)
         return out
 
-    def _decode_batch_per_sample(
-        self, out: DecodedMessage, whole_error: ValidationError
-    ) -> DecodedMessage:
+    def _decode_by_shape(self, out: DecodedMessage, error: ValidationError) -> DecodedMessage:
+        """Slow path, bad or unusually shaped input only: `error` is why the fast path
+        refused it. The parser here, like pydantic's, is not recursive and refuses
+        nesting deeper than a few hundred levels (`json.loads` raised RecursionError)."""
         try:
-            document = json.loads(out.payload)
-            raw_samples = document["samples"]
-            if not isinstance(raw_samples, list) or not raw_samples:
-                raise TypeError("samples is not a non-empty list")
-        except (ValueError, KeyError, TypeError):
-            return self._reject(out, *_reason_for(whole_error))
+            document = from_json(out.payload)
+        except ValueError:
+            return self._reject(out, *_reason_for(error))
+        if not (isinstance(document, dict) and "samples" in document):
+            return self._reject(out, *_reason_for(error))
+        try:
+            sample = TELEMETRY_SAMPLE.validate_python(document)
+        except ValidationError:
+            return self._decode_batch_per_sample(out, document)
+        self._accept(out, sample, out.payload)  # a sample with a key named `samples`
+        return out
+
+    def _decode_batch_per_sample(
+        self, out: DecodedMessage, document: dict[str, Any]
+    ) -> DecodedMessage:
+        """A batch with bad samples: the good ones still land, if the batch itself is
+        well-formed (at most MAX_SAMPLES_PER_BATCH samples)."""
+        out.live = False
+        try:
+            raw_samples = TELEMETRY_BATCH_SHAPE.validate_python(document)["samples"]
+        except ValidationError as exc:
+            return self._reject(out, *_reason_for(exc))
         for raw in raw_samples:
             try:
                 sample = TELEMETRY_SAMPLE.validate_python(raw)

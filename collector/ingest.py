@@ -3,7 +3,8 @@
 Every statement is idempotent, so a batch redelivered after a crash (committed but
 not yet acknowledged to the broker) changes nothing: telemetry and decisions insert
 with ON CONFLICT DO NOTHING on (node_id, ts), node events on (node_id, ts, state),
-and node_status only moves forward.
+and node_status only moves forward. A sample that is not a redelivery but claims a
+stored sample's time or seq is dead-lettered (`conflicts.py`).
 """
 
 from __future__ import annotations
@@ -18,10 +19,17 @@ from typing import Any, NamedTuple
 import psycopg
 from psycopg.types.json import Jsonb
 
+from collector.conflicts import (
+    BatchRows,
+    Refusals,
+    stored_seq_conflicts,
+    stored_time_conflicts,
+)
 from collector.decode import DeadLetter, DecodedMessage, Reason
 from collector.telemetry_row import (
     DECISION_INDEX,
     DECISION_SIGHTING_COLUMNS,
+    NODE_ID_INDEX,
     SEQ_INDEX,
     TELEMETRY_COLUMNS,
     TENANT_ID_INDEX,
@@ -34,17 +42,23 @@ from contract.fields import DECISIONS, NODE_ID, TENANT_ID, TS
 # first straight into the hypertable inside a savepoint. COPY has no ON CONFLICT: if
 # any row is already stored (a redelivery after a crash, a replay overlapping what
 # arrived live), the unique key refuses the COPY and the batch goes through a
-# per-transaction staging table and one idempotent INSERT ... SELECT instead. The
-# direct load costs the embedded database about 40 % less than the staged one, and
-# duplicates are the exception. ON COMMIT DROP keeps no session state, so this also
-# works behind PgBouncer.
+# per-transaction staging table and one idempotent INSERT ... SELECT instead, which
+# answers the rows it skipped: only those are compared with what is stored, to tell a
+# redelivery from a conflict (conflicts.py). The direct load costs the embedded
+# database about 40 % less than the staged one, and duplicates are the exception.
+# ON COMMIT DROP keeps no session state, so this also works behind PgBouncer.
 _COLUMN_LIST = ", ".join(name for name, _ in TELEMETRY_COLUMNS)
 COPY_TELEMETRY = f"COPY telemetry ({_COLUMN_LIST}) FROM STDIN (FORMAT BINARY)"
 CREATE_STAGE = "CREATE TEMP TABLE telemetry_stage (LIKE telemetry) ON COMMIT DROP"
 COPY_STAGE = f"COPY telemetry_stage ({_COLUMN_LIST}) FROM STDIN (FORMAT BINARY)"
 INSERT_TELEMETRY = """
-INSERT INTO telemetry SELECT * FROM telemetry_stage
-ON CONFLICT (node_id, ts) DO NOTHING
+WITH inserted AS (
+    INSERT INTO telemetry SELECT * FROM telemetry_stage
+    ON CONFLICT (node_id, ts) DO NOTHING
+    RETURNING node_id, ts
+)
+SELECT s.node_id, s.ts FROM telemetry_stage s
+WHERE NOT EXISTS (SELECT FROM inserted i WHERE i.node_id = s.node_id AND i.ts = s.ts)
 """
 
 # A decision row is kept only when it differs from the node's previous one: the previous
@@ -68,6 +82,12 @@ INSERT_DEAD_LETTERS = """
 INSERT INTO dead_letters (received_at, topic, node_id, reason, detail, payload)
 SELECT * FROM unnest(%s::timestamptz[], %s::text[], %s::text[], %s::text[], %s::text[],
     %s::bytea[])
+"""
+
+LOOKUP_NODES = """
+SELECT n.id, n.tenant_id, n.enabled, s.last_seq
+FROM nodes n LEFT JOIN node_status s ON s.node_id = n.id
+WHERE n.id = ANY(%s)
 """
 
 # Rows arrive sorted by node id so concurrent collectors lock them in the same order.
@@ -113,15 +133,24 @@ def _copy_rows(cur: psycopg.Cursor[Any], statement: str, rows: list[list[Any]]) 
 DecisionSightings = dict[str, tuple[int, list[Decision]]]
 
 
-def _decision_changes(by_node: DecisionSightings) -> list[dict[str, Any]]:
+def _decision_changes(
+    by_node: DecisionSightings, refused: set[tuple[str, datetime]]
+) -> list[dict[str, Any]]:
     """Per node, in time order, each row whose decision differs from the row before it
     in the batch (the first row is kept: the database compares it with what is stored).
-    Rows are built only for changes: most samples repeat the decision before them."""
+    Rows are built only for changes: most samples repeat the decision before them. A
+    sighting at a refused (node, time) is left out, and of two at one time the first
+    (the sample kept) counts."""
     changes = []
     for node_id, (tenant_id, sightings) in by_node.items():
-        sightings.sort(key=itemgetter(0))  # the sample time comes first
+        sightings.sort(key=itemgetter(0))  # the sample time comes first (a stable sort)
         previous = None
+        previous_ts = None
         for sighting in sightings:
+            ts = sighting[0]
+            if ts == previous_ts or (node_id, ts) in refused:
+                continue
+            previous_ts = ts
             if sighting[DECISION_INDEX] != previous:
                 row = dict(zip(DECISION_SIGHTING_COLUMNS, sighting, strict=True))
                 row[TS.column] = row[TS.column].isoformat()
@@ -135,6 +164,7 @@ def _decision_changes(by_node: DecisionSightings) -> list[dict[str, Any]]:
 class Node(NamedTuple):
     tenant_id: int
     enabled: bool
+    last_seq: int | None  # the highest seq stored for it; None before its first sample
 
 
 @dataclass(slots=True)
@@ -175,36 +205,39 @@ class BatchWriter:
 
     def write(self, batch: list[DecodedMessage], now: datetime) -> WriteResult:
         """Writes the batch atomically. If the database refuses some message's data
-        (REFUSED_DATA), each message is written on its own and the refused ones go to
-        dead_letters, so one poison message cannot stall ingest. Any other psycopg.Error
-        is raised, with nothing of the batch written."""
+        (REFUSED_DATA), the batch is split in halves, each written on its own, down to
+        the refused messages, which go to dead_letters: one poison message costs a few
+        transactions per halving, not one per message, and cannot stall ingest. Any
+        other psycopg.Error is raised, with nothing of the batch written."""
         try:
             return self._write(batch, now)
         except REFUSED_DATA as exc:
             if len(batch) == 1:
-                return self._quarantine(batch[0], exc)
-            result = WriteResult()
-            for item in batch:
-                result.add(self.write([item], now))
+                item = batch[0]
+                detail = str(exc).replace("\x00", "")
+                letter = DeadLetter(
+                    item.topic, item.node_id, Reason.REJECTED_BY_DATABASE, detail, item.payload
+                )
+                return self.quarantine([(item.received_at, letter)])
+            half = len(batch) // 2
+            result = self.write(batch[:half], now)
+            result.add(self.write(batch[half:], now))
             return result
 
-    def _quarantine(self, item: DecodedMessage, exc: psycopg.Error) -> WriteResult:
-        detail = str(exc).replace("\x00", "")
-        letter = DeadLetter(
-            item.topic, item.node_id, Reason.REJECTED_BY_DATABASE, detail, item.payload
-        )
+    def quarantine(self, letters: list[tuple[datetime, DeadLetter]]) -> WriteResult:
+        """Files the dead letters (each with its receive time) in one transaction."""
         with self.conn.transaction(), self.conn.cursor() as cur:
-            self._insert_dead(cur, [(item.received_at, letter)])
-        return WriteResult(dead=Counter({Reason.REJECTED_BY_DATABASE: 1}))
+            self._insert_dead(cur, letters)
+        return WriteResult(dead=Counter(letter.reason for _, letter in letters))
 
     def _write(self, batch: list[DecodedMessage], now: datetime) -> WriteResult:
         result = WriteResult()
         with self.conn.transaction(), self.conn.cursor() as cur:
             nodes = self._lookup_nodes(cur, batch)
             dead: list[tuple[datetime, DeadLetter]] = []
-            telemetry: list[list[Any]] = []
+            rows = BatchRows()
+            samples: list[DecodedMessage] = []
             decisions: DecisionSightings = {}
-            seen: dict[str, NodeSeen] = {}
             statuses = []
             for item in batch:
                 dead.extend((item.received_at, d) for d in item.dead)
@@ -220,13 +253,25 @@ class BatchWriter:
                 if item.status is not None:
                     statuses.append((item, node.tenant_id))
                     continue
-                self._add_samples(item, node.tenant_id, telemetry, decisions, seen)
-            if telemetry:
-                result.attempted = len(telemetry)
-                result.inserted = self._insert_telemetry(cur, telemetry)
+                for row in item.rows:
+                    row[TENANT_ID_INDEX] = node.tenant_id
+                rows.add(item)
+                samples.append(item)
+                if item.decisions:
+                    decisions.setdefault(item.node_id, (node.tenant_id, []))[1].extend(
+                        item.decisions
+                    )
+            last_seqs = {node_id: node.last_seq for node_id, node in nodes.items()}
+            rows.set_aside(stored_seq_conflicts(cur, rows, last_seqs, now))
+            if rows.rows:
+                result.inserted, refused = self._insert_telemetry(cur, rows.rows)
+                rows.set_aside(refused)
+            result.attempted = len(rows.rows) + rows.repeats
+            dead.extend((c.item.received_at, c.dead_letter()) for c in rows.conflicts)
             if decisions:
-                changes = _decision_changes(decisions)
+                changes = _decision_changes(decisions, rows.refused_times())
                 cur.execute(INSERT_DECISIONS, (json.dumps(changes, separators=(",", ":")),))
+            seen = self._seen(samples, rows)
             if seen:
                 result.lags_s = [
                     (now - s.newest_live_ts).total_seconds()
@@ -255,40 +300,43 @@ class BatchWriter:
         ids = sorted({i.node_id for i in batch if i.node_id is not None})
         if not ids:
             return {}
-        cur.execute("SELECT id, tenant_id, enabled FROM nodes WHERE id = ANY(%s)", (ids,))
-        return {row[0]: Node(row[1], row[2]) for row in cur.fetchall()}
+        cur.execute(LOOKUP_NODES, (ids,))
+        return {row[0]: Node(row[1], row[2], row[3]) for row in cur.fetchall()}
 
     @staticmethod
-    def _insert_telemetry(cur: psycopg.Cursor[Any], rows: list[list[Any]]) -> int:
-        """Inserts the rows not stored yet; returns how many that was."""
+    def _insert_telemetry(cur: psycopg.Cursor[Any], rows: list[list[Any]]) -> tuple[int, Refusals]:
+        """Inserts the rows not stored yet (unique by node and time among themselves).
+        Returns how many that was, and the rows (positions) whose node and time are
+        stored with other values."""
         try:
             with cur.connection.transaction():
                 _copy_rows(cur, COPY_TELEMETRY, rows)
-            return len(rows)
+            return len(rows), {}
         except psycopg.errors.UniqueViolation:
             pass
         cur.execute(CREATE_STAGE)
         _copy_rows(cur, COPY_STAGE, rows)
-        cur.execute(INSERT_TELEMETRY)
-        return cur.rowcount
+        skipped_keys = set(cur.execute(INSERT_TELEMETRY).fetchall())
+        skipped = [
+            i for i, row in enumerate(rows) if (row[NODE_ID_INDEX], row[TS_INDEX]) in skipped_keys
+        ]
+        inserted = len(rows) - len(skipped)
+        return inserted, stored_time_conflicts(cur, rows, skipped) if skipped else {}
 
     @staticmethod
-    def _add_samples(
-        item: DecodedMessage,
-        tenant_id: int,
-        telemetry: list[list[Any]],
-        decisions: DecisionSightings,
-        seen: dict[str, NodeSeen],
-    ) -> None:
-        node_id = item.node_id
-        assert node_id is not None
-        seen_node = seen.get(node_id)
-        if seen_node is None:
-            seen_node = seen[node_id] = NodeSeen(item.received_at)
-        elif item.received_at > seen_node.last_seen_at:
-            seen_node.last_seen_at = item.received_at
-        for row in item.rows:
-            row[TENANT_ID_INDEX] = tenant_id
+    def _seen(samples: list[DecodedMessage], rows: BatchRows) -> dict[str, NodeSeen]:
+        """What the batch says about each node it heard samples from: when (every
+        message counts) and, from the rows kept, its newest seq and its clock."""
+        seen: dict[str, NodeSeen] = {}
+        for item in samples:
+            assert item.node_id is not None
+            seen_node = seen.get(item.node_id)
+            if seen_node is None:
+                seen[item.node_id] = NodeSeen(item.received_at)
+            elif item.received_at > seen_node.last_seen_at:
+                seen_node.last_seen_at = item.received_at
+        for row, item in zip(rows.rows, rows.items, strict=True):
+            seen_node = seen[row[NODE_ID_INDEX]]
             if row[SEQ_INDEX] > seen_node.last_seq:
                 seen_node.last_seq = row[SEQ_INDEX]
             if item.live:
@@ -297,9 +345,7 @@ class BatchWriter:
                 seen_node.clock_drift_s = (item.received_at - ts).total_seconds()
                 if seen_node.newest_live_ts is None or ts > seen_node.newest_live_ts:
                     seen_node.newest_live_ts = ts
-        telemetry.extend(item.rows)
-        if item.decisions:
-            decisions.setdefault(node_id, (tenant_id, []))[1].extend(item.decisions)
+        return seen
 
     @staticmethod
     def _record_status(cur: psycopg.Cursor[Any], item: DecodedMessage, tenant_id: int) -> None:

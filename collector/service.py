@@ -2,14 +2,14 @@
 batches to the batch writer process (`writer_process.py`), which decodes and commits.
 
 Delivery: a message is acknowledged to the broker (manual PUBACK) only after the batch
-holding it is committed. The queue is bounded by flow control: the collector asks the
-broker for at most `queue_max_messages` unacknowledged messages at a time (MQTT 5
-receive maximum; Mosquitto's own `max_inflight_messages` may be lower), so the broker
-keeps the rest queued and the network thread does not wait. Only copies of messages
-from connections lost while the database was down can overfill it; then intake blocks
-until a batch commits (named decision: block, never drop). When the
-database is down, or the writer process dies, the batch is sent again with capped
-doubling backoff and nothing is acknowledged meanwhile.
+holding it is committed (`committer.py`: stored or dead-lettered, each message; the
+database being down holds the batch back, a message that kills the writer does not).
+The queue is bounded by flow control: the collector asks the broker for at most
+`queue_max_messages` unacknowledged messages at a time (MQTT 5 receive maximum;
+Mosquitto's own `max_inflight_messages` may be lower), so the broker keeps the rest
+queued and the network thread does not wait. Only copies of messages from connections
+lost while the database was down can overfill it; then intake blocks until a batch
+commits (named decision: block, never drop).
 
 Connecting, subscribing and acknowledging go through the MQTT link (contract/mqtt.py):
 every message remembers its connection generation, and an ack for a message from an
@@ -31,18 +31,12 @@ from paho.mqtt.client import MQTTMessage
 from prometheus_client import CollectorRegistry, disable_created_metrics, start_http_server
 
 from collector.backlog import Backlog
+from collector.committer import Committer
 from collector.config import CollectorSettings
 from collector.metrics import CollectorMetrics
 from collector.watchdog import Watchdog
-from collector.writer_process import (
-    DatabaseUnavailableError,
-    RawMessage,
-    WriteError,
-    WriterProcess,
-    tune_gc,
-)
+from collector.writer_process import RawMessage, WriterProcess, tune_gc
 from contract import topics
-from contract.failure_log import FailureLog
 from contract.mqtt import MAX_RECEIVE_MAXIMUM, MqttLink
 
 log = logging.getLogger(__name__)
@@ -71,7 +65,9 @@ class Collector:
         self._accepting = True
         self._stopping = threading.Event()
         self._writer_process = WriterProcess(settings)
-        self._database = FailureLog(log)
+        self._committer = Committer(
+            self._writer_process, metrics, settings.db_retry_max_s, self._stopping
+        )
         kinds = ("telemetry", "status")
         if settings.shared_subscription:
             filters = [topics.shared_subscription(kind) for kind in kinds]
@@ -137,55 +133,14 @@ class Collector:
         while (
             batch := self.backlog.take(self.settings.batch_max_seconds, self._ack_committed)
         ) is not None:
-            if not self._commit_with_retry(batch):
+            if not self._committer.commit([item.raw for item in batch]):
+                log.error(
+                    "stopping with %d uncommitted messages left to the broker",
+                    len(batch) + len(self.backlog),
+                )
                 return
             self._committed.append(batch)
             self.metrics.queue_depth.set(len(self.backlog))
-
-    def _commit_with_retry(self, batch: list[Received]) -> bool:
-        """Commits the batch through the writer process, retrying while the database is
-        unavailable or the process died. False only if asked to stop while still
-        failing (nothing acknowledged: the broker keeps it)."""
-        messages = [item.raw for item in batch]
-        delay = 0.5
-        while True:
-            started = time.perf_counter()
-            try:
-                result = self._writer_process.write(messages)
-            except WriteError as exc:
-                self._write_failed(exc)
-                if self._stopping.wait(delay):
-                    log.error(
-                        "stopping with %d uncommitted messages left to the broker",
-                        len(batch) + len(self.backlog),
-                    )
-                    return False
-                delay = min(delay * 2, self.settings.db_retry_max_s)
-                continue
-            self._database_ok()
-            m = self.metrics
-            m.commit_seconds.observe(time.perf_counter() - started)
-            m.batch_size.observe(len(batch))
-            m.samples_written_total.inc(result.inserted)
-            m.samples_duplicate_total.inc(result.attempted - result.inserted)
-            for reason, count in result.dead.items():
-                m.dead_letters_total.labels(reason.value).inc(count)
-            for lag in result.lags_s:
-                m.lag_seconds.observe(lag)
-            return True
-
-    def _write_failed(self, exc: WriteError) -> None:
-        self.metrics.commit_failures_total.inc()
-        if not isinstance(exc, DatabaseUnavailableError):
-            log.error("%s; starting another, will retry", exc)
-            return
-        self.metrics.database_up.set(0)
-        self._database.failed("database write failed, will retry: %s", exc)
-
-    def _database_ok(self) -> None:
-        if self._database.recover():
-            log.info("database writes recovered")
-        self.metrics.database_up.set(1)
 
     def _ack_committed(self) -> None:
         """Acknowledges the committed batches. The network thread does it as it takes the

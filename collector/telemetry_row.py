@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from operator import itemgetter
 from typing import Any
 
 from contract.fields import (
@@ -32,7 +33,15 @@ from contract.telemetry import TelemetrySample
 
 # The columns of a telemetry row, in the order of the row and of the writer's COPY.
 TELEMETRY_COLUMNS = tuple((f.column, f.pg_type) for f in TELEMETRY)
-TS_INDEX, TENANT_ID_INDEX, SEQ_INDEX = (TELEMETRY.index(f) for f in (TS, TENANT_ID, SEQ))
+TS_INDEX, NODE_ID_INDEX, TENANT_ID_INDEX, SEQ_INDEX = (
+    TELEMETRY.index(f) for f in (TS, NODE_ID, TENANT_ID, SEQ)
+)
+# What a node reported in a sample, besides its id and the sample's time: two rows of one
+# node and time hold the same sample (a redelivery) when these columns are equal.
+REPORTED = tuple(f for f in TELEMETRY if f.wire is not None and f not in (NODE_ID, TS))
+reported: Callable[[list[Any]], tuple[Any, ...]] = itemgetter(
+    *(TELEMETRY.index(f) for f in REPORTED)
+)
 
 # A sample's optimizer part as its `optimizer_decisions` row without the node and the
 # tenant, which the writer adds: a tuple of DECISION_SIGHTING_COLUMNS, the sample's time

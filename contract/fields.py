@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated, Any, NamedTuple
+from typing import Annotated, Any, NamedTuple, get_args
 
 from pydantic import AwareDatetime, Field, StringConstraints
 
@@ -44,6 +44,15 @@ NodeId = Annotated[str, StringConstraints(pattern=NODE_ID_PATTERN)]
 PowerW = Annotated[float, Field(ge=-MAX_POWER_W, le=MAX_POWER_W)]
 NonNegativePowerW = Annotated[float, Field(ge=0, le=MAX_POWER_W)]
 ShortText = Annotated[str, StringConstraints(max_length=64)]
+
+# What each PostgreSQL integer type holds (named as psycopg's binary COPY names it). An
+# integer on the wire is checked against its column's range: one that the column cannot
+# hold would pass validation and then fail the write of its whole batch.
+PG_INTEGER_RANGES = {
+    "int2": (-(2**15), 2**15 - 1),
+    "int4": (-(2**31), 2**31 - 1),
+    "int8": (-(2**63), 2**63 - 1),
+}
 
 # Parts of the sample an agent may leave out or send as null: a site without a load
 # reading, an agent without an optimizer.
@@ -98,6 +107,19 @@ class TelemetryField:
     required: bool = True  # on the wire; an optional key may be absent or null
     sunspec: tuple[Point, ...] = ()  # the SunSpec points the edge reads it from
     aggregates: tuple[Aggregate, ...] = ()
+
+    @property
+    def checked_type(self) -> Any:
+        """`wire_type` as a receiver validates it: an integer is also bounded to what its
+        column's type holds (PG_INTEGER_RANGES), so a value the column cannot store is
+        refused as implausible. The wire type's own bounds are applied after the
+        column's and override them: they must lie within the column's range."""
+        column_range = PG_INTEGER_RANGES.get(self.pg_type)
+        if column_range is None or self.wire is None:
+            return self.wire_type
+        base, *declared = get_args(self.wire_type) or (self.wire_type,)
+        lowest, highest = column_range
+        return Annotated[(base, Field(ge=lowest, le=highest), *declared)]
 
     @property
     def part(self) -> str | None:

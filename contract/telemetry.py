@@ -32,6 +32,7 @@ __all__ = [
     "NODE_STATUS",
     "PAYLOAD_CONFIG",
     "TELEMETRY_BATCH",
+    "TELEMETRY_BATCH_SHAPE",
     "TELEMETRY_SAMPLE",
     "NodeId",
     "NodeStatus",
@@ -69,7 +70,8 @@ def _sample_type() -> Any:
     for field in FIELDS:
         if field.wire is None:
             continue
-        value_type = field.wire_type if field.required else NotRequired[field.wire_type | None]
+        checked = field.checked_type
+        value_type = checked if field.required else NotRequired[checked | None]
         if field.part is None:
             top[field.key] = value_type
         else:
@@ -82,13 +84,17 @@ def _sample_type() -> Any:
     )
 
 
+def _batch_type(name: str, sample_type: Any) -> Any:
+    samples = Annotated[list[sample_type], Field(min_length=1, max_length=MAX_SAMPLES_PER_BATCH)]
+    return _typed_dict(
+        name,
+        {"samples": samples},
+        'A replay of buffered samples, oldest first: `{"samples": [...]}`.',
+    )
+
+
 _SAMPLE = _sample_type()
-_SAMPLES = list[_SAMPLE]  # type: ignore[valid-type]
-_BATCH = _typed_dict(
-    "TelemetryBatch",
-    {"samples": Annotated[_SAMPLES, Field(min_length=1, max_length=MAX_SAMPLES_PER_BATCH)]},
-    'A replay of buffered samples, oldest first: `{"samples": [...]}`.',
-)
+_BATCH = _batch_type("TelemetryBatch", _SAMPLE)
 
 
 @with_config(PAYLOAD_CONFIG)
@@ -104,4 +110,8 @@ class NodeStatus(TypedDict):
 
 TELEMETRY_SAMPLE: TypeAdapter[TelemetrySample] = TypeAdapter(_SAMPLE)
 TELEMETRY_BATCH: TypeAdapter[dict[str, list[TelemetrySample]]] = TypeAdapter(_BATCH)
+# A batch's shape, its samples left unchecked: for a receiver that checks them one by one.
+TELEMETRY_BATCH_SHAPE: TypeAdapter[dict[str, list[Any]]] = TypeAdapter(
+    _batch_type("TelemetryBatchShape", Any)
+)
 NODE_STATUS = TypeAdapter(NodeStatus)

@@ -234,7 +234,7 @@ def test_database_outage_loses_nothing(database, broker, collector_factory):
             "database_up back to 1",
         )
         assert collector.log().count("database write failed") >= 1
-        assert collector.log().count("ERROR collector.service database write failed") == 1
+        assert collector.log().count("ERROR collector.committer database write failed") == 1
         assert collector.stop() == 0
     finally:
         proxy.close()

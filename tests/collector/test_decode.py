@@ -6,19 +6,24 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from pydantic import TypeAdapter, ValidationError
 
 from collector.decode import KEPT_PAYLOAD_BYTES, Decoder, Limits, Reason
 from collector.telemetry_row import DECISION_SIGHTING_COLUMNS, SEQ_INDEX, TELEMETRY_COLUMNS
+from contract.fields import FIELDS, PG_INTEGER_RANGES
+from contract.telemetry import MAX_SAMPLES_PER_BATCH
 from tests.support.fleet import sample
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 TOPIC = "nodes/n1/telemetry"
 decoder = Decoder(Limits(max_payload_bytes=4096))
+# The collector's default limits, for payloads as large as an attacker may send.
+roomy_decoder = Decoder(Limits())
 
 
-def _decode(body, topic=TOPIC):
+def _decode(body, topic=TOPIC, using=decoder):
     payload = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return decoder.decode(topic, payload, NOW)
+    return using.decode(topic, payload, NOW)
 
 
 def test_valid_sample_is_accepted_as_live_as_its_telemetry_row():
@@ -134,3 +139,86 @@ def test_the_heartbeat_says_its_buffer_depth():
     negative = heartbeat.replace(b"42", b"-1")
     bad = decoder.decode("nodes/n1/status", negative, NOW)
     assert [d.reason for d in bad.dead] == [Reason.IMPLAUSIBLE_VALUE]
+
+
+# -- Hostile payloads (issue 12): each is a dead letter with a reason, never an exception --
+
+
+def test_an_integer_its_column_cannot_hold_is_implausible():
+    """seq 2**63 validated, then overflowed the int8 column in the writer's COPY."""
+    largest = _decode(sample("n1", 2**63 - 1, NOW))
+    assert [r[SEQ_INDEX] for r in largest.rows] == [2**63 - 1]
+    for seq in (2**63, 10**30):
+        out = _decode(sample("n1", seq, NOW))
+        assert not out.rows
+        assert [d.reason for d in out.dead] == [Reason.IMPLAUSIBLE_VALUE]
+        assert "seq" in out.dead[0].detail
+    batch = _decode({"samples": [sample("n1", 1, NOW), sample("n1", 2**64, NOW)]})
+    assert [r[SEQ_INDEX] for r in batch.rows] == [1]
+    assert [d.reason for d in batch.dead] == [Reason.IMPLAUSIBLE_VALUE]
+
+
+@pytest.mark.parametrize(
+    "field", [f for f in FIELDS if f.wire is not None and f.pg_type in PG_INTEGER_RANGES]
+)
+def test_every_integer_on_the_wire_is_bounded_by_its_column(field):
+    lowest, highest = PG_INTEGER_RANGES[field.pg_type]
+    checked = TypeAdapter(field.checked_type)
+    assert checked.validate_python(highest) == highest
+    for outside in (lowest - 1, highest + 1):
+        with pytest.raises(ValidationError):
+            checked.validate_python(outside)
+
+
+@pytest.mark.parametrize("opener", [b"[", b'{"a":'])
+def test_a_deeply_nested_payload_is_refused_before_any_recursive_parse(opener):
+    """50,000 levels in 100 KB: the fallback parser's RecursionError killed the writer."""
+    closer = b"]" if opener == b"[" else b"}"
+    for body in (
+        b'{"samples": ' + opener * 50_000 + closer * 50_000 + b"}",
+        b'{"samples":[' + opener * 50_000 + closer * 50_000 + b"]}",
+        opener * 50_000 + closer * 50_000,
+    ):
+        out = _decode(body, using=roomy_decoder)
+        assert not out.rows
+        assert [d.reason for d in out.dead] == [Reason.INVALID_JSON]
+        assert "recursion limit exceeded" in out.dead[0].detail
+
+
+def test_the_word_samples_inside_a_sample_does_not_make_it_a_batch():
+    quoted_value = sample("n1", 1, NOW, grid={"current_price": 0.5, "mode": "samples"})
+    unknown_key = sample("n1", 2, NOW, samples=3)
+    unknown_list = {"samples": [1, 2], **sample("n1", 3, NOW)}  # first, as a batch starts
+    for body in (quoted_value, unknown_key, unknown_list):
+        out = _decode(json.dumps(body, separators=(",", ":")).encode())
+        assert not out.dead
+        assert [r[SEQ_INDEX] for r in out.rows] == [body["seq"]]
+        assert out.live
+
+
+def test_a_batch_is_known_by_its_shape_however_it_is_spelled():
+    samples = [sample("n1", i, NOW - timedelta(minutes=5 - i)) for i in range(3)]
+    for body in (
+        b'{ "samples" : ' + json.dumps(samples).encode() + b"}",
+        json.dumps({"padding": 1, "samples": samples}).encode(),
+    ):
+        out = _decode(body)
+        assert not out.dead
+        assert [r[SEQ_INDEX] for r in out.rows] == [0, 1, 2]
+        assert not out.live
+
+
+@pytest.mark.parametrize("bad_sample", [False, True])
+def test_a_batch_over_the_sample_limit_is_refused_whole(bad_sample):
+    """The whole-batch check caught it, but the per-sample fallback stored it."""
+    samples = [sample("n1", i, NOW) for i in range(MAX_SAMPLES_PER_BATCH + 1)]
+    if bad_sample:
+        samples[3]["battery"]["soc_percent"] = 101
+    out = _decode(
+        json.dumps({"samples": samples}, separators=(",", ":")).encode(), using=roomy_decoder
+    )
+    assert not out.rows
+    assert [d.reason for d in out.dead] == [Reason.SCHEMA_VIOLATION]
+    assert f"at most {MAX_SAMPLES_PER_BATCH} items" in out.dead[0].detail
+    at_the_limit = _decode({"samples": samples[:MAX_SAMPLES_PER_BATCH]}, using=roomy_decoder)
+    assert len(at_the_limit.rows) == MAX_SAMPLES_PER_BATCH - bad_sample
