@@ -8,13 +8,14 @@ documents every key.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from contract.settings import MqttSettings, ServiceSettings
 from contract.telemetry import NodeId
+from contract.text import refuse_unstorable, storable
 
 # Issued at enrollment and kept on the node: a pushed config never carries them, and the
 # agent keeps its own when it applies one.
@@ -68,6 +69,20 @@ class NodeConfig(ServiceSettings, MqttSettings):
 
     status_host: str = "0.0.0.0"  # noqa: S104 - the local status page is for the LAN
     status_port: int = 8080
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_unstorable_text(cls, data: Any) -> Any:
+        # Every key and text value, inherited settings' included: a pushed config is
+        # stored as jsonb and echoed in answers (contract/text.py).
+        if isinstance(data, dict):
+            for key, value in data.items():
+                for text in (key, *(value if isinstance(value, list | tuple) else (value,))):
+                    try:
+                        refuse_unstorable(text)
+                    except ValueError as exc:
+                        raise ValueError(f"{storable(str(key))}: {exc}") from exc
+        return data
 
     @model_validator(mode="after")
     def _identity_defaults(self) -> NodeConfig:

@@ -17,6 +17,8 @@ from typing import Any, Protocol
 
 from sqlalchemy import Connection, text
 
+from contract.text import storable_json
+
 GENESIS_HASH = "0" * 64
 # pg_advisory_xact_lock key that serializes appends to the chain ("wattfleet" audit).
 CHAIN_LOCK_KEY = 0x5741_5454_4155_4449
@@ -45,20 +47,10 @@ class RecordChange(Protocol):
     ) -> None: ...
 
 
-def _storable(value: Any) -> Any:
-    """PostgreSQL text and jsonb cannot hold NUL: an attempt that carried one is still
-    recorded, with U+FFFD in its place."""
-    if isinstance(value, str):
-        return value.replace("\x00", "\ufffd")
-    if isinstance(value, dict):
-        return {_storable(k): _storable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_storable(v) for v in value]
-    return value
-
-
 def _content(ts: datetime, entry: AuditEntry) -> dict[str, Any]:
-    content: dict[str, Any] = _storable(
+    # PostgreSQL cannot hold NUL or a lone surrogate: an attempt that carried one is
+    # still recorded, with U+FFFD in its place.
+    content: dict[str, Any] = storable_json(
         {
             "ts": ts.astimezone(UTC).isoformat(timespec="microseconds"),
             "actor_user_id": entry.actor_user_id,

@@ -7,7 +7,8 @@ import json
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi import APIRouter, Depends, Request
+from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from control_api import auth, tokens, users
@@ -38,7 +39,8 @@ _LOGIN_BODY = {
 
 async def _login_body(request: Request) -> LoginIn:
     """JSON `{"email", "password", "totp_code"?}`, or the OAuth2 password form that the
-    /docs Authorize button sends (`username` is the email)."""
+    /docs Authorize button sends (`username` is the email). Anything else, malformed
+    JSON included, is refused like any other invalid body (422)."""
     content_type = request.headers.get("content-type", "")
     try:
         if content_type.startswith("application/x-www-form-urlencoded"):
@@ -46,12 +48,16 @@ async def _login_body(request: Request) -> LoginIn:
             return LoginIn(
                 email=str(form.get("username", "")), password=str(form.get("password", ""))
             )
-        return LoginIn.model_validate_json(await request.body())
-    except (ValidationError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        detail: Any = (
-            exc.errors(include_url=False) if isinstance(exc, ValidationError) else str(exc)
-        )
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail) from exc
+        # Parsed as FastAPI parses every other body, so the same input gets the same
+        # answer here as anywhere else.
+        data = json.loads(await request.body())
+        return LoginIn.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors]) from exc
+    except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8, or nested too deep
+        invalid = {"type": "json_invalid", "loc": ("body",), "msg": f"JSON decode error: {exc}"}
+        raise RequestValidationError([invalid]) from exc
 
 
 LoginBody = Annotated[LoginIn, Depends(_login_body)]
