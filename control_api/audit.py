@@ -112,12 +112,19 @@ def rows(
     limit: int,
 ) -> list[dict[str, Any]]:
     """Newest first, below `before_id` when given; only the tenant's and the node's
-    rows when those are given."""
+    rows when those are given.
+
+    Given a tenant (what its users read), a look at another tenant's object shows as
+    `not_found`, the answer its caller got, like a look at a missing one: the stored
+    row says `denied` (what admins read), which would tell a tenant's user that the
+    other tenant's id exists."""
     result = conn.execute(
         text(
             """
             SELECT id, ts, actor_user_id, actor_email, tenant_id, node_id, action, params,
-                outcome, status_code, client_addr, hash
+                CASE WHEN CAST(:tenant AS bigint) IS NOT NULL AND status_code = 404
+                    THEN 'not_found' ELSE outcome END AS outcome,
+                status_code, client_addr, hash
             FROM audit_log
             WHERE (CAST(:tenant AS bigint) IS NULL OR tenant_id = :tenant)
               AND (CAST(:node AS text) IS NULL OR node_id = :node)
