@@ -52,7 +52,7 @@ def log_in(
         conn.execute(
             text(
                 "SELECT id, email, role, tenant_id, password_hash, totp_secret, totp_enabled"
-                " FROM users WHERE lower(email) = lower(:email) AND NOT disabled"
+                " FROM users WHERE email = :email AND NOT disabled"
             ),
             {"email": body.email},
         )

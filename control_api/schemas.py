@@ -7,11 +7,12 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import Path, Query
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from contract.commands import MAX_COMMAND_ID_CHARS
 from contract.text import STORABLE
 from contract.topics import NODE_ID_PATTERN
+from control_api.identity import normalized_email
 
 # Every string a request carries is bounded and STORABLE (no NUL, no lone surrogate:
 # contract/text.py), in bodies, paths and queries alike.
@@ -23,6 +24,10 @@ Password = Annotated[str, StringConstraints(min_length=12, max_length=256), STOR
 # What a login may try: any password an account could have (the length rule above is
 # for setting one).
 LoginPassword = Annotated[str, StringConstraints(min_length=1, max_length=256), STORABLE]
+# An account's email, as stored and looked up: normalized where it enters.
+Email = Annotated[
+    str, StringConstraints(min_length=1, max_length=320), STORABLE, AfterValidator(normalized_email)
+]
 TotpCode = Annotated[str, StringConstraints(pattern=r"^[0-9]{6}$"), STORABLE]
 NodeIdStr = Annotated[str, StringConstraints(pattern=NODE_ID_PATTERN), STORABLE]
 NodeIdPath = Annotated[str, Path(pattern=NODE_ID_PATTERN), STORABLE]
@@ -59,7 +64,7 @@ class _In(BaseModel):
 
 
 class LoginIn(_In):
-    email: Annotated[str, StringConstraints(min_length=1, max_length=320), STORABLE]
+    email: Email
     password: LoginPassword
     totp_code: TotpCode | None = None
 
@@ -89,7 +94,7 @@ class UserOut(BaseModel):
 
 
 class UserIn(_In):
-    email: Annotated[EmailStr, STORABLE]
+    email: Email
     password: Password
     role: Role
     tenant_id: DbId | None = None

@@ -128,7 +128,7 @@ def test_create_admin_cli_is_idempotent(database, broker):
     env = api_env(database, broker)
     email = f"first-admin-{broker.port}@example.com"
 
-    def run(password, *extra):
+    def run(password, *extra, email=email):
         return subprocess.run(
             [
                 sys.executable,
@@ -154,11 +154,18 @@ def test_create_admin_cli_is_idempotent(database, broker):
     assert second.returncode == 0
     assert f"admin {email} updated" in second.stdout
     assert "TOTP: otpauth://totp/" in second.stdout
+    # The same account however it is spelled (control_api/identity.py).
+    respelled = run("third password 3", email=email.upper())
+    assert respelled.returncode == 0
+    assert "updated" in respelled.stdout
     short = run("short")
     assert short.returncode == 1
     assert "12 characters" in short.stderr
+    not_an_address = run("fourth password 4", email="first-admin")
+    assert not_an_address.returncode == 1
+    assert "not an email address" in not_an_address.stderr
     with database.connect() as conn:
         rows = conn.execute(
-            "SELECT role, totp_enabled FROM users WHERE lower(email) = lower(%s)", (email,)
+            "SELECT role, totp_enabled FROM users WHERE email = %s", (email,)
         ).fetchall()
     assert rows == [("admin", True)]

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import pyotp
 import pytest
+from alembic import command
 from pydantic import ValidationError
 
 from control_api.config import ApiSettings
 from tests.support.api_client import api_client
 from tests.support.control_api import PASSWORD, create_user, log_in
+from tests.support.fleet import unique
+from tests.support.services import alembic_config, empty_database, migrate
 
 pytestmark = pytest.mark.integration
 
@@ -127,3 +130,45 @@ def test_cors_answers_only_allowed_origins(database, broker):
         other = api.options("/nodes", headers={"Origin": "https://evil.example.com", **preflight})
         assert allowed.headers["access-control-allow-origin"] == "https://ops.example.com"
         assert "access-control-allow-origin" not in other.headers
+
+
+def test_a_respelled_email_is_the_same_account_for_the_login_limit(database, broker):
+    """Python's and PostgreSQL's lower() disagree on U+0130: the limit counted one
+    spelling while the lookup found the account under another."""
+    with api_client(database, broker, login_limit_per_account="3/minute") as api:
+        admin = log_in(api, create_user(database, "admin", None))
+        local = unique("ivan")
+        body = {"email": f"{local}@example.com", "password": PASSWORD, "role": "admin"}
+        assert api.post("/users", json=body, headers=admin.headers).status_code == 201
+        shouted = f"{local.upper()}@EXAMPLE.com"
+        assert [login(api, shouted, "wrong").status_code for _ in range(3)] == [401] * 3
+        assert login(api, body["email"], PASSWORD).status_code == 429
+        dotted = f"\u0130{local[1:]}@example.com"  # "İvan-...": not the same letters
+        assert login(api, dotted, PASSWORD).status_code == 401
+
+
+def test_emails_are_stored_and_matched_in_one_normal_form(api, actors, database):
+    local = unique("Mixed.Case")
+    body = {"email": f"{local}@Example.COM", "password": PASSWORD, "role": "admin"}
+    created = api.post("/users", json=body, headers=actors.admin.headers)
+    assert created.status_code == 201, created.text
+    assert created.json()["email"] == f"{local.lower()}@example.com"
+    again = {**body, "email": f"{local.upper()}@example.com"}
+    assert api.post("/users", json=again, headers=actors.admin.headers).status_code == 409
+    assert login(api, f"{local.upper()}@EXAMPLE.COM", PASSWORD).status_code == 200
+    invalid = api.post("/auth/login", json={"email": "not an address", "password": "x"})
+    assert invalid.status_code == 422
+
+
+def test_the_migration_folds_existing_addresses():
+    with empty_database("email-folding") as db:
+        command.upgrade(alembic_config(db), "0005")
+        with db.connect() as conn:
+            conn.execute(
+                "INSERT INTO users (email, password_hash, role)"
+                " VALUES ('First.Admin@example.com', 'x', 'admin')"
+            )
+        migrate(db)
+        with db.connect() as conn:
+            emails = [r[0] for r in conn.execute("SELECT email FROM users")]
+        assert emails == ["first.admin@example.com"]
