@@ -79,6 +79,14 @@ class TotpSetupOut(BaseModel):
     otpauth_uri: str
 
 
+class TotpSetupIn(_In):
+    """Proof that the caller is the account's owner, not only a token's holder."""
+
+    password: LoginPassword
+    # Required while TOTP is on.
+    code: TotpCode | None = None
+
+
 class TotpConfirmIn(_In):
     code: TotpCode
 

@@ -13,7 +13,14 @@ from pydantic import ValidationError
 
 from control_api import auth, tokens, users
 from control_api.deps import Audited, CurrentUser, DbConn, Settings, client_addr
-from control_api.schemas import LoginIn, TokenOut, TotpConfirmIn, TotpSetupOut, UserOut
+from control_api.schemas import (
+    LoginIn,
+    TokenOut,
+    TotpConfirmIn,
+    TotpSetupIn,
+    TotpSetupOut,
+    UserOut,
+)
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
@@ -93,10 +100,19 @@ def me(user: CurrentUser, conn: DbConn) -> Any:
     return users.get(conn, user.id)
 
 
-@router.post("/totp", response_model=TotpSetupOut)
-def totp_setup(user: CurrentUser, conn: DbConn, record: Audited) -> TotpSetupOut:
-    """Starts (or restarts) TOTP setup; it takes effect after `/auth/totp/confirm`."""
-    secret, uri = auth.start_totp(conn, user, record)
+@router.post(
+    "/totp",
+    response_model=TotpSetupOut,
+    responses={429: {"description": "too many failed attempts"}},
+)
+def totp_setup(
+    request: Request, body: TotpSetupIn, user: CurrentUser, conn: DbConn, record: Audited
+) -> TotpSetupOut:
+    """Starts (or restarts) TOTP setup with the account's password, and while TOTP is on
+    a current code: TOTP is off from here until `/auth/totp/confirm`."""
+    secret, uri = auth.start_totp(
+        conn, request.app.state.login_limits, user, body, client_addr(request) or "unknown", record
+    )
     return TotpSetupOut(secret=secret, otpauth_uri=uri)
 
 

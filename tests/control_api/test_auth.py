@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pyotp
 import pytest
 from alembic import command
@@ -10,7 +12,7 @@ from pydantic import ValidationError
 from control_api.config import ApiSettings
 from tests.support.api_client import api_client
 from tests.support.control_api import PASSWORD, create_user, log_in
-from tests.support.fleet import unique
+from tests.support.fleet import create_tenant, unique
 from tests.support.services import alembic_config, empty_database, migrate
 
 pytestmark = pytest.mark.integration
@@ -86,7 +88,7 @@ def test_failed_logins_are_rate_limited_per_address(database, broker):
 
 def test_totp_setup_then_required_at_login(api, database):
     user = log_in(api, create_user(database, "admin", None))
-    setup = api.post("/auth/totp", headers=user.headers).json()
+    setup = api.post("/auth/totp", json={"password": PASSWORD}, headers=user.headers).json()
     assert setup["otpauth_uri"].startswith("otpauth://totp/wattfleet:")
     totp = pyotp.TOTP(setup["secret"])
     wrong = f"{(int(totp.now()) + 500_000) % 1_000_000:06d}"
@@ -101,9 +103,8 @@ def test_totp_setup_then_required_at_login(api, database):
     without = api.post("/auth/login", json={"email": user.email, "password": PASSWORD})
     assert without.status_code == 401
     assert "TOTP" in without.json()["detail"]
-    with_code = api.post(
-        "/auth/login", json={"email": user.email, "password": PASSWORD, "totp_code": totp.now()}
-    )
+    # The confirming code is used up: the next step's is within the window.
+    with_code = login_with_code(api, user, totp.at(time.time() + 30))
     assert with_code.status_code == 200
 
 
@@ -172,3 +173,50 @@ def test_the_migration_folds_existing_addresses():
         with db.connect() as conn:
             emails = [r[0] for r in conn.execute("SELECT email FROM users")]
         assert emails == ["first.admin@example.com"]
+
+
+def with_totp(api, user):
+    """Sets up and confirms TOTP for a logged-in user; its authenticator, and the time
+    its confirming code was made (that step is used)."""
+    setup = api.post("/auth/totp", json={"password": PASSWORD}, headers=user.headers).json()
+    totp = pyotp.TOTP(setup["secret"])
+    now_s = time.time()
+    confirmed = api.post("/auth/totp/confirm", json={"code": totp.at(now_s)}, headers=user.headers)
+    assert confirmed.status_code == 204, confirmed.text
+    return totp, now_s
+
+
+def login_with_code(api, user, code):
+    body = {"email": user.email, "password": PASSWORD, "totp_code": code}
+    return api.post("/auth/login", json=body)
+
+
+def test_a_totp_code_logs_in_once(api, database):
+    user = log_in(api, create_user(database, "operator", create_tenant(database)))
+    totp, now_s = with_totp(api, user)
+    # The confirming code is used; the next step's code is within the window.
+    assert login_with_code(api, user, totp.at(now_s)).status_code == 401
+    next_code = totp.at(now_s + 30)
+    assert login_with_code(api, user, next_code).status_code == 200
+    replayed = login_with_code(api, user, next_code)
+    assert replayed.status_code == 401
+    assert "works once" in replayed.json()["detail"]
+
+
+def test_turning_totp_off_needs_the_password_and_a_current_code(database, broker):
+    with api_client(database, broker, login_limit_per_account="4/minute") as api:
+        user = log_in(api, create_user(database, "operator", create_tenant(database)))
+        totp, now_s = with_totp(api, user)
+
+        def reset(**body):
+            return api.post("/auth/totp", json=body, headers=user.headers)
+
+        assert api.post("/auth/totp", headers=user.headers).status_code == 422
+        assert reset(password=PASSWORD).status_code == 401
+        assert reset(password="wrong", code=totp.at(now_s + 30)).status_code == 401
+        # TOTP is still on: a login needs a code.
+        assert login(api, user.email, PASSWORD).status_code == 401
+        assert reset(password=PASSWORD, code=totp.at(now_s + 30)).status_code == 200
+        assert login(api, user.email, PASSWORD).status_code == 200
+        # Guessing the password through this route is limited like a login.
+        assert [reset(password="wrong").status_code for _ in range(2)] == [401, 429]

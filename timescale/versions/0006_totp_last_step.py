@@ -1,4 +1,8 @@
-"""Accounts: one normal form for email addresses.
+"""Accounts: single-use TOTP codes, and one normal form for email addresses.
+
+`users.totp_last_step` is the time step (a 30-second counter) of the last TOTP code the
+account used: a code is accepted only for a later step, so a code seen once (over a
+shoulder, in a proxy's log) cannot log in again within its window.
 
 `users.email` holds the address as the API normalizes it (control_api/identity.py:
 email-validator's form, then NFKC case folded), and logins look it up by equality,
@@ -30,6 +34,7 @@ def _folded(address: str) -> str:
 
 
 def upgrade() -> None:
+    op.execute("ALTER TABLE users ADD COLUMN IF NOT EXISTS totp_last_step bigint")
     conn = op.get_bind()
     users = conn.execute(text("SELECT id, email FROM users ORDER BY id")).all()
     by_address: dict[str, list[str]] = {}
@@ -52,3 +57,4 @@ def downgrade() -> None:
     # Addresses stay folded: the lower(email) index holds them as well.
     op.execute("DROP INDEX IF EXISTS users_email_key")
     op.execute("CREATE UNIQUE INDEX IF NOT EXISTS users_email_idx ON users (lower(email))")
+    op.execute("ALTER TABLE users DROP COLUMN IF EXISTS totp_last_step")
