@@ -40,7 +40,9 @@ def create_admin(engine: Engine, email: str, password: str, totp: bool) -> tuple
         else:
             conn.execute(
                 text(
+                    # A new password: the account's earlier tokens end here.
                     "UPDATE users SET password_hash = :hash, disabled = false,"
+                    " token_version = token_version + 1,"
                     " totp_secret = coalesce(:secret, totp_secret),"
                     " totp_enabled = totp_enabled OR CAST(:secret AS text) IS NOT NULL"
                     " WHERE email = :email"

@@ -12,6 +12,7 @@ from control_api.audit import RecordChange
 from control_api.errors import RateLimitedError, RefusedError, WrongCredentialsError
 from control_api.login_limits import LoginLimits
 from control_api.schemas import LoginIn, TotpSetupIn
+from control_api.tokens import TokenSubject
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,8 @@ class Principal:
     email: str
     role: str
     tenant_id: int | None
+    # What the account's tokens must carry (users.token_version).
+    token_version: int
 
     @property
     def is_admin(self) -> bool:
@@ -29,11 +32,15 @@ class Principal:
         return self.is_admin or self.tenant_id == tenant_id
 
 
-def principal(conn: Connection, user_id: int) -> Principal | None:
-    """The user with this id, unless the account is gone or disabled."""
+_PRINCIPAL = "SELECT id, email, role, tenant_id, token_version FROM users"
+
+
+def principal(conn: Connection, subject: TokenSubject) -> Principal | None:
+    """The token's user, unless the account is gone or disabled, or the token was
+    issued before its password last changed or it was last disabled."""
     row = conn.execute(
-        text("SELECT id, email, role, tenant_id FROM users WHERE id = :id AND NOT disabled"),
-        {"id": user_id},
+        text(_PRINCIPAL + " WHERE id = :id AND token_version = :version AND NOT disabled"),
+        {"id": subject.user_id, "version": subject.token_version},
     ).first()
     return Principal(*row) if row else None
 
@@ -51,8 +58,8 @@ def log_in(
     user = (
         conn.execute(
             text(
-                "SELECT id, email, role, tenant_id, password_hash, totp_secret, totp_enabled"
-                " FROM users WHERE email = :email AND NOT disabled"
+                "SELECT id, email, role, tenant_id, token_version, password_hash, totp_secret,"
+                " totp_enabled FROM users WHERE email = :email AND NOT disabled"
             ),
             {"email": body.email},
         )
@@ -75,7 +82,9 @@ def log_in(
             "admin accounts need TOTP here: set it up with"
             " `python -m control_api create-admin --totp`"
         )
-    return Principal(user["id"], user["email"], user["role"], user["tenant_id"])
+    return Principal(
+        user["id"], user["email"], user["role"], user["tenant_id"], user["token_version"]
+    )
 
 
 def _use_totp_code(conn: Connection, user_id: int, secret: str, code: str) -> bool:

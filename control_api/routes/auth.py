@@ -90,7 +90,9 @@ def login(request: Request, body: LoginBody, conn: DbConn, settings: Settings) -
     )
     request.state.principal = user
     token = tokens.issue(
-        user.id, settings.jwt_secret.get_secret_value(), timedelta(seconds=settings.jwt_ttl_s)
+        tokens.TokenSubject(user.id, user.token_version),
+        settings.jwt_secret.get_secret_value(),
+        timedelta(seconds=settings.jwt_ttl_s),
     )
     return TokenOut(access_token=token)
 

@@ -220,3 +220,25 @@ def test_turning_totp_off_needs_the_password_and_a_current_code(database, broker
         assert login(api, user.email, PASSWORD).status_code == 200
         # Guessing the password through this route is limited like a login.
         assert [reset(password="wrong").status_code for _ in range(2)] == [401, 429]
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [[{"password": "a brand new password"}], [{"disabled": True}, {"disabled": False}]],
+    ids=["new password", "disabled and enabled"],
+)
+def test_tokens_issued_before_a_password_change_or_a_disable_stop_working(
+    api, actors, database, changes
+):
+    user = log_in(api, create_user(database, "operator", actors.tenant_a))
+    stolen = dict(user.headers)
+    assert api.get("/auth/me", headers=stolen).status_code == 200
+    for change in changes:
+        patched = api.patch(f"/users/{user.id}", json=change, headers=actors.admin.headers)
+        assert patched.status_code == 200, patched.text
+    assert api.get("/auth/me", headers=stolen).status_code == 401
+    password = changes[0].get("password", PASSWORD)
+    fresh = login(api, user.email, password)
+    assert fresh.status_code == 200
+    headers = {"Authorization": f"Bearer {fresh.json()['access_token']}"}
+    assert api.get("/auth/me", headers=headers).status_code == 200

@@ -1,8 +1,12 @@
-"""Accounts: single-use TOTP codes, and one normal form for email addresses.
+"""Accounts: single-use TOTP codes, revocable tokens, and one normal form for email
+addresses.
 
 `users.totp_last_step` is the time step (a 30-second counter) of the last TOTP code the
 account used: a code is accepted only for a later step, so a code seen once (over a
 shoulder, in a proxy's log) cannot log in again within its window.
+
+`users.token_version` is carried by every token issued for the account; a new password,
+disabling and enabling add one, so every token issued before stops working.
 
 `users.email` holds the address as the API normalizes it (control_api/identity.py:
 email-validator's form, then NFKC case folded), and logins look it up by equality,
@@ -35,6 +39,9 @@ def _folded(address: str) -> str:
 
 def upgrade() -> None:
     op.execute("ALTER TABLE users ADD COLUMN IF NOT EXISTS totp_last_step bigint")
+    op.execute(
+        "ALTER TABLE users ADD COLUMN IF NOT EXISTS token_version integer NOT NULL DEFAULT 0"
+    )
     conn = op.get_bind()
     users = conn.execute(text("SELECT id, email FROM users ORDER BY id")).all()
     by_address: dict[str, list[str]] = {}
@@ -58,3 +65,4 @@ def downgrade() -> None:
     op.execute("DROP INDEX IF EXISTS users_email_key")
     op.execute("CREATE UNIQUE INDEX IF NOT EXISTS users_email_idx ON users (lower(email))")
     op.execute("ALTER TABLE users DROP COLUMN IF EXISTS totp_last_step")
+    op.execute("ALTER TABLE users DROP COLUMN IF EXISTS token_version")
