@@ -1,73 +1,177 @@
 """The edge agent's config as a wire contract: every key the agent reads, its type and
-bounds, once. The hub validates a CONFIG_PUSH body against `NodeConfig`; the agent's
-`edge.config.EdgeSettings` is this model plus how the agent loads it (a YAML file,
-`WATTFLEET_EDGE_*` overrides, no example secrets in prod). `edge/config.example.yaml`
-documents every key.
+bounds, once. The hub validates a CONFIG_PUSH body against `NodeConfig` before anything
+is sent, and the agent validates it again on receipt: its `edge.config.EdgeSettings` is
+this model plus how the agent loads it (a YAML file, `WATTFLEET_EDGE_*` overrides, no
+example secrets in prod). `edge/config.example.yaml` documents every key.
+
+A pushed config comes from an operator's account on the hub, so its bounds are the
+Pi's: numbers in ranges the agent can use, ports it may connect to or listen on (the
+status page not on a privileged port), files only where the agent keeps its state, and
+software only from an https index or a local folder.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Literal
+import os
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import AfterValidator, Field, SecretStr, StringConstraints, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from contract.settings import MqttSettings, ServiceSettings
+from contract.fields import MAX_ABS_PRICE_PER_KWH
+from contract.settings import MqttSettings, Port, ServiceSettings
 from contract.telemetry import NodeId
+from contract.text import STORABLE, refuse_unstorable, storable
 
 # Issued at enrollment and kept on the node: a pushed config never carries them, and the
 # agent keeps its own when it applies one.
 NODE_HELD_SECRETS = ("node_secret", "mqtt_password")
+
+# Where the agent's state (buffer_path and the files beside it) may never be: the
+# system's own directories. Anywhere else is the operator's choice (the systemd unit
+# confines writes to /var/lib/wattfleet as well).
+SYSTEM_DIRS = tuple(
+    PurePosixPath(d)
+    for d in [
+        "/bin",
+        "/boot",
+        "/dev",
+        "/etc",
+        "/lib",
+        "/lib32",
+        "/lib64",
+        "/proc",
+        "/root",
+        "/run",
+        "/sbin",
+        "/sys",
+        "/usr",
+    ]
+)
+
+
+def _plain_absolute(path: str) -> PurePosixPath:
+    """The path, when it is absolute and normalized: no `.` or `..` parts, no `//`."""
+    pure = PurePosixPath(path)
+    if not pure.is_absolute() or os.path.normpath(path) != path or path.startswith("//"):
+        raise ValueError(f"{path!r} must be an absolute, normalized path (no '.', '..', '//')")
+    return pure
+
+
+def _state_file(path: Path) -> Path:
+    pure = _plain_absolute(str(path))
+    if pure.suffix != ".sqlite3":
+        raise ValueError("must name a .sqlite3 file")
+    system = next((d for d in SYSTEM_DIRS if pure.is_relative_to(d)), None)
+    if system is not None:
+        raise ValueError(f"must not be under {system}")
+    return path
+
+
+def _https_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname:
+        raise ValueError(f"{url!r} must be an https:// URL")
+    return url
+
+
+def _https_url_or_folder(location: str) -> str:
+    if location.startswith("/"):
+        _plain_absolute(location)
+        return location
+    return _https_url(location)
+
+
+Text = Annotated[str, StringConstraints(max_length=253), STORABLE]
+Seconds = Annotated[float, Field(gt=0, le=24 * 3600)]
+HttpsUrl = Annotated[str, StringConstraints(max_length=2048), STORABLE, AfterValidator(_https_url)]
+WheelSource = Annotated[
+    str, StringConstraints(max_length=2048), STORABLE, AfterValidator(_https_url_or_folder)
+]
+# An hour of the day as a boundary: 0 is midnight at the start, 24 at the end.
+Hour = Annotated[int, Field(ge=0, le=24)]
+Price = Annotated[float, Field(ge=-MAX_ABS_PRICE_PER_KWH, le=MAX_ABS_PRICE_PER_KWH)]
 
 
 class NodeConfig(ServiceSettings, MqttSettings):
     """The agent's whole config; unknown keys are refused. Validating one reads nothing
     from the validating process's environment."""
 
-    model_config = SettingsConfigDict(extra="forbid")
+    # NaN and infinities are no setting.
+    model_config = SettingsConfigDict(extra="forbid", allow_inf_nan=False)
 
     node_id: NodeId
     node_secret: SecretStr = SecretStr("change-me")
     # The node's MQTT identity is its node id unless set otherwise.
-    mqtt_username: str = ""
+    mqtt_username: Text = ""
 
     modbus_transport: Literal["tcp", "rtu"] = "tcp"
-    modbus_host: str = "127.0.0.1"
-    modbus_port: int = 502
-    modbus_serial_port: str = "/dev/ttyUSB0"
-    modbus_baudrate: int = 9600
+    modbus_host: Text = "127.0.0.1"
+    modbus_port: Port = 502
+    modbus_serial_port: Annotated[str, StringConstraints(pattern=r"^/dev/[A-Za-z0-9_.-]+$")] = (
+        "/dev/ttyUSB0"
+    )
+    modbus_baudrate: int = Field(default=9600, ge=300, le=921_600)
     modbus_unit_id: int = Field(default=1, ge=0, le=247)
-    modbus_timeout_s: float = 3.0
+    modbus_timeout_s: float = Field(default=3.0, gt=0, le=60)
     # Quiet time between two requests on the bus: some inverters drop back-to-back frames.
-    modbus_frame_gap_s: float = 0.05
+    modbus_frame_gap_s: float = Field(default=0.05, ge=0, le=10)
 
-    poll_interval_s: float = Field(default=5.0, gt=0)
+    poll_interval_s: Seconds = 5.0
     # After a CONFIG_PUSH, the new config must reach the inverter and the broker within
     # this long, or the agent rolls back to the previous file.
-    config_apply_deadline_s: float = Field(default=120.0, gt=0)
-    heartbeat_interval_s: float = Field(default=60.0, gt=0)
+    config_apply_deadline_s: Seconds = 120.0
+    heartbeat_interval_s: Seconds = 60.0
 
     # SELF_UPDATE installs wattfleet==<version> with pip from here (default: PyPI);
-    # find_links alone (a folder or URL of wheels) means no index at all.
-    update_index_url: str | None = None
-    update_find_links: str | None = None
-    update_timeout_s: float = Field(default=600.0, gt=0)
+    # find_links alone (an https URL or a local folder of wheels) means no index at all.
+    update_index_url: HttpsUrl | None = None
+    update_find_links: WheelSource | None = None
+    update_timeout_s: Seconds = 600.0
 
-    buffer_path: Path = Path("/var/lib/wattfleet/buffer.sqlite3")
+    # The agent's other state files (seen commands, pending push or update markers) go
+    # beside it.
+    buffer_path: Annotated[Path, AfterValidator(_state_file)] = Path(
+        "/var/lib/wattfleet/buffer.sqlite3"
+    )
     # At least 7 days of 5-second samples (120,960).
-    buffer_max_samples: int = Field(default=130_000, ge=1)
-    buffer_max_age_days: float = Field(default=8.0, gt=0)
+    buffer_max_samples: int = Field(default=130_000, ge=1, le=100_000_000)
+    buffer_max_age_days: float = Field(default=8.0, gt=0, le=3660)
     replay_batch_samples: int = Field(default=200, ge=1, le=1000)
-    replay_batches_in_flight: int = Field(default=4, ge=1)
+    replay_batches_in_flight: int = Field(default=4, ge=1, le=100)
 
-    # Tariff used for `grid.current_price` when no optimizer provides one.
-    price_per_kwh: float = 0.55
-    peak_price_per_kwh: float = 0.85
-    peak_hours: tuple[int, int] = (17, 21)
+    # Tariff used for `grid.current_price` when no optimizer provides one: the peak
+    # price from the start hour up to (not including) the end hour, start < end.
+    price_per_kwh: Price = 0.55
+    peak_price_per_kwh: Price = 0.85
+    peak_hours: tuple[Hour, Hour] = (17, 21)
 
-    status_host: str = "0.0.0.0"  # noqa: S104 - the local status page is for the LAN
-    status_port: int = 8080
+    status_host: Text = "0.0.0.0"  # noqa: S104 - the local status page is for the LAN
+    # The agent runs unprivileged, and a low port would shadow the Pi's own services.
+    status_port: int = Field(default=8080, ge=1024, le=65535)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_unstorable_text(cls, data: Any) -> Any:
+        # Every key and text value, inherited settings' included: a pushed config is
+        # stored as jsonb and echoed in answers (contract/text.py).
+        if isinstance(data, dict):
+            for key, value in data.items():
+                for text in (key, *(value if isinstance(value, list | tuple) else (value,))):
+                    try:
+                        refuse_unstorable(text)
+                    except ValueError as exc:
+                        raise ValueError(f"{storable(str(key))}: {exc}") from exc
+        return data
+
+    @model_validator(mode="after")
+    def _peak_hours_in_order(self) -> NodeConfig:
+        start, end = self.peak_hours
+        if start >= end:
+            raise ValueError(f"peak_hours: the start ({start}) must come before the end ({end})")
+        return self
 
     @model_validator(mode="after")
     def _identity_defaults(self) -> NodeConfig:

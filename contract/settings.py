@@ -6,12 +6,14 @@ once in `main()`; nothing here reads the environment at import time.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EXAMPLE_SECRET = "change-me"  # noqa: S105 - the placeholder we refuse in prod
+# A TCP port one connects to.
+Port = Annotated[int, Field(ge=1, le=65535)]
 
 
 class ConfigError(Exception):
@@ -44,7 +46,7 @@ class MqttSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="WATTFLEET_", extra="ignore")
 
     mqtt_host: str = "127.0.0.1"
-    mqtt_port: int = 1883
+    mqtt_port: Port = 1883
     mqtt_username: str = "collector"
     mqtt_password: SecretStr = SecretStr(EXAMPLE_SECRET)
     mqtt_client_id: str = ""

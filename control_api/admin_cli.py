@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import Engine, text
 
 from control_api import audit, passwords
+from control_api.identity import normalized_email
 
 
 class AdminCliError(Exception):
@@ -16,10 +17,14 @@ def create_admin(engine: Engine, email: str, password: str, totp: bool) -> tuple
     Returns ("created" | "updated", the otpauth URI when TOTP was set up)."""
     if len(password) < 12:
         raise AdminCliError("the password needs at least 12 characters")
+    try:
+        email = normalized_email(email)
+    except ValueError as exc:
+        raise AdminCliError(f"not an email address: {exc}") from exc
     secret = passwords.new_totp_secret() if totp else None
     with engine.begin() as conn:
         existing = conn.execute(
-            text("SELECT id, role FROM users WHERE lower(email) = lower(:email)"), {"email": email}
+            text("SELECT id, role FROM users WHERE email = :email"), {"email": email}
         ).first()
         if existing is not None and existing.role != "admin":
             raise AdminCliError(f"{email} exists as a {existing.role}, not an admin")
@@ -35,10 +40,12 @@ def create_admin(engine: Engine, email: str, password: str, totp: bool) -> tuple
         else:
             conn.execute(
                 text(
+                    # A new password: the account's earlier tokens end here.
                     "UPDATE users SET password_hash = :hash, disabled = false,"
+                    " token_version = token_version + 1,"
                     " totp_secret = coalesce(:secret, totp_secret),"
                     " totp_enabled = totp_enabled OR CAST(:secret AS text) IS NOT NULL"
-                    " WHERE lower(email) = lower(:email)"
+                    " WHERE email = :email"
                 ),
                 params,
             )

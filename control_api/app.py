@@ -7,14 +7,17 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.exc import DataError
 
+from contract.text import storable_json
 from control_api.broker_link import BrokerLink
 from control_api.config import ApiSettings
 from control_api.dispatcher import CommandDispatcher
@@ -48,6 +51,20 @@ REFUSED_STATUS: list[tuple[type[RefusedError], int]] = [
     (UnavailableError, 503),
     (RefusedError, 400),
 ]
+
+
+def error_response(
+    detail: Any, status_code: int, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """Every error answer: `{"detail": ...}`, with any NUL or lone surrogate a refused
+    request carried replaced, so the answer itself can always be encoded."""
+    return JSONResponse({"detail": storable_json(detail)}, status_code=status_code, headers=headers)
+
+
+def validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    """What was invalid, where, and why; never the input itself, which may be a password,
+    or a value (NaN, a lone surrogate) that JSON or UTF-8 cannot carry back."""
+    return [{"type": e["type"], "loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()]
 
 
 def make_engine(settings: ApiSettings) -> Engine:
@@ -144,10 +161,15 @@ def create_app(settings: ApiSettings) -> FastAPI:
         allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
     )
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(validation_errors(exc), 422)
+
     @app.exception_handler(DataError)
     async def data_error(_request: Request, exc: DataError) -> JSONResponse:
-        # Input the database cannot hold (a NUL byte in text, a number out of range).
-        return JSONResponse({"detail": f"invalid value: {exc.orig}"}, status_code=422)
+        # Input the database cannot hold that validation let through (a number out of
+        # range): still the caller's mistake, never a server error.
+        return error_response(f"invalid value: {exc.orig}", 422)
 
     @app.exception_handler(RefusedError)
     async def refused(request: Request, exc: RefusedError) -> JSONResponse:
@@ -157,7 +179,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
             {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, RateLimitedError) else None
         )
         status_code = next(code for kind, code in REFUSED_STATUS if isinstance(exc, kind))
-        return JSONResponse({"detail": str(exc)}, status_code=status_code, headers=headers)
+        return error_response(str(exc), status_code, headers)
 
     app.include_router(system.router)
     for module in (auth, tenants, users, nodes, commands, audit):

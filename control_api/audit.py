@@ -17,6 +17,8 @@ from typing import Any, Protocol
 
 from sqlalchemy import Connection, text
 
+from contract.text import storable_json
+
 GENESIS_HASH = "0" * 64
 # pg_advisory_xact_lock key that serializes appends to the chain ("wattfleet" audit).
 CHAIN_LOCK_KEY = 0x5741_5454_4155_4449
@@ -45,20 +47,10 @@ class RecordChange(Protocol):
     ) -> None: ...
 
 
-def _storable(value: Any) -> Any:
-    """PostgreSQL text and jsonb cannot hold NUL: an attempt that carried one is still
-    recorded, with U+FFFD in its place."""
-    if isinstance(value, str):
-        return value.replace("\x00", "\ufffd")
-    if isinstance(value, dict):
-        return {_storable(k): _storable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_storable(v) for v in value]
-    return value
-
-
 def _content(ts: datetime, entry: AuditEntry) -> dict[str, Any]:
-    content: dict[str, Any] = _storable(
+    # PostgreSQL cannot hold NUL or a lone surrogate: an attempt that carried one is
+    # still recorded, with U+FFFD in its place.
+    content: dict[str, Any] = storable_json(
         {
             "ts": ts.astimezone(UTC).isoformat(timespec="microseconds"),
             "actor_user_id": entry.actor_user_id,
@@ -120,12 +112,19 @@ def rows(
     limit: int,
 ) -> list[dict[str, Any]]:
     """Newest first, below `before_id` when given; only the tenant's and the node's
-    rows when those are given."""
+    rows when those are given.
+
+    Given a tenant (what its users read), a look at another tenant's object shows as
+    `not_found`, the answer its caller got, like a look at a missing one: the stored
+    row says `denied` (what admins read), which would tell a tenant's user that the
+    other tenant's id exists."""
     result = conn.execute(
         text(
             """
             SELECT id, ts, actor_user_id, actor_email, tenant_id, node_id, action, params,
-                outcome, status_code, client_addr, hash
+                CASE WHEN CAST(:tenant AS bigint) IS NOT NULL AND status_code = 404
+                    THEN 'not_found' ELSE outcome END AS outcome,
+                status_code, client_addr, hash
             FROM audit_log
             WHERE (CAST(:tenant AS bigint) IS NULL OR tenant_id = :tenant)
               AND (CAST(:node AS text) IS NULL OR node_id = :node)

@@ -27,7 +27,8 @@ from control_api.broker_link import BrokerLink
 from control_api.config import ApiSettings
 from control_api.dispatcher import CommandDispatcher
 from control_api.request_audit import RequestConnection, audit_change
-from control_api.tokens import InvalidTokenError, user_id_from
+from control_api.schemas import NodeIdPath
+from control_api.tokens import InvalidTokenError, subject_of
 
 _bearer = OAuth2PasswordBearer(tokenUrl="/auth/login", auto_error=False)
 
@@ -107,10 +108,10 @@ def current_user(
     if not token:
         raise unauthorized
     try:
-        user_id = user_id_from(token, settings.jwt_secret.get_secret_value())
+        subject = subject_of(token, settings.jwt_secret.get_secret_value())
     except InvalidTokenError as exc:
         raise unauthorized from exc
-    principal = auth.principal(conn, user_id)
+    principal = auth.principal(conn, subject)
     if principal is None:
         raise unauthorized
     request.state.principal = principal
@@ -139,7 +140,9 @@ OperatorUser = Annotated[Principal, Depends(operator_user)]
 AdminUser = Annotated[Principal, Depends(admin_user)]
 
 
-def node_in_scope(request: Request, node_id: str, user: CurrentUser, conn: DbConn) -> nodes.Node:
+def node_in_scope(
+    request: Request, node_id: NodeIdPath, user: CurrentUser, conn: DbConn
+) -> nodes.Node:
     """The path's node if the caller may see it (404 otherwise), noted for the audit
     row. A route that needs a role first lists that role's dependency before this one."""
     note_target(request, node_id=node_id)

@@ -19,7 +19,9 @@ class LoginLimits:
         self._address = parse(per_address)
 
     def _keys(self, email: str, address: str) -> list[tuple[RateLimitItem, str]]:
-        return [(self._account, "account:" + email.lower()), (self._address, "addr:" + address)]
+        # The email as normalized where it entered (control_api/identity.py): the same
+        # key as the account it names, however it was spelled.
+        return [(self._account, "account:" + email), (self._address, "addr:" + address)]
 
     def retry_after_s(self, email: str, address: str) -> int:
         """0 when a login may be tried now, else seconds until one may."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hmac
+import time
+
 import pyotp
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -34,6 +37,13 @@ def totp_uri(secret: str, email: str) -> str:
     return pyotp.TOTP(secret).provisioning_uri(name=email, issuer_name=TOTP_ISSUER)
 
 
-def verify_totp(secret: str, code: str) -> bool:
-    # One step either side tolerates a phone clock 30 s off.
-    return pyotp.TOTP(secret).verify(code, valid_window=1)
+def totp_step(secret: str, code: str, now_s: float | None = None) -> int | None:
+    """The time step (a 30-second counter) whose code this is, or None when it is none of
+    the current step and the one either side (a phone clock 30 s off still logs in).
+    A code is single-use: callers accept a step only above the last one they accepted."""
+    totp = pyotp.TOTP(secret)
+    current = totp.timecode(time.time() if now_s is None else now_s)
+    for step in (current - 1, current, current + 1):
+        if hmac.compare_digest(totp.generate_otp(step), code):
+            return step
+    return None

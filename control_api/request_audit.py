@@ -120,7 +120,11 @@ class AuditMiddleware(BaseHTTPMiddleware):
     async def _audited(
         self, request: Request, call_next: RequestResponseEndpoint, db: RequestConnection
     ) -> Response:
-        response = await call_next(request)
+        try:
+            response = await call_next(request)
+        except Exception:  # a bug, not the caller's: answered 500, and still audited once
+            log.exception("unhandled error in %s %s", request.method, request.url.path)
+            response = JSONResponse({"detail": "internal error"}, status_code=500)
         # Set by the router once a route matched; absent for unknown paths.
         route = request.scope.get("route")
         template = getattr(route, "path", "unmatched")

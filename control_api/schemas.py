@@ -6,16 +6,33 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import Path
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+from fastapi import Path, Query
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
+from contract.commands import MAX_COMMAND_ID_CHARS
+from contract.text import STORABLE
 from contract.topics import NODE_ID_PATTERN
+from control_api.identity import normalized_email
 
+# Every string a request carries is bounded and STORABLE (no NUL, no lone surrogate:
+# contract/text.py), in bodies, paths and queries alike.
 Role = Literal["admin", "operator", "viewer"]
-Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
-Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
-Password = Annotated[str, StringConstraints(min_length=12, max_length=256)]
-NodeIdStr = Annotated[str, StringConstraints(pattern=NODE_ID_PATTERN)]
+Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$"), STORABLE]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200), STORABLE]
+DisplayName = Annotated[str, StringConstraints(max_length=200), STORABLE]
+Password = Annotated[str, StringConstraints(min_length=12, max_length=256), STORABLE]
+# What a login may try: any password an account could have (the length rule above is
+# for setting one).
+LoginPassword = Annotated[str, StringConstraints(min_length=1, max_length=256), STORABLE]
+# An account's email, as stored and looked up: normalized where it enters.
+Email = Annotated[
+    str, StringConstraints(min_length=1, max_length=320), STORABLE, AfterValidator(normalized_email)
+]
+TotpCode = Annotated[str, StringConstraints(pattern=r"^[0-9]{6}$"), STORABLE]
+NodeIdStr = Annotated[str, StringConstraints(pattern=NODE_ID_PATTERN), STORABLE]
+NodeIdPath = Annotated[str, Path(pattern=NODE_ID_PATTERN), STORABLE]
+NodeIdQuery = Annotated[str, Query(pattern=NODE_ID_PATTERN), STORABLE]
+CommandIdPath = Annotated[str, Path(min_length=1, max_length=MAX_COMMAND_ID_CHARS), STORABLE]
 # Database ids are bigint: a larger number is not an id, not a server error.
 MAX_DB_ID = 2**63 - 1
 DbId = Annotated[int, Field(ge=1, le=MAX_DB_ID)]
@@ -47,9 +64,9 @@ class _In(BaseModel):
 
 
 class LoginIn(_In):
-    email: Annotated[str, StringConstraints(min_length=1, max_length=320)]
-    password: Annotated[str, StringConstraints(min_length=1, max_length=256)]
-    totp_code: Annotated[str, StringConstraints(pattern=r"^[0-9]{6}$")] | None = None
+    email: Email
+    password: LoginPassword
+    totp_code: TotpCode | None = None
 
 
 class TokenOut(BaseModel):
@@ -62,8 +79,16 @@ class TotpSetupOut(BaseModel):
     otpauth_uri: str
 
 
+class TotpSetupIn(_In):
+    """Proof that the caller is the account's owner, not only a token's holder."""
+
+    password: LoginPassword
+    # Required while TOTP is on.
+    code: TotpCode | None = None
+
+
 class TotpConfirmIn(_In):
-    code: Annotated[str, StringConstraints(pattern=r"^[0-9]{6}$")]
+    code: TotpCode
 
 
 class UserOut(BaseModel):
@@ -77,7 +102,7 @@ class UserOut(BaseModel):
 
 
 class UserIn(_In):
-    email: EmailStr
+    email: Email
     password: Password
     role: Role
     tenant_id: DbId | None = None
@@ -130,12 +155,12 @@ class NodeOut(BaseModel):
 class NodeIn(_In):
     id: NodeIdStr
     tenant_id: DbId
-    display_name: Annotated[str, StringConstraints(max_length=200)] = ""
+    display_name: DisplayName = ""
 
 
 class NodePatch(_In):
     tenant_id: DbId | None = None
-    display_name: Annotated[str, StringConstraints(max_length=200)] | None = None
+    display_name: DisplayName | None = None
 
 
 class NodeCredentialsOut(BaseModel):

@@ -71,7 +71,8 @@ def create(conn: Connection, body: UserIn, record: RecordChange) -> dict[str, An
 def update(
     conn: Connection, admin: Principal, user_id: int, body: UserPatch, record: RecordChange
 ) -> dict[str, Any]:
-    """Changes what the patch sets; an admin cannot disable or demote themselves."""
+    """Changes what the patch sets; an admin cannot disable or demote themselves. A new
+    password, disabling and enabling end every token issued before."""
     changes = body.model_dump(exclude_unset=True)
     if user_id == admin.id and (changes.get("disabled") or changes.get("role", "admin") != "admin"):
         raise ConflictError("you cannot disable or demote yourself")
@@ -86,13 +87,15 @@ def update(
         text(
             "UPDATE users SET role = :role, tenant_id = :tenant,"
             " password_hash = coalesce(:hash, password_hash),"
-            " disabled = coalesce(:disabled, disabled) WHERE id = :id"
+            " disabled = coalesce(:disabled, disabled),"
+            " token_version = token_version + CAST(:revoke AS int) WHERE id = :id"
         ),
         {
             "role": role,
             "tenant": tenant_id,
             "hash": hash_password(password) if password else None,
             "disabled": changes.get("disabled"),
+            "revoke": "password" in changes or "disabled" in changes,
             "id": user_id,
         },
     )

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 
 from control_api import audit
 from control_api.deps import AdminUser, DbConn, OperatorUser
-from control_api.schemas import MAX_DB_ID, AuditRowOut, AuditVerifyOut
+from control_api.schemas import MAX_DB_ID, AuditRowOut, AuditVerifyOut, NodeIdQuery
 
 router = APIRouter(prefix="/audit", tags=["audit"])
 
@@ -18,7 +18,7 @@ router = APIRouter(prefix="/audit", tags=["audit"])
 def list_audit(
     user: OperatorUser,
     conn: DbConn,
-    node_id: str | None = None,
+    node_id: NodeIdQuery | None = None,
     before_id: Annotated[int | None, Query(ge=1, le=MAX_DB_ID)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Any:

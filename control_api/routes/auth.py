@@ -7,12 +7,20 @@ import json
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi import APIRouter, Depends, Request
+from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from control_api import auth, tokens, users
 from control_api.deps import Audited, CurrentUser, DbConn, Settings, client_addr
-from control_api.schemas import LoginIn, TokenOut, TotpConfirmIn, TotpSetupOut, UserOut
+from control_api.schemas import (
+    LoginIn,
+    TokenOut,
+    TotpConfirmIn,
+    TotpSetupIn,
+    TotpSetupOut,
+    UserOut,
+)
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
@@ -38,7 +46,8 @@ _LOGIN_BODY = {
 
 async def _login_body(request: Request) -> LoginIn:
     """JSON `{"email", "password", "totp_code"?}`, or the OAuth2 password form that the
-    /docs Authorize button sends (`username` is the email)."""
+    /docs Authorize button sends (`username` is the email). Anything else, malformed
+    JSON included, is refused like any other invalid body (422)."""
     content_type = request.headers.get("content-type", "")
     try:
         if content_type.startswith("application/x-www-form-urlencoded"):
@@ -46,12 +55,16 @@ async def _login_body(request: Request) -> LoginIn:
             return LoginIn(
                 email=str(form.get("username", "")), password=str(form.get("password", ""))
             )
-        return LoginIn.model_validate_json(await request.body())
-    except (ValidationError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        detail: Any = (
-            exc.errors(include_url=False) if isinstance(exc, ValidationError) else str(exc)
-        )
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail) from exc
+        # Parsed as FastAPI parses every other body, so the same input gets the same
+        # answer here as anywhere else.
+        data = json.loads(await request.body())
+        return LoginIn.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors]) from exc
+    except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8, or nested too deep
+        invalid = {"type": "json_invalid", "loc": ("body",), "msg": f"JSON decode error: {exc}"}
+        raise RequestValidationError([invalid]) from exc
 
 
 LoginBody = Annotated[LoginIn, Depends(_login_body)]
@@ -77,7 +90,9 @@ def login(request: Request, body: LoginBody, conn: DbConn, settings: Settings) -
     )
     request.state.principal = user
     token = tokens.issue(
-        user.id, settings.jwt_secret.get_secret_value(), timedelta(seconds=settings.jwt_ttl_s)
+        tokens.TokenSubject(user.id, user.token_version),
+        settings.jwt_secret.get_secret_value(),
+        timedelta(seconds=settings.jwt_ttl_s),
     )
     return TokenOut(access_token=token)
 
@@ -87,10 +102,19 @@ def me(user: CurrentUser, conn: DbConn) -> Any:
     return users.get(conn, user.id)
 
 
-@router.post("/totp", response_model=TotpSetupOut)
-def totp_setup(user: CurrentUser, conn: DbConn, record: Audited) -> TotpSetupOut:
-    """Starts (or restarts) TOTP setup; it takes effect after `/auth/totp/confirm`."""
-    secret, uri = auth.start_totp(conn, user, record)
+@router.post(
+    "/totp",
+    response_model=TotpSetupOut,
+    responses={429: {"description": "too many failed attempts"}},
+)
+def totp_setup(
+    request: Request, body: TotpSetupIn, user: CurrentUser, conn: DbConn, record: Audited
+) -> TotpSetupOut:
+    """Starts (or restarts) TOTP setup with the account's password, and while TOTP is on
+    a current code: TOTP is off from here until `/auth/totp/confirm`."""
+    secret, uri = auth.start_totp(
+        conn, request.app.state.login_limits, user, body, client_addr(request) or "unknown", record
+    )
     return TotpSetupOut(secret=secret, otpauth_uri=uri)
 
 

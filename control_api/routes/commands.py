@@ -26,6 +26,7 @@ from control_api.deps import (
 from control_api.schemas import (
     CommandAcceptedOut,
     CommandDetailOut,
+    CommandIdPath,
     CommandOut,
     NodeConfigIn,
     NodeConfigOut,
@@ -116,7 +117,9 @@ def list_commands(
 
 
 @router.get("/commands/{command_id}", response_model=CommandDetailOut)
-def get_command(request: Request, command_id: str, user: CurrentUser, conn: DbConn) -> Any:
+def get_command(
+    request: Request, command_id: CommandIdPath, user: CurrentUser, conn: DbConn
+) -> Any:
     command = commands.visible(conn, user, command_id)
     note_target(request, tenant_id=command["tenant_id"], node_id=command["node_id"])
     return command

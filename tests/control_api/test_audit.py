@@ -96,11 +96,39 @@ def test_a_probe_of_another_tenants_node_is_recorded_under_the_prober(api, actor
     assert row["id"] not in {r["id"] for r in b_rows}
 
 
+def test_a_tenant_user_cannot_tell_another_tenants_node_from_a_missing_one(api, actors):
+    """The prober reads its own rows: a look at tenant B's node and at no node at all
+    must read the same there; only admins see which was which."""
+    other = api.post(
+        "/nodes",
+        json={"id": "hidden-" + str(actors.tenant_b), "tenant_id": actors.tenant_b},
+        headers=actors.admin.headers,
+    ).json()["node_id"]
+    missing = "missing-" + str(actors.tenant_b)
+    for node_id in (other, missing):
+        response = api.get(f"/nodes/{node_id}", headers=actors.operator_a.headers)
+        assert response.status_code == 404
+        assert response.json() == {"detail": "node not found"}
+
+    def seen_by(user):
+        rows = api.get("/audit?limit=1000", headers=user.headers).json()
+        return {r["node_id"]: r for r in rows if r["action"] == "get_node"}
+
+    as_tenant = seen_by(actors.operator_a)
+    ignore = {"id", "ts", "hash", "node_id", "params"}
+    assert {k: v for k, v in as_tenant[other].items() if k not in ignore} == {
+        k: v for k, v in as_tenant[missing].items() if k not in ignore
+    }
+    assert as_tenant[other]["outcome"] == "not_found"
+    as_admin = seen_by(actors.admin)
+    assert (as_admin[other]["outcome"], as_admin[missing]["outcome"]) == ("denied", "not_found")
+
+
 def test_create_admin_cli_is_idempotent(database, broker):
     env = api_env(database, broker)
     email = f"first-admin-{broker.port}@example.com"
 
-    def run(password, *extra):
+    def run(password, *extra, email=email):
         return subprocess.run(
             [
                 sys.executable,
@@ -126,11 +154,18 @@ def test_create_admin_cli_is_idempotent(database, broker):
     assert second.returncode == 0
     assert f"admin {email} updated" in second.stdout
     assert "TOTP: otpauth://totp/" in second.stdout
+    # The same account however it is spelled (control_api/identity.py).
+    respelled = run("third password 3", email=email.upper())
+    assert respelled.returncode == 0
+    assert "updated" in respelled.stdout
     short = run("short")
     assert short.returncode == 1
     assert "12 characters" in short.stderr
+    not_an_address = run("fourth password 4", email="first-admin")
+    assert not_an_address.returncode == 1
+    assert "not an email address" in not_an_address.stderr
     with database.connect() as conn:
         rows = conn.execute(
-            "SELECT role, totp_enabled FROM users WHERE lower(email) = lower(%s)", (email,)
+            "SELECT role, totp_enabled FROM users WHERE email = %s", (email,)
         ).fetchall()
     assert rows == [("admin", True)]

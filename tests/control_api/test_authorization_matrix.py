@@ -19,6 +19,7 @@ import pytest
 from control_api.routes import audit, auth, commands, nodes, tenants, users
 from tests.support.api_client import api_client
 from tests.support.control_api import (
+    PASSWORD,
     User,
     audit_rows,
     create_user,
@@ -159,7 +160,7 @@ CHARGE = {"type": "FORCE_CHARGE", "params": {"power_w": 1000, "duration_s": 60}}
 
 CASES = [
     Case("me", "GET", fixed("/auth/me"), EVERYONE),
-    Case("totp_setup", "POST", fixed("/auth/totp"), EVERYONE),
+    Case("totp_setup", "POST", fixed("/auth/totp", json={"password": PASSWORD}), EVERYONE),
     Case(
         "totp_confirm",
         "POST",

@@ -124,3 +124,69 @@ def test_a_tenant_role_resolves_unqualified_names_to_its_views(database):
     with as_role(database, role, password) as conn:
         assert [r[0] for r in conn.execute("SELECT DISTINCT node_id FROM commands")] == [node]
         assert [r[0] for r in conn.execute("SELECT id FROM nodes")] == [node]
+
+
+# What would tell a tenant how big the fleet is or how fast it grows: sizes, row counts,
+# chunks and their time ranges, job runs, the WAL position (migration 0007).
+FLEET_FIGURES = (
+    "SELECT hypertable_size('public.telemetry')",
+    "SELECT * FROM hypertable_detailed_size('public.telemetry')",
+    "SELECT * FROM chunks_detailed_size('public.telemetry')",
+    "SELECT approximate_row_count('public.telemetry')",
+    "SELECT show_chunks('public.telemetry')",
+    "SELECT * FROM hypertable_compression_stats('public.telemetry')",
+    "SELECT * FROM _timescaledb_functions.hypertable_local_size('public', 'telemetry')",
+    "SELECT _timescaledb_functions.get_approx_row_count('public.telemetry')",
+    "SELECT * FROM _timescaledb_functions.relation_size('public.telemetry')",
+    "SELECT count(*) FROM timescaledb_information.hypertables",
+    "SELECT range_start FROM timescaledb_information.chunks",
+    "SELECT total_runs FROM timescaledb_information.job_stats",
+    "SELECT count(*) FROM _timescaledb_catalog.chunk",
+    "SELECT range_start FROM _timescaledb_catalog.dimension_slice",
+    "SELECT reltuples FROM pg_class WHERE relname = 'telemetry'",
+    "SELECT relpages FROM pg_class WHERE relname = 'telemetry'",
+    "SELECT * FROM pg_class WHERE relname = 'telemetry'",
+    "SELECT n_live_tup FROM pg_stat_user_tables",
+    "SELECT n_tup_ins FROM pg_stat_all_tables",
+    "SELECT heap_blks_read FROM pg_statio_user_tables",
+    "SELECT pg_stat_get_live_tuples('public.telemetry'::regclass)",
+    "SELECT pg_total_relation_size('public.telemetry')",
+    "SELECT pg_relation_size('public.telemetry')",
+    "SELECT pg_database_size(current_database())",
+    "SELECT pg_current_wal_lsn()",
+)
+
+
+@pytest.mark.parametrize("sql", FLEET_FIGURES)
+def test_tenant_role_cannot_read_fleet_wide_figures(database, sql):
+    tenant = create_tenant(database)
+    _seed(database, tenant)
+    role = unique("tenant")
+    password = create_tenant_role(database, tenant, role)
+    with (
+        as_role(database, role, password) as conn,
+        pytest.raises(psycopg.errors.InsufficientPrivilege),
+    ):
+        conn.execute(sql)
+
+
+def test_tenant_role_still_reads_the_schema_and_its_own_figures(database):
+    """Names and definitions are open source; its own rows it may count."""
+    tenant = create_tenant(database)
+    node = _seed(database, tenant)
+    role = unique("tenant")
+    password = create_tenant_role(database, tenant, role)
+    with as_role(database, role, password) as conn:
+        names = conn.execute(
+            "SELECT relname, relkind FROM pg_class WHERE relname IN ('telemetry', 'nodes')"
+            " AND relnamespace = 'tenant_view'::regnamespace ORDER BY 1"
+        ).fetchall()
+        assert names == [("nodes", "v"), ("telemetry", "v")]
+        counted = conn.execute(
+            "SELECT node_id, count(*) FROM telemetry GROUP BY node_id"
+        ).fetchall()
+        assert counted == [(node, 3)]
+        buckets = conn.execute(
+            "SELECT count(DISTINCT time_bucket('1 hour', ts)) FROM telemetry"
+        ).fetchone()
+        assert buckets == (1,)

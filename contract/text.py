@@ -1,0 +1,57 @@
+"""Text from a peer: what a string we accept may not contain.
+
+PostgreSQL text and jsonb cannot hold NUL, and a lone UTF-16 surrogate (what JSON's
+`"\\ud800"` decodes to in Python) cannot be encoded as UTF-8 at all: a value carrying
+either validates as a `str` but cannot be stored, logged as UTF-8 or echoed in an
+answer. Every string field of a request body or a pushed config is declared as
+
+    Annotated[str, StringConstraints(max_length=...), STORABLE]
+
+(bounded, then checked here), so such a value is refused where it enters, with a
+message naming the character.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import BeforeValidator
+
+# NUL, and every UTF-16 surrogate code point (in a Python str they are always lone).
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def refuse_unstorable(value: object) -> object:
+    """The value unchanged, unless it is a str with NUL or a lone surrogate (ValueError).
+    Anything else passes on to the type's own validation."""
+    if isinstance(value, str):
+        found = UNSTORABLE.search(value)
+        if found:
+            raise ValueError(
+                f"text must not contain U+{ord(found.group()):04X} (NUL or a lone surrogate)"
+            )
+    return value
+
+
+# Last in an Annotated string type, after its StringConstraints: it runs first, so the
+# constraints' own checks (length, pattern) only ever see storable text.
+STORABLE = BeforeValidator(refuse_unstorable)
+
+
+def storable(value: str) -> str:
+    """The text with each NUL or lone surrogate replaced by U+FFFD: for recording or
+    echoing what a refused request carried."""
+    return UNSTORABLE.sub("\ufffd", value)
+
+
+def storable_json(value: Any) -> Any:
+    """A JSON-ready value (dicts, lists, strings, numbers) with every string in it, keys
+    included, made `storable`."""
+    if isinstance(value, str):
+        return storable(value)
+    if isinstance(value, dict):
+        return {storable_json(k): storable_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [storable_json(v) for v in value]
+    return value
