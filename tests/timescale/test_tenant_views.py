@@ -127,7 +127,7 @@ def test_a_tenant_role_resolves_unqualified_names_to_its_views(database):
 
 
 # What would tell a tenant how big the fleet is or how fast it grows: sizes, row counts,
-# chunks and their time ranges, job runs, the WAL position (migration 0007).
+# chunks and their time ranges, job runs, the WAL position (migration 0008).
 FLEET_FIGURES = (
     "SELECT hypertable_size('public.telemetry')",
     "SELECT * FROM hypertable_detailed_size('public.telemetry')",

@@ -16,8 +16,8 @@ typed by an operator; folding is what remains), and the unique index is on the a
 itself. Two accounts whose addresses fold to the same one stop the upgrade, naming
 them: an operator decides which to keep.
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-11-30
 """
 
@@ -26,8 +26,8 @@ import unicodedata
 from alembic import op
 from sqlalchemy import text
 
-revision = "0006"
-down_revision = "0005"
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 

@@ -20,15 +20,15 @@ continuous aggregate needs them.
 Valid on PostgreSQL 15-17 with TimescaleDB 2.22+: functions and catalog columns are
 looked up by name, and what a version lacks is skipped.
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-11-30
 """
 
 from alembic import op
 
-revision = "0007"
-down_revision = "0006"
+revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
