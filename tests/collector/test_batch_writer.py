@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -55,19 +56,19 @@ def test_new_rows_load_directly_and_stored_ones_are_skipped_on_the_fallback(data
     assert [at for _, at in received] == [first_seen] * 3 + [again] * 2
 
 
-def _message(node_id: str, body: dict, received_at: datetime) -> DecodedMessage:
+def _message(node_id: str, body: dict[str, Any], received_at: datetime) -> DecodedMessage:
     payload = json.dumps(body, separators=(",", ":")).encode()
     return Decoder(Limits()).decode(topics.telemetry(node_id), payload, received_at)
 
 
-def _stored(database, node_id: str) -> list[tuple]:
+def _stored(database, node_id: str):
     with database.connect() as conn:
         return conn.execute(
             "SELECT seq, ts, soc_percent FROM telemetry WHERE node_id = %s ORDER BY ts", (node_id,)
         ).fetchall()
 
 
-def _dead(database, node_id: str) -> list[tuple]:
+def _dead(database, node_id: str):
     with database.connect() as conn:
         return conn.execute(
             "SELECT reason, detail, payload FROM dead_letters WHERE node_id = %s"
