@@ -129,8 +129,15 @@ def _copy_rows(cur: psycopg.Cursor[Any], statement: str, rows: list[list[Any]]) 
             copy.write_row(row)
 
 
-# Per node: its tenant and the decisions its samples carried, in arrival order.
-DecisionSightings = dict[str, tuple[int, list[Decision]]]
+@dataclass(slots=True)
+class NodeDecisions:
+    """A node's tenant and the decisions its samples in a batch carried, in arrival order."""
+
+    tenant_id: int
+    sightings: list[Decision] = field(default_factory=list)
+
+
+DecisionSightings = dict[str, NodeDecisions]
 
 
 def _decision_changes(
@@ -142,7 +149,8 @@ def _decision_changes(
     sighting at a refused (node, time) is left out, and of two at one time the first
     (the sample kept) counts."""
     changes = []
-    for node_id, (tenant_id, sightings) in by_node.items():
+    for node_id, node_decisions in by_node.items():
+        tenant_id, sightings = node_decisions.tenant_id, node_decisions.sightings
         sightings.sort(key=itemgetter(0))  # the sample time comes first (a stable sort)
         previous = None
         previous_ts = None
@@ -258,9 +266,10 @@ class BatchWriter:
                 rows.add(item)
                 samples.append(item)
                 if item.decisions:
-                    decisions.setdefault(item.node_id, (node.tenant_id, []))[1].extend(
-                        item.decisions
-                    )
+                    sighted = decisions.get(item.node_id)
+                    if sighted is None:
+                        sighted = decisions[item.node_id] = NodeDecisions(node.tenant_id)
+                    sighted.sightings.extend(item.decisions)
             last_seqs = {node_id: node.last_seq for node_id, node in nodes.items()}
             rows.set_aside(stored_seq_conflicts(cur, rows, last_seqs, now))
             if rows.rows:
