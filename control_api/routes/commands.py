@@ -135,8 +135,8 @@ def get_config(node: ScopedNode, conn: DbConn) -> Any:
     "/nodes/{node_id}/config", response_model=CommandAcceptedOut, status_code=202, responses=ISSUED
 )
 def put_config(body: NodeConfigIn, sender: CommandSender) -> CommandAcceptedOut:
-    """Validates against the agent's own settings model, stores the next version and
-    pushes it as CONFIG_PUSH."""
+    """Validates against the node config contract (the model the agent validates with
+    too), stores the next version and pushes it as CONFIG_PUSH."""
     return commands.push_config(sender, body.config)
 
 
