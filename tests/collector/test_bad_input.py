@@ -13,6 +13,7 @@ from contract import topics
 from tests.support.fleet import (
     count_rows,
     create_tenant,
+    dead_letters,
     dynsec,
     enroll,
     mqtt_client,
@@ -23,19 +24,10 @@ from tests.support.fleet import (
     unique,
     wait_rows,
 )
-from tests.support.proxy import CuttableProxy
+from tests.support.proxy import proxy_for_database
 from tests.support.services import wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def _dead_letters(database, node_id):
-    with database.connect() as conn:
-        return conn.execute(
-            "SELECT reason, detail, payload FROM dead_letters WHERE node_id = %s"
-            " ORDER BY received_at",
-            (node_id,),
-        ).fetchall()
 
 
 def test_each_bad_input_class_is_quarantined_with_its_reason(database, broker, collector_factory):
@@ -78,16 +70,16 @@ def test_each_bad_input_class_is_quarantined_with_its_reason(database, broker, c
     publish_json(client, topic, sample(node.id, 100))
 
     wait_rows(database, 1, "SELECT count(*) FROM telemetry WHERE node_id = %s", (node.id,))
-    wait_for(lambda: len(_dead_letters(database, node.id)) == len(cases), 20, "dead letters")
-    got = _dead_letters(database, node.id)
+    wait_for(lambda: len(dead_letters(database, node.id)) == len(cases), 20, "dead letters")
+    got = dead_letters(database, node.id)
     assert [r[0] for r in got] == [reason for reason, _ in cases]
     assert got[4][2].startswith(b'{"node_id"')
     assert len(got[4][2]) == 4096
     assert got[1][2] == cases[1][1]
     assert "battery.soc_percent" in got[8][1]
-    assert [r[0] for r in _dead_letters(database, disabled.id)] == ["disabled_node"]
-    wait_for(lambda: len(_dead_letters(database, ghost)) == 1, 10, "ghost dead letter")
-    assert _dead_letters(database, ghost)[0][0] == "unknown_node"
+    assert [r[0] for r in dead_letters(database, disabled.id)] == ["disabled_node"]
+    wait_for(lambda: len(dead_letters(database, ghost)) == 1, 10, "ghost dead letter")
+    assert dead_letters(database, ghost)[0][0] == "unknown_node"
     assert (
         count_rows(
             database,
@@ -113,8 +105,8 @@ def test_one_bad_sample_in_a_replay_batch_spares_its_siblings(database, broker, 
     publish_json(client, topics.telemetry(node.id), {"samples": batch})
 
     wait_rows(database, 8, "SELECT count(*) FROM telemetry WHERE node_id = %s", (node.id,))
-    wait_for(lambda: len(_dead_letters(database, node.id)) == 2, 10, "two dead letters")
-    reasons = sorted(r[0] for r in _dead_letters(database, node.id))
+    wait_for(lambda: len(dead_letters(database, node.id)) == 2, 10, "two dead letters")
+    reasons = sorted(r[0] for r in dead_letters(database, node.id))
     assert reasons == ["implausible_value", "schema_violation"]
     with database.connect() as conn:
         seqs = [
@@ -192,10 +184,8 @@ def test_status_messages_become_node_events(database, broker, collector_factory)
 def test_database_outage_loses_nothing(database, broker, collector_factory):
     tenant = create_tenant(database)
     (node,) = enroll(database, broker, tenant)
-    db_port = int(database.url.rsplit(":", 1)[1].split("/")[0])
-    proxy = CuttableProxy(db_port)
+    proxy, url = proxy_for_database(database.url)
     try:
-        url = database.url.replace(f":{db_port}/", f":{proxy.port}/")
         collector = collector_factory(database_url=url, db_retry_max_s="1").start()
         client = mqtt_client(broker, node.id, node.password)
         start = datetime.now(UTC) - timedelta(minutes=30)
@@ -269,8 +259,8 @@ def test_data_the_database_refuses_is_quarantined_alone(database, broker, collec
     )
 
     wait_rows(database, 2, "SELECT count(*) FROM telemetry WHERE node_id = %s", (node.id,))
-    wait_for(lambda: len(_dead_letters(database, node.id)) == 1, 10, "one dead letter")
-    ((reason, detail, payload),) = _dead_letters(database, node.id)
+    wait_for(lambda: len(dead_letters(database, node.id)) == 1, 10, "one dead letter")
+    ((reason, detail, payload),) = dead_letters(database, node.id)
     assert reason == "rejected_by_database"
     assert "0x00" in detail
     assert json.loads(payload)["seq"] == 1

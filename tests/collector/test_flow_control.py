@@ -20,7 +20,7 @@ from tests.support.fleet import (
     scrape,
     wait_rows,
 )
-from tests.support.proxy import CuttableProxy
+from tests.support.proxy import proxy_for_database
 from tests.support.services import wait_for
 
 pytestmark = pytest.mark.integration
@@ -33,10 +33,8 @@ def test_a_full_queue_holds_the_broker_back_without_blocking_intake(
 ):
     tenant = create_tenant(database)
     (node,) = enroll(database, broker, tenant)
-    db_port = int(database.url.rsplit(":", 1)[1].split("/")[0])
-    proxy = CuttableProxy(db_port)
+    proxy, url = proxy_for_database(database.url)
     try:
-        url = database.url.replace(f":{db_port}/", f":{proxy.port}/")
         collector = collector_factory(
             database_url=url,
             db_retry_max_s="1",

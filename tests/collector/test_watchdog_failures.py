@@ -4,7 +4,6 @@ return at INFO (a real database behind a proxy the test cuts)."""
 from __future__ import annotations
 
 import logging
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -12,16 +11,14 @@ from prometheus_client import CollectorRegistry
 from collector.config import CollectorSettings
 from collector.metrics import CollectorMetrics
 from collector.watchdog import Watchdog
-from tests.support.proxy import CuttableProxy
+from tests.support.proxy import proxy_for_database
 
 pytestmark = pytest.mark.integration
 
 
 def test_an_unreachable_database_is_logged_once_until_it_answers(database, caplog):
-    url = urlsplit(database.url)
-    proxy = CuttableProxy(url.port)
+    proxy, proxied = proxy_for_database(database.url)
     try:
-        proxied = urlunsplit(url._replace(netloc=f"{url.username}@127.0.0.1:{proxy.port}"))
         settings = CollectorSettings(
             database_url=proxied, database_prepared_statements=database.prepared_statements
         )

@@ -13,7 +13,7 @@ from tests.support.api_client import api_client
 from tests.support.control_api import create_user, log_in
 from tests.support.fake_node import CHARGE, FakeNode, command_state, online_node
 from tests.support.fleet import create_tenant
-from tests.support.proxy import CuttableProxy
+from tests.support.proxy import CuttableProxy, proxy_for_database
 from tests.support.services import wait_for
 
 pytestmark = pytest.mark.integration
@@ -22,10 +22,9 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def database_proxy(database) -> Iterator[tuple[CuttableProxy, str]]:
     """A proxy in front of the shared database, and the URL that goes through it."""
-    db_port = int(database.url.rsplit(":", 1)[1].split("/")[0])
-    proxy = CuttableProxy(db_port)
+    proxy, url = proxy_for_database(database.url)
     try:
-        yield proxy, database.url.replace(f":{db_port}/", f":{proxy.port}/")
+        yield proxy, url
     finally:
         proxy.close()
 

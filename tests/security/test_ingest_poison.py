@@ -27,6 +27,7 @@ from tests.support.fleet import (
     count_rows,
     create_node,
     create_tenant,
+    dead_letters,
     enroll,
     mqtt_client,
     publish_all,
@@ -37,15 +38,6 @@ from tests.support.fleet import (
 from tests.support.services import wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def _dead_letters(database, node_id):
-    with database.connect() as conn:
-        return conn.execute(
-            "SELECT reason, detail, payload FROM dead_letters WHERE node_id = %s"
-            " ORDER BY received_at",
-            (node_id,),
-        ).fetchall()
 
 
 def _raw(node_id: str, body: dict[str, Any]) -> tuple[str, bytes, float]:
@@ -88,7 +80,7 @@ def test_messages_that_kill_or_fail_the_writer_are_bisected_out_and_the_rest_com
         == 40
     )
     for node, poison in ((a, killer), (b, raiser)):
-        ((reason, detail, payload),) = _dead_letters(database, node)
+        ((reason, detail, payload),) = dead_letters(database, node)
         assert reason == "killed_writer"
         assert json.loads(payload) == poison
         assert "the last time with it alone" in detail
@@ -137,8 +129,8 @@ def test_hostile_payloads_from_one_node_stall_no_other_node(database, broker, co
         database, len(attacks), "SELECT count(*) FROM telemetry WHERE node_id = %s", (victim.id,)
     )
     expected = [reason for reason, _ in attacks if reason != "stored"]
-    wait_for(lambda: len(_dead_letters(database, attacker.id)) == len(expected), 30, "dead letters")
-    assert [r[0] for r in _dead_letters(database, attacker.id)] == expected
+    wait_for(lambda: len(dead_letters(database, attacker.id)) == len(expected), 30, "dead letters")
+    assert [r[0] for r in dead_letters(database, attacker.id)] == expected
     with database.connect() as conn:
         stored = conn.execute(
             "SELECT seq, ts FROM telemetry WHERE node_id = %s ORDER BY seq", (attacker.id,)

@@ -138,6 +138,17 @@ def publish_json(client: Client, topic: str, body: Any) -> None:
     publish_all(client, [(topic, json.dumps(body))])
 
 
+def dead_letters(db: Database, node_id: str) -> list[tuple[Any, ...]]:
+    """The node's dead letters as (reason, detail, payload), oldest first."""
+    with db.connect() as conn:
+        rows: list[tuple[Any, ...]] = conn.execute(
+            "SELECT reason, detail, payload FROM dead_letters WHERE node_id = %s"
+            " ORDER BY received_at",
+            (node_id,),
+        ).fetchall()
+    return rows
+
+
 def count_rows(db: Database, sql: str, params: tuple[Any, ...] = ()) -> int:
     with db.connect() as conn:
         return int(conn.execute(sql, params).fetchone()[0])

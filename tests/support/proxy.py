@@ -69,3 +69,10 @@ class CuttableProxy:
         self._closed.set()
         self.cut()
         self._listener.close()
+
+
+def proxy_for_database(url: str) -> tuple[CuttableProxy, str]:
+    """A proxy in front of the database at `url`, and the URL that goes through it."""
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    proxy = CuttableProxy(port)
+    return proxy, url.replace(f":{port}/", f":{proxy.port}/")
