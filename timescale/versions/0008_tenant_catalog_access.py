@@ -74,110 +74,70 @@ def _names(values: tuple[str, ...]) -> str:
     return "ARRAY[" + ", ".join(f"'{v}'" for v in values) + "]"
 
 
-def _functions(give: str) -> str:
-    """Every overload of the functions that measure: TimescaleDB's, and PostgreSQL's
-    sizes, WAL position and statistics."""
-    return f"""
-    DO $$ DECLARE f regprocedure; BEGIN
-        FOR f IN
-            SELECT p.oid::regprocedure FROM pg_proc p
-            WHERE ((p.pronamespace = (SELECT extnamespace FROM pg_extension
-                                      WHERE extname = 'timescaledb')
-                    OR p.pronamespace::regnamespace::text
-                       = ANY ({_names(TIMESCALE_FUNCTION_SCHEMAS)}))
-                   AND p.proname LIKE ANY ({_names(TIMESCALE_FIGURES)}))
-               OR (p.pronamespace = 'pg_catalog'::regnamespace
-                   AND (p.proname = ANY ({_names(POSTGRES_FIGURES)})
-                        OR p.proname LIKE 'pg\\_stat\\_get\\_%'))
-        LOOP
-            {give}
-        END LOOP;
-    END $$
-    """
+# Every overload of the functions that measure: TimescaleDB's, and PostgreSQL's sizes,
+# WAL position and statistics.
+FUNCTIONS = f"""
+    SELECT p.oid::regprocedure::text FROM pg_proc p
+    WHERE ((p.pronamespace = (SELECT extnamespace FROM pg_extension
+                              WHERE extname = 'timescaledb')
+            OR p.pronamespace::regnamespace::text = ANY ({_names(TIMESCALE_FUNCTION_SCHEMAS)}))
+           AND p.proname LIKE ANY ({_names(TIMESCALE_FIGURES)}))
+       OR (p.pronamespace = 'pg_catalog'::regnamespace
+           AND (p.proname = ANY ({_names(POSTGRES_FIGURES)})
+                OR p.proname LIKE 'pg\\_stat\\_get\\_%'))
+"""
+SCHEMAS = f"""
+    SELECT quote_ident(nspname) FROM pg_namespace
+    WHERE nspname = ANY ({_names(TIMESCALE_SCHEMAS)})
+"""
+STATISTICS_VIEWS = """
+    SELECT c.oid::regclass::text FROM pg_class c
+    WHERE c.relnamespace = 'pg_catalog'::regnamespace AND c.relkind = 'v'
+      AND (c.relname LIKE 'pg\\_stat%' OR c.relname LIKE 'pg\\_statio\\_%')
+"""
+# (what, the privilege on it)
+MEASURES = (
+    (FUNCTIONS, "EXECUTE ON FUNCTION"),
+    (SCHEMAS, "USAGE ON SCHEMA"),
+    (STATISTICS_VIEWS, "SELECT ON"),
+)
+# pg_class's columns but the estimates.
+CLASS_COLUMNS = f"""
+    SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) FROM pg_attribute
+    WHERE attrelid = 'pg_catalog.pg_class'::regclass AND attnum > 0 AND NOT attisdropped
+      AND attname <> ALL ({_names(ESTIMATES)})
+"""
 
 
-def _schemas(give: str) -> str:
-    return f"""
-    DO $$ DECLARE s text; BEGIN
-        FOR s IN SELECT nspname FROM pg_namespace
-                 WHERE nspname = ANY ({_names(TIMESCALE_SCHEMAS)})
-        LOOP
-            {give}
-        END LOOP;
-    END $$
-    """
+def _for_each(query: str, statement: str) -> None:
+    """Runs `statement` (a format() string) with `%s` as each name the query returns."""
+    op.execute(
+        f"""
+        DO $$ DECLARE name text; BEGIN
+            FOR name IN {query} LOOP
+                EXECUTE format('{statement}', name);
+            END LOOP;
+        END $$
+        """
+    )
 
 
-def _statistics_views(give: str) -> str:
-    return f"""
-    DO $$ DECLARE v text; BEGIN
-        FOR v IN SELECT c.oid::regclass::text FROM pg_class c
-                 WHERE c.relnamespace = 'pg_catalog'::regnamespace AND c.relkind = 'v'
-                   AND (c.relname LIKE 'pg\\_stat%' OR c.relname LIKE 'pg\\_statio\\_%')
-        LOOP
-            {give}
-        END LOOP;
-    END $$
-    """
-
-
-def _class_columns(give: str) -> str:
-    """pg_class's columns but the estimates, as `%s` of the grant or revoke."""
-    return f"""
-    DO $$ DECLARE cols text; BEGIN
-        SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) INTO cols
-        FROM pg_attribute
-        WHERE attrelid = 'pg_catalog.pg_class'::regclass AND attnum > 0 AND NOT attisdropped
-          AND attname <> ALL ({_names(ESTIMATES)});
-        EXECUTE format('{give}', cols);
-    END $$
-    """
+def _move_measures(from_role: str, to_role: str) -> None:
+    for query, privilege in MEASURES:
+        _for_each(query, f"REVOKE {privilege} %s FROM {from_role}")
+        _for_each(query, f"GRANT {privilege} %s TO {to_role}")
 
 
 def upgrade() -> None:
-    op.execute(
-        _functions(
-            "EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', f);"
-            f" EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO {MONITOR}', f);"
-        )
-    )
-    op.execute(
-        _schemas(
-            "EXECUTE format('REVOKE USAGE ON SCHEMA %I FROM PUBLIC', s);"
-            f" EXECUTE format('GRANT USAGE ON SCHEMA %I TO {MONITOR}', s);"
-        )
-    )
-    op.execute(
-        _statistics_views(
-            "EXECUTE format('REVOKE SELECT ON %s FROM PUBLIC', v);"
-            f" EXECUTE format('GRANT SELECT ON %s TO {MONITOR}', v);"
-        )
-    )
+    _move_measures("PUBLIC", MONITOR)
     # Column privileges only narrow a table-wide grant once that grant is gone.
     op.execute("REVOKE SELECT ON pg_catalog.pg_class FROM PUBLIC")
-    op.execute(_class_columns("GRANT SELECT (%s) ON pg_catalog.pg_class TO PUBLIC"))
+    _for_each(CLASS_COLUMNS, "GRANT SELECT (%s) ON pg_catalog.pg_class TO PUBLIC")
     op.execute(f"GRANT SELECT ON pg_catalog.pg_class TO {MONITOR}")
 
 
 def downgrade() -> None:
     op.execute(f"REVOKE SELECT ON pg_catalog.pg_class FROM {MONITOR}")
-    op.execute(_class_columns("REVOKE SELECT (%s) ON pg_catalog.pg_class FROM PUBLIC"))
+    _for_each(CLASS_COLUMNS, "REVOKE SELECT (%s) ON pg_catalog.pg_class FROM PUBLIC")
     op.execute("GRANT SELECT ON pg_catalog.pg_class TO PUBLIC")
-    op.execute(
-        _statistics_views(
-            f"EXECUTE format('REVOKE SELECT ON %s FROM {MONITOR}', v);"
-            " EXECUTE format('GRANT SELECT ON %s TO PUBLIC', v);"
-        )
-    )
-    op.execute(
-        _schemas(
-            f"EXECUTE format('REVOKE USAGE ON SCHEMA %I FROM {MONITOR}', s);"
-            " EXECUTE format('GRANT USAGE ON SCHEMA %I TO PUBLIC', s);"
-        )
-    )
-    op.execute(
-        _functions(
-            f"EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM {MONITOR}', f);"
-            " EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO PUBLIC', f);"
-        )
-    )
+    _move_measures(MONITOR, "PUBLIC")
