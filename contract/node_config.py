@@ -23,7 +23,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from contract.fields import MAX_ABS_PRICE_PER_KWH
 from contract.settings import MqttSettings, Port, ServiceSettings
 from contract.telemetry import NodeId
-from contract.text import STORABLE, refuse_unstorable, storable
+from contract.text import refuse_unstorable, storable
 
 # Issued at enrollment and kept on the node: a pushed config never carries them, and the
 # agent keeps its own when it applies one.
@@ -84,11 +84,13 @@ def _https_url_or_folder(location: str) -> str:
     return _https_url(location)
 
 
-Text = Annotated[str, StringConstraints(max_length=253), STORABLE]
+# Text needs no STORABLE here: the model refuses NUL and lone surrogates in every key
+# and value first (_refuse_unstorable_text), inherited settings' included.
+Text = Annotated[str, StringConstraints(max_length=253)]
 Seconds = Annotated[float, Field(gt=0, le=24 * 3600)]
-HttpsUrl = Annotated[str, StringConstraints(max_length=2048), STORABLE, AfterValidator(_https_url)]
+HttpsUrl = Annotated[str, StringConstraints(max_length=2048), AfterValidator(_https_url)]
 WheelSource = Annotated[
-    str, StringConstraints(max_length=2048), STORABLE, AfterValidator(_https_url_or_folder)
+    str, StringConstraints(max_length=2048), AfterValidator(_https_url_or_folder)
 ]
 # An hour of the day as a boundary: 0 is midnight at the start, 24 at the end.
 Hour = Annotated[int, Field(ge=0, le=24)]

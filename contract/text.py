@@ -3,12 +3,13 @@
 PostgreSQL text and jsonb cannot hold NUL, and a lone UTF-16 surrogate (what JSON's
 `"\\ud800"` decodes to in Python) cannot be encoded as UTF-8 at all: a value carrying
 either validates as a `str` but cannot be stored, logged as UTF-8 or echoed in an
-answer. Every string field of a request body or a pushed config is declared as
+answer. Every string field of a request is declared as
 
     Annotated[str, StringConstraints(max_length=...), STORABLE]
 
-(bounded, then checked here), so such a value is refused where it enters, with a
-message naming the character.
+(bounded, then checked here), and a pushed config's model checks every key and value
+with `refuse_unstorable` (contract/node_config.py), so such a value is refused where it
+enters, with a message naming the character.
 """
 
 from __future__ import annotations

@@ -32,14 +32,14 @@ class Principal:
         return self.is_admin or self.tenant_id == tenant_id
 
 
-_PRINCIPAL = "SELECT id, email, role, tenant_id, token_version FROM users"
-
-
 def principal(conn: Connection, subject: TokenSubject) -> Principal | None:
     """The token's user, unless the account is gone or disabled, or the token was
     issued before its password last changed or it was last disabled."""
     row = conn.execute(
-        text(_PRINCIPAL + " WHERE id = :id AND token_version = :version AND NOT disabled"),
+        text(
+            "SELECT id, email, role, tenant_id, token_version FROM users"
+            " WHERE id = :id AND token_version = :version AND NOT disabled"
+        ),
         {"id": subject.user_id, "version": subject.token_version},
     ).first()
     return Principal(*row) if row else None

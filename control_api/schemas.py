@@ -26,7 +26,11 @@ Password = Annotated[str, StringConstraints(min_length=12, max_length=256), STOR
 LoginPassword = Annotated[str, StringConstraints(min_length=1, max_length=256), STORABLE]
 # An account's email, as stored and looked up: normalized where it enters.
 Email = Annotated[
-    str, StringConstraints(min_length=1, max_length=320), STORABLE, AfterValidator(normalized_email)
+    str,
+    StringConstraints(min_length=1, max_length=320),
+    STORABLE,
+    AfterValidator(normalized_email),
+    Field(json_schema_extra={"format": "email"}),
 ]
 TotpCode = Annotated[str, StringConstraints(pattern=r"^[0-9]{6}$"), STORABLE]
 NodeIdStr = Annotated[str, StringConstraints(pattern=NODE_ID_PATTERN), STORABLE]
