@@ -60,13 +60,17 @@ def _plain_absolute(path: str) -> PurePosixPath:
     return pure
 
 
+def _refuse_system_dirs(pure: PurePosixPath) -> None:
+    system = next((d for d in SYSTEM_DIRS if pure.is_relative_to(d)), None)
+    if system is not None:
+        raise ValueError(f"must not be under {system}")
+
+
 def _state_file(path: Path) -> Path:
     pure = _plain_absolute(str(path))
     if pure.suffix != ".sqlite3":
         raise ValueError("must name a .sqlite3 file")
-    system = next((d for d in SYSTEM_DIRS if pure.is_relative_to(d)), None)
-    if system is not None:
-        raise ValueError(f"must not be under {system}")
+    _refuse_system_dirs(pure)
     return path
 
 
@@ -97,6 +101,18 @@ Hour = Annotated[int, Field(ge=0, le=24)]
 Price = Annotated[float, Field(ge=-MAX_ABS_PRICE_PER_KWH, le=MAX_ABS_PRICE_PER_KWH)]
 
 
+def _device_path(path: str) -> str:
+    pure = _plain_absolute(path)
+    if not pure.is_relative_to("/dev"):
+        _refuse_system_dirs(pure)
+    return path
+
+
+# A serial device: usually under /dev (/dev/ttyUSB0, /dev/serial/by-id/...), but a
+# socat or udev link may live elsewhere, only never under the other system folders.
+SerialDevice = Annotated[str, StringConstraints(max_length=253), AfterValidator(_device_path)]
+
+
 class NodeConfig(ServiceSettings, MqttSettings):
     """The agent's whole config; unknown keys are refused. Validating one reads nothing
     from the validating process's environment."""
@@ -112,9 +128,7 @@ class NodeConfig(ServiceSettings, MqttSettings):
     modbus_transport: Literal["tcp", "rtu"] = "tcp"
     modbus_host: Text = "127.0.0.1"
     modbus_port: Port = 502
-    modbus_serial_port: Annotated[str, StringConstraints(pattern=r"^/dev/[A-Za-z0-9_.-]+$")] = (
-        "/dev/ttyUSB0"
-    )
+    modbus_serial_port: SerialDevice = "/dev/ttyUSB0"
     modbus_baudrate: int = Field(default=9600, ge=300, le=921_600)
     modbus_unit_id: int = Field(default=1, ge=0, le=247)
     modbus_timeout_s: float = Field(default=3.0, gt=0, le=60)
