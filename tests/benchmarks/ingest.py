@@ -106,6 +106,8 @@ def _queue_messages(broker: Broker, nodes, per_node: int, start: datetime) -> fl
                 node.id,
                 "-P",
                 node.password,
+                "-i",
+                node.id,  # a node account may use only its own client id
                 "-q",
                 "1",
                 "-V",
