@@ -73,7 +73,12 @@ def update(
 ) -> dict[str, Any]:
     """Changes what the patch sets; an admin cannot disable or demote themselves. A new
     password, disabling and enabling end every token issued before."""
-    changes = body.model_dump(exclude_unset=True)
+    # An explicit null leaves a field as it is; only tenant_id can be set to none.
+    changes = {
+        k: v
+        for k, v in body.model_dump(exclude_unset=True).items()
+        if v is not None or k == "tenant_id"
+    }
     if user_id == admin.id and (changes.get("disabled") or changes.get("role", "admin") != "admin"):
         raise ConflictError("you cannot disable or demote yourself")
     user = get(conn, user_id)
