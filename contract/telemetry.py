@@ -106,6 +106,9 @@ class NodeStatus(TypedDict):
     agent_version: NotRequired[ShortText | None]
     # Samples waiting in the node's buffer (the heartbeat says it; the will does not).
     buffer_depth: NotRequired[Annotated[int, Field(ge=0)]]
+    # Seconds since the oldest sample still waiting for the hub's confirmation was taken
+    # (absent when none waits, and from agents that predate confirmations).
+    oldest_unconfirmed_age_s: NotRequired[Annotated[int, Field(ge=0)]]
 
 
 TELEMETRY_SAMPLE: TypeAdapter[TelemetrySample] = TypeAdapter(_SAMPLE)

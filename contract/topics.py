@@ -11,7 +11,7 @@ SHARED_GROUP = "collector"
 NODE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 _NODE_ID = re.compile(NODE_ID_PATTERN)
 
-KINDS = ("telemetry", "status", "commands", "acks", "logs")
+KINDS = ("telemetry", "status", "commands", "acks", "logs", "ingested")
 
 
 def node_topic(node_id: str, kind: str) -> str:
@@ -41,6 +41,11 @@ def acks(node_id: str) -> str:
 
 def logs(node_id: str) -> str:
     return node_topic(node_id, "logs")
+
+
+def ingested(node_id: str) -> str:
+    """Where the collectors confirm the node's samples they committed (confirmations.py)."""
+    return node_topic(node_id, "ingested")
 
 
 def all_nodes(kind: str) -> str:

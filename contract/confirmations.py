@@ -1,0 +1,67 @@
+"""Ingest confirmations: the hub telling a node which of its samples it holds.
+
+After committing a batch, a collector publishes one message per node whose samples the
+batch held, QoS 1, on `nodes/{node_id}/ingested`: `{"seqs": [[first, last], ...]}`,
+the inclusive `seq` ranges now stored (or stored already: a redelivery), or dead-lettered
+for good (a sample the hub will never store, whatever the node resends). A node deletes
+a buffered sample only when a confirmation names its seq, and resends what stays
+unconfirmed (docs/operations.md, "Delivery guarantee").
+
+A confirmation names each seq once at most; more ranges than MAX_RANGES go out as
+several messages (`confirmation_bodies`). Agents that predate confirmations do not
+subscribe to them, and the broker drops what nobody subscribed to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Annotated
+
+from pydantic import AfterValidator, Field, TypeAdapter, with_config
+from typing_extensions import TypedDict
+
+from contract.fields import PG_INTEGER_RANGES
+from contract.telemetry import PAYLOAD_CONFIG
+
+MAX_RANGES = 1_000
+
+_SEQ_MIN, _SEQ_MAX = 0, PG_INTEGER_RANGES["int8"][1]
+Seq = Annotated[int, Field(ge=_SEQ_MIN, le=_SEQ_MAX, strict=True)]
+
+
+def _ordered(seq_range: tuple[int, int]) -> tuple[int, int]:
+    if seq_range[0] > seq_range[1]:
+        raise ValueError("a range's first seq must not be above its last")
+    return seq_range
+
+
+SeqRange = Annotated[tuple[Seq, Seq], AfterValidator(_ordered)]
+
+
+@with_config(PAYLOAD_CONFIG)
+class IngestConfirmation(TypedDict):
+    """Published on `nodes/{node_id}/ingested`; each range is [first, last], inclusive."""
+
+    seqs: Annotated[list[SeqRange], Field(min_length=1, max_length=MAX_RANGES)]
+
+
+INGEST_CONFIRMATION = TypeAdapter(IngestConfirmation)
+
+
+def seq_ranges(seqs: Iterable[int]) -> list[tuple[int, int]]:
+    """The seqs as sorted, inclusive runs of consecutive numbers (duplicates merged)."""
+    ranges: list[tuple[int, int]] = []
+    for seq in sorted(set(seqs)):
+        if ranges and ranges[-1][1] + 1 == seq:
+            ranges[-1] = (ranges[-1][0], seq)
+        else:
+            ranges.append((seq, seq))
+    return ranges
+
+
+def confirmation_bodies(seqs: Iterable[int]) -> Iterator[bytes]:
+    """The JSON messages confirming these seqs, MAX_RANGES ranges each at most."""
+    ranges = seq_ranges(seqs)
+    for start in range(0, len(ranges), MAX_RANGES):
+        body = IngestConfirmation(seqs=ranges[start : start + MAX_RANGES])
+        yield INGEST_CONFIRMATION.dump_json(body)
