@@ -143,6 +143,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         title="wattfleet control API",
         version="0.1.0",
         lifespan=lifespan,
+        max_body_size=settings.api_max_body_bytes,
         description="Tenants, users, node enrollment, audited signed commands, node config.",
     )
     app.state.settings = settings

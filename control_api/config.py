@@ -11,6 +11,9 @@ from control_api.grafana_target import GrafanaTarget
 class ApiSettings(ServiceSettings, MqttSettings, DatabaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    # A request body above this is refused (413) before it is read whole: the largest
+    # legitimate one, a config push, is a few kilobytes.
+    api_max_body_bytes: int = Field(default=1_048_576, ge=1024)
     jwt_secret: SecretStr = SecretStr("change-me")
     jwt_ttl_s: int = Field(default=3600, ge=60)
     # Browser origins allowed to call the API (CORS); empty allows none.

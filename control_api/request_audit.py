@@ -61,7 +61,7 @@ def outcome_for(status_code: int, denied: bool) -> str:
         return "denied"
     if status_code < 400:
         return "ok"
-    return {404: "not_found", 409: "conflict", 422: "invalid", 400: "invalid"}.get(
+    return {404: "not_found", 409: "conflict", 422: "invalid", 400: "invalid", 413: "invalid"}.get(
         status_code, {429: "rate_limited", 503: "unavailable"}.get(status_code, "error")
     )
 

@@ -4,6 +4,7 @@ NaN) breaks the answer or the audit log."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -147,3 +148,33 @@ def test_a_body_nested_too_deep_is_refused(api, actors, node, database):
         api, database, "PUT", f"/nodes/{node.id}/config", body, actors.operator_a.headers
     )
     assert response.status_code in (400, 422)
+
+
+def test_a_body_over_the_size_limit_is_refused_before_it_is_read_whole(api, actors, node, database):
+    limit = api.app.state.settings.api_max_body_bytes
+    body = b'{"config": {"modbus_host": "' + b"x" * limit + b'"}}'
+    response = send(
+        api, database, "PUT", f"/nodes/{node.id}/config", body, actors.operator_a.headers
+    )
+    assert response.status_code == 413
+
+
+def test_a_streamed_body_over_the_size_limit_is_refused(api, actors, node, database):
+    """No Content-Length to check up front: counted as it arrives."""
+    limit = api.app.state.settings.api_max_body_bytes
+
+    def chunks() -> Iterator[bytes]:
+        yield b'{"config": {"modbus_host": "'
+        for _ in range(limit // 65536 + 2):
+            yield b"x" * 65536
+        yield b'"}}'
+
+    before = last_audit_id(database)
+    response = api.request(
+        "PUT",
+        f"/nodes/{node.id}/config",
+        content=chunks(),
+        headers={"Content-Type": "application/json", **actors.operator_a.headers},
+    )
+    assert response.status_code == 413, response.text
+    assert [row["status_code"] for row in audit_rows(database, before)] == [413]
