@@ -37,6 +37,7 @@ class AgentProcess:
         # Run from a separate installation (a virtualenv with a built wheel) instead of
         # the repository's sources.
         self.installed = installed
+        self.node = node
         self.proxy = CuttableProxy(broker.port) if via_proxy else None
         self.buffer_path = tmp_path / "buffer.sqlite3"
         self.config = tmp_path / "config.yaml"
