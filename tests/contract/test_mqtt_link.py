@@ -40,25 +40,6 @@ class Node:
         publish_all(self.client, [(topics.acks(self.id), p) for p in payloads])
 
 
-@pytest.fixture
-def node(broker) -> Iterator[Node]:
-    n = Node(broker)
-    try:
-        yield n
-    finally:
-        n.client.disconnect()
-        n.client.loop_stop()
-
-
-@pytest.fixture
-def proxy(broker) -> Iterator[CuttableProxy]:
-    p = CuttableProxy(broker.port)
-    try:
-        yield p
-    finally:
-        p.close()
-
-
 def api_account(broker: Broker, port: int, **overrides: Any) -> MqttSettings:
     """The control API's account (it may read every node's acks and publish commands)."""
     return MqttSettings(

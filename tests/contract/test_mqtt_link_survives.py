@@ -12,21 +12,10 @@ from paho.mqtt.client import MQTTMessage
 
 from contract import topics
 from contract.mqtt import MqttLink
-from tests.contract.test_mqtt_link import ACKS, Node, api_account, reconnect
-from tests.support.proxy import CuttableProxy
+from tests.contract.test_mqtt_link import ACKS, api_account, reconnect
 from tests.support.services import wait_for
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def node(broker):
-    n = Node(broker)
-    try:
-        yield n
-    finally:
-        n.client.disconnect()
-        n.client.loop_stop()
 
 
 def test_a_raising_callback_is_logged_and_the_next_message_still_arrives(broker, node, caplog):
@@ -51,15 +40,6 @@ def test_a_raising_callback_is_logged_and_the_next_message_still_arrives(broker,
         link.stop()
     assert received == [b"after"]
     assert any("a handler bug" in r.getMessage() for r in caplog.records)
-
-
-@pytest.fixture
-def proxy(broker):
-    p = CuttableProxy(broker.port)
-    try:
-        yield p
-    finally:
-        p.close()
 
 
 def test_a_refused_subscription_is_logged_once_across_reconnects(broker, proxy, caplog):
