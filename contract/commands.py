@@ -165,6 +165,8 @@ def build_command(
 def verify(node_id: str, fields: dict[str, Any], secret: bytes) -> bool:
     """True when `fields["sig"]` is this node's signature over the received fields."""
     sig = fields.get("sig")
-    if not isinstance(sig, str):
+    # compare_digest refuses str with non-ASCII characters (TypeError); a signature is
+    # hex, so such a one is simply wrong.
+    if not isinstance(sig, str) or not sig.isascii():
         return False
     return hmac.compare_digest(sign(node_id, fields, secret), sig)

@@ -51,6 +51,7 @@ def test_signed_command_verifies_and_matches_the_envelope_model():
         ("node-1", SECRET, {"expires_at": (NOW + timedelta(days=1)).isoformat()}),
         ("node-1", SECRET, {"sig": "0" * 64}),
         ("node-1", SECRET, {"sig": None}),
+        ("node-1", SECRET, {"sig": "\u00e9" * 64}),  # found by the fuzzer: was a TypeError
     ],
 )
 def test_forged_or_altered_commands_fail_verification(node_id, secret, tamper):
