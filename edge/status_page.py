@@ -1,4 +1,4 @@
-"""The Pi's local status page and /metrics, for the installer on the LAN.
+"""The Pi's local status page and /metrics, for the site owner and installer on the LAN.
 
 Standard library HTTP only (the Pi carries no web framework) and no assets from the
 internet, so it works with the uplink down. `/` is `status_page.html`, one
@@ -80,7 +80,7 @@ class StatusServer:
                     self.send_error(404)
 
             def log_message(self, format: str, *args: Any) -> None:
-                pass  # one line per half-second refresh would flood the journal
+                pass  # one line per page refresh a second would flood the journal
 
         self.server = ThreadingHTTPServer((host, port), Handler)
         self.server.daemon_threads = True
