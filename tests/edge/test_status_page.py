@@ -39,9 +39,10 @@ def _watts(text: str) -> float:
 
 
 def _kwh(text: str) -> float:
-    match = re.fullmatch(r"([\d.]+) kWh", text)
+    """The energy in "12.34 kWh" or "870 Wh", in kWh."""
+    match = re.fullmatch(r"([\d.]+) (k?)Wh", text)
     assert match, text
-    return float(match[1])
+    return float(match[1]) / (1 if match[2] else 1000)
 
 
 def test_the_status_page_shows_the_agents_readings_in_words(broker, simulator, tmp_path):
@@ -97,11 +98,18 @@ def test_the_status_page_shows_the_agents_readings_in_words(broker, simulator, t
                 f"(since {_local(status['energy_today_since'], '%H:%M')})"
             )
             assert text("hub") == "Connected"
+            # oldest_unconfirmed_age_s shows when the agent reports it (see below).
+            backlog = text("backlog")
+            assert re.fullmatch(r"Nothing|\d+ readings?(, the oldest from .+ ago)?", backlog)
             assert text("inverter") == "Answering"
             # Local time to the second: no UTC, no microseconds.
             updated = text("updated")
             assert re.fullmatch(r"\d\d:\d\d:\d\d", updated), updated
-            assert updated[:2] == _local(status["clock"], "%H")
+            hours, minutes, seconds = map(int, updated.split(":"))
+            clock = datetime.fromisoformat(status["clock"]).astimezone(ZoneInfo(SITE_ZONE))
+            apart_s = (hours - clock.hour) * 3600 + (minutes - clock.minute) * 60
+            apart_s += seconds - clock.second
+            assert min(apart_s % 86400, -apart_s % 86400) <= 5, (updated, clock)
             assert browser.find_element(By.ID, "stale").is_displayed() is False
             assert "succeeded" in text("commands")
             # Nothing fetched from anywhere but the agent.
@@ -123,6 +131,9 @@ def test_the_status_page_shows_the_agents_readings_in_words(broker, simulator, t
                 "Nothing in or out",
                 "not measured",
             ]
+            assert browser.execute_script(
+                "return [energy(0.87), energy(12.5), energy(null), power(-812.4)]"
+            ) == ["870 Wh", "12.50 kWh", "\N{EN DASH}", "812 W"]
             # Why values may be old, from the agent's own answer.
             assert browser.execute_script(
                 """const at = '2026-06-01T10:00:00+00:00', later = '2026-06-01T10:05:00+00:00';
@@ -163,11 +174,18 @@ def test_the_status_page_shows_the_agents_readings_in_words(broker, simulator, t
                 {"features": [{"name": "prefers-color-scheme", "value": "dark"}]},
             )
             save_full_page(browser, shots / "status-page-dark-stale.png")
-            # A Pi without a network time source may keep a wrong clock: said, not hidden.
+            # What the running site did not show: a Pi without a network time source
+            # may keep a wrong clock (said, not hidden), and a hub out of reach.
             browser.execute_script(
-                "render({...last, clock: new Date(Date.now() + 600000).toISOString()})"
+                """render({...last, clock: new Date(Date.now() + 600000).toISOString(),
+                broker_connected: false, buffer_depth: 240, oldest_unconfirmed_age_s: 1200,
+                buffer_dropped_total: 3})"""
             )
             assert text("clock-note") == "The Pi's clock is 10 min ahead of this device's."
+            assert text("hub") == "Not connected: readings are kept on the Pi and sent later"
+            assert text("backlog") == (
+                "240 readings, the oldest from 20 min ago; 3 dropped because the store was full"
+            )
     finally:
         if agent.proc.poll() is None:
             stop_process(agent.proc)
