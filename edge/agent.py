@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from edge.buffer import SampleBuffer
 from edge.commands import CommandHandler, LogRing, SeenCommands
 from edge.config import EdgeSettings
 from edge.config_push import ConfigPush
+from edge.energy_today import EnergyToday
 from edge.inverter import InverterError, Reading, SunSpecDevice
 from edge.publisher import Publisher
 from edge.registers import sunspec_map
@@ -91,6 +92,10 @@ class Agent:
         )
         self._device_failures = FailureLog(log)
         self.last_reading: Reading | None = None
+        self.last_reading_at: datetime | None = None
+        # A reading counts for up to three poll intervals: one slow or failed poll still
+        # counts, a longer outage does not.
+        self.energy_today = EnergyToday(3 * timedelta(seconds=settings.poll_interval_s))
         self.log_ring = LogRing()
         logging.getLogger().addHandler(self.log_ring)
         state_dir = settings.buffer_path.parent
@@ -149,6 +154,9 @@ class Agent:
             "battery_power_w": r.battery_power_w if r else None,
             "grid_power_w": r.grid_power_w if r else None,
             "load_power_w": r.load_power_w if r else None,
+            "last_reading_at": self.last_reading_at.isoformat() if self.last_reading_at else None,
+            "poll_interval_s": self.settings.poll_interval_s,
+            **self.energy_today.snapshot(),
             "commands": list(self.commands_handler.last_results),
         }
 
@@ -264,9 +272,11 @@ class Agent:
         if self._device_failures.recover():
             log.info("inverter available again")
         self.last_reading = reading
+        self.last_reading_at = now
         body = self.sample(reading, now)
         if body is None:
             return None
+        self.energy_today.add(reading, now)
         seq, stored = self.buffer.append(body, now)
         self.last_seq = seq
         self.publisher.publish_live(seq, stored)

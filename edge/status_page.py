@@ -1,8 +1,8 @@
-"""The Pi's local status page and /metrics, for the installer on the LAN.
+"""The Pi's local status page and /metrics, for the site owner and installer on the LAN.
 
 Standard library HTTP only (the Pi carries no web framework) and no assets from the
-internet, so it works with the uplink down. `/` refreshes itself from `/status.json`
-every half second.
+internet, so it works with the uplink down. `/` is `status_page.html`, one
+self-contained page that refreshes itself from `/status.json` every second.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import json
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
 from typing import Any
 
 from prometheus_client import (
@@ -21,27 +22,9 @@ from prometheus_client import (
     generate_latest,
 )
 
-PAGE = """<!doctype html>
-<html><head><meta charset="utf-8"><title>wattfleet site</title>
-<style>body{font-family:sans-serif;margin:2em}td{padding:.2em 1em}.bad{color:#b00}</style>
-</head><body><h1>wattfleet <span id="node"></span></h1><table id="t"></table>
-<h2>Last commands</h2><table id="c"></table>
-<script>
-async function tick() {
-  try {
-    const s = await (await fetch('status.json')).json();
-    document.getElementById('node').textContent = s.node_id;
-    const rows = Object.entries(s).filter(([k]) => k !== 'commands' && k !== 'node_id');
-    document.getElementById('t').innerHTML = rows.map(([k, v]) =>
-      `<tr><td>${k}</td><td class="${v === false ? 'bad' : ''}">${v}</td></tr>`).join('');
-    document.getElementById('c').innerHTML = s.commands.map(c =>
-      `<tr><td>${c.ts}</td><td>${c.id}</td><td>${c.state}</td><td>${c.detail}</td></tr>`).join('');
-  } catch (e) {}
-  setTimeout(tick, 500);
-}
-tick();
-</script></body></html>
-"""
+# Package data, read once at import: an installation without it fails at start, not
+# when someone opens the page.
+PAGE = (resources.files("edge") / "status_page.html").read_bytes()
 
 
 class EdgeMetrics:
@@ -87,7 +70,7 @@ class StatusServer:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 if self.path in ("/", "/index.html"):
-                    outer._reply(self, "text/html; charset=utf-8", PAGE.encode())
+                    outer._reply(self, "text/html; charset=utf-8", PAGE)
                 elif self.path == "/status.json":
                     body = json.dumps(snapshot(), default=str).encode()
                     outer._reply(self, "application/json", body)
@@ -97,7 +80,7 @@ class StatusServer:
                     self.send_error(404)
 
             def log_message(self, format: str, *args: Any) -> None:
-                pass  # one line per half-second refresh would flood the journal
+                pass  # one line per page refresh a second would flood the journal
 
         self.server = ThreadingHTTPServer((host, port), Handler)
         self.server.daemon_threads = True

