@@ -214,8 +214,13 @@ class Publisher:
                 ranges = INGEST_CONFIRMATION.validate_json(delivery.payload)["seqs"]
             except ValidationError as exc:
                 self.metrics.bad_confirmations_total.inc()
+                # The reason, never the input: it may be a thousand ranges long.
+                error = exc.errors(include_url=False, include_input=False)[0]
                 self._bad_confirmations.failed(
-                    "malformed confirmation on %s dropped: %s", delivery.topic, exc.errors()[0]
+                    "malformed confirmation on %s dropped: %s at %s",
+                    delivery.topic,
+                    error["msg"],
+                    ".".join(map(str, error["loc"])) or "the top",
                 )
             else:
                 self.buffer.delete_ranges(ranges)
