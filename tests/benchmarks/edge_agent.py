@@ -131,6 +131,7 @@ def main() -> None:
     parser.add_argument("--ingest-confirmations", choices=["true", "false"], default="true")
     args = parser.parse_args()
     confirmations = args.ingest_confirmations == "true"
+    backlog: int = args.backlog
     workdir = Path(tempfile.mkdtemp(prefix="wattfleet-edge-bench-"))
     workdir.chmod(0o755)
     db = database_from_env("WATTFLEET_DATABASE_URL")
@@ -185,9 +186,9 @@ def main() -> None:
             """The last of the backlog confirmed (deleted from the buffer) and every one
             of it a row; without confirmations, every one a row. (The database is asked
             only once the buffer is empty.)"""
-            if confirmations and still_buffered(replay.buffer_path, args.backlog):
+            if confirmations and still_buffered(replay.buffer_path, backlog):
                 return False
-            return stored(db, replay_node.id, args.backlog) == args.backlog
+            return stored(db, replay_node.id, backlog) == backlog
 
         while not done():
             if cpu0 is None:
