@@ -155,8 +155,20 @@ class NodeConfig(ServiceSettings, MqttSettings):
     # At least 7 days of 5-second samples (120,960).
     buffer_max_samples: int = Field(default=130_000, ge=1, le=100_000_000)
     buffer_max_age_days: float = Field(default=8.0, gt=0, le=3660)
-    replay_batch_samples: int = Field(default=200, ge=1, le=1000)
-    replay_batches_in_flight: int = Field(default=4, ge=1, le=100)
+    # A buffered sample is deleted once the hub confirms it committed it; false for hubs
+    # that predate confirmations: deleted once the broker acknowledged it (PUBACK).
+    ingest_confirmations: bool = True
+    # Sent and unconfirmed this long: sent again (doubling while none is confirmed, up
+    # to 16 times this).
+    confirm_timeout_s: float = Field(default=60.0, ge=1, le=3600)
+    # Backlog replay: samples per {"samples": [...]} message, and how many such messages
+    # may await confirmation at a time (the window); the hub commits about every second,
+    # so the window must hold a second or two of replay.
+    replay_batch_samples: int = Field(default=500, ge=1, le=1000)
+    replay_batches_in_flight: int = Field(default=8, ge=1, le=100)
+    # At most this many replayed samples a second (a week of 5-second samples in about
+    # a minute), so a fleet coming back after a broker outage does not flood the hub.
+    replay_max_samples_per_s: int = Field(default=2000, ge=1, le=100_000)
 
     # Tariff used for `grid.current_price` when no optimizer provides one: the peak
     # price from the start hour up to (not including) the end hour, start < end.

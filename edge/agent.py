@@ -75,9 +75,13 @@ class Agent:
         settings: EdgeSettings,
         clock: Callable[[], datetime] = utc_now,
         config_path: Path | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`clock` is the wall clock samples are stamped with; `monotonic` times the
+        resends and the replay rate."""
         self.settings = settings
         self.clock = clock
+        self.metrics = EdgeMetrics(CollectorRegistry())
         self.buffer = SampleBuffer(
             settings.buffer_path, settings.buffer_max_samples, settings.buffer_max_age
         )
@@ -88,7 +92,13 @@ class Agent:
             frame_gap_s=settings.modbus_frame_gap_s,
         )
         self.publisher = Publisher(
-            settings, self.buffer, installed_version(), clock, self._handle_command
+            settings,
+            self.buffer,
+            installed_version(),
+            clock,
+            self._handle_command,
+            self.metrics,
+            monotonic,
         )
         self._device_failures = FailureLog(log)
         self.last_reading: Reading | None = None
@@ -125,7 +135,6 @@ class Agent:
         )
         self.restart_requested = False
         self._stop = threading.Event()
-        self.metrics = EdgeMetrics(CollectorRegistry())
         self.metrics.buffer_dropped_total.inc(self.buffer.dropped_total())
         self.status_server = StatusServer(
             settings.status_host, settings.status_port, self.snapshot, self.metrics.registry
@@ -147,6 +156,7 @@ class Agent:
             "broker_connected": self.publisher.connected.is_set(),
             "device_available": self.device_available,
             "buffer_depth": self.buffer.depth(),
+            "oldest_unconfirmed_age_s": self.oldest_unconfirmed_age_s(),
             "buffer_dropped_total": self.buffer.dropped_total(),
             "last_seq": self.last_seq,
             "soc_percent": r.soc_percent if r else None,
@@ -213,9 +223,22 @@ class Agent:
         self._request_restart()
         return None
 
+    def oldest_unconfirmed_age_s(self) -> int | None:
+        """Seconds since the oldest buffered sample (not yet confirmed by the hub) was
+        taken; None when the buffer is empty."""
+        oldest = self.buffer.oldest_ts()
+        if oldest is None:
+            return None
+        return max(0, int((self.clock() - oldest).total_seconds()))
+
+    def heartbeat(self) -> None:
+        """The retained online status with the buffer's depth and oldest sample's age."""
+        self.publisher.publish_status(self.buffer.depth(), self.oldest_unconfirmed_age_s())
+
     def _update_metrics(self) -> None:
         m = self.metrics
         m.buffer_depth.set(self.buffer.depth())
+        m.oldest_unconfirmed_age.set(self.oldest_unconfirmed_age_s() or 0)
         m.broker_connected.set(int(self.publisher.connected.is_set()))
         m.device_available.set(int(self.device_available))
         if self.last_seq is not None:
@@ -302,7 +325,7 @@ class Agent:
                     self._follow_staged_changes()
                     next_poll = max(next_poll + interval, now)
                 if now >= next_heartbeat:
-                    self.publisher.publish_status(buffer_depth=self.buffer.depth())
+                    self.heartbeat()
                     next_heartbeat = now + self.settings.heartbeat_interval_s
                 backlog = self.publisher.pump()
                 stop.wait(0.01 if backlog else min(0.2, max(0.0, next_poll - time.monotonic())))

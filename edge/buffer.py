@@ -1,5 +1,7 @@
 """The store-and-forward buffer: every sample is written here before it is published,
-and deleted only once the broker acknowledged it (PUBACK).
+and deleted only once the hub confirmed it committed (`nodes/{id}/ingested`), or, with
+`ingest_confirmations: false` for hubs that predate confirmations, once the broker
+acknowledged it (PUBACK).
 
 SQLite in WAL mode with synchronous=FULL: a committed sample survives kill -9 and a power
 cut. The buffer also owns the node's monotonic `seq`, so numbering survives restarts and
@@ -14,7 +16,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,7 @@ INSERT OR IGNORE INTO counters VALUES ('next_seq', 0), ('dropped_total', 0);
 
 
 class SampleBuffer:
-    """Thread-safe: the poller appends, the MQTT thread deletes what was acknowledged."""
+    """Thread-safe (one lock around the one connection)."""
 
     def __init__(self, path: Path, max_rows: int, max_age: timedelta) -> None:
         self.max_rows = max_rows
@@ -65,31 +67,41 @@ class SampleBuffer:
                 raise
         return int(seq), body
 
-    def pending(self, limit: int, exclude: Iterable[int] = ()) -> list[tuple[int, str]]:
-        """Up to `limit` buffered (seq, JSON body) pairs, oldest first, skipping `exclude`
-        (samples already in flight)."""
-        skip = set(exclude)
+    def pending(
+        self, limit: int, from_seq: int = 0, skip: Container[int] = ()
+    ) -> tuple[list[tuple[int, str]], int]:
+        """Up to `limit` buffered (seq, JSON body) pairs from `from_seq` on, in seq order,
+        leaving out `skip` (samples in flight); and the seq to continue from (one past
+        the last one looked at)."""
         out: list[tuple[int, str]] = []
+        after = from_seq
         with self._lock:
-            cursor = self._db.execute("SELECT seq, body FROM samples ORDER BY seq")
+            cursor = self._db.execute(
+                "SELECT seq, body FROM samples WHERE seq >= ? ORDER BY seq", (from_seq,)
+            )
             for seq, body in cursor:
+                after = seq + 1
                 if seq in skip:
                     continue
                 out.append((seq, body))
                 if len(out) >= limit:
                     break
-        return out
+        return out, after
 
-    def delete(self, seqs: Iterable[int]) -> None:
-        """Forgets acknowledged samples (one transaction: one fsync, not one per row)."""
+    def delete_ranges(self, ranges: Iterable[tuple[int, int]]) -> int:
+        """Forgets the samples in these inclusive seq ranges, in one transaction; seqs no
+        longer buffered are skipped. Returns how many samples went."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.executemany("DELETE FROM samples WHERE seq = ?", ((s,) for s in seqs))
+                before = self._db.total_changes
+                self._db.executemany("DELETE FROM samples WHERE seq BETWEEN ? AND ?", ranges)
+                deleted = self._db.total_changes - before
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+        return deleted
 
     def prune(self, now: datetime) -> int:
         """Drops samples beyond the age or row bound, oldest first; returns how many."""
@@ -122,6 +134,12 @@ class SampleBuffer:
     def depth(self) -> int:
         with self._lock:
             return int(self._db.execute("SELECT count(*) FROM samples").fetchone()[0])
+
+    def oldest_ts(self) -> datetime | None:
+        """When the oldest buffered sample was taken; None when the buffer is empty."""
+        with self._lock:
+            row = self._db.execute("SELECT ts FROM samples ORDER BY seq LIMIT 1").fetchone()
+        return None if row is None else datetime.fromisoformat(row[0])
 
     def dropped_total(self) -> int:
         with self._lock:

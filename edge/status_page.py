@@ -32,7 +32,23 @@ class EdgeMetrics:
         self.registry = registry
         self.buffer_depth = Gauge(
             "wattfleet_edge_buffer_samples",
-            "Samples buffered, not yet acknowledged.",
+            "Samples buffered, not yet confirmed by the hub.",
+            registry=registry,
+        )
+        self.oldest_unconfirmed_age = Gauge(
+            "wattfleet_edge_oldest_unconfirmed_age_seconds",
+            "Seconds since the oldest buffered sample was taken (0 when none is buffered).",
+            registry=registry,
+        )
+        # Exposed with _total appended, as the other counters.
+        self.resent_total = Counter(
+            "wattfleet_edge_resent_samples",
+            "Samples sent again because the hub had not confirmed them in time.",
+            registry=registry,
+        )
+        self.bad_confirmations_total = Counter(
+            "wattfleet_edge_malformed_confirmations",
+            "Confirmations from the hub dropped because they broke the contract.",
             registry=registry,
         )
         # Exposed as wattfleet_edge_buffer_dropped_samples_total; starts from the

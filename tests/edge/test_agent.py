@@ -56,6 +56,8 @@ def test_agent_publishes_what_the_inverter_reads(database, site):
     assert status["soc_percent"] == pytest.approx(62.5)
     assert status["last_seq"] >= 4
     assert "wattfleet_edge_broker_connected 1.0" in metrics
+    assert "wattfleet_edge_oldest_unconfirmed_age_seconds" in metrics
+    assert "oldest_unconfirmed_age_s" in status
     assert solar > 1000
     assert load > 0
     assert mode == "AUTO"

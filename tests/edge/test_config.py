@@ -71,6 +71,10 @@ def test_prod_refuses_example_secrets():
         ("node_id: 'a/b'\n", "node_id"),
         ("- just\n- a list\n", "expected a mapping"),
         ("node_id: [unclosed\n", "while parsing"),
+        ("node_id: a\nconfirm_timeout_s: 0.5\n", "confirm_timeout_s"),
+        ("node_id: a\nreplay_max_samples_per_s: 0\n", "replay_max_samples_per_s"),
+        ("node_id: a\nreplay_batch_samples: 1001\n", "replay_batch_samples"),
+        ("node_id: a\ningest_confirmations: perhaps\n", "ingest_confirmations"),
     ],
 )
 def test_bad_files_say_what_is_wrong(tmp_path, text, message):
