@@ -48,10 +48,10 @@ class Node:
         self.write([json.dumps(body).encode()], received_at=ts)
 
     def heartbeat(self, depth: int, age_s: int | None = None) -> None:
-        fields: dict[str, int] = {"buffer_depth": depth}
-        if age_s is not None:
-            fields["oldest_unconfirmed_age_s"] = age_s
-        self.status(**fields)
+        if age_s is None:
+            self.status(buffer_depth=depth)
+        else:
+            self.status(buffer_depth=depth, oldest_unconfirmed_age_s=age_s)
 
     def write(self, payloads: list[bytes], received_at: datetime) -> None:
         decoder = Decoder(Limits())
