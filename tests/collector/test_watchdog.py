@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from prometheus_client import CollectorRegistry
 
+from collector.alertmanager import Alert, post_alerts
 from collector.config import CollectorSettings
 from collector.decode import Decoder, Limits
 from collector.ingest import BatchWriter
@@ -242,6 +243,28 @@ def test_a_backlog_growing_while_online_fires_and_resolves_at_alertmanager(datab
     report = leader_round(dog)
     assert [a.labels["alertname"] for a in mine(report.resolved, node)] == ["NodeBacklogStuck"]
     wait_for(lambda: state_at_alertmanager() is None, 10, "the alert resolved at Alertmanager")
+
+
+def test_while_the_fleet_wide_alert_fires_node_alerts_are_inhibited(database, alerting):
+    manager, _ = alerting
+    clock = Clock()
+    clock.now -= timedelta(minutes=4)
+    node = create_node(database, create_tenant(database))
+    dog = watchdog(database, clock, manager.url, backlog_stuck_after_s=120)
+    for minute in range(4):
+        status(database, node, clock.now, buffer_depth=10 * minute, oldest_unconfirmed_age_s=300)
+        clock.now += timedelta(seconds=60)
+    assert named(leader_round(dog).firing, node, "NodeBacklogStuck")
+
+    def state_at_alertmanager():
+        found = [a for a in manager.alerts() if a["labels"].get("node_id") == node]
+        return found[0]["status"]["state"] if found else None
+
+    wait_for(lambda: state_at_alertmanager() == "active", 10, "the node's alert")
+    # As Prometheus posts it (prometheus/rules/wattfleet.yml).
+    labels = {"alertname": "BacklogsStuckFleetWide", "severity": "warning", "service": "collector"}
+    post_alerts(manager.url, [Alert(labels, {}, clock.now, clock.now + timedelta(minutes=5))])
+    wait_for(lambda: state_at_alertmanager() == "suppressed", 10, "the node's alert inhibited")
 
 
 def test_a_draining_replay_a_level_that_stays_up_and_an_old_agent_do_not_fire(database):
