@@ -122,7 +122,9 @@ ON CONFLICT (node_id) DO UPDATE SET
 """
 
 # The backlog columns hold what the node's newest status (by its own `ts`: statuses are
-# retained, and may come again or late) said. A heartbeat carries `buffer_depth`; an
+# retained, and may come again or late) said. The `ts` kept is never later than the
+# status's arrival: a node clock once far ahead (then corrected) would otherwise keep
+# every later status from counting. A heartbeat carries `buffer_depth`; an
 # online status without it (an agent that does not report it, or the one an agent sends
 # as it connects, before its first heartbeat) leaves the backlog unknown, and growth is
 # never judged across a reconnect; an offline status without it leaves the last report.
@@ -415,7 +417,7 @@ class BatchWriter:
                     "node_id": item.node_id,
                     "depth": depth,
                     "age": status.get("oldest_unconfirmed_age_s"),
-                    "ts": status["ts"],
+                    "ts": min(status["ts"], item.received_at),
                     "received_at": item.received_at,
                 },
             )

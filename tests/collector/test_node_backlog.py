@@ -134,6 +134,20 @@ def test_only_a_newer_status_moves_the_backlog(database):
     assert node.backlog().depth == 20
 
 
+def test_a_clock_once_far_ahead_does_not_freeze_the_backlog(database):
+    node = Node(database)
+    node.heartbeat(5)
+    # Stamped a year ahead (received now): taken as of its arrival, not of its stamp.
+    ahead = json.dumps(
+        {"state": "online", "ts": (node.ts + timedelta(days=365)).isoformat(), "buffer_depth": 8}
+    )
+    node.write([ahead.encode()], received_at=node.ts + node.every)
+    node.ts += node.every
+    assert node.backlog().depth == 8
+    node.heartbeat(2)  # the clock set right again
+    assert node.backlog().depth == 2
+
+
 def test_a_reconnect_forgets_the_backlog_and_an_offline_status_keeps_it(database):
     node = Node(database)
     node.heartbeat(4)

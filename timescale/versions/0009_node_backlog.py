@@ -3,7 +3,8 @@
 - `buffer_depth`: samples waiting in the node's buffer; `oldest_unconfirmed_age_s`:
   how old the oldest of them was (null when none waits, and from agents that predate
   hub confirmations); `backlog_reported_at`: the heartbeat's own time (the node's
-  clock), so a redelivered or late heartbeat never overwrites a newer one.
+  clock, never later than its arrival), so a redelivered or late heartbeat never
+  overwrites a newer one.
 - `backlog_growth_base` and `backlog_growing_since`: while the backlog grows, the depth
   it grew from and when (the hub's clock) it was first seen above it; both null
   otherwise. The collector's rule (collector/ingest.py) and the watchdog's
