@@ -121,13 +121,13 @@ ON CONFLICT (node_id) DO UPDATE SET
     updated_at = now()
 """
 
-# The backlog columns hold what the node's newest status (by its own `ts`: statuses are
-# retained, and may come again or late) said. The `ts` kept is never later than the
-# status's arrival: a node clock once far ahead (then corrected) would otherwise keep
-# every later status from counting. A heartbeat carries `buffer_depth`; an
-# online status without it (an agent that does not report it, or the one an agent sends
-# as it connects, before its first heartbeat) leaves the backlog unknown, and growth is
-# never judged across a reconnect; an offline status without it leaves the last report.
+# The backlog columns hold what the node's newest status said: newest by its own `ts`
+# (statuses are retained, and may come again or late), taken as no later than its
+# arrival (a node clock once far ahead, then corrected, would otherwise keep every later
+# status from counting). A heartbeat carries `buffer_depth`. An online status without it
+# (an agent that does not report it, or the one an agent sends as it connects, before
+# its first heartbeat) makes the backlog unknown, so growth is never judged across a
+# reconnect; an offline status without it leaves the last report.
 # Growth: a depth above the one reported before starts it, from that earlier depth
 # (the base), at this report's arrival (the hub's clock); it lasts while every report
 # stays above the base, and ends at the first at or below it. So a replay draining a
