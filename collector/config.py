@@ -46,6 +46,9 @@ class CollectorSettings(ServiceSettings, MqttSettings, DatabaseSettings):
     offline_after_s: float = Field(default=300.0, gt=0)
     stop_paging_after_s: float = Field(default=7 * 24 * 3600.0, gt=0)
     clock_drift_alert_s: float = Field(default=60.0, gt=0)
+    # NodeBacklogStuck: a node's unconfirmed backlog has grown this long, and its oldest
+    # sample waited as long. Several of the nodes' heartbeat intervals (60 s by default).
+    backlog_stuck_after_s: float = Field(default=900.0, gt=0)
     # Alertmanager's base URL (http://alertmanager:9093); unset sends no alerts.
     alertmanager_url: str | None = Field(default=None, pattern=r"^https?://")
 

@@ -121,6 +121,38 @@ ON CONFLICT (node_id) DO UPDATE SET
     updated_at = now()
 """
 
+# The backlog columns hold what the node's newest status said: newest by its own `ts`
+# (statuses are retained, and may come again or late), taken as no later than its
+# arrival (a node clock once far ahead, then corrected, would otherwise keep every later
+# status from counting). A heartbeat carries `buffer_depth`. An online status without it
+# (an agent that does not report it, or the one an agent sends as it connects, before
+# its first heartbeat) makes the backlog unknown, so growth is never judged across a
+# reconnect; an offline status without it leaves the last report.
+# Growth: a depth above the one reported before starts it, from that earlier depth
+# (the base), at this report's arrival (the hub's clock); it lasts while every report
+# stays above the base, and ends at the first at or below it. So a replay draining a
+# backlog, and jitter that comes back to where it rose from, do not count as growth. A
+# depth that rose and stays up does: the watchdog's NodeBacklogStuck also asks how long
+# the oldest unconfirmed sample has waited.
+UPDATE_BACKLOG = """
+UPDATE node_status SET
+    buffer_depth = %(depth)s::bigint,
+    oldest_unconfirmed_age_s = %(age)s::bigint,
+    backlog_reported_at = %(ts)s,
+    backlog_growth_base = CASE
+        WHEN backlog_growing_since IS NOT NULL AND %(depth)s::bigint > backlog_growth_base
+            THEN backlog_growth_base
+        WHEN backlog_growing_since IS NULL AND %(depth)s::bigint > buffer_depth THEN buffer_depth
+    END,
+    backlog_growing_since = CASE
+        WHEN backlog_growing_since IS NOT NULL AND %(depth)s::bigint > backlog_growth_base
+            THEN backlog_growing_since
+        WHEN backlog_growing_since IS NULL AND %(depth)s::bigint > buffer_depth
+            THEN %(received_at)s
+    END
+WHERE node_id = %(node_id)s AND (backlog_reported_at IS NULL OR backlog_reported_at < %(ts)s)
+"""
+
 
 def _copy_rows(cur: psycopg.Cursor[Any], statement: str, rows: list[list[Any]]) -> None:
     with cur.copy(statement) as copy:
@@ -377,6 +409,18 @@ class BatchWriter:
                 "agent_version": status.get("agent_version"),
             },
         )
+        depth = status.get("buffer_depth")
+        if depth is not None or status["state"] == "online":
+            cur.execute(
+                UPDATE_BACKLOG,
+                {
+                    "node_id": item.node_id,
+                    "depth": depth,
+                    "age": status.get("oldest_unconfirmed_age_s"),
+                    "ts": min(status["ts"], item.received_at),
+                    "received_at": item.received_at,
+                },
+            )
 
     @staticmethod
     def _insert_dead(cur: psycopg.Cursor[Any], dead: list[tuple[datetime, DeadLetter]]) -> None:

@@ -123,6 +123,11 @@ class CollectorMetrics:
             ["state"],
             registry=registry,
         )
+        self.nodes_backlog_stuck = Gauge(
+            "wattfleet_collector_nodes_backlog_stuck",
+            "Nodes firing NodeBacklogStuck at the last watchdog round this collector ran.",
+            registry=registry,
+        )
         self.alerts_sent_total = Counter(
             "wattfleet_collector_alerts_sent_total",
             "Alerts posted to Alertmanager, firing (each re-send counts) or resolved.",

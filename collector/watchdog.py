@@ -10,12 +10,20 @@ works per round however many run (the others skip it). A round:
    node says otherwise); each change is a node event;
 2. works out which alerts should fire: `NodeOffline` for offline nodes (until they have
    been offline for `stop_paging_after_s`), `ClockDrift` for online nodes whose clock
-   is more than `clock_drift_alert_s` off;
+   is more than `clock_drift_alert_s` off, `NodeBacklogStuck` for online nodes whose
+   unconfirmed backlog has grown for `backlog_stuck_after_s` (see below);
 3. after the commit, posts every firing alert (re-sent each round, so Alertmanager
    keeps it) and every alert that stopped firing, once, as resolved.
 
 What was sent lives in `node_alerts`, so another collector taking over continues
 where this one stopped, and a resolution that could not be delivered is sent again.
+
+A backlog is stuck when the node's heartbeats have shown it growing (above the depth it
+grew from, collector/ingest.py) for `backlog_stuck_after_s` and its oldest unconfirmed
+sample has waited at least that long too. The second condition is what tells a hub that
+stopped confirming from a depth that rose a little and stays up while confirmations
+flow (everything older than the limit is confirmed then). Agents that predate
+confirmations report no age, and never raise it.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
+from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from collector.alertmanager import Alert, AlertmanagerError, post_alerts
@@ -63,18 +72,49 @@ VALUES (%s, %s, %s, %s, 'watchdog', %s)
 ON CONFLICT (node_id, ts, state) DO NOTHING
 """
 
-# What should be firing now: (node_id, alertname, severity, tenant slug, summary, detail).
+# What should be firing now, one row per alert, with what its annotations tell.
 SHOULD_FIRE = """
-SELECT s.node_id, 'NodeOffline', 'critical', t.slug, n.display_name, s.last_seen_at,
-    s.clock_drift_s
-FROM node_status s JOIN nodes n ON n.id = s.node_id JOIN tenants t ON t.id = n.tenant_id
-WHERE n.enabled AND s.state = 'offline' AND s.last_seen_at >= %(paging_since)s
+WITH node AS (
+    SELECT s.node_id, s.state, t.slug AS tenant, n.display_name, s.last_seen_at,
+        s.clock_drift_s, s.buffer_depth, s.oldest_unconfirmed_age_s, s.backlog_growth_base,
+        s.backlog_growing_since
+    FROM node_status s JOIN nodes n ON n.id = s.node_id JOIN tenants t ON t.id = n.tenant_id
+    WHERE n.enabled
+)
+SELECT 'NodeOffline' AS alertname, 'critical' AS severity, node.* FROM node
+WHERE state = 'offline' AND last_seen_at >= %(paging_since)s
 UNION ALL
-SELECT s.node_id, 'ClockDrift', 'warning', t.slug, n.display_name, s.last_seen_at,
-    s.clock_drift_s
-FROM node_status s JOIN nodes n ON n.id = s.node_id JOIN tenants t ON t.id = n.tenant_id
-WHERE n.enabled AND s.state = 'online' AND abs(s.clock_drift_s) > %(drift_s)s
+SELECT 'ClockDrift', 'warning', node.* FROM node
+WHERE state = 'online' AND abs(clock_drift_s) > %(drift_s)s
+UNION ALL
+SELECT 'NodeBacklogStuck', 'warning', node.* FROM node
+WHERE state = 'online' AND backlog_growing_since <= %(growing_since)s
+  AND oldest_unconfirmed_age_s >= %(stuck_s)s
 """
+
+
+def _annotations(row: dict[str, Any]) -> dict[str, str]:
+    where = f"{row['display_name'] or row['node_id']} ({row['tenant']})"
+    if row["alertname"] == "NodeOffline":
+        return {
+            "summary": f"Node {where} is offline",
+            "description": f"Last heard from at {row['last_seen_at'].isoformat()}.",
+        }
+    if row["alertname"] == "ClockDrift":
+        return {
+            "summary": f"Clock of node {where} is {row['clock_drift_s']:+.0f} s off",
+            "description": "Timestamps from this node are unreliable; check its NTP.",
+        }
+    return {
+        "summary": f"Unconfirmed backlog of node {where} keeps growing",
+        "description": (
+            f"{row['buffer_depth']} samples wait on the node (up from"
+            f" {row['backlog_growth_base']} at {row['backlog_growing_since'].isoformat()}),"
+            f" the oldest for {row['oldest_unconfirmed_age_s']} s. The node keeps them until"
+            " the hub confirms them: check that the collectors commit and confirm, and"
+            " that the node receives its confirmations (docs/operations.md)."
+        ),
+    }
 
 
 @dataclass(frozen=True)
@@ -163,33 +203,33 @@ class Watchdog:
         self, conn: psycopg.Connection[Any], now: datetime
     ) -> tuple[list[Alert], list[Alert]]:
         should = {}
-        for node_id, name, severity, tenant, display, last_seen, drift in conn.execute(
+        rows = conn.cursor(row_factory=dict_row).execute(
             SHOULD_FIRE,
             {
                 "paging_since": now - timedelta(seconds=self.settings.stop_paging_after_s),
                 "drift_s": self.settings.clock_drift_alert_s,
+                "growing_since": now - timedelta(seconds=self.settings.backlog_stuck_after_s),
+                "stuck_s": self.settings.backlog_stuck_after_s,
             },
-        ):
-            labels = {"alertname": name, "node_id": node_id, "tenant": tenant, "severity": severity}
-            where = f"{display or node_id} ({tenant})"
-            if name == "NodeOffline":
-                annotations = {
-                    "summary": f"Node {where} is offline",
-                    "description": f"Last heard from at {last_seen.isoformat()}.",
-                }
-            else:
-                annotations = {
-                    "summary": f"Clock of node {where} is {drift:+.0f} s off",
-                    "description": "Timestamps from this node are unreliable; check its NTP.",
-                }
-            should[(node_id, name)] = (labels, annotations)
+        )
+        for row in rows:
+            labels = {
+                "alertname": row["alertname"],
+                "node_id": row["node_id"],
+                "tenant": row["tenant"],
+                "severity": row["severity"],
+            }
+            should[(row["node_id"], row["alertname"])] = (labels, _annotations(row))
+        self.metrics.nodes_backlog_stuck.set(
+            sum(1 for _, name in should if name == "NodeBacklogStuck")
+        )
         stored = {
             (node_id, name): (state, starts_at)
             for node_id, name, state, starts_at in conn.execute(
                 "SELECT node_id, alertname, state, starts_at FROM node_alerts"
             )
         }
-        for key, (labels, annotations) in should.items():
+        for key, (labels, texts) in should.items():
             if key not in stored or stored[key][0] == "resolving":
                 conn.execute(
                     """
@@ -200,13 +240,13 @@ class Watchdog:
                         starts_at = EXCLUDED.starts_at, ends_at = NULL,
                         labels = EXCLUDED.labels, annotations = EXCLUDED.annotations
                     """,
-                    (*key, now, Jsonb(labels), Jsonb(annotations)),
+                    (*key, now, Jsonb(labels), Jsonb(texts)),
                 )
             else:
                 conn.execute(
                     "UPDATE node_alerts SET labels = %s, annotations = %s"
                     " WHERE node_id = %s AND alertname = %s",
-                    (Jsonb(labels), Jsonb(annotations), *key),
+                    (Jsonb(labels), Jsonb(texts), *key),
                 )
         stopped = [k for k, (state, _) in stored.items() if state == "firing" and k not in should]
         still_offline = {
@@ -230,16 +270,16 @@ class Watchdog:
         # Re-sent until the next rounds have had every chance to send them again.
         hold = now + timedelta(seconds=4 * self.settings.watchdog_interval_s)
         firing, resolved = [], []
-        for state, starts_at, ends_at, labels, annotations in conn.execute(
+        for state, starts_at, ends_at, labels, texts in conn.execute(
             "SELECT state, starts_at, ends_at, labels, annotations FROM node_alerts"
             " ORDER BY node_id, alertname"
         ):
             # Never before its start: collectors' clocks may disagree a little, and
             # Alertmanager refuses an alert that ends before it starts.
             if state == "firing":
-                firing.append(Alert(labels, annotations, starts_at, max(hold, starts_at)))
+                firing.append(Alert(labels, texts, starts_at, max(hold, starts_at)))
             else:
-                resolved.append(Alert(labels, annotations, starts_at, max(ends_at, starts_at)))
+                resolved.append(Alert(labels, texts, starts_at, max(ends_at, starts_at)))
         return firing, resolved
 
     def _post(self, firing: list[Alert], resolved: list[Alert]) -> None:

@@ -90,7 +90,9 @@ def _base(uid: str, title: str, description: str) -> dashboard.Dashboard:
     )
 
 
-def _sql_stat(title: str, sql: str, unit: str = "none", decimals: int | None = None) -> stat.Panel:
+def _sql_stat(
+    title: str, sql: str, unit: str = "none", decimals: int | None = None, span: int = 4
+) -> stat.Panel:
     panel = (
         stat.Panel()
         .title(title)
@@ -100,8 +102,14 @@ def _sql_stat(title: str, sql: str, unit: str = "none", decimals: int | None = N
         # Every field, text ones too (a state, a version), not only numbers.
         .reduce_options(common.ReduceDataOptions().calcs(["lastNotNull"]).fields("/.*/"))
     )
-    panel = panel.height(4).span(4)
+    panel = panel.height(4).span(span)
     return panel.decimals(decimals) if decimals is not None else panel
+
+
+def _backlog_stat(title: str, column: str, unit: str, no_value: str) -> stat.Panel:
+    """The node's unconfirmed backlog as its newest heartbeat reported it (node_status)."""
+    sql = f'SELECT {column} AS "{title}" FROM node_status WHERE {NODE_FILTER_ONE}'
+    return _sql_stat(title, sql, unit, span=6).no_value(no_value)
 
 
 def _node_variable(multi: bool) -> dashboard.QueryVariable:
@@ -243,7 +251,11 @@ def _latest(column: str, alias: str) -> str:
 
 def site() -> dashboard.Dashboard:
     return (
-        _base("wattfleet-site", "Site", "One site: battery, PV, load, grid, decisions, commands.")
+        _base(
+            "wattfleet-site",
+            "Site",
+            "One site: battery, PV, load, grid, decisions, commands, unconfirmed backlog.",
+        )
         .with_variable(_node_variable(multi=False))
         .with_panel(_sql_stat("State", f"SELECT state FROM node_status WHERE {NODE_FILTER_ONE}"))
         .with_panel(
@@ -260,6 +272,22 @@ def site() -> dashboard.Dashboard:
             _sql_stat(
                 "Agent version",
                 f"SELECT agent_version AS version FROM node_status WHERE {NODE_FILTER_ONE}",
+            )
+        )
+        # What the node holds until the hub confirms it (its heartbeat says; null from
+        # agents that do not). Growing while the node is online raises NodeBacklogStuck.
+        .with_panel(_backlog_stat("Buffered samples", "buffer_depth", "none", "not reported"))
+        .with_panel(
+            _backlog_stat("Oldest unconfirmed", "oldest_unconfirmed_age_s", "s", "none reported")
+        )
+        .with_panel(
+            _backlog_stat(
+                "Backlog growing since", "backlog_growing_since", "dateTimeFromNow", "not growing"
+            )
+        )
+        .with_panel(
+            _backlog_stat(
+                "Backlog reported", "backlog_reported_at", "dateTimeFromNow", "not reported"
             )
         )
         .with_panel(

@@ -21,7 +21,7 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 def test_prometheus_config_and_rules_check():
     result = run("promtool", "check", "config", "prometheus/prometheus.yml")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 6 rules found" in result.stdout
+    assert "SUCCESS: 7 rules found" in result.stdout
 
 
 def test_every_rule_has_a_passing_promtool_test():
@@ -53,6 +53,11 @@ def test_alertmanager_config_checks_with_its_templates(tmp_path):
             "example-utility-desk",
         ),
         (["alertname=ClockDrift", "severity=warning", "tenant=acme"], "fleet-email"),
+        (["alertname=NodeBacklogStuck", "severity=warning", "tenant=acme"], "fleet-email"),
+        (
+            ["alertname=BacklogsStuckFleetWide", "severity=warning", "service=collector"],
+            "oncall",
+        ),
         (["alertname=CollectorDown", "severity=critical", "service=collector"], "oncall"),
         (["alertname=Watchdog", "severity=none", "service=prometheus"], "deadmans-switch"),
     ],

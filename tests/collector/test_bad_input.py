@@ -156,7 +156,13 @@ def test_status_messages_become_node_events(database, broker, collector_factory)
     publish_json(
         client,
         topics.status(node.id),
-        {"state": "online", "ts": online_at.isoformat(), "agent_version": "1.2.3"},
+        {
+            "state": "online",
+            "ts": online_at.isoformat(),
+            "agent_version": "1.2.3",
+            "buffer_depth": 7,
+            "oldest_unconfirmed_age_s": 30,
+        },
     )
     publish_json(
         client,
@@ -172,13 +178,16 @@ def test_status_messages_become_node_events(database, broker, collector_factory)
             (node.id,),
         ).fetchall()
         status = conn.execute(
-            "SELECT state, agent_version FROM node_status WHERE node_id = %s", (node.id,)
+            "SELECT state, agent_version, buffer_depth, oldest_unconfirmed_age_s"
+            " FROM node_status WHERE node_id = %s",
+            (node.id,),
         ).fetchone()
     assert events == [
         (online_at, "online", "status", "1.2.3"),
         (online_at + timedelta(seconds=5), "offline", "status", None),
     ]
-    assert status == ("offline", "1.2.3")
+    # The offline status (no backlog in it) keeps the heartbeat's backlog.
+    assert status == ("offline", "1.2.3", 7, 30)
 
 
 def test_database_outage_loses_nothing(database, broker, collector_factory):

@@ -88,10 +88,13 @@ class TestAgainstTimescale:
                 (now - timedelta(minutes=1), node_a, tenant_a),
             )
             for node, state in ((node_a, "online"), (node_b, "offline")):
+                # A's backlog has grown from 3 to 240 samples over the last 20 minutes.
                 conn.execute(
-                    "INSERT INTO node_status (node_id, state, last_seen_at, agent_version)"
-                    " VALUES (%s, %s, %s, '0.1.0')",
-                    (node, state, now),
+                    "INSERT INTO node_status (node_id, state, last_seen_at, agent_version,"
+                    " buffer_depth, oldest_unconfirmed_age_s, backlog_reported_at,"
+                    " backlog_growth_base, backlog_growing_since)"
+                    " VALUES (%s, %s, %s, '0.1.0', 240, 1300, %s, 3, %s)",
+                    (node, state, now, now, now - timedelta(minutes=20)),
                 )
                 conn.execute(
                     "INSERT INTO node_events (ts, node_id, tenant_id, state, source)"
@@ -119,6 +122,7 @@ class TestAgainstTimescale:
         role_a, role_b = unique("tenant_a"), unique("tenant_b")
         return {
             "day": day,
+            "now": now,
             "node_a": node_a,
             "node_b": node_b,
             "role_a": (role_a, create_tenant_role(database, tenant_a, role_a)),
@@ -229,6 +233,10 @@ class TestAgainstTimescale:
         assert one("Grid mode") == "AUTO"
         assert one("Price now") == 0.42
         assert one("Agent version") == "0.1.0"
+        assert one("Buffered samples") == 240
+        assert one("Oldest unconfirmed") == 1300
+        assert one("Backlog growing since") == world["now"] - timedelta(minutes=20)
+        assert one("Backlog reported") == world["now"]
         soc = self.query(
             database,
             world["role_a"],
