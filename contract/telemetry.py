@@ -22,7 +22,14 @@ from pydantic import AwareDatetime, ConfigDict, Field, TypeAdapter, with_config
 # pydantic needs typing_extensions' TypedDict before Python 3.12.
 from typing_extensions import TypedDict
 
-from contract.fields import FIELDS, MAX_POWER_W, OPTIONAL_PARTS, NodeId, ShortText
+from contract.fields import (
+    FIELDS,
+    MAX_POWER_W,
+    OPTIONAL_PARTS,
+    PG_INTEGER_RANGES,
+    NodeId,
+    ShortText,
+)
 
 # Imported from here by the settings and command contracts.
 __all__ = [
@@ -97,6 +104,10 @@ _SAMPLE = _sample_type()
 _BATCH = _batch_type("TelemetryBatch", _SAMPLE)
 
 
+# A count or an age the hub stores in a bigint column.
+StoredCount = Annotated[int, Field(ge=0, le=PG_INTEGER_RANGES["int8"][1])]
+
+
 @with_config(PAYLOAD_CONFIG)
 class NodeStatus(TypedDict):
     """Retained on `nodes/{node_id}/status`; also the node's MQTT last will."""
@@ -105,10 +116,10 @@ class NodeStatus(TypedDict):
     ts: AwareDatetime  # the node's clock when it said so
     agent_version: NotRequired[ShortText | None]
     # Samples waiting in the node's buffer (the heartbeat says it; the will does not).
-    buffer_depth: NotRequired[Annotated[int, Field(ge=0)]]
+    buffer_depth: NotRequired[StoredCount]
     # Seconds since the oldest sample still waiting for the hub's confirmation was taken
     # (absent when none waits, and from agents that predate confirmations).
-    oldest_unconfirmed_age_s: NotRequired[Annotated[int, Field(ge=0)]]
+    oldest_unconfirmed_age_s: NotRequired[StoredCount]
 
 
 TELEMETRY_SAMPLE: TypeAdapter[TelemetrySample] = TypeAdapter(_SAMPLE)

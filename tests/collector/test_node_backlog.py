@@ -167,6 +167,6 @@ def test_a_reconnect_forgets_the_backlog_and_an_offline_status_keeps_it(database
 
 def test_an_impossible_depth_is_dead_lettered(database):
     node = Node(database)
-    node.heartbeat(2**63)  # the contract sets no upper bound; a bigint does
+    node.heartbeat(2**63)  # more than the bigint column holds: refused by the contract
     [(reason, *_)] = dead_letters(database, node.id)
-    assert reason == Reason.REJECTED_BY_DATABASE
+    assert reason == Reason.IMPLAUSIBLE_VALUE
