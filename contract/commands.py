@@ -62,11 +62,8 @@ class SelfUpdateParams(_Params):
     version: Annotated[str, StringConstraints(pattern=r"^[0-9]+(\.[0-9]+){0,3}([ab]|rc)?[0-9]*$")]
 
 
-MAX_FETCH_LOG_LINES = 10_000
-
-
 class FetchLogsParams(_Params):
-    lines: Annotated[int, Field(ge=1, le=MAX_FETCH_LOG_LINES)] = 500
+    lines: Annotated[int, Field(ge=1, le=10_000)] = 500
 
 
 PARAMS_BY_TYPE: dict[CommandType, type[_Params]] = {
@@ -131,7 +128,7 @@ class Ack(BaseModel):
 
 # A FETCH_LOGS answer's bounds. A chunk's JSON is at most MAX_LOG_CHUNK_BYTES (the hub
 # reads no larger one), holds at most MAX_LOG_CHUNK_LINES lines of MAX_LOG_LINE_CHARS
-# each, and a command has at most MAX_LOG_CHUNKS chunks: at most 6.4 MB, and never more
+# each, and a command has at most MAX_LOG_CHUNKS chunks: at most 6.25 MiB, and never more
 # lines than the command asked for (the hub checks that against the stored command).
 MAX_LOG_CHUNK_LINES = 200
 MAX_LOG_LINE_CHARS = 1_000

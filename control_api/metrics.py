@@ -5,7 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 ACK_DROP_REASONS = ("malformed", "unknown_command", "refused")
-# control_api/node_logs.py says what each means.
+# control_api/log_intake.py says what each means.
 LOG_DROP_REASONS = (
     "too_large",
     "malformed",
@@ -44,7 +44,7 @@ class ApiMetrics:
             self.acks_dropped_total.labels(reason)
         self.log_chunks_dropped_total = Counter(
             "wattfleet_api_log_chunks_dropped_total",
-            "FETCH_LOGS chunks from nodes dropped unstored, by reason (control_api/node_logs.py)",
+            "FETCH_LOGS chunks from nodes dropped unstored, by reason (control_api/log_intake.py)",
             ["reason"],
             registry=self.registry,
         )
