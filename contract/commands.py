@@ -3,7 +3,8 @@
 A command travels as `{"id", "type", "params", "issued_at", "expires_at", "sig"}` on
 `nodes/{node_id}/commands`. The signature covers the node id and every other field, in a
 canonical JSON form, under the node's own secret, so a command cannot be replayed to
-another node or altered in flight.
+another node or altered in flight. The node answers with `Ack`s on `nodes/{node_id}/acks`,
+and a FETCH_LOGS with `LogChunk`s on `nodes/{node_id}/logs`.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from contract.telemetry import MAX_POWER_W
+from contract.text import STORABLE
 
 
 class CommandType(StrEnum):
@@ -122,6 +124,36 @@ class Ack(BaseModel):
         str, StringConstraints(max_length=MAX_ACK_DETAIL_CHARS, pattern=_WITHOUT_NUL)
     ] = ""
     ts: AwareDatetime
+
+
+# A FETCH_LOGS answer's bounds. A chunk's JSON is at most MAX_LOG_CHUNK_BYTES (the hub
+# reads no larger one), holds at most MAX_LOG_CHUNK_LINES lines of MAX_LOG_LINE_CHARS
+# each, and a command has at most MAX_LOG_CHUNKS chunks: at most 6.25 MiB, and never more
+# lines than the command asked for (the hub checks that against the stored command).
+MAX_LOG_CHUNK_LINES = 200
+MAX_LOG_LINE_CHARS = 1_000
+MAX_LOG_CHUNK_BYTES = 64 * 1024
+MAX_LOG_CHUNKS = 100
+LogLine = Annotated[str, StringConstraints(max_length=MAX_LOG_LINE_CHARS), STORABLE]
+
+
+class LogChunk(BaseModel):
+    """One part of a node's answer to a FETCH_LOGS, on `nodes/{node_id}/logs`: chunk
+    `chunk` (from 0) of `of`, for command `command_id`. The node builds its body from this
+    model too. Strict: a number in a string, a bool for a number, is refused."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    command_id: CommandId
+    chunk: Annotated[int, Field(ge=0, lt=MAX_LOG_CHUNKS)]
+    of: Annotated[int, Field(ge=1, le=MAX_LOG_CHUNKS)]
+    lines: Annotated[list[LogLine], Field(max_length=MAX_LOG_CHUNK_LINES)]
+
+    @model_validator(mode="after")
+    def _chunk_within(self) -> LogChunk:
+        if self.chunk >= self.of:
+            raise ValueError(f"chunk {self.chunk} of {self.of}: chunks count from 0")
+        return self
 
 
 def _canonical(node_id: str, fields: dict[str, Any]) -> bytes:

@@ -32,6 +32,7 @@ from control_api.errors import (
     WrongCredentialsError,
 )
 from control_api.grafana_sync import GrafanaSyncError, TenantSync
+from control_api.log_intake import LogIntake
 from control_api.login_limits import LoginLimits
 from control_api.metrics import ApiMetrics
 from control_api.request_audit import AuditMiddleware
@@ -87,6 +88,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
             lambda node, payload: dispatcher.handle_ack(node, payload),
             settings.publish_timeout_s,
             metrics.acks_dropped_total.labels("refused").inc,
+            on_logs=LogIntake(engine, metrics).handle_chunk,
+            on_logs_dropped=metrics.log_chunks_dropped_total.labels("refused").inc,
         )
         dispatcher = CommandDispatcher(
             engine,

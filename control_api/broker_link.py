@@ -1,5 +1,6 @@
-"""The API's one MQTT connection: publishes signed commands, receives node acks, and
-carries dynamic-security requests (node accounts) to the broker.
+"""The API's one MQTT connection: publishes signed commands, receives node acks and the
+log chunks nodes send for FETCH_LOGS, and carries dynamic-security requests (node
+accounts) to the broker.
 
 Acks arrive on a persistent session under a stable client id, so those sent while the
 API is down wait at the broker. Each is handled on the ack worker's thread, never on
@@ -12,9 +13,13 @@ never be stored, so it is dropped (logged, counted by `on_ack_dropped`) and bloc
 nothing behind it. The handler is idempotent, so a redelivery after a crash or a lost
 connection changes nothing twice.
 
-Full ack queue (named decision: stop reading): at most ACK_QUEUE_CAPACITY acks are
+Log chunks (`nodes/+/logs`) are handled the same way on a worker of their own, so a
+stored log chunk and an applied ack never wait for each other's handler, and a chunk is
+acknowledged only once stored or dropped.
+
+Full queue (named decision: stop reading): at most ACK_QUEUE_CAPACITY messages are
 unacknowledged at a time; the broker holds back the rest (and keeps them in the session)
-until the worker catches up.
+until the workers catch up.
 """
 
 from __future__ import annotations
@@ -28,12 +33,15 @@ from contract.settings import MqttSettings
 from control_api.broker_security import RESPONSE_TOPIC, DynsecClient
 
 ACK_FILTER = topics.all_nodes("acks")
+LOG_FILTER = topics.all_nodes("logs")
 ACK_QUEUE_CAPACITY = 1_000
 ACK_RETRY_MAX_S = 30.0
 # Called with (node_id, payload) on the ack worker's thread; drops a malformed ack itself
 # and raises RetryLaterError when the ack could not be stored yet (it is then retried,
 # never acknowledged to the broker unstored).
 AckHandler = Callable[[str, bytes], None]
+# Likewise for a log chunk from `nodes/{node_id}/logs`.
+LogHandler = Callable[[str, bytes], None]
 
 
 class BrokerLink:
@@ -43,24 +51,34 @@ class BrokerLink:
         on_ack: AckHandler,
         publish_timeout_s: float = 5.0,
         on_ack_dropped: Callable[[], None] = lambda: None,
+        *,
+        on_logs: LogHandler,
+        on_logs_dropped: Callable[[], None],
     ) -> None:
-        self._on_ack = on_ack
         self._publish_timeout_s = publish_timeout_s
         # QoS 0 for dynamic-security answers: nobody waits for one across a reconnect,
         # and a QoS 1 message would need an ack of its own.
         self.link = MqttLink(
             settings,
-            [(ACK_FILTER, 1), (RESPONSE_TOPIC, 0)],
+            [(ACK_FILTER, 1), (LOG_FILTER, 1), (RESPONSE_TOPIC, 0)],
             receive_maximum=ACK_QUEUE_CAPACITY,
         )
         self.connected = self.link.connected
         self._acks = DeliveryWorker(
             self.link,
             ACK_FILTER,
-            self._handle_ack,
+            _from_node(on_ack),
             name="acks",
             retry_max_s=ACK_RETRY_MAX_S,
             on_dropped=on_ack_dropped,
+        )
+        self._logs = DeliveryWorker(
+            self.link,
+            LOG_FILTER,
+            _from_node(on_logs),
+            name="logs",
+            retry_max_s=ACK_RETRY_MAX_S,
+            on_dropped=on_logs_dropped,
         )
         self.dynsec = DynsecClient(self.link.client, subscribe=False)
 
@@ -71,10 +89,12 @@ class BrokerLink:
 
     def start(self) -> None:
         self._acks.start()
+        self._logs.start()
         self.link.start()
 
     def stop(self) -> None:
         self._acks.stop()
+        self._logs.stop()
         self.link.stop()
 
     def publish_command(self, node_id: str, payload: str) -> bool:
@@ -86,8 +106,15 @@ class BrokerLink:
             return False
         return True
 
-    def _handle_ack(self, topic: str, payload: bytes) -> None:
+
+def _from_node(handle: Callable[[str, bytes], None]) -> Callable[[str, bytes], None]:
+    """A worker's handler: calls `handle(node_id, payload)` with the node the topic names
+    (the broker lets a node publish only on its own topics)."""
+
+    def from_topic(topic: str, payload: bytes) -> None:
         parsed = topics.parse_node_topic(topic)
         if parsed is None:
-            return  # no valid node id in the topic: not a node's ack, dropped
-        self._on_ack(parsed[0], payload)
+            return  # no valid node id in the topic: not a node's message, dropped
+        handle(parsed[0], payload)
+
+    return from_topic

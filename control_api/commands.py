@@ -16,7 +16,7 @@ from sqlalchemy import Connection, text
 from sqlalchemy.exc import IntegrityError
 
 from contract.commands import CommandType, ConfigPushParams
-from control_api import node_config
+from control_api import node_config, node_logs
 from control_api.audit import RecordChange
 from control_api.auth import Principal
 from control_api.errors import ConflictError, NotFoundError, NotVisibleError
@@ -204,7 +204,8 @@ def add_event(
 
 
 def visible(conn: Connection, user: Principal, command_id: str) -> dict[str, Any]:
-    """The command with its events, oldest first, if the caller may see it;
+    """The command with its events, oldest first, and for a FETCH_LOGS the summary of the
+    logs received (`logs`, None for other types), if the caller may see it;
     NotFoundError or NotVisibleError otherwise."""
     row = (
         conn.execute(text("SELECT * FROM commands WHERE id = :id"), {"id": command_id})
@@ -226,7 +227,8 @@ def visible(conn: Connection, user: Principal, command_id: str) -> dict[str, Any
         .mappings()
         .all()
     )
-    return {**row, "events": [dict(e) for e in events]}
+    logs = node_logs.summary(conn, command_id) if row["type"] == CommandType.FETCH_LOGS else None
+    return {**row, "events": [dict(e) for e in events], "logs": logs}
 
 
 def list_for_node(conn: Connection, node_id: str, limit: int) -> list[dict[str, Any]]:

@@ -5,6 +5,16 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 ACK_DROP_REASONS = ("malformed", "unknown_command", "refused")
+# control_api/log_intake.py says what each means.
+LOG_DROP_REASONS = (
+    "too_large",
+    "malformed",
+    "no_command_id",
+    "unknown_command",
+    "inconsistent",
+    "over_limit",
+    "refused",
+)
 
 
 class ApiMetrics:
@@ -32,6 +42,14 @@ class ApiMetrics:
         )
         for reason in ACK_DROP_REASONS:  # shown at 0 from the start, so rates work at once
             self.acks_dropped_total.labels(reason)
+        self.log_chunks_dropped_total = Counter(
+            "wattfleet_api_log_chunks_dropped_total",
+            "FETCH_LOGS chunks from nodes dropped unstored, by reason (control_api/log_intake.py)",
+            ["reason"],
+            registry=self.registry,
+        )
+        for reason in LOG_DROP_REASONS:
+            self.log_chunks_dropped_total.labels(reason)
         self.broker_connected = Gauge(
             "wattfleet_api_broker_connected",
             "1 while the API's MQTT connection is up",

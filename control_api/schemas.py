@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from fastapi import Path, Query
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
-from contract.commands import MAX_COMMAND_ID_CHARS
+from contract.commands import MAX_COMMAND_ID_CHARS, MAX_LOG_CHUNKS
 from contract.text import STORABLE
 from contract.topics import NODE_ID_PATTERN
 from control_api.identity import normalized_email
@@ -37,6 +37,10 @@ NodeIdStr = Annotated[str, StringConstraints(pattern=NODE_ID_PATTERN), STORABLE]
 NodeIdPath = Annotated[str, Path(pattern=NODE_ID_PATTERN), STORABLE]
 NodeIdQuery = Annotated[str, Query(pattern=NODE_ID_PATTERN), STORABLE]
 CommandIdPath = Annotated[str, Path(min_length=1, max_length=MAX_COMMAND_ID_CHARS), STORABLE]
+CommandIdQuery = Annotated[str, Query(min_length=1, max_length=MAX_COMMAND_ID_CHARS), STORABLE]
+# A page of a command's log chunks: where it starts, and how many chunks at most.
+LogChunkQuery = Annotated[int, Query(ge=0, lt=MAX_LOG_CHUNKS)]
+LogLimitQuery = Annotated[int, Query(ge=1, le=MAX_LOG_CHUNKS)]
 # Database ids are bigint: a larger number is not an id, not a server error.
 MAX_DB_ID = 2**63 - 1
 DbId = Annotated[int, Field(ge=1, le=MAX_DB_ID)]
@@ -201,8 +205,33 @@ class CommandOut(BaseModel):
     updated_at: datetime
 
 
+class LogSummaryOut(BaseModel):
+    """What a FETCH_LOGS command's node has sent so far: `of` is how many chunks it
+    announced (None before the first arrived)."""
+
+    chunks_received: int
+    of: int | None
+    lines_received: int
+
+
 class CommandDetailOut(CommandOut):
     events: list[CommandEventOut]
+    # FETCH_LOGS only; read the lines with GET /nodes/{node_id}/logs?command_id=
+    logs: LogSummaryOut | None
+
+
+class LogChunkOut(BaseModel):
+    chunk: int
+    received_at: datetime
+    lines: list[str]
+
+
+class NodeLogsOut(LogSummaryOut):
+    node_id: str
+    command_id: str
+    chunks: list[LogChunkOut]
+    # Ask again with from_chunk=next_chunk for the next page; None after the last chunk.
+    next_chunk: int | None
 
 
 class CommandAcceptedOut(BaseModel):

@@ -14,6 +14,7 @@ shell string.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sqlite3
@@ -31,18 +32,24 @@ from contract.commands import (
     MAX_ACK_DETAIL_CHARS,
     MAX_COMMAND_BYTES,
     MAX_COMMAND_ID_CHARS,
+    MAX_LOG_CHUNK_BYTES,
+    MAX_LOG_CHUNK_LINES,
+    MAX_LOG_CHUNKS,
+    MAX_LOG_LINE_CHARS,
     Ack,
     AckState,
     CommandEnvelope,
     CommandType,
     ConfigPushParams,
     FetchLogsParams,
+    LogChunk,
     PowerParams,
     SelfUpdateParams,
     SetModeParams,
     validate_params,
     verify,
 )
+from contract.text import storable
 from edge.config_push import ConfigPush, ConfigPushError
 from edge.inverter import InverterError, SunSpecDevice
 from edge.self_update import SelfUpdate, SelfUpdateError
@@ -50,7 +57,8 @@ from edge.self_update import SelfUpdate, SelfUpdateError
 log = logging.getLogger(__name__)
 
 STORCTL_AUTO, STORCTL_CHARGE, STORCTL_DISCHARGE, STORCTL_HOLD = 0, 1, 2, 3
-LOG_CHUNK_LINES = 200
+# Room in a log chunk's JSON for everything but its lines (id, numbers, keys).
+_LOG_CHUNK_OVERHEAD_BYTES = 256
 _COMMAND_TYPES = frozenset(CommandType)
 # The hub writes the id first (contract.commands.build_command): so a command too large,
 # too deep or not JSON at all is still refused under its id.
@@ -192,7 +200,7 @@ class CommandHandler:
                 self._stage_update(envelope.id, params)
                 self.restart()
                 return
-            detail = self._execute(envelope.type, params)
+            detail = self._execute(envelope.id, envelope.type, params)
         except (CommandFailedError, InverterError) as exc:
             self.ack(envelope.id, "failed", str(exc))
             return
@@ -225,7 +233,7 @@ class CommandHandler:
 
     # -- executors -------------------------------------------------------------------
 
-    def _execute(self, command_type: CommandType, params: Any) -> str:
+    def _execute(self, command_id: str, command_type: CommandType, params: Any) -> str:
         if command_type is CommandType.FORCE_CHARGE:
             return self._storage(STORCTL_CHARGE, "InWRte", params)
         if command_type is CommandType.DISCHARGE:
@@ -233,7 +241,7 @@ class CommandHandler:
         if command_type is CommandType.SET_MODE:
             return self._set_mode(params)
         if command_type is CommandType.FETCH_LOGS:
-            return self._fetch_logs(params)
+            return self._fetch_logs(command_id, params)
         if command_type is CommandType.RESTART_AGENT:
             return "restarting"
         raise CommandFailedError(f"{command_type.value} is not supported by this agent version")
@@ -299,9 +307,33 @@ class CommandHandler:
         self._write_verified(values)
         return f"mode {params.mode}"
 
-    def _fetch_logs(self, params: FetchLogsParams) -> str:
-        lines = list(self.logs.lines)[-params.lines :]
-        chunks = [lines[i : i + LOG_CHUNK_LINES] for i in range(0, len(lines), LOG_CHUNK_LINES)]
-        for index, chunk in enumerate(chunks):
-            self.send("logs", {"chunk": index, "of": len(chunks), "lines": chunk})
-        return f"{len(lines)} lines in {len(chunks)} chunks"
+    def _fetch_logs(self, command_id: str, params: FetchLogsParams) -> str:
+        """The newest `params.lines` log lines, oldest first, as `LogChunk`s within the
+        contract's bounds: a line too long is cut, NUL and lone surrogates replaced; when
+        the lines need more than MAX_LOG_CHUNKS chunks, the oldest are left out."""
+        lines = [
+            storable(line)[:MAX_LOG_LINE_CHARS] for line in list(self.logs.lines)[-params.lines :]
+        ]
+        parts = _log_parts(lines)[-MAX_LOG_CHUNKS:]
+        for index, part in enumerate(parts):
+            chunk = LogChunk(command_id=command_id, chunk=index, of=len(parts), lines=part)
+            self.send("logs", chunk.model_dump(mode="json"))
+        sent = sum(len(part) for part in parts)
+        left_out = f", the oldest {len(lines) - sent} left out" if sent < len(lines) else ""
+        return f"{sent} lines in {len(parts)} chunks{left_out}"
+
+
+def _log_parts(lines: list[str]) -> list[list[str]]:
+    """The lines split, in order, into runs of at most MAX_LOG_CHUNK_LINES whose chunk's
+    JSON (as `Publisher.send` writes it: json.dumps) stays within MAX_LOG_CHUNK_BYTES."""
+    budget = MAX_LOG_CHUNK_BYTES - _LOG_CHUNK_OVERHEAD_BYTES
+    parts: list[list[str]] = []
+    used = budget + 1  # start a part with the first line
+    for line in lines:
+        size = len(json.dumps(line)) + 2  # quoted and escaped, and ", " before the next
+        if used + size > budget or len(parts[-1]) >= MAX_LOG_CHUNK_LINES:
+            parts.append([])
+            used = 0
+        parts[-1].append(line)
+        used += size
+    return parts

@@ -1,5 +1,6 @@
-"""Nodes: list and detail with live status (tenant-scoped), and the admin's enrollment,
-credential rotation, disabling and moving. The rules are in control_api/nodes.py."""
+"""Nodes: list and detail with live status (tenant-scoped), the logs they sent for
+FETCH_LOGS, and the admin's enrollment, credential rotation, disabling and moving. The
+rules are in control_api/nodes.py and control_api/node_logs.py."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from control_api import nodes
+from control_api import node_logs, nodes
 from control_api.config import ApiSettings
 from control_api.deps import (
     AdminUser,
@@ -19,7 +20,16 @@ from control_api.deps import (
     Settings,
     note_target,
 )
-from control_api.schemas import NodeCredentialsOut, NodeIn, NodeOut, NodePatch
+from control_api.schemas import (
+    CommandIdQuery,
+    LogChunkQuery,
+    LogLimitQuery,
+    NodeCredentialsOut,
+    NodeIn,
+    NodeLogsOut,
+    NodeOut,
+    NodePatch,
+)
 
 router = APIRouter(prefix="/nodes", tags=["nodes"])
 
@@ -70,6 +80,20 @@ def enroll_node(
 @router.get("/{node_id}", response_model=NodeOut)
 def get_node(node: ScopedNode, conn: DbConn) -> Any:
     return nodes.detail(conn, node.id)
+
+
+@router.get("/{node_id}/logs", response_model=NodeLogsOut)
+def get_node_logs(
+    node: ScopedNode,
+    user: CurrentUser,
+    conn: DbConn,
+    command_id: CommandIdQuery,
+    from_chunk: LogChunkQuery = 0,
+    limit: LogLimitQuery = 20,
+) -> Any:
+    """The log lines the node sent in answer to its FETCH_LOGS command `command_id`,
+    chunk by chunk in order, `limit` chunks a page (200 lines each at most)."""
+    return node_logs.read(conn, user, node.id, command_id, from_chunk, limit)
 
 
 @router.patch("/{node_id}", response_model=NodeOut)

@@ -112,6 +112,16 @@ def with_command(w: World) -> tuple[str, dict[str, Any]]:
     return f"/commands/{command['id']}", {}
 
 
+def with_logs(w: World) -> tuple[str, dict[str, Any]]:
+    node_id = w.enroll()
+    command = w.as_admin(
+        "POST",
+        f"/nodes/{node_id}/commands?queue=true",
+        json={"type": "FETCH_LOGS", "params": {"lines": 10}},
+    )
+    return f"/nodes/{node_id}/logs", {"params": {"command_id": command["id"]}}
+
+
 def with_user(suffix: str = "", **kwargs: Any) -> Callable[[World], tuple[str, dict[str, Any]]]:
     def prepare(w: World) -> tuple[str, dict[str, Any]]:
         user = w.as_admin(
@@ -181,6 +191,7 @@ CASES = [
     Case("list_nodes", "GET", fixed("/nodes"), EVERYONE),
     Case("enroll_node", "POST", new_node, (201, 403, 403, 403, 401)),
     Case("get_node", "GET", with_node(), TENANT_A_READ),
+    Case("get_node_logs", "GET", with_logs, TENANT_A_READ),
     Case("update_node", "PATCH", with_node(json={"display_name": "x"}), ADMIN_ONLY),
     Case("rotate_credentials", "POST", with_node("/credentials"), ADMIN_ONLY),
     Case("disable_node", "POST", with_node("/disable"), ADMIN_ONLY),

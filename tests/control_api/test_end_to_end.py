@@ -142,3 +142,35 @@ def test_killed_api_still_settles_the_command_after_restart(
     finally:
         stop_process(agent.proc)
         agent.release()
+
+
+def test_fetch_logs_from_the_agent_are_stored_and_served(
+    api_process, database, broker, simulator, tmp_path
+):
+    client = admin_client(api_process, database)
+    node, agent = enrolled_agent(client, database, broker, simulator, tmp_path)
+    try:
+        wait_for(lambda: "connected to" in agent.log_path.read_text(), 30, "agent connected")
+        # Queued: without a collector the hub never sees the node online.
+        response = client.post(
+            f"/nodes/{node.id}/commands?queue=true",
+            json={"type": "FETCH_LOGS", "params": {"lines": 300}},
+        )
+        assert response.status_code == 202, response.text
+        command_id = response.json()["id"]
+        done = command_state(client, command_id, "succeeded")
+        sent = int(done["detail"].split()[0])  # "<lines> lines in <chunks> chunks"
+        assert 0 < sent <= 300
+        wait_for(
+            lambda: client.get(f"/commands/{command_id}").json()["logs"]["lines_received"] == sent,
+            15,
+            "every line the agent sent stored",
+        )
+        logs = client.get(f"/nodes/{node.id}/logs", params={"command_id": command_id}).json()
+        lines = [line for chunk in logs["chunks"] for line in chunk["lines"]]
+        assert len(lines) == logs["lines_received"] == sent
+        assert [c["chunk"] for c in logs["chunks"]] == list(range(logs["of"]))
+        assert any("connected to" in line for line in lines)
+    finally:
+        stop_process(agent.proc)
+        agent.release()

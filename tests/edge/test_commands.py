@@ -18,16 +18,22 @@ from contract import topics
 from contract.commands import (
     MAX_ACK_DETAIL_CHARS,
     MAX_COMMAND_BYTES,
+    MAX_LOG_CHUNK_BYTES,
+    MAX_LOG_CHUNK_LINES,
+    MAX_LOG_CHUNKS,
+    MAX_LOG_LINE_CHARS,
     Ack,
     CommandType,
     ConfigPushParams,
     FetchLogsParams,
+    LogChunk,
     NoParams,
     PowerParams,
     SetModeParams,
     build_command,
     sign,
 )
+from edge.commands import CommandHandler, LogRing, SeenCommands
 from tests.conftest import SIMULATOR_UNIT
 from tests.support.agent import AgentProcess
 from tests.support.fleet import Node, dynsec, mqtt_client, publish_all, publish_json, unique
@@ -238,8 +244,77 @@ def test_fetch_logs_sends_chunks(node_agent):
     ack = hub.outcome(command_id)
     assert ack["state"] == "succeeded"
     wait_for(lambda: hub.logs, 10, "log chunks")
-    assert hub.logs[0]["of"] == 1
-    assert any("connected to" in line for line in hub.logs[0]["lines"])
+    chunk = LogChunk.model_validate_json(json.dumps(hub.logs[0]))
+    assert (chunk.command_id, chunk.chunk, chunk.of) == (command_id, 0, 1)
+    assert any("connected to" in line for line in chunk.lines)
+    assert ack["detail"] == f"{len(chunk.lines)} lines in 1 chunks"
+
+
+def _fetch_logs(tmp_path, lines: list[str], wanted: int) -> tuple[list[bytes], Ack]:
+    """The chunks (as `Publisher.send` writes them) and final ack of a FETCH_LOGS run by
+    a CommandHandler whose log holds `lines` (the inverter is never asked)."""
+    ring = LogRing()
+    ring.lines.extend(lines)
+    sent: list[tuple[str, dict[str, Any]]] = []
+    handler = CommandHandler(
+        "logs-node",
+        SECRET,
+        None,  # type: ignore[arg-type]
+        SeenCommands(tmp_path / "seen.sqlite3"),
+        ring,
+        lambda kind, body: sent.append((kind, body)),
+        lambda: datetime.now(UTC),
+        lambda: None,
+    )
+    now = datetime.now(UTC)
+    command = build_command(
+        "logs-node",
+        SECRET,
+        "fetch-1",
+        CommandType.FETCH_LOGS,
+        FetchLogsParams(lines=wanted),
+        now,
+        now + timedelta(minutes=1),
+    )
+    handler.handle(json.dumps(command).encode())
+    chunks = [json.dumps(body).encode() for kind, body in sent if kind == "logs"]
+    ack = Ack.model_validate([body for kind, body in sent if kind == "acks"][-1])
+    return chunks, ack
+
+
+def test_fetch_logs_chunks_stay_within_the_contract_bounds(tmp_path):
+    """Long lines are cut, NUL and lone surrogates replaced, chunks split by lines and by
+    bytes; every chunk is one the hub accepts."""
+    hostile = ["x" * 5_000, "nul\x00here", "lone \ud800 surrogate", "\U0001f600" * 2_000]
+    lines = [f"line {i}" for i in range(450)] + hostile
+    chunks, ack = _fetch_logs(tmp_path, lines, len(lines))
+    parsed = [LogChunk.model_validate_json(chunk) for chunk in chunks]
+    assert all(len(chunk) <= MAX_LOG_CHUNK_BYTES for chunk in chunks)
+    assert [(c.chunk, c.of) for c in parsed] == [(i, len(parsed)) for i in range(len(parsed))]
+    assert all(len(c.lines) <= MAX_LOG_CHUNK_LINES for c in parsed)
+    received = [line for c in parsed for line in c.lines]
+    assert received[:450] == lines[:450]
+    assert received[450:] == [
+        "x" * MAX_LOG_LINE_CHARS,
+        "nul\ufffdhere",
+        "lone \ufffd surrogate",
+        "\U0001f600" * MAX_LOG_LINE_CHARS,
+    ]
+    assert ack.state == "succeeded"
+    assert ack.detail == f"{len(lines)} lines in {len(parsed)} chunks"
+
+
+def test_fetch_logs_leaves_out_the_oldest_lines_beyond_the_chunk_bound(tmp_path):
+    # A line of 1,000 emoji is 12,002 bytes escaped: 5 fit a chunk, 500 the 100 chunks.
+    lines = ["\U0001f600" * MAX_LOG_LINE_CHARS] * 600
+    chunks, ack = _fetch_logs(tmp_path, lines, 600)
+    parsed = [LogChunk.model_validate_json(chunk) for chunk in chunks]
+    sent = sum(len(c.lines) for c in parsed)
+    assert len(parsed) == MAX_LOG_CHUNKS
+    assert sent < 600
+    assert (
+        ack.detail == f"{sent} lines in {MAX_LOG_CHUNKS} chunks, the oldest {600 - sent} left out"
+    )
 
 
 def test_restart_agent_acks_then_exits_for_the_supervisor(node_agent):

@@ -12,10 +12,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from contract import topics
-from tests.support.fleet import mqtt_client, publish_json, unique
+from tests.support.fleet import mqtt_client, publish_all, publish_json, unique
 from tests.support.services import Broker, Database, wait_for
 
 CHARGE = {"type": "FORCE_CHARGE", "params": {"power_w": 2500, "duration_s": 600}}
+
+
+def fetch_logs(lines: int) -> dict[str, Any]:
+    return {"type": "FETCH_LOGS", "params": {"lines": lines}}
 
 
 class FakeNode:
@@ -47,6 +51,10 @@ class FakeNode:
             "ts": datetime.now(UTC).isoformat(),
         }
         publish_json(self.client, topics.acks(self.id), body)
+
+    def send_logs(self, *payloads: bytes | str) -> None:
+        """Publishes each payload on the node's own logs topic, as the agent's chunks go."""
+        publish_all(self.client, [(topics.logs(self.id), p) for p in payloads])
 
     def close(self) -> None:
         self.client.disconnect()

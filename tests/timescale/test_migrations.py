@@ -22,11 +22,11 @@ SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE (n.nspname = 'public' AND c.relname IN ('tenants', 'nodes', 'node_status', 'telemetry',
        'optimizer_decisions', 'node_events', 'dead_letters', 'telemetry_5m', 'telemetry_1h',
        'telemetry_1d', 'tenant_roles', 'users', 'commands', 'command_events', 'node_configs',
-       'audit_log', 'node_alerts'))
+       'audit_log', 'node_alerts', 'node_logs'))
    OR n.nspname = 'tenant_view' AND c.relkind = 'v'
 """
-# 17 tables and aggregates, 9 tenant views.
-EXPECTED_OBJECTS = 17 + 9
+# 18 tables and aggregates, 9 tenant views.
+EXPECTED_OBJECTS = 18 + 9
 # What a tenant's role can read of the nodes table: never the command keys.
 TENANT_NODE_COLUMNS = (
     "SELECT string_agg(column_name, ',' ORDER BY ordinal_position)"
@@ -62,7 +62,7 @@ def test_upgrade_rerun_downgrade_and_upgrade_again(fresh_database):
     db = fresh_database
     migrate(db)
     assert _count(db, OBJECTS) == EXPECTED_OBJECTS
-    assert _count(db, JOBS) == 7
+    assert _count(db, JOBS) == 8
 
     assert _count(db, TENANT_NODE_COLUMNS) == "id,tenant_id,display_name,enabled,created_at"
     (_, table), (_, view) = _rows(db, NODE_STATUS_COLUMNS)
@@ -73,7 +73,7 @@ def test_upgrade_rerun_downgrade_and_upgrade_again(fresh_database):
     command.stamp(alembic_config(db), "base")
     migrate(db)
     assert _count(db, OBJECTS) == EXPECTED_OBJECTS
-    assert _count(db, JOBS) == 7
+    assert _count(db, JOBS) == 8
     assert _count(db, TENANT_NODE_COLUMNS) == "id,tenant_id,display_name,enabled,created_at"
 
     downgrade(db, "base")
@@ -82,4 +82,4 @@ def test_upgrade_rerun_downgrade_and_upgrade_again(fresh_database):
 
     migrate(db)
     assert _count(db, OBJECTS) == EXPECTED_OBJECTS
-    assert _count(db, JOBS) == 7
+    assert _count(db, JOBS) == 8

@@ -104,3 +104,34 @@ def test_late_samples_insert_idempotently_into_compressed_chunks(database):
     assert chunk_compressed is True
     assert (duplicate, late) == (0, 1)
     assert rows == [(1,), (2,)]
+
+
+def test_node_logs_are_kept_30_days_after_their_command(database):
+    tenant = create_tenant(database)
+    node = create_node(database, tenant)
+    now = datetime.now(UTC)
+    with database.connect() as conn:
+        (drop_after,) = conn.execute(
+            "SELECT config->>'drop_after' FROM timescaledb_information.jobs"
+            " WHERE proc_name = 'policy_retention' AND hypertable_name = 'node_logs'"
+        ).fetchone()
+        for age in (40, 20):
+            command_id = f"{node}-{age}"
+            issued_at = now - timedelta(days=age)
+            conn.execute(
+                "INSERT INTO commands (id, node_id, tenant_id, type, params, state,"
+                " issued_at, expires_at) VALUES (%s, %s, %s, 'FETCH_LOGS', '{}', 'succeeded',"
+                " %s, %s)",
+                (command_id, node, tenant, issued_at, issued_at + timedelta(minutes=5)),
+            )
+            conn.execute(
+                "INSERT INTO node_logs (issued_at, command_id, chunk, chunk_count, lines)"
+                " VALUES (%s, %s, 0, 1, ARRAY['a line'])",
+                (issued_at, command_id),
+            )
+        conn.execute(f"CALL run_job({_job(conn, 'policy_retention', 'node_logs')})")
+        kept = conn.execute(
+            "SELECT command_id FROM node_logs WHERE command_id LIKE %s", (f"{node}-%",)
+        ).fetchall()
+    assert drop_after == "30 days"
+    assert kept == [(f"{node}-20",)]
