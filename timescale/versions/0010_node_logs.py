@@ -6,15 +6,15 @@ command's `issued_at`, the same for every chunk of a command, so the unique key
 (which a hypertable's must include its time column) makes a redelivered chunk a no-op,
 and retention drops a command's logs whole, 30 days after it was issued.
 
-Revision ID: 0009
-Revises: 0008
+Revision ID: 0010
+Revises: 0009
 Create Date: 2026-11-30
 """
 
 from alembic import op
 
-revision = "0009"
-down_revision = "0008"
+revision = "0010"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
