@@ -5,7 +5,7 @@ Delivery: a message is acknowledged to the broker (manual PUBACK) only after the
 holding it is committed (`committer.py`: stored or dead-lettered, each message; the
 database being down holds the batch back, a message that kills the writer does not),
 and after the batch's confirmations to the nodes are queued (`confirmations.py`):
-commit, confirm, acknowledge, in that order on the wire.
+commit, confirm, acknowledge.
 The queue is bounded by flow control: the collector asks the broker for at most
 `queue_max_messages` unacknowledged messages at a time (MQTT 5 receive maximum;
 Mosquitto's own `max_inflight_messages` may be lower), so the broker keeps the rest
@@ -144,8 +144,10 @@ class Collector:
                     len(batch) + len(self.backlog),
                 )
                 return
-            # Queued before the acks, so paho sends them first: a crash in between
+            # Only what is committed, and queued before the acks: a crash before them
             # leaves the messages unacknowledged, redelivered and confirmed again.
+            # (Past paho's in-flight window some may leave after the acks; a crash
+            # then loses them, and the node resends those samples, confirmed then.)
             self._confirmer.publish(confirmed)
             self._committed.append(batch)
             self.metrics.queue_depth.set(len(self.backlog))
