@@ -266,7 +266,8 @@ class BatchWriter:
             # Every row of a known, enabled node's message ends stored, skipped as stored
             # already, or dead-lettered (a conflict), all in this transaction: each is
             # confirmed, as is each dead letter with a seq (a sample the decoder refused).
-            # An unknown or disabled node's samples are not: stored once it is enabled.
+            # An unknown or disabled node's are not: sent again once it is enabled, they
+            # are stored.
             confirmed = SeqsByNode()
             for item in batch:
                 dead.extend((item.received_at, d) for d in item.dead)
