@@ -24,6 +24,7 @@ import os
 import secrets
 import threading
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from contract import topics
 CONTROL_TOPIC = "$CONTROL/dynamic-security/v1"
 RESPONSE_TOPIC = CONTROL_TOPIC + "/response"
 PBKDF2_ITERATIONS = 101  # what `mosquitto_ctrl dynsec init` writes
+LIST_PAGE = 500  # roles or clients per answer when listing them
 
 ADMIN_ROLE = "dynsec-admin"
 COLLECTOR_ROLE = "collector"
@@ -287,8 +289,7 @@ class DynsecClient:
         role has beyond its definition are left as they are. Idempotent; returns how
         many changes it made. Raises BrokerSecurityError as `run`."""
         changes = 0
-        listed = self.run("listRoles", verbose=True, count=-1, offset=0)
-        for role in listed["data"]["roles"]:
+        for role in self._list("listRoles", "roles"):
             wanted = _defined_role(role["rolename"])
             if wanted is None:
                 continue
@@ -303,14 +304,24 @@ class DynsecClient:
                     )
                 self.run("addRoleACL", rolename=role["rolename"], **acl)
                 changes += 1
-        listed = self.run("listClients", verbose=True, count=-1, offset=0)
-        for client in listed["data"]["clients"]:
+        for client in self._list("listClients", "clients"):
             username = client["username"]
             roles = [r.get("rolename") for r in client.get("roles", [])]
             if roles == [node_role_name(username)] and client.get("clientid") != username:
                 self._bind(username)
                 changes += 1
         return changes
+
+    def _list(self, command: str, key: str) -> Iterator[dict[str, Any]]:
+        """Every role or client, in pages: a fleet's in one answer would be megabytes
+        parsed on the network thread."""
+        offset = 0
+        while True:
+            page = self.run(command, verbose=True, count=LIST_PAGE, offset=offset)["data"][key]
+            yield from page
+            if len(page) < LIST_PAGE:
+                return
+            offset += LIST_PAGE
 
     def disable_node(self, node_id: str) -> None:
         """Disables the account; the broker disconnects the node at once."""

@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from paho.mqtt.client import Client
 
 from contract import topics
+from control_api import broker_security
 from control_api.app import create_app
 from control_api.broker_security import COLLECTOR_ROLE, node_role, node_role_name
 from control_api.config import ApiSettings
@@ -144,3 +145,19 @@ def test_the_api_starts_while_the_broker_is_down_and_reconciles_once_it_is_up(da
             wait_for(
                 lambda: _acls(admin, node_role_name(old)) == wanted, 10, "the node role upgraded"
             )
+
+
+def test_the_reconcile_pages_through_every_role(database, broker, monkeypatch):
+    monkeypatch.setattr(broker_security, "LIST_PAGE", 2)
+    tenant = create_tenant(database)
+    olds = [create_node(database, tenant) for _ in range(3)]
+    with dynsec(broker) as admin:
+        for old in olds:
+            role = _old_node_role(old)
+            admin.run("createRole", rolename=role["rolename"], acls=role["acls"])
+        # Two ACLs (subscribe to and receive its confirmations) for each.
+        assert admin.reconcile() == 2 * len(olds)
+        for old in olds:
+            wanted = {(a["acltype"], a["topic"], a["allow"]) for a in node_role(old)["acls"]}
+            assert _acls(admin, node_role_name(old)) == wanted
+        assert admin.reconcile() == 0
