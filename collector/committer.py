@@ -14,6 +14,10 @@ bad; this is the rule's last line, for a message no check foresaw, that fails th
   again later, as when the database is down.
 A database that is down is not the batch's fault: the same part is sent again with
 capped doubling back-off and nothing is split.
+
+What each committed part confirms (collector/confirmations.py) is merged into what the
+batch confirms; a part the database or the writer failed confirms nothing until it
+commits.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import logging
 import threading
 import time
 
+from collector.confirmations import NodeRanges, merge
 from collector.decode import Reason
 from collector.ingest import WriteResult
 from collector.metrics import CollectorMetrics
@@ -57,11 +62,12 @@ class Committer:
         self.stopping = stopping
         self._database = FailureLog(log)
 
-    def commit(self, messages: list[RawMessage]) -> bool:
-        """Commits the messages: once this returns True, each is stored or
-        dead-lettered. False only if asked to stop while the database (or the writer)
-        is still failing (what was committed of them is redelivered and written again
-        idempotently)."""
+    def commit(self, messages: list[RawMessage]) -> NodeRanges | None:
+        """Commits the messages: once this returns, each is stored or dead-lettered, and
+        the answer is, per node, the seqs to confirm. None only if asked to stop while
+        the database (or the writer) is still failing (what was committed of them is
+        redelivered, written again idempotently and confirmed then)."""
+        confirmed: NodeRanges = {}
         # Parts left to commit, last first, with how often each failed the writer.
         parts: list[tuple[list[RawMessage], int]] = [(messages, 0)]
         delay = FIRST_RETRY_DELAY_S
@@ -92,12 +98,13 @@ class Committer:
                         "dead-lettered a message on %s as %s", part[0][0], Reason.KILLED_WRITER
                     )
                 self._committed(result, len(part), started)
+                merge(confirmed, result.confirmed)
                 delay = FIRST_RETRY_DELAY_S
                 continue
             if self.stopping.wait(delay):
-                return False
+                return None
             delay = min(delay * 2, self.retry_max_s)
-        return True
+        return confirmed
 
     def _committed(self, result: WriteResult, messages: int, started: float) -> None:
         if self._database.recover():

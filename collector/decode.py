@@ -11,12 +11,13 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import ValidationError
+from pydantic import Field, TypeAdapter, ValidationError
 from pydantic_core import from_json
 
 from collector.telemetry_row import Decision, decision, telemetry_row
+from contract.fields import PG_INTEGER_RANGES
 from contract.telemetry import (
     IMPLAUSIBLE_ERROR_TYPES,
     NODE_STATUS,
@@ -53,6 +54,11 @@ class Reason(StrEnum):
     KILLED_WRITER = "killed_writer"
 
 
+SEQ_MAX = PG_INTEGER_RANGES["int8"][1]
+# A refused sample's seq, read as the sample schema reads one (lax), within the
+# range a confirmation can name.
+READABLE_SEQ = TypeAdapter(Annotated[int, Field(ge=0, le=SEQ_MAX)])
+
 # What a dead letter keeps of an oversized payload: enough to see what it was.
 KEPT_PAYLOAD_BYTES = 4_096
 
@@ -63,11 +69,16 @@ AGENT_BATCH_START = b'{"samples":['
 
 @dataclass(slots=True)
 class DeadLetter:
+    """`seq`: the refused sample's, when one sample is refused and its seq is readable
+    (an integer a seq can be); the hub then confirms it to the node as dead for good.
+    None for anything else (a message refused whole before its samples were read)."""
+
     topic: str
     node_id: str | None
     reason: Reason
     detail: str
     payload: bytes
+    seq: int | None = None
 
 
 @dataclass(slots=True)
@@ -172,7 +183,9 @@ class Decoder:
         except ValueError:
             return self._reject(out, *_reason_for(error))
         if not (isinstance(document, dict) and "samples" in document):
-            return self._reject(out, *_reason_for(error))
+            self._reject(out, *_reason_for(error))
+            out.dead[-1].seq = _readable_seq(document)
+            return out
         try:
             sample = TELEMETRY_SAMPLE.validate_python(document)
         except ValidationError:
@@ -195,7 +208,10 @@ class Decoder:
                 sample = TELEMETRY_SAMPLE.validate_python(raw)
             except ValidationError as exc:
                 reason, detail = _reason_for(exc)
-                out.dead.append(DeadLetter(out.topic, out.node_id, reason, detail, _encode(raw)))
+                letter = DeadLetter(
+                    out.topic, out.node_id, reason, detail, _encode(raw), _readable_seq(raw)
+                )
+                out.dead.append(letter)
                 continue
             self._accept(out, sample, None)
         return out
@@ -225,7 +241,7 @@ class Decoder:
                 out.decisions.append(sighting)
             return
         raw = payload if payload is not None else TELEMETRY_SAMPLE.dump_json(sample)
-        out.dead.append(DeadLetter(out.topic, out.node_id, reason, detail, raw))
+        out.dead.append(DeadLetter(out.topic, out.node_id, reason, detail, raw, sample["seq"]))
 
     @staticmethod
     def _reject(
@@ -235,6 +251,16 @@ class Decoder:
         payload = out.payload if kept is None else kept
         out.dead.append(DeadLetter(out.topic, out.node_id, reason, detail, payload))
         return out
+
+
+def _readable_seq(document: Any) -> int | None:
+    """The `seq` of a sample that failed validation, if it is one a seq can be."""
+    if not isinstance(document, dict):
+        return None
+    try:
+        return READABLE_SEQ.validate_python(document.get("seq"))
+    except ValidationError:
+        return None
 
 
 def _encode(raw: Any) -> bytes:

@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 import psycopg
 from psycopg.types.json import Jsonb
 
+from collector.confirmations import NodeRanges, SeqsByNode, merge
 from collector.conflicts import (
     BatchRows,
     Refusals,
@@ -224,12 +225,20 @@ class WriteResult:
     inserted: int = 0
     dead: Counter[Reason] = field(default_factory=Counter)
     lags_s: list[float] = field(default_factory=list)
+    # Per node, the seqs committed (inserted, or stored already) or dead-lettered for
+    # good: what the intake confirms (collector/confirmations.py).
+    confirmed: NodeRanges = field(default_factory=dict)
 
     def add(self, other: WriteResult) -> None:
         self.attempted += other.attempted
         self.inserted += other.inserted
         self.dead.update(other.dead)
         self.lags_s.extend(other.lags_s)
+        merge(self.confirmed, other.confirmed)
+
+
+def _letter_seqs(letters: list[DeadLetter]) -> list[int]:
+    return [letter.seq for letter in letters if letter.seq is not None]
 
 
 # Errors that mean "this data", not "this database": retrying cannot help.
@@ -258,7 +267,14 @@ class BatchWriter:
                 letter = DeadLetter(
                     item.topic, item.node_id, Reason.REJECTED_BY_DATABASE, detail, item.payload
                 )
-                return self.quarantine([(item.received_at, letter)])
+                result = self.quarantine([(item.received_at, letter)])
+                if item.node_id is not None:
+                    # The letter files the whole message: each sample in it is dead.
+                    confirmed = SeqsByNode()
+                    confirmed.add(item.node_id, [row[SEQ_INDEX] for row in item.rows])
+                    confirmed.add(item.node_id, _letter_seqs(item.dead))
+                    result.confirmed = confirmed.ranges()
+                return result
             half = len(batch) // 2
             result = self.write(batch[:half], now)
             result.add(self.write(batch[half:], now))
@@ -279,9 +295,19 @@ class BatchWriter:
             samples: list[DecodedMessage] = []
             decisions: DecisionSightings = {}
             statuses = []
+            # Every row of a known, enabled node's message ends stored, skipped as stored
+            # already, or dead-lettered (a conflict), all in this transaction: each is
+            # confirmed, as is each dead letter with a seq (a sample the decoder refused).
+            # An unknown or disabled node's are not: sent again once it is enabled, they
+            # are stored.
+            confirmed = SeqsByNode()
             for item in batch:
                 dead.extend((item.received_at, d) for d in item.dead)
                 if not (item.rows or item.status) or item.node_id is None:
+                    if item.node_id is not None and item.dead:
+                        known = nodes.get(item.node_id)
+                        if known is not None and known.enabled:
+                            confirmed.add(item.node_id, _letter_seqs(item.dead))
                     continue
                 node = nodes.get(item.node_id)
                 if node is None or not node.enabled:
@@ -295,6 +321,9 @@ class BatchWriter:
                     continue
                 for row in item.rows:
                     row[TENANT_ID_INDEX] = node.tenant_id
+                confirmed.add(item.node_id, [row[SEQ_INDEX] for row in item.rows])
+                if item.dead:
+                    confirmed.add(item.node_id, _letter_seqs(item.dead))
                 rows.add(item)
                 samples.append(item)
                 if item.decisions:
@@ -334,6 +363,7 @@ class BatchWriter:
             if dead:
                 self._insert_dead(cur, dead)
                 result.dead.update(d.reason for _, d in dead)
+        result.confirmed = confirmed.ranges()
         return result
 
     @staticmethod

@@ -78,6 +78,12 @@ class CollectorMetrics:
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
             registry=registry,
         )
+        self.confirmations_total = Counter(
+            "wattfleet_collector_confirmations_total",
+            "Ingest confirmations published to nodes (nodes/<id>/ingested), one per node"
+            " per committed batch.",
+            registry=registry,
+        )
         self.commit_failures_total = Counter(
             "wattfleet_collector_commit_failures_total",
             "Batches whose commit failed and will be retried.",

@@ -3,7 +3,9 @@ batches to the batch writer process (`writer_process.py`), which decodes and com
 
 Delivery: a message is acknowledged to the broker (manual PUBACK) only after the batch
 holding it is committed (`committer.py`: stored or dead-lettered, each message; the
-database being down holds the batch back, a message that kills the writer does not).
+database being down holds the batch back, a message that kills the writer does not),
+and after the batch's confirmations to the nodes are queued (`confirmations.py`):
+commit, confirm, acknowledge.
 The queue is bounded by flow control: the collector asks the broker for at most
 `queue_max_messages` unacknowledged messages at a time (MQTT 5 receive maximum;
 Mosquitto's own `max_inflight_messages` may be lower), so the broker keeps the rest
@@ -33,6 +35,7 @@ from prometheus_client import CollectorRegistry, disable_created_metrics, start_
 from collector.backlog import Backlog
 from collector.committer import Committer
 from collector.config import CollectorSettings
+from collector.confirmations import Confirmer
 from collector.metrics import CollectorMetrics
 from collector.watchdog import Watchdog
 from collector.writer_process import RawMessage, WriterProcess, tune_gc
@@ -80,6 +83,7 @@ class Collector:
             on_connection=self._connection_changed,
             receive_maximum=min(settings.queue_max_messages, MAX_RECEIVE_MAXIMUM),
         )
+        self._confirmer = Confirmer(self.link, metrics)
         self._dispatcher = threading.Thread(target=self._dispatch_loop, name="dispatcher")
 
     # -- lifecycle -------------------------------------------------------------------
@@ -133,12 +137,18 @@ class Collector:
         while (
             batch := self.backlog.take(self.settings.batch_max_seconds, self._ack_committed)
         ) is not None:
-            if not self._committer.commit([item.raw for item in batch]):
+            confirmed = self._committer.commit([item.raw for item in batch])
+            if confirmed is None:
                 log.error(
                     "stopping with %d uncommitted messages left to the broker",
                     len(batch) + len(self.backlog),
                 )
                 return
+            # Only what is committed, and queued before the acks: a crash before them
+            # leaves the messages unacknowledged, redelivered and confirmed again.
+            # (Past paho's in-flight window some may leave after the acks; a crash
+            # then loses them, and the node resends those samples, confirmed then.)
+            self._confirmer.publish(confirmed)
             self._committed.append(batch)
             self.metrics.queue_depth.set(len(self.backlog))
 

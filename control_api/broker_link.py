@@ -20,17 +20,28 @@ acknowledged only once stored or dropped.
 Full queue (named decision: stop reading): at most ACK_QUEUE_CAPACITY messages are
 unacknowledged at a time; the broker holds back the rest (and keeps them in the session)
 until the workers catch up.
+
+At every connect (the first after the API starts, and after the broker restarts), the
+broker's roles and node accounts are brought up to what `broker_security.py` defines
+(`DynsecClient.reconcile`): installations made by an earlier version get the ACLs they
+lack. It runs on a thread of its own, since the network thread carries its answers; a
+broker that is down delays it to the connect, and one that fails it is logged and
+tried again at the next connect. The API starts and serves meanwhile.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Callable
 
 from contract import topics
 from contract.delivery_worker import DeliveryWorker
 from contract.mqtt import MqttError, MqttLink
 from contract.settings import MqttSettings
-from control_api.broker_security import RESPONSE_TOPIC, DynsecClient
+from control_api.broker_security import RESPONSE_TOPIC, BrokerSecurityError, DynsecClient
+
+log = logging.getLogger(__name__)
 
 ACK_FILTER = topics.all_nodes("acks")
 LOG_FILTER = topics.all_nodes("logs")
@@ -62,8 +73,10 @@ class BrokerLink:
             settings,
             [(ACK_FILTER, 1), (LOG_FILTER, 1), (RESPONSE_TOPIC, 0)],
             receive_maximum=ACK_QUEUE_CAPACITY,
+            on_connection=self._connection_changed,
         )
         self.connected = self.link.connected
+        self._reconciling = threading.Lock()
         self._acks = DeliveryWorker(
             self.link,
             ACK_FILTER,
@@ -105,6 +118,23 @@ class BrokerLink:
         except MqttError:
             return False
         return True
+
+    def _connection_changed(self, up: bool) -> None:
+        if up:
+            threading.Thread(target=self._reconcile, name="broker-reconcile", daemon=True).start()
+
+    def _reconcile(self) -> None:
+        if not self._reconciling.acquire(blocking=False):
+            return  # one is running: it sees what this one would
+        try:
+            changes = self.dynsec.reconcile()
+        except BrokerSecurityError as exc:
+            log.error("broker roles not brought up to date (tried again at reconnect): %s", exc)
+        else:
+            if changes:
+                log.info("broker roles and node accounts brought up to date: %d changes", changes)
+        finally:
+            self._reconciling.release()
 
 
 def _from_node(handle: Callable[[str, bytes], None]) -> Callable[[str, bytes], None]:

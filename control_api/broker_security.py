@@ -24,6 +24,7 @@ import os
 import secrets
 import threading
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from contract import topics
 CONTROL_TOPIC = "$CONTROL/dynamic-security/v1"
 RESPONSE_TOPIC = CONTROL_TOPIC + "/response"
 PBKDF2_ITERATIONS = 101  # what `mosquitto_ctrl dynsec init` writes
+LIST_PAGE = 500  # roles or clients per answer when listing them
 
 ADMIN_ROLE = "dynsec-admin"
 COLLECTOR_ROLE = "collector"
@@ -75,12 +77,13 @@ def _receive(topic: str, subscribe: str = "subscribeLiteral") -> list[dict[str, 
 
 def collector_role() -> dict[str, Any]:
     """The shared subscription, or the plain one of a single collector (see
-    `shared_subscription` in collector/config.py)."""
+    `shared_subscription` in collector/config.py), and the nodes' ingest confirmations."""
     acls = []
     for kind in ("telemetry", "status"):
         acls.append(_acl("subscribeLiteral", topics.shared_subscription(kind)))
         acls.append(_acl("subscribeLiteral", topics.all_nodes(kind)))
         acls.append(_acl("publishClientReceive", topics.all_nodes(kind)))
+    acls.append(_acl("publishClientSend", topics.all_nodes("ingested")))
     return {"rolename": COLLECTOR_ROLE, "acls": acls}
 
 
@@ -117,14 +120,29 @@ def node_role_name(node_id: str) -> str:
 
 
 def node_role(node_id: str) -> dict[str, Any]:
-    """Node X writes only its own status/telemetry/acks/logs, reads its commands and
-    the hub's broadcasts."""
+    """Node X writes only its own status/telemetry/acks/logs, reads its commands, its
+    ingest confirmations and the hub's broadcasts."""
     acls = [
         _acl("publishClientSend", topics.node_topic(node_id, kind))
         for kind in ("status", "telemetry", "acks", "logs")
     ]
-    acls += _receive(topics.commands(node_id)) + _receive(topics.BROADCAST)
+    acls += _receive(topics.commands(node_id)) + _receive(topics.ingested(node_id))
+    acls += _receive(topics.BROADCAST)
     return {"rolename": node_role_name(node_id), "acls": acls}
+
+
+def _defined_role(rolename: str) -> dict[str, Any] | None:
+    """The definition of a role `DynsecClient.reconcile` keeps up to date; None for
+    any other (the admin's and the API's roles are the bootstrap's, and need no more)."""
+    if rolename == COLLECTOR_ROLE:
+        return collector_role()
+    prefix = node_role_name("")
+    if rolename.startswith(prefix):
+        try:
+            return node_role(rolename.removeprefix(prefix))
+        except ValueError:  # not a node id: not a role enrolment made
+            return None
+    return None
 
 
 def hash_password(password: str, salt: bytes | None = None) -> dict[str, Any]:
@@ -262,6 +280,48 @@ class DynsecClient:
         """Only client id X may use node X's account (accounts enrolled before client ids
         were bound get it at their next enrolment or credential rotation)."""
         self.run("setClientId", username=node_id, clientid=node_id)
+
+    def reconcile(self) -> int:
+        """Brings the broker's roles and node accounts up to what this module defines
+        now: the collector role and every node's role get the ACLs they lack (roles made
+        by an earlier version, e.g. before ingest confirmations), and every node account
+        is bound to its client id (accounts enrolled before the binding existed). ACLs a
+        role has beyond its definition are left as they are. Idempotent; returns how
+        many changes it made. Raises BrokerSecurityError as `run`."""
+        changes = 0
+        for role in self._list("listRoles", "roles"):
+            wanted = _defined_role(role["rolename"])
+            if wanted is None:
+                continue
+            have = {(a["acltype"], a["topic"]): a.get("allow") for a in role.get("acls", [])}
+            for acl in wanted["acls"]:
+                key = (acl["acltype"], acl["topic"])
+                if have.get(key) is True:
+                    continue
+                if key in have:  # the same ACL denying: replaced
+                    self.run(
+                        "removeRoleACL", rolename=role["rolename"], acltype=key[0], topic=key[1]
+                    )
+                self.run("addRoleACL", rolename=role["rolename"], **acl)
+                changes += 1
+        for client in self._list("listClients", "clients"):
+            username = client["username"]
+            roles = [r.get("rolename") for r in client.get("roles", [])]
+            if roles == [node_role_name(username)] and client.get("clientid") != username:
+                self._bind(username)
+                changes += 1
+        return changes
+
+    def _list(self, command: str, key: str) -> Iterator[dict[str, Any]]:
+        """Every role or client, in pages: a fleet's in one answer would be megabytes
+        parsed on the network thread."""
+        offset = 0
+        while True:
+            page = self.run(command, verbose=True, count=LIST_PAGE, offset=offset)["data"][key]
+            yield from page
+            if len(page) < LIST_PAGE:
+                return
+            offset += LIST_PAGE
 
     def disable_node(self, node_id: str) -> None:
         """Disables the account; the broker disconnects the node at once."""

@@ -34,9 +34,7 @@ from tests.support.fleet import (
     Node,
     count_rows,
     create_tenant,
-    dynsec,
     enroll,
-    grant_confirmations,
     sample,
     scrape,
 )
@@ -149,9 +147,6 @@ def main() -> None:
         wait_for_port(sim_port, 15, simulator)
         # One node per phase: the replay's seqs start at 0 again.
         live_node, replay_node = enroll(db, broker, create_tenant(db), count=2)
-        with dynsec(broker) as admin:
-            for node in (live_node, replay_node):
-                grant_confirmations(admin, node.id)
         collector = start_collector(db, broker, workdir)
 
         def agent(node: Node, name: str, poll_interval_s: float) -> AgentProcess:

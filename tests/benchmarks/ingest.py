@@ -6,7 +6,9 @@ For each of three subscribers, on its own fresh broker: start it, pause it (SIGS
 queue N QoS 1 messages from many node topics (one `mosquitto_pub -l` per node, with
 that node's credentials), resume it (SIGCONT), and time until all N are done:
 - collector: `python -m collector` (its intake process is the one paused; its batch
-  writer process has nothing to do meanwhile), done when N rows are committed;
+  writer process has nothing to do meanwhile), done when N rows are committed; each
+  node's own account listens for its ingest confirmations meanwhile, to count the
+  traffic they add (messages and bytes a sample) and check they name all N samples;
 - bare: a paho subscriber that only parses the JSON (the ceiling);
 - naive: a paho subscriber that INSERTs each message in its own transaction.
 Prints msg/s for each and the ratios. The database is the embedded TimescaleDB unless
@@ -24,11 +26,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from tests.support.fleet import count_rows, create_tenant, enroll, sample, scrape
+from contract import topics
+from contract.confirmations import INGEST_CONFIRMATION
+from tests.support.fleet import count_rows, create_tenant, enroll, mqtt_client, sample, scrape
 from tests.support.services import (
     REPO,
     Broker,
@@ -130,6 +135,39 @@ def _queue_messages(broker: Broker, nodes, per_node: int, start: datetime) -> fl
     return time.perf_counter() - began
 
 
+class ConfirmationCounter:
+    """Every node's confirmations, received under its own account and client id."""
+
+    def __init__(self, broker: Broker, nodes) -> None:
+        self.messages = 0
+        self.bytes = 0  # topic and payload; the MQTT header adds about 7 a message
+        self.seqs = 0
+        self._lock = threading.Lock()
+        self._clients = []
+        subscribed = threading.Semaphore(0)
+        for node in nodes:
+            client = mqtt_client(broker, node.id, node.password)
+            client.on_message = self._on_message
+            client.on_subscribe = lambda *_: subscribed.release()
+            client.subscribe(topics.ingested(node.id), qos=1)
+            self._clients.append(client)
+        for _ in nodes:
+            if not subscribed.acquire(timeout=10):
+                raise RuntimeError("a node did not subscribe to its confirmations")
+
+    def _on_message(self, _client, _userdata, msg) -> None:
+        ranges = INGEST_CONFIRMATION.validate_json(msg.payload)["seqs"]
+        with self._lock:
+            self.messages += 1
+            self.bytes += len(msg.topic) + len(msg.payload)
+            self.seqs += sum(last - first + 1 for first, last in ranges)
+
+    def close(self) -> None:
+        for client in self._clients:
+            client.disconnect()
+            client.loop_stop()
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time a process has used so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -160,6 +198,7 @@ def bench_collector(db: Database, workdir: Path, nodes: int, per_node: int, star
         total = nodes * per_node
         proc.send_signal(signal.SIGSTOP)
         _queue_messages(broker, fleet, per_node, start)
+        confirmations = ConfirmationCounter(broker, fleet)
         pids = {"intake": proc.pid, "writer": collector_writer_pid(proc.pid)}
         if db.proc is not None:
             pids["database"] = db.proc.pid
@@ -177,7 +216,10 @@ def bench_collector(db: Database, workdir: Path, nodes: int, per_node: int, star
         cpu = {name: cpu_seconds(pids[name]) - before for name, before in cpu_before.items()}
         rows = count_rows(db, "SELECT count(*) FROM telemetry WHERE tenant_id = %s", (tenant,))
         assert rows == total, f"{rows} rows for {total} messages"
+        wait_for(lambda: confirmations.seqs == total, 30, "every sample confirmed")
+        confirmations.close()
         metrics = scrape(port)
+        metrics["confirmation_bytes"] = confirmations.bytes
         return elapsed, metrics, cpu
     finally:
         stop_process(proc)
@@ -286,6 +328,12 @@ def main() -> None:
     print(
         f"collector batches (last round): {int(batches)} "
         f"(mean {total / batches if batches else 0:.0f} messages)"
+    )
+    sent = metrics.get("wattfleet_collector_confirmations_total", 0)
+    print(
+        f"confirmations (last round): {int(sent)} messages, {int(metrics['confirmation_bytes'])}"
+        f" bytes of topic and payload: {sent / total:.4f} messages and"
+        f" {metrics['confirmation_bytes'] / total:.2f} bytes a sample"
     )
 
 

@@ -46,6 +46,7 @@ def test_new_rows_load_directly_and_stored_ones_are_skipped_on_the_fallback(data
     again = datetime.now(UTC)
     result = _write(database, _batch(node, [1, 2, 3, 4, 4], start, again))
     assert (result.attempted, result.inserted) == (5, 2)
+    assert result.confirmed == {node: [(1, 4)]}  # stored already or now, each once
 
     with database.connect() as conn:
         received = conn.execute(
@@ -106,6 +107,8 @@ def test_a_sample_at_a_stored_time_with_other_values_is_dead_lettered(database):
 
     assert (result.attempted, result.inserted) == (6, 3)
     assert result.dead == {Reason.CONFLICTING_DUPLICATE: 2}
+    # The conflicts are dead for good: their seqs (2 and 4) are confirmed too.
+    assert result.confirmed == {node: [(0, 5)]}
     assert _stored(database, node) == [
         (i, at[i], stored[i]["battery"]["soc_percent"] if i < 3 else 50.0 + i) for i in range(6)
     ]
@@ -134,6 +137,7 @@ def test_a_seq_stored_under_another_time_is_dead_lettered(database):
 
     assert (result.attempted, result.inserted) == (2, 2)
     assert result.dead == {Reason.CONFLICTING_SEQ: 2}
+    assert result.confirmed == {node: [(1, 1), (3, 4)]}
     assert [(seq, ts) for seq, ts, _ in _stored(database, node)] == [(i, at[i]) for i in range(5)]
     reasons = sorted(
         (reason, json.loads(payload)["seq"]) for reason, _, payload in _dead(database, node)
@@ -148,3 +152,23 @@ def test_a_seq_stored_under_another_time_is_dead_lettered(database):
         ).fetchone()
     assert decisions == [("charge from PV",)]  # not the conflicting sample's
     assert last_seq == 4
+
+
+def test_a_message_the_database_refuses_is_confirmed_with_the_rest_of_its_batch(database):
+    """Text with a NUL passes validation and PostgreSQL refuses it: the batch is split
+    down to that message, filed whole; its samples are dead for good, so confirmed."""
+    tenant = create_tenant(database)
+    node = create_node(database, tenant)
+    start = datetime.now(UTC) - timedelta(hours=1)
+    at = [start + timedelta(seconds=5 * i) for i in range(6)]
+    poison = {"samples": [sample(node, 2, at[2]), sample(node, 3, at[3])]}
+    poison["samples"][1]["grid"]["mode"] = "AUTO\u0000"
+    batch = [_message(node, sample(node, i, at[i]), at[i]) for i in (0, 1, 4, 5)]
+    batch.insert(2, _message(node, poison, at[4]))
+    result = _write(database, batch)
+
+    assert result.dead == {Reason.REJECTED_BY_DATABASE: 1}
+    assert [seq for seq, _, _ in _stored(database, node)] == [0, 1, 4, 5]
+    # One range list per part the batch was split into.
+    confirmed = [seq for first, last in result.confirmed[node] for seq in range(first, last + 1)]
+    assert sorted(confirmed) == [0, 1, 2, 3, 4, 5]

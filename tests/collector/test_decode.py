@@ -222,3 +222,38 @@ def test_a_batch_over_the_sample_limit_is_refused_whole(bad_sample):
     assert f"at most {MAX_SAMPLES_PER_BATCH} items" in out.dead[0].detail
     at_the_limit = _decode({"samples": samples[:MAX_SAMPLES_PER_BATCH]}, using=roomy_decoder)
     assert len(at_the_limit.rows) == MAX_SAMPLES_PER_BATCH - bad_sample
+
+
+@pytest.mark.parametrize(
+    ("body", "seq"),
+    [
+        (sample("n1", 3, NOW, battery={"soc_percent": 100.5}), 3),
+        (sample("n1", 4, NOW, timestamp="yesterday"), 4),
+        (sample("n2", 5, NOW), 5),
+        (sample("n1", 6, NOW + timedelta(minutes=6)), 6),
+        (sample("n1", -1, NOW), None),
+        (sample("n1", 2**63, NOW), None),
+        # Read as the sample schema reads a seq (which takes "7" for 7).
+        ({**sample("n1", 0, NOW, battery={"soc_percent": 150}), "seq": "7"}, 7),
+        ({**sample("n1", 0, NOW, battery={"soc_percent": 150}), "seq": "seven"}, None),
+        ({**sample("n1", 0, NOW, battery={"soc_percent": 150}), "seq": 7.5}, None),
+        ({"node_id": "n1"}, None),
+        (b"{not json", None),
+        ({"samples": "all of them"}, None),
+    ],
+)
+def test_a_refused_sample_keeps_its_seq_when_it_is_one_a_seq_can_be(body, seq):
+    """What the hub confirms to the node as dead for good (collector/confirmations.py)."""
+    (letter,) = _decode(body).dead
+    assert letter.seq == seq
+
+
+def test_each_refused_sample_of_a_batch_keeps_its_own_seq():
+    bad = [
+        sample("n1", 1, NOW, battery={"soc_percent": 150}),
+        {**sample("n1", 2, NOW), "seq": "two"},
+        sample("n1", 3, NOW - timedelta(days=31)),
+    ]
+    out = _decode({"samples": [sample("n1", 0, NOW - timedelta(seconds=1)), *bad]})
+    assert [row[SEQ_INDEX] for row in out.rows] == [0]
+    assert [d.seq for d in out.dead] == [1, None, 3]

@@ -37,6 +37,8 @@ def test_node_role_names_only_its_own_topics():
         ("publishClientSend", "nodes/n1/logs"),
         ("subscribeLiteral", "nodes/n1/commands"),
         ("publishClientReceive", "nodes/n1/commands"),
+        ("subscribeLiteral", "nodes/n1/ingested"),
+        ("publishClientReceive", "nodes/n1/ingested"),
         ("subscribeLiteral", "hub/broadcast"),
         ("publishClientReceive", "hub/broadcast"),
     }

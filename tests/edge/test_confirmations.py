@@ -25,7 +25,6 @@ from tests.conftest import SIMULATOR_UNIT
 from tests.support.fleet import (
     Node,
     dynsec,
-    grant_confirmations,
     mqtt_client,
     publish_all,
     unique,
@@ -88,7 +87,6 @@ def node(broker: Broker) -> Node:
     node = Node(unique("node"), 0, "node-password")
     with dynsec(broker) as admin:
         admin.add_node(node.id, node.password)
-        grant_confirmations(admin, node.id)
     return node
 
 

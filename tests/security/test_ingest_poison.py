@@ -71,10 +71,16 @@ def test_messages_that_kill_or_fail_the_writer_are_bisected_out_and_the_rest_com
     writer = WriterProcess(settings, target=serve_with_poison)
     committer = Committer(writer, CollectorMetrics(registry), 1.0, threading.Event())
     try:
-        assert committer.commit(messages)
+        confirmed = committer.commit(messages)
     finally:
         writer.stop()
 
+    # What each committed part held is confirmed, the two filed undecoded are not.
+    assert confirmed is not None
+    seqs = {
+        node: sorted({s for a, z in r for s in range(a, z + 1)}) for node, r in confirmed.items()
+    }
+    assert seqs == {a: list(range(1, 40, 2)), b: list(range(0, 40, 2))}
     assert (
         count_rows(database, "SELECT count(*) FROM telemetry WHERE node_id = ANY(%s)", ([a, b],))
         == 40

@@ -15,13 +15,9 @@ from typing import Any
 from paho.mqtt.client import Client, MQTTMessageInfo
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from contract import topics
 from control_api.broker_security import (
-    COLLECTOR_ROLE,
     SERVICE_USERNAMES,
-    BrokerSecurityError,
     DynsecClient,
-    node_role_name,
 )
 from control_api.demo.services import scrape as scrape
 from tests.support.services import Broker, Database, wait_for
@@ -111,24 +107,6 @@ def enroll(
             admin.add_node(node_id, password)
             nodes.append(Node(node_id, tenant_id, password))
     return nodes
-
-
-def grant_confirmations(admin: DynsecClient, node_id: str) -> None:
-    """Lets node X receive its confirmations (`nodes/X/ingested`) and the collector
-    account publish them, where the broker's roles do not yet (an ACL already there is
-    left as it is)."""
-    node_topic = topics.ingested(node_id)
-    grants = [
-        (node_role_name(node_id), "subscribeLiteral", node_topic),
-        (node_role_name(node_id), "publishClientReceive", node_topic),
-        (COLLECTOR_ROLE, "publishClientSend", topics.all_nodes("ingested")),
-    ]
-    for role, acltype, topic in grants:
-        try:
-            admin.run("addRoleACL", rolename=role, acltype=acltype, topic=topic, allow=True)
-        except BrokerSecurityError as exc:
-            if "already exists" not in str(exc):
-                raise
 
 
 def sample(node_id: str, seq: int, ts: datetime | None = None, **overrides: Any) -> dict[str, Any]:
