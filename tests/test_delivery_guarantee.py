@@ -19,23 +19,13 @@ import pytest
 
 from tests.conftest import SIMULATOR_UNIT
 from tests.support.agent import AgentProcess
-from tests.support.fleet import create_tenant, enroll
+from tests.support.fleet import create_tenant, enroll, stored_seqs
 from tests.support.services import stop_process, wait_for
 
 pytestmark = pytest.mark.integration
 
 NODES = 3
 CONFIRM_TIMEOUT_S = 2
-
-
-def stored_seqs(database, node_id: str) -> list[int]:
-    with database.connect() as conn:
-        return [
-            r[0]
-            for r in conn.execute(
-                "SELECT seq FROM telemetry WHERE node_id = %s ORDER BY seq", (node_id,)
-            )
-        ]
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from tests.support.fleet import (
     publish_json,
     sample,
     scrape,
+    stored_seqs,
     unique,
     wait_rows,
 )
@@ -108,14 +109,7 @@ def test_one_bad_sample_in_a_replay_batch_spares_its_siblings(database, broker, 
     wait_for(lambda: len(dead_letters(database, node.id)) == 2, 10, "two dead letters")
     reasons = sorted(r[0] for r in dead_letters(database, node.id))
     assert reasons == ["implausible_value", "schema_violation"]
-    with database.connect() as conn:
-        seqs = [
-            r[0]
-            for r in conn.execute(
-                "SELECT seq FROM telemetry WHERE node_id = %s ORDER BY seq", (node.id,)
-            )
-        ]
-    assert seqs == [0, 1, 2, 3, 5, 6, 8, 9]
+    assert stored_seqs(database, node.id) == [0, 1, 2, 3, 5, 6, 8, 9]
 
 
 def test_node_cannot_use_another_nodes_topics(database, broker, collector_factory):

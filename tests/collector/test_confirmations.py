@@ -25,6 +25,7 @@ from tests.support.fleet import (
     publish_all,
     sample,
     scrape,
+    stored_seqs,
     wait_rows,
 )
 from tests.support.proxy import proxy_for_database
@@ -86,15 +87,7 @@ class NodeInbox:
             self._conn.close()
 
 
-def _stored_seqs(database: Database, node_id: str) -> list[int]:
-    with database.connect() as conn:
-        rows = conn.execute(
-            "SELECT seq FROM telemetry WHERE node_id = %s ORDER BY seq", (node_id,)
-        ).fetchall()
-    return [row[0] for row in rows]
-
-
-def test_one_confirmation_per_node_per_batch_names_exactly_the_stored_seqs(
+def test_one_confirmation_per_node_per_batch_names_exactly_thestored_seqs(
     database, broker, collector_factory
 ):
     tenant = create_tenant(database)
@@ -128,7 +121,7 @@ def test_one_confirmation_per_node_per_batch_names_exactly_the_stored_seqs(
     assert metrics["wattfleet_collector_batch_messages_count"] == 1
     assert metrics["wattfleet_collector_confirmations_total"] == len(nodes)
     for inbox in inboxes:
-        stored = _stored_seqs(database, inbox.node.id)
+        stored = stored_seqs(database, inbox.node.id)
         assert stored == sent[inbox.node.id]
         assert inbox.received == [seq_ranges(stored)]
     assert inboxes[1].received == [[(10, 12), (20, 21)]]
@@ -175,7 +168,7 @@ def test_redeliveries_and_samples_dead_for_good_are_confirmed_the_rest_is_not(
     wait_for(lambda: sorted(inbox.confirmed()[5:]) == expected, 20, "the second batch confirmed")
     later = [s for ranges in inbox.received[first:] for a, b in ranges for s in range(a, b + 1)]
     assert sorted(later) == expected
-    assert _stored_seqs(database, node.id) == [0, 1, 2, 3, 4, 10, 16]
+    assert stored_seqs(database, node.id) == [0, 1, 2, 3, 4, 10, 16]
     reasons = sorted(r[0] for r in dead_letters(database, node.id))
     assert reasons == sorted(
         [
@@ -257,7 +250,7 @@ def test_a_database_outage_confirms_nothing_until_the_commit(database, broker, c
 
         proxy.restore()
         wait_for(lambda: sorted(inbox.confirmed()) == list(range(20)), 20, "confirmations")
-        assert _stored_seqs(database, node.id) == list(range(20))
+        assert stored_seqs(database, node.id) == list(range(20))
         inbox.close()
     finally:
         proxy.close()

@@ -9,19 +9,10 @@ import pytest
 from tests.conftest import SIMULATOR_UNIT
 from tests.support.agent import AgentProcess
 from tests.support.fleet import create_tenant, enroll
+from tests.support.fleet import stored_seqs as _seqs
 from tests.support.services import stop_process, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def _seqs(database, node_id) -> list[int]:
-    with database.connect() as conn:
-        return [
-            r[0]
-            for r in conn.execute(
-                "SELECT seq FROM telemetry WHERE node_id = %s ORDER BY seq", (node_id,)
-            )
-        ]
 
 
 @pytest.fixture

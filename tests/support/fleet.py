@@ -152,6 +152,15 @@ def dead_letters(db: Database, node_id: str) -> list[tuple[Any, ...]]:
     return rows
 
 
+def stored_seqs(db: Database, node_id: str) -> list[int]:
+    """The node's seqs in the telemetry table, in order."""
+    with db.connect() as conn:
+        rows = conn.execute(
+            "SELECT seq FROM telemetry WHERE node_id = %s ORDER BY seq", (node_id,)
+        ).fetchall()
+    return [row[0] for row in rows]
+
+
 def count_rows(db: Database, sql: str, params: tuple[Any, ...] = ()) -> int:
     with db.connect() as conn:
         return int(conn.execute(sql, params).fetchone()[0])
