@@ -76,9 +76,11 @@ class Agent:
         clock: Callable[[], datetime] = utc_now,
         config_path: Path | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        state_dir: Path | None = None,
     ) -> None:
         """`clock` is the wall clock samples are stamped with; `monotonic` times the
-        resends and the replay rate."""
+        resends and the replay rate. `state_dir` holds the pending push and update
+        markers (by default the config file's folder, else the buffer's)."""
         self.settings = settings
         self.clock = clock
         self.metrics = EdgeMetrics(CollectorRegistry())
@@ -108,7 +110,8 @@ class Agent:
         self.energy_today = EnergyToday(3 * timedelta(seconds=settings.poll_interval_s))
         self.log_ring = LogRing()
         logging.getLogger().addHandler(self.log_ring)
-        state_dir = settings.buffer_path.parent
+        if state_dir is None:
+            state_dir = config_path.parent if config_path else settings.buffer_path.parent
         self.config_push = ConfigPush(config_path, state_dir) if config_path else None
         # Only a push staged before this process started is this process's to confirm:
         # one staged now is confirmed by the agent it restarts into.
@@ -211,7 +214,7 @@ class Agent:
             return None
         if failure is None and connected and self.device_available and self.last_reading:
             self.commands_handler.ack(pending["id"], "succeeded", applied)
-            change.finish()
+            change.confirm()
             return None
         if failure is None and self.clock() <= datetime.fromisoformat(pending["deadline"]):
             return pending

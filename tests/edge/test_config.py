@@ -93,5 +93,9 @@ def test_systemd_unit_restarts_and_runs_unprivileged():
     }
     assert lines["User"] == "wattfleet"
     assert lines["Restart"] == "always"
-    assert lines["ExecStart"].endswith("-m edge --config /etc/wattfleet/config.yaml")
+    assert lines["ExecStart"].endswith(
+        "-m edge --config /etc/wattfleet/config.yaml --state-dir /var/lib/wattfleet"
+    )
+    # A CONFIG_PUSH rewrites the config file and keeps a backup beside it.
+    assert "/etc/wattfleet" in lines["ReadWritePaths"].split()
     assert lines["NoNewPrivileges"] == "true"
