@@ -93,6 +93,7 @@ def api_role() -> dict[str, Any]:
             _acl("publishClientSend", topics.BROADCAST),
             *_receive(topics.all_nodes("acks"), "subscribePattern"),
             *_receive(topics.all_nodes("logs"), "subscribePattern"),
+            *_receive(topics.all_nodes("config"), "subscribePattern"),
             _acl("publishClientSend", CONTROL_TOPIC),
             _acl("subscribePattern", control),
             _acl("publishClientReceive", control),
@@ -117,11 +118,11 @@ def node_role_name(node_id: str) -> str:
 
 
 def node_role(node_id: str) -> dict[str, Any]:
-    """Node X writes only its own status/telemetry/acks/logs, reads its commands and
-    the hub's broadcasts."""
+    """Node X writes only its own status/telemetry/acks/logs/config, reads its commands
+    and the hub's broadcasts."""
     acls = [
         _acl("publishClientSend", topics.node_topic(node_id, kind))
-        for kind in ("status", "telemetry", "acks", "logs")
+        for kind in ("status", "telemetry", "acks", "logs", "config")
     ]
     acls += _receive(topics.commands(node_id)) + _receive(topics.BROADCAST)
     return {"rolename": node_role_name(node_id), "acls": acls}

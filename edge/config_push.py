@@ -52,6 +52,8 @@ class ConfigPush:
         self.backup_path = config_path.with_name(config_path.name + ".bak")
         self.marker_path = state_dir / MARKER_NAME
         self.applied_path = state_dir / APPLIED_NAME
+        # The version of the last push confirmed on this node; None before the first.
+        self.applied_version = self._read_applied_version()
 
     def pending(self) -> dict[str, Any] | None:
         """The push in progress, if any: {"id", "version", "state", "deadline", ...}."""
@@ -66,13 +68,12 @@ class ConfigPush:
         marker = self.pending()
         return marker if marker is not None and marker.get("state") == "applying" else None
 
-    def applied_version(self) -> int | None:
-        """The version of the last push confirmed on this node; None before the first."""
+    def _read_applied_version(self) -> int | None:
         try:
             version = json.loads(self.applied_path.read_text()).get("version")
         except (OSError, ValueError, AttributeError):
             return None
-        return version if isinstance(version, int) else None
+        return version if isinstance(version, int) and version >= 1 else None
 
     def stage(
         self,
@@ -128,6 +129,7 @@ class ConfigPush:
         """The push applied: its version is the node's from now on."""
         marker = self.pending() or {}
         write_atomically(self.applied_path, json.dumps({"version": marker.get("version")}))
+        self.applied_version = self._read_applied_version()
         self.finish()
 
     def finish(self) -> None:
