@@ -156,7 +156,8 @@ def reported(api, user, node_id: str, **expected: Any) -> dict[str, Any]:
         )
         return body if matches else None
 
-    return wait_for(shown, 10, f"reported config {expected} of {node_id}")
+    body: dict[str, Any] = wait_for(shown, 10, f"reported config {expected} of {node_id}")
+    return body
 
 
 def test_the_reported_config_is_what_get_answers_from_the_first_connection(api, actors, node):
