@@ -158,8 +158,8 @@ class NodeConfig(ServiceSettings, MqttSettings):
     update_find_links: WheelSource | None = None
     update_timeout_s: Seconds = 600.0
 
-    # The agent's other state files (seen commands, pending push or update markers) go
-    # beside it.
+    # The seen command ids go beside it; a pending push or update does not (the agent's
+    # --state-dir, which no key may move).
     buffer_path: Annotated[Path, AfterValidator(_state_file)] = Path(
         "/var/lib/wattfleet/buffer.sqlite3"
     )

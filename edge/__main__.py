@@ -10,10 +10,10 @@ from pathlib import Path
 
 from contract.process import configure_logging, stop_on_signals
 from contract.settings import ConfigError
-from edge import self_update
 from edge.agent import Agent
 from edge.config import EdgeSettings
 from edge.config_push import ConfigPush, adopt_legacy_marker
+from edge.self_update import SelfUpdate
 
 log = logging.getLogger(__name__)
 
@@ -21,13 +21,17 @@ log = logging.getLogger(__name__)
 RESTART_EXIT_STATUS = 75
 
 
-def _roll_back(push: ConfigPush, problem: str) -> bool:
-    """Rolls back a push this run could not even start with; False when none is pending."""
-    marker = push.applying()
-    if marker is None:
-        return False
-    push.roll_back(f"{problem} with config version {marker.get('version')}")
-    return True
+def _roll_back(push: ConfigPush, update: SelfUpdate | None, problem: str) -> bool:
+    """Rolls back a push or update this run could not even start with; False when none
+    is pending."""
+    rolled = False
+    if (pushed := push.applying()) is not None:
+        push.roll_back(f"{problem} with config version {pushed.get('version')}")
+        rolled = True
+    if update is not None and (updated := update.applying()) is not None:
+        update.roll_back(f"{problem} with version {updated.get('to')}")
+        rolled = True
+    return rolled
 
 
 def main() -> int:
@@ -51,24 +55,32 @@ def main() -> int:
         settings = EdgeSettings.from_file(args.config)
     except ConfigError as exc:
         first_line = str(exc).splitlines()[0]
-        if _roll_back(push, f"the agent could not load its config ({first_line})"):
+        # Without settings there is no index to reinstall from: an update stays pending.
+        if _roll_back(push, None, f"the agent could not load its config ({first_line})"):
             print(f"edge: invalid settings, rolled back: {exc}", file=sys.stderr)
             return RESTART_EXIT_STATUS
         print(f"edge: invalid settings: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
     legacy_dir = settings.buffer_path.parent
+    update = SelfUpdate(
+        state_dir,
+        settings.update_index_url,
+        settings.update_find_links,
+        settings.update_timeout_s,
+    )
     adopt_legacy_marker(push.marker_path, legacy_dir)
-    adopt_legacy_marker(state_dir / self_update.MARKER_NAME, legacy_dir)
+    adopt_legacy_marker(update.marker_path, legacy_dir)
     try:
         agent = Agent(settings, config_path=args.config, state_dir=state_dir)
         agent.run(stop_on_signals())
     except Exception as exc:
-        # Whatever stops a pushed config from running (a buffer path it cannot write, a
-        # port in use) must not outlast the push: back to the previous file at once.
-        if not _roll_back(push, f"the agent failed to start ({exc})"):
+        # Whatever stops a pushed config or a new version from running (a buffer path
+        # it cannot write, a port in use, a broken release) must not outlast the push:
+        # back to the previous file or version at once.
+        if not _roll_back(push, update, f"the agent failed to start ({exc})"):
             raise
-        log.exception("the agent failed with a pushed config: rolled back")
+        log.exception("the agent failed with a pushed config or version: rolled back")
         return RESTART_EXIT_STATUS
     return RESTART_EXIT_STATUS if agent.restart_requested else 0
 

@@ -65,6 +65,11 @@ class SelfUpdate:
             return None
         return marker
 
+    def applying(self) -> dict[str, Any] | None:
+        """The update this process runs (or failed to start) with, not yet confirmed."""
+        marker = self.pending()
+        return marker if marker is not None and marker.get("state") == "applying" else None
+
     def install(self, version: str) -> None:
         """Installs exactly `version`; raises SelfUpdateError saying why not."""
         # An argument list, never a shell string; `version` passed the contract's pattern.
