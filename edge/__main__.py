@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from contract.process import configure_logging, stop_on_signals
@@ -19,6 +21,13 @@ log = logging.getLogger(__name__)
 
 # EX_TEMPFAIL: asked to restart; the systemd unit starts the agent again.
 RESTART_EXIT_STATUS = 75
+
+
+def choose_state_dir(given: Path | None, config_path: Path, environ: Mapping[str, str]) -> Path:
+    """--state-dir, else systemd's StateDirectory= (a unit installed before --state-dir
+    existed still sets it), else the config file's folder."""
+    systemd_state = environ.get("STATE_DIRECTORY", "").split(":")[0]
+    return given or Path(systemd_state or config_path.parent)
 
 
 def _roll_back(push: ConfigPush, update: SelfUpdate | None, problem: str) -> bool:
@@ -45,11 +54,12 @@ def main() -> int:
     parser.add_argument(
         "--state-dir",
         type=Path,
-        help="where a pending config push or update is kept across restarts "
-        "(default: the config file's folder); no config key can move it",
+        help="where a pending config push or update is kept across restarts (default: "
+        "$STATE_DIRECTORY, which systemd's StateDirectory= sets, else the config file's "
+        "folder); no config key can move it",
     )
     args = parser.parse_args()
-    state_dir: Path = args.state_dir or args.config.parent
+    state_dir = choose_state_dir(args.state_dir, args.config, os.environ)
     push = ConfigPush(args.config, state_dir)
     try:
         settings = EdgeSettings.from_file(args.config)
@@ -69,8 +79,11 @@ def main() -> int:
         settings.update_find_links,
         settings.update_timeout_s,
     )
-    adopt_legacy_marker(push.marker_path, legacy_dir)
-    adopt_legacy_marker(update.marker_path, legacy_dir)
+    for marker_path in (push.marker_path, update.marker_path):
+        try:
+            adopt_legacy_marker(marker_path, legacy_dir)
+        except OSError as exc:  # the agent must run all the same
+            log.error("cannot move %s to %s: %s", marker_path.name, state_dir, exc)
     try:
         agent = Agent(settings, config_path=args.config, state_dir=state_dir)
         agent.run(stop_on_signals())
