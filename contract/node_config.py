@@ -17,7 +17,16 @@ from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, Field, SecretStr, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StringConstraints,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from contract.fields import MAX_ABS_PRICE_PER_KWH
@@ -28,6 +37,8 @@ from contract.text import refuse_unstorable, storable
 # Issued at enrollment and kept on the node: a pushed config never carries them, and the
 # agent keeps its own when it applies one.
 NODE_HELD_SECRETS = ("node_secret", "mqtt_password")
+# A reported config (below) is a few KiB; the hub reads none larger.
+MAX_REPORTED_CONFIG_BYTES = 16 * 1024
 
 # Where the agent's state (buffer_path and the files beside it) may never be: the
 # system's own directories. Anywhere else is the operator's choice (the systemd unit
@@ -147,8 +158,8 @@ class NodeConfig(ServiceSettings, MqttSettings):
     update_find_links: WheelSource | None = None
     update_timeout_s: Seconds = 600.0
 
-    # The agent's other state files (seen commands, pending push or update markers) go
-    # beside it.
+    # The seen command ids go beside it; a pending push or update does not (the agent's
+    # --state-dir, which no key may move).
     buffer_path: Annotated[Path, AfterValidator(_state_file)] = Path(
         "/var/lib/wattfleet/buffer.sqlite3"
     )
@@ -219,3 +230,21 @@ class NodeConfig(ServiceSettings, MqttSettings):
         # A config is what it says: the hub's own WATTFLEET_* variables must not fill
         # in (or break) the one it validates for a node.
         return (init_settings,)
+
+
+class ReportedConfig(BaseModel):
+    """What an agent publishes, retained, on `nodes/{node_id}/config` whenever it
+    connects: the config it runs (its file with `WATTFLEET_EDGE_*` overrides applied,
+    `effective_config`), the version of the last CONFIG_PUSH it confirmed (None before
+    any) and when it reported (its clock). At most MAX_REPORTED_CONFIG_BYTES of JSON."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    version: int | None = Field(ge=1)
+    ts: AwareDatetime
+    config: dict[str, Any]
+
+
+def effective_config(config: NodeConfig) -> dict[str, Any]:
+    """The config as JSON, the node-held secrets left out."""
+    return config.model_dump(mode="json", exclude=set(NODE_HELD_SECRETS))

@@ -11,7 +11,7 @@ SHARED_GROUP = "collector"
 NODE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 _NODE_ID = re.compile(NODE_ID_PATTERN)
 
-KINDS = ("telemetry", "status", "commands", "acks", "logs", "ingested")
+KINDS = ("telemetry", "status", "commands", "acks", "logs", "ingested", "config")
 
 
 def node_topic(node_id: str, kind: str) -> str:
@@ -46,6 +46,11 @@ def logs(node_id: str) -> str:
 def ingested(node_id: str) -> str:
     """Where the collectors confirm the node's samples they committed (confirmations.py)."""
     return node_topic(node_id, "ingested")
+
+
+def config(node_id: str) -> str:
+    """Where the node reports the config it runs, retained (node_config.ReportedConfig)."""
+    return node_topic(node_id, "config")
 
 
 def all_nodes(kind: str) -> str:

@@ -20,6 +20,7 @@ from sqlalchemy.exc import DataError
 from contract.text import storable_json
 from control_api.broker_link import BrokerLink
 from control_api.config import ApiSettings
+from control_api.config_intake import ConfigIntake
 from control_api.dispatcher import CommandDispatcher
 from control_api.errors import (
     ConflictError,
@@ -90,6 +91,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
             metrics.acks_dropped_total.labels("refused").inc,
             on_logs=LogIntake(engine, metrics).handle_chunk,
             on_logs_dropped=metrics.log_chunks_dropped_total.labels("refused").inc,
+            on_config=ConfigIntake(engine, metrics).handle_report,
+            on_config_dropped=metrics.config_reports_dropped_total.labels("refused").inc,
         )
         dispatcher = CommandDispatcher(
             engine,

@@ -1,6 +1,6 @@
-"""The API's one MQTT connection: publishes signed commands, receives node acks and the
-log chunks nodes send for FETCH_LOGS, and carries dynamic-security requests (node
-accounts) to the broker.
+"""The API's one MQTT connection: publishes signed commands, receives node acks, the
+log chunks nodes send for FETCH_LOGS and the configs they report, and carries
+dynamic-security requests (node accounts) to the broker.
 
 Acks arrive on a persistent session under a stable client id, so those sent while the
 API is down wait at the broker. Each is handled on the ack worker's thread, never on
@@ -15,7 +15,8 @@ connection changes nothing twice.
 
 Log chunks (`nodes/+/logs`) are handled the same way on a worker of their own, so a
 stored log chunk and an applied ack never wait for each other's handler, and a chunk is
-acknowledged only once stored or dropped.
+acknowledged only once stored or dropped. Reported configs (`nodes/+/config`, retained,
+so the API receives each node's latest again whenever it subscribes) likewise.
 
 Full queue (named decision: stop reading): at most ACK_QUEUE_CAPACITY messages are
 unacknowledged at a time; the broker holds back the rest (and keeps them in the session)
@@ -45,14 +46,17 @@ log = logging.getLogger(__name__)
 
 ACK_FILTER = topics.all_nodes("acks")
 LOG_FILTER = topics.all_nodes("logs")
+CONFIG_FILTER = topics.all_nodes("config")
 ACK_QUEUE_CAPACITY = 1_000
 ACK_RETRY_MAX_S = 30.0
 # Called with (node_id, payload) on the ack worker's thread; drops a malformed ack itself
 # and raises RetryLaterError when the ack could not be stored yet (it is then retried,
 # never acknowledged to the broker unstored).
 AckHandler = Callable[[str, bytes], None]
-# Likewise for a log chunk from `nodes/{node_id}/logs`.
+# Likewise for a log chunk from `nodes/{node_id}/logs`, and a config report from
+# `nodes/{node_id}/config`.
 LogHandler = Callable[[str, bytes], None]
+ConfigHandler = Callable[[str, bytes], None]
 
 
 class BrokerLink:
@@ -65,18 +69,19 @@ class BrokerLink:
         *,
         on_logs: LogHandler,
         on_logs_dropped: Callable[[], None],
+        on_config: ConfigHandler,
+        on_config_dropped: Callable[[], None],
     ) -> None:
         self._publish_timeout_s = publish_timeout_s
         # QoS 0 for dynamic-security answers: nobody waits for one across a reconnect,
         # and a QoS 1 message would need an ack of its own.
         self.link = MqttLink(
             settings,
-            [(ACK_FILTER, 1), (LOG_FILTER, 1), (RESPONSE_TOPIC, 0)],
+            [(ACK_FILTER, 1), (LOG_FILTER, 1), (CONFIG_FILTER, 1), (RESPONSE_TOPIC, 0)],
             receive_maximum=ACK_QUEUE_CAPACITY,
             on_connection=self._connection_changed,
         )
         self.connected = self.link.connected
-        self._reconciling = threading.Lock()
         self._acks = DeliveryWorker(
             self.link,
             ACK_FILTER,
@@ -93,6 +98,14 @@ class BrokerLink:
             retry_max_s=ACK_RETRY_MAX_S,
             on_dropped=on_logs_dropped,
         )
+        self._configs = DeliveryWorker(
+            self.link,
+            CONFIG_FILTER,
+            _from_node(on_config),
+            name="config",
+            retry_max_s=ACK_RETRY_MAX_S,
+            on_dropped=on_config_dropped,
+        )
         self.dynsec = DynsecClient(self.link.client, subscribe=False)
 
     @property
@@ -103,11 +116,13 @@ class BrokerLink:
     def start(self) -> None:
         self._acks.start()
         self._logs.start()
+        self._configs.start()
         self.link.start()
 
     def stop(self) -> None:
         self._acks.stop()
         self._logs.stop()
+        self._configs.stop()
         self.link.stop()
 
     def publish_command(self, node_id: str, payload: str) -> bool:
@@ -124,8 +139,9 @@ class BrokerLink:
             threading.Thread(target=self._reconcile, name="broker-reconcile", daemon=True).start()
 
     def _reconcile(self) -> None:
-        if not self._reconciling.acquire(blocking=False):
-            return  # one is running: it sees what this one would
+        # Not serialized: a run cut off by a lost connection (changing the API's own role
+        # drops it) may still wait for its answers when the reconnect starts the next, and
+        # two runs only ever add the same ACLs (reconcile is idempotent).
         try:
             changes = self.dynsec.reconcile()
         except BrokerSecurityError as exc:
@@ -133,8 +149,6 @@ class BrokerLink:
         else:
             if changes:
                 log.info("broker roles and node accounts brought up to date: %d changes", changes)
-        finally:
-            self._reconciling.release()
 
 
 def _from_node(handle: Callable[[str, bytes], None]) -> Callable[[str, bytes], None]:

@@ -96,6 +96,7 @@ def api_role() -> dict[str, Any]:
             _acl("publishClientSend", topics.BROADCAST),
             *_receive(topics.all_nodes("acks"), "subscribePattern"),
             *_receive(topics.all_nodes("logs"), "subscribePattern"),
+            *_receive(topics.all_nodes("config"), "subscribePattern"),
             _acl("publishClientSend", CONTROL_TOPIC),
             _acl("subscribePattern", control),
             _acl("publishClientReceive", control),
@@ -120,11 +121,11 @@ def node_role_name(node_id: str) -> str:
 
 
 def node_role(node_id: str) -> dict[str, Any]:
-    """Node X writes only its own status/telemetry/acks/logs, reads its commands, its
-    ingest confirmations and the hub's broadcasts."""
+    """Node X writes only its own status/telemetry/acks/logs/config, reads its commands,
+    its ingest confirmations and the hub's broadcasts."""
     acls = [
         _acl("publishClientSend", topics.node_topic(node_id, kind))
-        for kind in ("status", "telemetry", "acks", "logs")
+        for kind in ("status", "telemetry", "acks", "logs", "config")
     ]
     acls += _receive(topics.commands(node_id)) + _receive(topics.ingested(node_id))
     acls += _receive(topics.BROADCAST)
@@ -133,9 +134,11 @@ def node_role(node_id: str) -> dict[str, Any]:
 
 def _defined_role(rolename: str) -> dict[str, Any] | None:
     """The definition of a role `DynsecClient.reconcile` keeps up to date; None for
-    any other (the admin's and the API's roles are the bootstrap's, and need no more)."""
+    any other (the admin's role is the bootstrap's, and needs no more)."""
     if rolename == COLLECTOR_ROLE:
         return collector_role()
+    if rolename == API_ROLE:
+        return api_role()  # reported configs (nodes/+/config) came after the bootstrap
     prefix = node_role_name("")
     if rolename.startswith(prefix):
         try:
@@ -289,7 +292,18 @@ class DynsecClient:
         role has beyond its definition are left as they are. Idempotent; returns how
         many changes it made. Raises BrokerSecurityError as `run`."""
         changes = 0
-        for role in self._list("listRoles", "roles"):
+        for client in self._list("listClients", "clients"):
+            username = client["username"]
+            client_roles = [r.get("rolename") for r in client.get("roles", [])]
+            if client_roles == [node_role_name(username)] and client.get("clientid") != username:
+                self._bind(username)
+                changes += 1
+        roles = list(self._list("listRoles", "roles"))
+        # The API's own role last: the broker drops the connections of a role's clients
+        # when it changes (this one's included), and this run then ends; the next
+        # connect runs it again, with everything else done.
+        roles.sort(key=lambda role: role["rolename"] == API_ROLE)
+        for role in roles:
             wanted = _defined_role(role["rolename"])
             if wanted is None:
                 continue
@@ -302,13 +316,12 @@ class DynsecClient:
                     self.run(
                         "removeRoleACL", rolename=role["rolename"], acltype=key[0], topic=key[1]
                     )
-                self.run("addRoleACL", rolename=role["rolename"], **acl)
-                changes += 1
-        for client in self._list("listClients", "clients"):
-            username = client["username"]
-            roles = [r.get("rolename") for r in client.get("roles", [])]
-            if roles == [node_role_name(username)] and client.get("clientid") != username:
-                self._bind(username)
+                try:
+                    self.run("addRoleACL", rolename=role["rolename"], **acl)
+                except BrokerSecurityError as exc:
+                    if "already exists" not in str(exc):
+                        raise
+                    continue  # another run added it
                 changes += 1
         return changes
 

@@ -21,7 +21,7 @@ from control_api.audit import RecordChange
 from control_api.auth import Principal
 from control_api.errors import ConflictError, NotFoundError, NotVisibleError
 from control_api.nodes import Node
-from control_api.schemas import CommandAcceptedOut
+from control_api.schemas import CommandAcceptedOut, ConfigPushOut
 
 if TYPE_CHECKING:  # the dispatcher stores its events here: a run-time import would loop
     from control_api.dispatcher import CommandDispatcher
@@ -134,14 +134,27 @@ def issue(
     return CommandAcceptedOut(id=command.id, state="sent" if sent else "pending")
 
 
-def push_config(sender: Sender, config: dict[str, Any]) -> CommandAcceptedOut:
-    """Validates the config against the contract's node config (NodeConfigError says
-    where it is wrong), stores it as the node's next version and pushes it as
+def push_config(sender: Sender, config: dict[str, Any]) -> ConfigPushOut:
+    """Validates the whole config against the contract's node config (NodeConfigError
+    says where it is wrong), stores it as the node's next version and pushes it as
     CONFIG_PUSH (see `issue`)."""
     config = node_config.validate_node_config(sender.node.id, config)
     version = node_config.next_version(sender.conn, sender.node.id)
     params = ConfigPushParams(config=config, version=version).model_dump(mode="json")
-    return issue(sender, CommandType.CONFIG_PUSH, params, config=(version, config))
+    accepted = issue(sender, CommandType.CONFIG_PUSH, params, config=(version, config))
+    return ConfigPushOut(id=accepted.id, state=accepted.state, version=version, config=config)
+
+
+def patch_config(sender: Sender, patch: dict[str, Any]) -> ConfigPushOut:
+    """Applies a JSON merge patch (RFC 7396) to the config the node reports it runs (or,
+    for an agent that predates reports, the newest pushed to it) and pushes the result
+    as a whole config (`push_config`). ConflictError when the hub knows no config of
+    the node yet."""
+    try:
+        base = node_config.current(sender.conn, sender.node.id)["config"]
+    except NotFoundError as exc:
+        raise ConflictError(f"{exc}: push a whole config with PUT first") from exc
+    return push_config(sender, node_config.merge_patch(base, patch))
 
 
 def insert(

@@ -15,6 +15,8 @@ LOG_DROP_REASONS = (
     "over_limit",
     "refused",
 )
+# control_api/config_intake.py says what each means.
+CONFIG_REPORT_DROP_REASONS = ("too_large", "malformed", "invalid", "unknown_node", "refused")
 
 
 class ApiMetrics:
@@ -50,6 +52,14 @@ class ApiMetrics:
         )
         for reason in LOG_DROP_REASONS:
             self.log_chunks_dropped_total.labels(reason)
+        self.config_reports_dropped_total = Counter(
+            "wattfleet_api_config_reports_dropped_total",
+            "Configs reported by nodes dropped unstored, by reason (control_api/config_intake.py)",
+            ["reason"],
+            registry=self.registry,
+        )
+        for reason in CONFIG_REPORT_DROP_REASONS:
+            self.config_reports_dropped_total.labels(reason)
         self.broker_connected = Gauge(
             "wattfleet_api_broker_connected",
             "1 while the API's MQTT connection is up",

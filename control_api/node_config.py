@@ -1,6 +1,7 @@
 """Node configs as the hub stores and pushes them: validated against the node config of
 the wire contract (`contract.node_config.NodeConfig`, the model the agent's settings are
-built from), versioned per node, with secrets left out.
+built from), versioned per node, with secrets left out; and the config each node reports
+it runs (control_api/config_intake.py), which is what `current` answers with.
 
 The node's broker password and command key never travel in a config push: the agent
 keeps the ones it has (edge/config_push.py), so they are neither stored here nor sent
@@ -15,7 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy import Connection, text
 
-from contract.node_config import NODE_HELD_SECRETS, NodeConfig
+from contract.node_config import NODE_HELD_SECRETS, NodeConfig, ReportedConfig
 from control_api.errors import InvalidError, NotFoundError
 
 
@@ -37,6 +38,28 @@ def validate_node_config(node_id: str, config: dict[str, Any]) -> dict[str, Any]
         where = ".".join(str(p) for p in first["loc"]) or "config"
         raise NodeConfigError(f"invalid config: {where}: {first['msg']}") from exc
     return {"node_id": node_id, **config}
+
+
+# A node config is flat: no patch needs more nesting than this, and recursion stays
+# bounded.
+MAX_PATCH_DEPTH = 8
+
+
+def merge_patch(target: Any, patch: Any, depth: int = 0) -> Any:
+    """`target` with the JSON merge patch (RFC 7396) applied: a key set to null is
+    removed (its default applies again), an object merged key by key, anything else
+    replaces. NodeConfigError for a patch nested deeper than MAX_PATCH_DEPTH."""
+    if not isinstance(patch, dict):
+        return patch
+    if depth >= MAX_PATCH_DEPTH:
+        raise NodeConfigError(f"invalid config: patch nested deeper than {MAX_PATCH_DEPTH}")
+    merged = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = merge_patch(merged.get(key), value, depth + 1)
+    return merged
 
 
 def next_version(conn: Connection, node_id: str) -> int:
@@ -88,3 +111,55 @@ def latest(conn: Connection, node_id: str) -> dict[str, Any]:
     if row is None:
         raise NotFoundError("no config has been pushed to this node")
     return dict(row)
+
+
+def store_report(
+    conn: Connection, node_id: str, report: ReportedConfig, config: dict[str, Any]
+) -> bool:
+    """Replaces the node's reported config (`config`: the report's, validated); False
+    when there is no such node."""
+    return bool(
+        conn.execute(
+            text(
+                "INSERT INTO node_reported_configs (node_id, version, config, reported_at)"
+                " SELECT id, :version, CAST(:config AS jsonb), :reported_at FROM nodes"
+                " WHERE id = :node"
+                " ON CONFLICT (node_id) DO UPDATE SET version = excluded.version,"
+                " config = excluded.config, reported_at = excluded.reported_at,"
+                " received_at = now()"
+            ),
+            {
+                "node": node_id,
+                "version": report.version,
+                "config": json.dumps(config),
+                "reported_at": report.ts,
+            },
+        ).rowcount
+    )
+
+
+def current(conn: Connection, node_id: str) -> dict[str, Any]:
+    """The config the node last reported it runs (`source` "reported"); for an agent
+    that predates reporting, the newest version pushed to it ("pushed"), which it may
+    or may not have applied. NotFoundError when there is neither."""
+    row = (
+        conn.execute(
+            text(
+                "SELECT node_id, version, config, reported_at, received_at AS created_at"
+                " FROM node_reported_configs WHERE node_id = :id"
+            ),
+            {"id": node_id},
+        )
+        .mappings()
+        .first()
+    )
+    if row is not None:
+        return {**row, "source": "reported", "command_id": None}
+    try:
+        pushed = latest(conn, node_id)
+    except NotFoundError:
+        raise NotFoundError(
+            "this node has not reported its config (it never connected, or its agent"
+            " predates config reports) and no config has been pushed to it"
+        ) from None
+    return {**pushed, "source": "pushed", "reported_at": None}

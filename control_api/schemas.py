@@ -240,14 +240,30 @@ class CommandAcceptedOut(BaseModel):
 
 
 class NodeConfigIn(_In):
+    # PUT: the whole config; PATCH: a JSON merge patch (RFC 7396) of it.
+    config: dict[str, Any]
+
+
+class ConfigPushOut(CommandAcceptedOut):
+    """The CONFIG_PUSH issued, with the version and the whole config it pushes."""
+
+    version: int
     config: dict[str, Any]
 
 
 class NodeConfigOut(BaseModel):
     node_id: str
-    version: int
+    # "reported": what the node says it runs (its effective config, secrets left out);
+    # "pushed": the newest version pushed, for an agent that does not report its config.
+    source: Literal["reported", "pushed"]
+    # The push the config came from; None for a node that has run no pushed config.
+    version: int | None
     config: dict[str, Any]
+    # Of a pushed version; None for a reported config.
     command_id: str | None
+    # When the node reported it (its clock); None for a pushed version.
+    reported_at: datetime | None
+    # When the hub stored it.
     created_at: datetime
 
 

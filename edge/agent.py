@@ -17,6 +17,7 @@ from pymodbus.client import ModbusSerialClient, ModbusTcpClient
 
 from contract.failure_log import FailureLog
 from contract.fields import GRID_PRICE, LOAD_POWER_W, NODE_ID, TS, wire_body
+from contract.node_config import ReportedConfig, effective_config
 from contract.telemetry import TELEMETRY_SAMPLE
 from edge.buffer import SampleBuffer
 from edge.commands import CommandHandler, LogRing, SeenCommands
@@ -76,9 +77,11 @@ class Agent:
         clock: Callable[[], datetime] = utc_now,
         config_path: Path | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        state_dir: Path | None = None,
     ) -> None:
         """`clock` is the wall clock samples are stamped with; `monotonic` times the
-        resends and the replay rate."""
+        resends and the replay rate. `state_dir` holds the pending push and update
+        markers (by default the config file's folder, else the buffer's)."""
         self.settings = settings
         self.clock = clock
         self.metrics = EdgeMetrics(CollectorRegistry())
@@ -108,7 +111,8 @@ class Agent:
         self.energy_today = EnergyToday(3 * timedelta(seconds=settings.poll_interval_s))
         self.log_ring = LogRing()
         logging.getLogger().addHandler(self.log_ring)
-        state_dir = settings.buffer_path.parent
+        if state_dir is None:
+            state_dir = config_path.parent if config_path else settings.buffer_path.parent
         self.config_push = ConfigPush(config_path, state_dir) if config_path else None
         # Only a push staged before this process started is this process's to confirm:
         # one staged now is confirmed by the agent it restarts into.
@@ -140,6 +144,8 @@ class Agent:
             settings.status_host, settings.status_port, self.snapshot, self.metrics.registry
         )
         self.last_seq: int | None = None
+        # (connection, version) the config was last reported for.
+        self._config_reported: tuple[int, int | None] | None = None
 
     @property
     def device_available(self) -> bool:
@@ -211,7 +217,7 @@ class Agent:
             return None
         if failure is None and connected and self.device_available and self.last_reading:
             self.commands_handler.ack(pending["id"], "succeeded", applied)
-            change.finish()
+            change.confirm()
             return None
         if failure is None and self.clock() <= datetime.fromisoformat(pending["deadline"]):
             return pending
@@ -222,6 +228,19 @@ class Agent:
         change.roll_back(f"{reason} {context}")
         self._request_restart()
         return None
+
+    def report_config(self) -> None:
+        """Publishes the config this agent runs (retained, secrets left out) once on
+        each connection, and again once a push it runs is confirmed (a new version)."""
+        version = self.config_push.applied_version if self.config_push else None
+        reported = (self.publisher.connections, version)
+        if not self.publisher.connected.is_set() or reported == self._config_reported:
+            return
+        self._config_reported = reported
+        report = ReportedConfig(
+            version=version, ts=self.clock(), config=effective_config(self.settings)
+        )
+        self.publisher.send("config", report.model_dump(mode="json"), retain=True)
 
     def oldest_unconfirmed_age_s(self) -> int | None:
         """Seconds since the oldest buffered sample (not yet confirmed by the hub) was
@@ -327,6 +346,7 @@ class Agent:
                 if now >= next_heartbeat:
                     self.heartbeat()
                     next_heartbeat = now + self.settings.heartbeat_interval_s
+                self.report_config()
                 backlog = self.publisher.pump()
                 stop.wait(0.01 if backlog else min(0.2, max(0.0, next_poll - time.monotonic())))
         finally:

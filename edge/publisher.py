@@ -182,9 +182,16 @@ class Publisher:
 
     # -- the agent thread -----------------------------------------------------------------
 
-    def send(self, kind: str, body: dict[str, Any]) -> None:
-        """Publishes a JSON body on `nodes/{node_id}/{kind}` (acks, logs), QoS 1."""
-        self.link.publish(topics.node_topic(self.settings.node_id, kind), json.dumps(body))
+    @property
+    def connections(self) -> int:
+        """How many times the link has connected so far."""
+        return self._connects
+
+    def send(self, kind: str, body: dict[str, Any], retain: bool = False) -> None:
+        """Publishes a JSON body on `nodes/{node_id}/{kind}` (acks, logs, config), QoS 1."""
+        self.link.publish(
+            topics.node_topic(self.settings.node_id, kind), json.dumps(body), retain=retain
+        )
 
     def _apply_acks(self) -> None:
         while self._acks:

@@ -3,13 +3,13 @@
 Staging installs `wattfleet==<version>` into the agent's own environment with pip
 (`sys.executable -m pip`: the interpreter running the agent, so a virtualenv on the Pi
 is updated, not the system) from the configured index, and writes a marker
-(`update-pending.json`, beside the buffer) with the command id, both versions and a
-deadline; the agent then restarts into the new version. If pip fails, nothing changed
-and the command fails at once. The restarted agent confirms once it runs the new version
-and has read the inverter and reached the broker; when the deadline passes first, it
-reinstalls the previous version, marks the update rolled back and restarts again; the
-old version then reports the failure. Like a config push, every update ends in exactly
-one outcome.
+(`update-pending.json`, in the agent's state dir: edge/config_push.py) with the command
+id, both versions and a deadline; the agent then restarts into the new version. If pip
+fails, nothing changed and the command fails at once. The restarted agent confirms once
+it runs the new version and has read the inverter and reached the broker; when the
+deadline passes first, it reinstalls the previous version, marks the update rolled back
+and restarts again; the old version then reports the failure. Like a config push, every
+update ends in exactly one outcome.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import Any
 from edge.atomic_file import write_atomically
 
 DISTRIBUTION = "wattfleet"
+MARKER_NAME = "update-pending.json"
 
 
 class SelfUpdateError(Exception):
@@ -46,7 +47,7 @@ class SelfUpdate:
         find_links: str | None = None,
         timeout_s: float = 600.0,
     ) -> None:
-        self.marker_path = state_dir / "update-pending.json"
+        self.marker_path = state_dir / MARKER_NAME
         self.timeout_s = timeout_s
         self.source_args: list[str] = []
         if index_url:
@@ -63,6 +64,11 @@ class SelfUpdate:
         except FileNotFoundError:
             return None
         return marker
+
+    def applying(self) -> dict[str, Any] | None:
+        """The update this process runs (or failed to start) with, not yet confirmed."""
+        marker = self.pending()
+        return marker if marker is not None and marker.get("state") == "applying" else None
 
     def install(self, version: str) -> None:
         """Installs exactly `version`; raises SelfUpdateError saying why not."""
@@ -111,6 +117,9 @@ class SelfUpdate:
         except SelfUpdateError as exc:
             marker.update(state="rolled_back", reason=f"{reason}; reinstalling failed: {exc}")
         write_atomically(self.marker_path, json.dumps(marker))
+
+    def confirm(self) -> None:
+        self.finish()
 
     def finish(self) -> None:
         self.marker_path.unlink(missing_ok=True)

@@ -28,6 +28,7 @@ from control_api.schemas import (
     CommandDetailOut,
     CommandIdPath,
     CommandOut,
+    ConfigPushOut,
     NodeConfigIn,
     NodeConfigOut,
 )
@@ -127,17 +128,32 @@ def get_command(
 
 @router.get("/nodes/{node_id}/config", response_model=NodeConfigOut)
 def get_config(node: ScopedNode, conn: DbConn) -> Any:
-    """The latest pushed config (secrets never leave the node, so none are here)."""
-    return node_config.latest(conn, node.id)
+    """The config the node reports it runs, else the newest pushed to it (an agent that
+    predates config reports); secrets never leave the node, so none are here."""
+    return node_config.current(conn, node.id)
 
 
 @router.put(
-    "/nodes/{node_id}/config", response_model=CommandAcceptedOut, status_code=202, responses=ISSUED
+    "/nodes/{node_id}/config", response_model=ConfigPushOut, status_code=202, responses=ISSUED
 )
-def put_config(body: NodeConfigIn, sender: CommandSender) -> CommandAcceptedOut:
-    """Validates against the node config contract (the model the agent validates with
-    too), stores the next version and pushes it as CONFIG_PUSH."""
+def put_config(body: NodeConfigIn, sender: CommandSender) -> ConfigPushOut:
+    """Replaces the whole config: keys left out take their defaults. Validates against
+    the node config contract (the model the agent validates with too), stores the next
+    version and pushes it as CONFIG_PUSH."""
     return commands.push_config(sender, body.config)
+
+
+@router.patch(
+    "/nodes/{node_id}/config",
+    response_model=ConfigPushOut,
+    status_code=202,
+    responses={**ISSUED, 409: {"description": ISSUED[409]["description"] + ", or no config known"}},
+)
+def patch_config(body: NodeConfigIn, sender: CommandSender) -> ConfigPushOut:
+    """Changes only the keys given: a JSON merge patch (RFC 7396; null puts a key back
+    to its default) on the config the node reports it runs, validated and pushed whole
+    like PUT."""
+    return commands.patch_config(sender, body.config)
 
 
 @router.post(

@@ -102,6 +102,11 @@ def with_config(w: World) -> tuple[str, dict[str, Any]]:
     return f"/nodes/{node_id}/config", {}
 
 
+def with_config_patch(w: World) -> tuple[str, dict[str, Any]]:
+    path, _ = with_config(w)
+    return f"{path}?queue=true", {"json": {"config": {"modbus_port": 1503}}}
+
+
 def with_command(w: World) -> tuple[str, dict[str, Any]]:
     node_id = w.enroll()
     command = w.as_admin(
@@ -206,6 +211,7 @@ CASES = [
         with_node("/config?queue=true", json={"config": {"modbus_port": 502}}),
         TENANT_A_COMMAND,
     ),
+    Case("patch_config", "PATCH", with_config_patch, TENANT_A_COMMAND),
     Case(
         "update_agent",
         "POST",

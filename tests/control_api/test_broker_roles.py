@@ -15,14 +15,24 @@ from paho.mqtt.client import Client
 from contract import topics
 from control_api import broker_security
 from control_api.app import create_app
-from control_api.broker_security import COLLECTOR_ROLE, node_role, node_role_name
+from control_api.broker_security import API_ROLE, COLLECTOR_ROLE, node_role, node_role_name
 from control_api.config import ApiSettings
+from tests.control_api.test_node_config import report
 from tests.support.api_client import api_client
 from tests.support.control_api import api_settings
-from tests.support.fleet import create_node, create_tenant, dynsec, enroll, mqtt_client
+from tests.support.fleet import (
+    count_rows,
+    create_node,
+    create_tenant,
+    dynsec,
+    enroll,
+    mqtt_client,
+)
 from tests.support.services import wait_for
 
 pytestmark = pytest.mark.integration
+
+CONFIGS = topics.all_nodes("config")
 
 
 def _subscribe(client: Client, topic_filter: str) -> bool:
@@ -92,6 +102,9 @@ def test_the_api_brings_roles_and_accounts_of_an_earlier_version_up_to_date(data
         # As an installation made before this version has them: the collector role
         # without confirmations, a node's role without them, its account unbound.
         admin.run("removeRoleACL", rolename=COLLECTOR_ROLE, **ingested_acl)
+        # ...and the API's role without reported configs.
+        for acltype in ("subscribePattern", "publishClientReceive"):
+            admin.run("removeRoleACL", rolename=API_ROLE, acltype=acltype, topic=CONFIGS)
         role = _old_node_role(old)
         admin.run("createRole", rolename=role["rolename"], acls=role["acls"])
         admin.run(
@@ -119,6 +132,26 @@ def test_the_api_brings_roles_and_accounts_of_an_earlier_version_up_to_date(data
                 "the node account bound to its client id",
             )
             assert (*ingested_acl.values(), True) in _acls(admin, COLLECTOR_ROLE)
+            # Changing its own role disconnects the API, and it finishes at the reconnect.
+            configs = {("subscribePattern", CONFIGS, True), ("publishClientReceive", CONFIGS, True)}
+            wait_for(lambda: configs <= _acls(admin, API_ROLE), 10, "the API's role upgraded")
+            # The API subscribes again once its own role changed: a node's report arrives.
+            reporter = mqtt_client(broker, old, password)
+            reporter.publish(topics.config(old), report(old), qos=1).wait_for_publish(10)
+            reporter.disconnect()
+            reporter.loop_stop()
+            wait_for(
+                lambda: (
+                    count_rows(
+                        database,
+                        "SELECT count(*) FROM node_reported_configs WHERE node_id = %s",
+                        (old,),
+                    )
+                    == 1
+                ),
+                10,
+                "the node's reported config stored",
+            )
         assert admin.reconcile() == 0, "a second run changes nothing"
 
     node = mqtt_client(broker, old, password)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+import yaml
 
 from tests.conftest import SIMULATOR_UNIT
 from tests.support.agent import AgentProcess
@@ -36,7 +37,9 @@ def admin_client(api, database):
     return client
 
 
-def enrolled_agent(client, database, broker, simulator, tmp_path, via_proxy=False):
+def enrolled_agent(
+    client, database, broker, simulator, tmp_path, via_proxy=False, supervised=False
+):
     tenant = client.post("/tenants", json={"slug": unique("t"), "name": "Site"}).json()
     credentials = client.post("/nodes", json={"id": unique("node"), "tenant_id": tenant["id"]})
     assert credentials.status_code == 201, credentials.text
@@ -52,7 +55,7 @@ def enrolled_agent(client, database, broker, simulator, tmp_path, via_proxy=Fals
         node_secret=issued["node_secret"],
         poll_interval_s=1.0,
     )
-    return node, agent.start()
+    return node, agent.supervise() if supervised else agent.start()
 
 
 def command_state(client, command_id, state, timeout=30):
@@ -173,4 +176,39 @@ def test_fetch_logs_from_the_agent_are_stored_and_served(
         assert any("connected to" in line for line in lines)
     finally:
         stop_process(agent.proc)
+        agent.release()
+
+
+def test_the_agent_reports_its_config_and_a_patch_keeps_everything_else(
+    api_process, database, broker, simulator, tmp_path
+):
+    """Issue 14: a push of one key must not reset the rest (broker, Modbus, buffer)."""
+    client = admin_client(api_process, database)
+    node, agent = enrolled_agent(client, database, broker, simulator, tmp_path, supervised=True)
+    try:
+
+        def reported(version):
+            response = client.get(f"/nodes/{node.id}/config")
+            body = response.json() if response.status_code == 200 else None
+            return body if body and body["version"] == version else None
+
+        first = wait_for(lambda: reported(None), 30, "the agent's first report")
+        assert first["source"] == "reported"
+        assert first["config"]["buffer_path"] == str(agent.buffer_path)
+        assert first["config"]["modbus_port"] == agent.settings["modbus_port"]
+        assert "mqtt_password" not in first["config"]
+        response = client.patch(
+            f"/nodes/{node.id}/config?queue=true", json={"config": {"poll_interval_s": 2.0}}
+        )
+        assert response.status_code == 202, response.text
+        assert response.json()["config"] == {**first["config"], "poll_interval_s": 2.0}
+        command_state(client, response.json()["id"], "succeeded", timeout=60)
+        second = wait_for(lambda: reported(1), 30, "the report of version 1")
+        assert second["config"] == {**first["config"], "poll_interval_s": 2.0}
+        running = yaml.safe_load(agent.config.read_text())
+        assert running["mqtt_password"] == node.password
+        assert running["buffer_path"] == str(agent.buffer_path)
+        assert agent.restarts == 1
+    finally:
+        agent.stop_supervising()
         agent.release()

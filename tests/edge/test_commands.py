@@ -4,6 +4,7 @@ simulated inverter, and acks."""
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import uuid
 from collections.abc import Iterator
@@ -34,6 +35,7 @@ from contract.commands import (
     sign,
 )
 from edge.commands import CommandHandler, LogRing, SeenCommands
+from edge.config_push import MARKER_NAME, ConfigPush, adopt_legacy_marker
 from tests.conftest import SIMULATOR_UNIT
 from tests.support.agent import AgentProcess
 from tests.support.fleet import Node, dynsec, mqtt_client, publish_all, publish_json, unique
@@ -386,3 +388,89 @@ def test_commands_queued_behind_a_restart_run_after_it(supervised):
     assert log.index(f"command {charge} received") > second_run
     # The restart itself was acknowledged before the exit: not run (or refused) again.
     assert [a["state"] for a in hub.acks[restart]] == ["received", "succeeded"]
+
+
+def test_config_push_that_loses_the_broker_rolls_back_by_itself(supervised):
+    agent, hub = supervised
+    original = yaml.safe_load(agent.config.read_text())
+    command_id = _push(hub, agent, 6, mqtt_port=1)  # nothing listens there
+    ack = hub.outcome(command_id, timeout=60)
+    assert ack["state"] == "failed"
+    assert ack["detail"] == "rolled back: broker unreachable with config version 6"
+    assert agent.restarts == 2
+    assert yaml.safe_load(agent.config.read_text()) == original
+
+
+def test_config_push_that_moves_the_buffer_is_still_followed(supervised, tmp_path):
+    """The pending push is kept beside the config file, not the buffer: a config that
+    moves the buffer (and cannot reach the inverter) is still rolled back."""
+    agent, hub = supervised
+    original = yaml.safe_load(agent.config.read_text())
+    moved = tmp_path / "moved" / "buffer.sqlite3"
+    command_id = _push(hub, agent, 7, buffer_path=str(moved), modbus_port=1)
+    ack = hub.outcome(command_id, timeout=60)
+    assert ack == {**ack, "state": "failed"}
+    assert ack["detail"] == "rolled back: inverter unreachable with config version 7"
+    assert agent.restarts == 2
+    assert moved.exists()  # the new config did run
+    assert yaml.safe_load(agent.config.read_text()) == original
+    assert not (tmp_path / MARKER_NAME).exists()
+    assert not (moved.parent / MARKER_NAME).exists()
+
+
+def test_config_push_the_agent_cannot_start_with_rolls_back_at_once(supervised):
+    agent, hub = supervised
+    original = yaml.safe_load(agent.config.read_text())
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        command_id = _push(hub, agent, 8, status_port=taken.getsockname()[1])
+        ack = hub.outcome(command_id, timeout=60)
+    assert ack["state"] == "failed"
+    assert ack["detail"].startswith("rolled back: the agent failed to start (")
+    assert ack["detail"].endswith(") with config version 8")
+    assert agent.restarts == 2
+    assert yaml.safe_load(agent.config.read_text()) == original
+
+
+def test_config_file_damaged_during_a_push_rolls_back(broker, simulator, tmp_path):
+    """A config the restarted agent cannot even parse (here: damaged after staging) is
+    rolled back before anything else runs; the previous config reports the failure."""
+    node = Node(unique("node"), 0, "node-password")
+    with dynsec(broker) as admin:
+        admin.add_node(node.id, node.password)
+    agent = AgentProcess(
+        tmp_path, broker, node, simulator, SIMULATOR_UNIT, node_secret=SECRET.decode()
+    )
+    original = agent.config.read_text()
+    deadline = datetime.now(UTC) + timedelta(seconds=60)
+    ConfigPush(agent.config, tmp_path).stage(
+        "push-9", 9, yaml.safe_load(original), node.id, deadline
+    )
+    agent.config.write_text("poll_interval_s: [1, 2\n")  # not YAML any more
+    hub = Hub(broker, node.id)
+    agent.supervise()
+    try:
+        ack = hub.outcome("push-9", timeout=30)
+        assert ack["state"] == "failed"
+        assert ack["detail"].startswith("rolled back: the agent could not load its config (")
+        assert ack["detail"].endswith(" with config version 9")
+        assert agent.restarts == 1
+        assert agent.config.read_text() == original
+    finally:
+        agent.stop_supervising()
+        agent.release()
+
+
+def test_a_marker_left_beside_the_buffer_by_an_older_agent_is_adopted(tmp_path):
+    state_dir, buffer_dir = tmp_path / "state", tmp_path / "buffer"
+    state_dir.mkdir()
+    buffer_dir.mkdir()
+    (buffer_dir / MARKER_NAME).write_text('{"id": "old"}')
+    adopt_legacy_marker(state_dir / MARKER_NAME, buffer_dir)
+    assert (state_dir / MARKER_NAME).read_text() == '{"id": "old"}'
+    assert not (buffer_dir / MARKER_NAME).exists()
+    # One already in the state dir is the newer: left alone.
+    (buffer_dir / MARKER_NAME).write_text('{"id": "older"}')
+    adopt_legacy_marker(state_dir / MARKER_NAME, buffer_dir)
+    assert (state_dir / MARKER_NAME).read_text() == '{"id": "old"}'

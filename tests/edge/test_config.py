@@ -10,6 +10,7 @@ import yaml
 
 from contract.node_config import NodeConfig
 from contract.settings import ConfigError
+from edge.__main__ import choose_state_dir
 from edge.config import EdgeSettings
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "edge" / "config.example.yaml"
@@ -93,5 +94,17 @@ def test_systemd_unit_restarts_and_runs_unprivileged():
     }
     assert lines["User"] == "wattfleet"
     assert lines["Restart"] == "always"
-    assert lines["ExecStart"].endswith("-m edge --config /etc/wattfleet/config.yaml")
+    assert lines["ExecStart"].endswith(
+        "-m edge --config /etc/wattfleet/config.yaml --state-dir /var/lib/wattfleet"
+    )
+    # A CONFIG_PUSH rewrites the config file and keeps a backup beside it.
+    assert "/etc/wattfleet" in lines["ReadWritePaths"].split()
     assert lines["NoNewPrivileges"] == "true"
+
+
+def test_the_state_dir_comes_from_the_command_line_systemd_or_the_config_file():
+    config = Path("/etc/wattfleet/config.yaml")
+    systemd = {"STATE_DIRECTORY": "/var/lib/wattfleet:/var/lib/other"}
+    assert choose_state_dir(Path("/srv/state"), config, systemd) == Path("/srv/state")
+    assert choose_state_dir(None, config, systemd) == Path("/var/lib/wattfleet")
+    assert choose_state_dir(None, config, {}) == Path("/etc/wattfleet")

@@ -31,6 +31,18 @@ def _cannot_find_the_inverter(src: Path) -> None:
     )
 
 
+def _crashes_at_start(src: Path) -> None:
+    # A release that fails before it ever polls: the deadline never comes into play.
+    agent = src / "edge" / "agent.py"
+    agent.write_text(
+        agent.read_text().replace(
+            "        self._stop = stop\n",
+            '        raise RuntimeError("broken release")\n',
+            1,
+        )
+    )
+
+
 @pytest.fixture(scope="module")
 def wheels() -> Iterator[Path]:
     work = Path(tempfile.mkdtemp(prefix="wattfleet-wheels-"))
@@ -38,6 +50,7 @@ def wheels() -> Iterator[Path]:
     build_wheel(out, "0.1.0", work)
     build_wheel(out, "0.1.1", work)
     build_wheel(out, "0.1.2", work, _cannot_find_the_inverter)
+    build_wheel(out, "0.1.3", work, _crashes_at_start)
     yield out
     shutil.rmtree(work, ignore_errors=True)
 
@@ -92,6 +105,40 @@ def test_update_fails_cleanly_applies_and_rolls_back(broker, simulator, wheels, 
         assert agent.restarts == 3  # into 0.1.2, and back
         assert installed.version() == "0.1.1"
         wait_for(lambda: status()["agent_version"] == "0.1.1", 20, "the old version again")
+    finally:
+        agent.stop_supervising()
+        agent.release()
+
+
+def test_a_release_that_crashes_at_start_rolls_back_at_once(broker, simulator, wheels, tmp_path):
+    installed = InstalledAgent(tmp_path / "pi", wheels).create("0.1.0")
+    node = Node(unique("node"), 0, "node-password")
+    with dynsec(broker) as admin:
+        admin.add_node(node.id, node.password)
+    agent = AgentProcess(
+        tmp_path,
+        broker,
+        node,
+        simulator,
+        SIMULATOR_UNIT,
+        installed=installed,
+        node_secret=SECRET.decode(),
+        poll_interval_s=0.5,
+        # Far off: the rollback must not wait for it.
+        config_apply_deadline_s=600,
+        update_find_links=str(wheels),
+    ).supervise()
+    hub = Hub(broker, node.id)
+    try:
+        wait_for(lambda: "connected to" in agent.log_path.read_text(), 30, "agent connected")
+        broken = hub.send(CommandType.SELF_UPDATE, SelfUpdateParams(version="0.1.3"))
+        rolled_back = hub.outcome(broken, timeout=120)
+        assert rolled_back["state"] == "failed"
+        assert rolled_back["detail"] == (
+            "rolled back: the agent failed to start (broken release) with version 0.1.3"
+        )
+        assert agent.restarts == 2  # into 0.1.3, and back
+        assert installed.version() == "0.1.0"
     finally:
         agent.stop_supervising()
         agent.release()

@@ -56,6 +56,10 @@ class FakeNode:
         """Publishes each payload on the node's own logs topic, as the agent's chunks go."""
         publish_all(self.client, [(topics.logs(self.id), p) for p in payloads])
 
+    def report_config(self, *payloads: bytes | str) -> None:
+        """Publishes each payload on the node's own config topic, as the agent reports."""
+        publish_all(self.client, [(topics.config(self.id), p) for p in payloads])
+
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
