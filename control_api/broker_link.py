@@ -52,24 +52,23 @@ ACK_RETRY_MAX_S = 30.0
 # Called with (node_id, payload) on the ack worker's thread; drops a malformed ack itself
 # and raises RetryLaterError when the ack could not be stored yet (it is then retried,
 # never acknowledged to the broker unstored).
-AckHandler = Callable[[str, bytes], None]
 # Likewise for a log chunk from `nodes/{node_id}/logs`, and a config report from
-# `nodes/{node_id}/config`.
-LogHandler = Callable[[str, bytes], None]
-ConfigHandler = Callable[[str, bytes], None]
+# `nodes/{node_id}/config`: each kind has a worker thread of its own.
+NodeMessageHandler = Callable[[str, bytes], None]
+Dropped = Callable[[], None]
 
 
 class BrokerLink:
     def __init__(
         self,
         settings: MqttSettings,
-        on_ack: AckHandler,
+        on_ack: NodeMessageHandler,
         publish_timeout_s: float = 5.0,
         on_ack_dropped: Callable[[], None] = lambda: None,
         *,
-        on_logs: LogHandler,
+        on_logs: NodeMessageHandler,
         on_logs_dropped: Callable[[], None],
-        on_config: ConfigHandler,
+        on_config: NodeMessageHandler,
         on_config_dropped: Callable[[], None],
     ) -> None:
         self._publish_timeout_s = publish_timeout_s
@@ -82,29 +81,24 @@ class BrokerLink:
             on_connection=self._connection_changed,
         )
         self.connected = self.link.connected
-        self._acks = DeliveryWorker(
-            self.link,
-            ACK_FILTER,
-            _from_node(on_ack),
-            name="acks",
-            retry_max_s=ACK_RETRY_MAX_S,
-            on_dropped=on_ack_dropped,
-        )
-        self._logs = DeliveryWorker(
-            self.link,
-            LOG_FILTER,
-            _from_node(on_logs),
-            name="logs",
-            retry_max_s=ACK_RETRY_MAX_S,
-            on_dropped=on_logs_dropped,
-        )
-        self._configs = DeliveryWorker(
-            self.link,
-            CONFIG_FILTER,
-            _from_node(on_config),
-            name="config",
-            retry_max_s=ACK_RETRY_MAX_S,
-            on_dropped=on_config_dropped,
+
+        def worker(
+            topic_filter: str, handle: NodeMessageHandler, dropped: Dropped
+        ) -> DeliveryWorker:
+            return DeliveryWorker(
+                self.link,
+                topic_filter,
+                _from_node(handle),
+                name=topic_filter.rsplit("/", 1)[-1],
+                retry_max_s=ACK_RETRY_MAX_S,
+                on_dropped=dropped,
+            )
+
+        self._acks = worker(ACK_FILTER, on_ack, on_ack_dropped)
+        self._workers = (
+            self._acks,
+            worker(LOG_FILTER, on_logs, on_logs_dropped),
+            worker(CONFIG_FILTER, on_config, on_config_dropped),
         )
         self.dynsec = DynsecClient(self.link.client, subscribe=False)
 
@@ -114,15 +108,13 @@ class BrokerLink:
         return self._acks.stuck
 
     def start(self) -> None:
-        self._acks.start()
-        self._logs.start()
-        self._configs.start()
+        for worker in self._workers:
+            worker.start()
         self.link.start()
 
     def stop(self) -> None:
-        self._acks.stop()
-        self._logs.stop()
-        self._configs.stop()
+        for worker in self._workers:
+            worker.stop()
         self.link.stop()
 
     def publish_command(self, node_id: str, payload: str) -> bool:

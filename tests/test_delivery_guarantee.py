@@ -79,7 +79,9 @@ def assert_every_seq_stored_once(database, agents: list[AgentProcess]) -> None:
         )
         seqs = stored_seqs(database, node_id)
         assert len(seqs) == len(set(seqs)), f"{node_id}: a seq stored twice"
-        assert seqs == list(range(len(seqs))), f"{node_id}: a gap"
+        # Above the cut-off a seq may still be on its way again (a gap there closes once
+        # it is resent); below it there is none.
+        assert [s for s in seqs if s in numbered] == sorted(numbered), f"{node_id}: a gap"
 
 
 def wait_queued(agents: list[AgentProcess], samples: int = 20) -> None:

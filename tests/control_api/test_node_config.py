@@ -8,13 +8,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 
 from contract.commands import verify
 from contract.node_config import MAX_REPORTED_CONFIG_BYTES, NodeConfig, effective_config
 from control_api.metrics import CONFIG_REPORT_DROP_REASONS
 from edge.config import EdgeSettings
+from tests.support.control_api import dropped_by_reason
 from tests.support.fake_node import online_node
 from tests.support.services import wait_for
 
@@ -133,13 +133,7 @@ def report(node_id: str, version: int | None = None, **config: Any) -> str:
 
 
 def dropped_reports(api) -> dict[str, float]:
-    """`wattfleet_api_config_reports_dropped_total` by reason, as `/metrics` shows it."""
-    return {
-        s.labels["reason"]: s.value
-        for family in text_string_to_metric_families(api.get("/metrics").text)
-        for s in family.samples
-        if s.name == "wattfleet_api_config_reports_dropped_total"
-    }
+    return dropped_by_reason(api, "wattfleet_api_config_reports_dropped_total")
 
 
 def reported(api, user, node_id: str, **expected: Any) -> dict[str, Any]:

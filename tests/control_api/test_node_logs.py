@@ -12,13 +12,19 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from paho.mqtt.packettypes import PacketTypes
-from prometheus_client.parser import text_string_to_metric_families
 
 from contract import topics
 from contract.commands import MAX_LOG_CHUNK_BYTES, LogChunk
 from control_api.metrics import LOG_DROP_REASONS
 from tests.support.api_client import api_client
-from tests.support.control_api import User, audit_rows, create_user, last_audit_id, log_in
+from tests.support.control_api import (
+    User,
+    audit_rows,
+    create_user,
+    dropped_by_reason,
+    last_audit_id,
+    log_in,
+)
 from tests.support.fake_node import CHARGE, FakeNode, fetch_logs, online_node
 from tests.support.fleet import create_tenant
 from tests.support.proxy import proxy_for_database
@@ -53,15 +59,8 @@ def wait_for_lines(api: TestClient, user: User, command_id: str, count: int) -> 
     return wait_for(arrived, 10, f"{count} log lines of {command_id} stored")
 
 
-def dropped_chunks(api: TestClient) -> dict[str, float]:
-    """`wattfleet_api_log_chunks_dropped_total` by reason, as `/metrics` shows it."""
-    families = text_string_to_metric_families(api.get("/metrics").text)
-    return {
-        s.labels["reason"]: s.value
-        for family in families
-        for s in family.samples
-        if s.name == "wattfleet_api_log_chunks_dropped_total"
-    }
+def dropped_chunks(api) -> dict[str, float]:
+    return dropped_by_reason(api, "wattfleet_api_log_chunks_dropped_total")
 
 
 def dropped(**counts: float) -> dict[str, float]:

@@ -55,7 +55,10 @@ def wheels() -> Iterator[Path]:
     shutil.rmtree(work, ignore_errors=True)
 
 
-def test_update_fails_cleanly_applies_and_rolls_back(broker, simulator, wheels, tmp_path):
+def supervised_agent(
+    broker, simulator, wheels, tmp_path, deadline_s: float
+) -> tuple[Node, AgentProcess, InstalledAgent]:
+    """Release 0.1.0 installed from a wheel, enrolled, and running as systemd runs it."""
     installed = InstalledAgent(tmp_path / "pi", wheels).create("0.1.0")
     node = Node(unique("node"), 0, "node-password")
     with dynsec(broker) as admin:
@@ -69,9 +72,14 @@ def test_update_fails_cleanly_applies_and_rolls_back(broker, simulator, wheels, 
         installed=installed,
         node_secret=SECRET.decode(),
         poll_interval_s=0.5,
-        config_apply_deadline_s=8,
+        config_apply_deadline_s=deadline_s,
         update_find_links=str(wheels),
     ).supervise()
+    return node, agent, installed
+
+
+def test_update_fails_cleanly_applies_and_rolls_back(broker, simulator, wheels, tmp_path):
+    node, agent, installed = supervised_agent(broker, simulator, wheels, tmp_path, deadline_s=8)
     hub = Hub(broker, node.id)
     try:
         wait_for(lambda: "connected to" in agent.log_path.read_text(), 30, "agent connected")
@@ -111,23 +119,8 @@ def test_update_fails_cleanly_applies_and_rolls_back(broker, simulator, wheels, 
 
 
 def test_a_release_that_crashes_at_start_rolls_back_at_once(broker, simulator, wheels, tmp_path):
-    installed = InstalledAgent(tmp_path / "pi", wheels).create("0.1.0")
-    node = Node(unique("node"), 0, "node-password")
-    with dynsec(broker) as admin:
-        admin.add_node(node.id, node.password)
-    agent = AgentProcess(
-        tmp_path,
-        broker,
-        node,
-        simulator,
-        SIMULATOR_UNIT,
-        installed=installed,
-        node_secret=SECRET.decode(),
-        poll_interval_s=0.5,
-        # Far off: the rollback must not wait for it.
-        config_apply_deadline_s=600,
-        update_find_links=str(wheels),
-    ).supervise()
+    # The deadline far off: the rollback must not wait for it.
+    node, agent, installed = supervised_agent(broker, simulator, wheels, tmp_path, deadline_s=600)
     hub = Hub(broker, node.id)
     try:
         wait_for(lambda: "connected to" in agent.log_path.read_text(), 30, "agent connected")

@@ -14,11 +14,10 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from prometheus_client.parser import text_string_to_metric_families
 
 from contract import topics
 from tests.support.api_client import api_client
-from tests.support.control_api import User, create_user, log_in
+from tests.support.control_api import User, create_user, dropped_by_reason, log_in
 from tests.support.fake_node import CHARGE, FakeNode, command_state, online_node
 from tests.support.fleet import create_tenant, publish_all, unique
 from tests.support.services import Broker, Database, wait_for
@@ -26,15 +25,8 @@ from tests.support.services import Broker, Database, wait_for
 pytestmark = pytest.mark.integration
 
 
-def dropped_acks(api: TestClient) -> dict[str, float]:
-    """`wattfleet_api_acks_dropped_total` by reason, as `/metrics` shows it."""
-    families = text_string_to_metric_families(api.get("/metrics").text)
-    return {
-        s.labels["reason"]: s.value
-        for family in families
-        for s in family.samples
-        if s.name == "wattfleet_api_acks_dropped_total"
-    }
+def dropped_acks(api) -> dict[str, float]:
+    return dropped_by_reason(api, "wattfleet_api_acks_dropped_total")
 
 
 def dropped(**counts: float) -> dict[str, float]:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from control_api.demo import services as demo_services
 from control_api.passwords import hash_password
@@ -110,3 +111,15 @@ class ApiProcess:
 def api_env(db: Database, broker: Broker, **overrides: Any) -> dict[str, str]:
     """The environment of a `python -m control_api` (server or CLI) with these settings."""
     return demo_services.api_env(api_settings(db, broker, **overrides))
+
+
+def dropped_by_reason(api: Any, metric: str) -> dict[str, float]:
+    """A `{reason}` counter of the API's (e.g. `wattfleet_api_acks_dropped_total`) by
+    reason, as `/metrics` shows it."""
+    families = text_string_to_metric_families(api.get("/metrics").text)
+    return {
+        s.labels["reason"]: s.value
+        for family in families
+        for s in family.samples
+        if s.name == metric
+    }
