@@ -68,8 +68,9 @@ def wait_stored(database, agents: list[AgentProcess], count: int, what: str) -> 
 
 
 def assert_every_seq_stored_once(database, agents: list[AgentProcess]) -> None:
-    """Every seq numbered by now (the cut-off) reaches the database, and none is stored
-    twice. Waits while the agents resend what the fault lost."""
+    """Every seq numbered by now (the cut-off) reaches the database: no gap below it,
+    waiting while the agents resend what the fault lost (above it, a seq may still be on
+    its way again). And none is stored twice."""
     for agent in agents:
         node_id, numbered = agent.node.id, set(range(agent.next_seq()))
         wait_for(
@@ -79,9 +80,6 @@ def assert_every_seq_stored_once(database, agents: list[AgentProcess]) -> None:
         )
         seqs = stored_seqs(database, node_id)
         assert len(seqs) == len(set(seqs)), f"{node_id}: a seq stored twice"
-        # Above the cut-off a seq may still be on its way again (a gap there closes once
-        # it is resent); below it there is none.
-        assert [s for s in seqs if s in numbered] == sorted(numbered), f"{node_id}: a gap"
 
 
 def wait_queued(agents: list[AgentProcess], samples: int = 20) -> None:
