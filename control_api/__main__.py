@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:
         print(f"control_api: invalid settings:\n{exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     if args.command == "create-admin":
         password = sys.stdin.readline().rstrip("\n")
         try:
@@ -55,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
         host=settings.api_host,
         port=settings.api_port,
         log_level=settings.log_level.lower(),
+        # No logging config of uvicorn's own: its error and access lines go through the
+        # root handler configure_logging set up, in the same format as ours.
+        log_config=None,
         proxy_headers=False,
     )
     return 0
