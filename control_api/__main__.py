@@ -11,6 +11,7 @@ import uvicorn
 from pydantic import ValidationError
 
 from contract.process import configure_logging
+from control_api.access_log import quiet_probes
 from control_api.admin_cli import AdminCliError, create_admin, verify_audit
 from control_api.app import create_app, make_engine
 from control_api.config import ApiSettings
@@ -50,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
             + ("chain intact" if report.ok else f"bad rows: {report.bad_rows}")
         )
         return 0 if report.ok else 1
+    quiet_probes()
     uvicorn.run(
         create_app(settings),
         host=settings.api_host,
