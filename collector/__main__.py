@@ -24,7 +24,7 @@ def main() -> int:
     except ValidationError as exc:
         print(f"collector: invalid settings:\n{exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     run(settings, stop_on_signals())
     return 0
 

@@ -111,7 +111,7 @@ def serve(settings: CollectorSettings, pipe: Connection) -> None:
     the intake process is gone."""
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     tune_gc()
     writer = _Writer(settings)
     try:

@@ -11,6 +11,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from contract.process import LogFormat
+
 EXAMPLE_SECRET = "change-me"  # noqa: S105 - the placeholder we refuse in prod
 # A TCP port one connects to.
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -25,6 +27,8 @@ class ServiceSettings(BaseSettings):
 
     env: Literal["dev", "prod"] = "dev"
     log_level: str = "INFO"
+    # json: one object per line (ts, level, logger, message, exception), for log shippers.
+    log_format: LogFormat = "text"
 
     def secrets_to_check(self) -> dict[str, SecretStr | None]:
         """Secret settings that must not keep their example value outside dev."""

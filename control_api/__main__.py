@@ -11,6 +11,7 @@ import uvicorn
 from pydantic import ValidationError
 
 from contract.process import configure_logging
+from control_api.access_log import quiet_probes
 from control_api.admin_cli import AdminCliError, create_admin, verify_audit
 from control_api.app import create_app, make_engine
 from control_api.config import ApiSettings
@@ -31,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:
         print(f"control_api: invalid settings:\n{exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     if args.command == "create-admin":
         password = sys.stdin.readline().rstrip("\n")
         try:
@@ -50,11 +51,15 @@ def main(argv: list[str] | None = None) -> int:
             + ("chain intact" if report.ok else f"bad rows: {report.bad_rows}")
         )
         return 0 if report.ok else 1
+    quiet_probes()
     uvicorn.run(
         create_app(settings),
         host=settings.api_host,
         port=settings.api_port,
         log_level=settings.log_level.lower(),
+        # No logging config of uvicorn's own: its error and access lines go through the
+        # root handler configure_logging set up, in the same format as ours.
+        log_config=None,
         proxy_headers=False,
     )
     return 0

@@ -71,7 +71,7 @@ def main() -> int:
             return RESTART_EXIT_STATUS
         print(f"edge: invalid settings: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     legacy_dir = settings.buffer_path.parent
     update = SelfUpdate(
         state_dir,

@@ -4,6 +4,7 @@ import pytest
 from pydantic import ValidationError
 
 from collector.config import CollectorSettings
+from control_api.config import ApiSettings
 
 
 def test_example_secret_refuses_to_start_outside_dev(monkeypatch):
@@ -21,3 +22,13 @@ def test_settings_come_from_wattfleet_environment(monkeypatch):
     assert settings.mqtt_port == 18883
     assert settings.prepare_threshold is None
     assert settings.mqtt_client_id.startswith("collector-")
+
+
+def test_every_hub_service_takes_its_log_format_from_the_environment(monkeypatch):
+    monkeypatch.delenv("WATTFLEET_LOG_FORMAT", raising=False)
+    assert (CollectorSettings().log_format, ApiSettings().log_format) == ("text", "text")
+    monkeypatch.setenv("WATTFLEET_LOG_FORMAT", "json")
+    assert (CollectorSettings().log_format, ApiSettings().log_format) == ("json", "json")
+    monkeypatch.setenv("WATTFLEET_LOG_FORMAT", "xml")
+    with pytest.raises(ValidationError, match="log_format"):
+        CollectorSettings()

@@ -76,6 +76,7 @@ def test_prod_refuses_example_secrets():
         ("node_id: a\nreplay_max_samples_per_s: 0\n", "replay_max_samples_per_s"),
         ("node_id: a\nreplay_batch_samples: 1001\n", "replay_batch_samples"),
         ("node_id: a\ningest_confirmations: perhaps\n", "ingest_confirmations"),
+        ("node_id: a\nlog_format: xml\n", "log_format"),
     ],
 )
 def test_bad_files_say_what_is_wrong(tmp_path, text, message):
