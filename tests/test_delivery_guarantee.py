@@ -26,6 +26,9 @@ pytestmark = pytest.mark.integration
 
 NODES = 3
 CONFIRM_TIMEOUT_S = 2
+# Collectors commit (and so confirm) every 0.2 s instead of every second: the agents'
+# replay windows, which wait for confirmations, move five times as fast.
+FAST_BATCHES = {"batch_max_seconds": "0.2"}
 
 
 @pytest.fixture
@@ -99,14 +102,14 @@ def kill_broker(broker) -> None:
 def test_broker_killed_while_the_collector_is_down(database, broker, collector_factory, agents):
     """Samples queued in the broker for a stopped collector die with the broker (it saves
     them every autosave_interval at best); the agents still hold them, unconfirmed."""
-    collector = collector_factory(client_id="collector-a").start()
+    collector = collector_factory(client_id="collector-a", **FAST_BATCHES).start()
     sites = agents()
     wait_stored(database, sites, 5, "first samples")
     assert collector.stop() == 0
     wait_queued(sites)
     kill_broker(broker)
     broker.start()
-    collector_factory(client_id="collector-a").start()
+    collector_factory(client_id="collector-a", **FAST_BATCHES).start()
     assert_every_seq_stored_once(database, sites)
 
 
@@ -116,7 +119,7 @@ def test_graceful_broker_restart_with_the_shared_subscription(
     """Mosquitto 2.0 saves a stopped collector's session on a clean shutdown but does not
     restore its `$share` subscription: what was queued for it, and what the agents
     publish before it subscribes again, reaches nobody."""
-    collector = collector_factory(client_id="collector-a").start()
+    collector = collector_factory(client_id="collector-a", **FAST_BATCHES).start()
     sites = agents()
     wait_stored(database, sites, 5, "first samples")
     assert collector.stop() == 0
@@ -124,13 +127,13 @@ def test_graceful_broker_restart_with_the_shared_subscription(
     broker.stop()
     broker.start()
     wait_queued(sites)
-    collector_factory(client_id="collector-a").start()
+    collector_factory(client_id="collector-a", **FAST_BATCHES).start()
     assert_every_seq_stored_once(database, sites)
 
 
 def test_two_collectors_one_killed_mid_stream(database, broker, collector_factory, agents):
-    first = collector_factory().start()
-    collector_factory().start()
+    first = collector_factory(**FAST_BATCHES).start()
+    collector_factory(**FAST_BATCHES).start()
     sites = agents()
     wait_stored(database, sites, 10, "both collectors ingesting")
     first.kill()
@@ -138,9 +141,9 @@ def test_two_collectors_one_killed_mid_stream(database, broker, collector_factor
 
 
 def test_agent_killed_mid_replay(database, broker, collector_factory, agents):
-    collector_factory().start()
+    collector_factory(**FAST_BATCHES).start()
     # Small replay batches, one at a time, so the kill lands in the middle of the replay.
-    (site,) = agents(1, via_proxy=True, replay_batch_samples=5, replay_batches_in_flight=1)
+    (site,) = agents(1, via_proxy=True, replay_batch_samples=10, replay_batches_in_flight=1)
     wait_stored(database, [site], 3, "first samples")
     site.proxy.cut()
     wait_for(lambda: len(site.buffered()) >= 150, 60, "a backlog while the link is down")

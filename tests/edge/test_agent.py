@@ -91,43 +91,6 @@ def test_broker_outage_is_replayed_exactly_once_in_order(database, site):
     assert "disconnected from the broker" in agent.log_path.read_text()
 
 
-def test_agent_killed_mid_replay_loses_nothing(database, site):
-    node, make_agent = site
-    # Small replay batches, one at a time, so a kill lands in the middle.
-    agent = make_agent(replay_batch_samples=5, replay_batches_in_flight=1).start()
-    wait_for(lambda: len(_seqs(database, node.id)) >= 3, 30, "first samples")
-    agent.proxy.cut()
-    wait_for(lambda: len(agent.buffered()) >= 150, 60, "a backlog")
-    agent.proxy.restore()
-    wait_for(lambda: len(_seqs(database, node.id)) >= 40, 60, "replay under way")
-    agent.proc.kill()
-    agent.proc.wait()
-    assert agent.buffered(), "replay finished before the kill: nothing proven"
-
-    restarted = agent.start()
-    try:
-        last = restarted.next_seq()
-        wait_for(lambda: set(range(last)) <= set(_seqs(database, node.id)), 60, "all replayed")
-    finally:
-        assert stop_process(restarted.proc) == 0
-        agent.release()
-    # No seq twice, read in one query: the collector may still be committing.
-    with database.connect() as conn:
-        rows, seqs = conn.execute(
-            "SELECT count(*), count(DISTINCT seq) FROM telemetry WHERE node_id = %s", (node.id,)
-        ).fetchone()
-    assert rows == seqs
-    # Acknowledged by the broker just before the stop may still be in a collector batch.
-    wait_for(
-        lambda: (
-            set(_seqs(database, node.id)) | set(restarted.buffered())
-            == set(range(restarted.next_seq()))
-        ),
-        15,
-        "every seq stored or still buffered",
-    )
-
-
 def test_broker_restart_loses_nothing_with_a_single_collector(
     database, broker, collector_factory, simulator, tmp_path
 ):
