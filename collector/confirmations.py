@@ -11,7 +11,6 @@ confirmed in turn.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterable
 
 from collector.metrics import CollectorMetrics
@@ -58,9 +57,8 @@ class Confirmer:
         """One message per node (more only past MAX_RANGES ranges)."""
         published = 0
         for node_id, ranges in confirmed.items():
-            seqs = itertools.chain.from_iterable(range(a, b + 1) for a, b in ranges)
             topic = topics.ingested(node_id)
-            for body in confirmation_bodies(seqs):
+            for body in confirmation_bodies(ranges):
                 self.link.publish(topic, body, qos=1)
                 published += 1
         self.metrics.confirmations_total.inc(published)

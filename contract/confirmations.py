@@ -50,18 +50,24 @@ INGEST_CONFIRMATION = TypeAdapter(IngestConfirmation)
 
 def seq_ranges(seqs: Iterable[int]) -> list[tuple[int, int]]:
     """The seqs as sorted, inclusive runs of consecutive numbers (duplicates merged)."""
-    ranges: list[tuple[int, int]] = []
-    for seq in sorted(set(seqs)):
-        if ranges and ranges[-1][1] + 1 == seq:
-            ranges[-1] = (ranges[-1][0], seq)
+    return merged_ranges((seq, seq) for seq in set(seqs))
+
+
+def merged_ranges(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Inclusive ranges sorted, with overlapping and adjacent ones joined."""
+    merged: list[tuple[int, int]] = []
+    for first, last in sorted(ranges):
+        if merged and first <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], last))
         else:
-            ranges.append((seq, seq))
-    return ranges
+            merged.append((first, last))
+    return merged
 
 
-def confirmation_bodies(seqs: Iterable[int]) -> Iterator[bytes]:
-    """The JSON messages confirming these seqs, MAX_RANGES ranges each at most."""
-    ranges = seq_ranges(seqs)
-    for start in range(0, len(ranges), MAX_RANGES):
-        body = IngestConfirmation(seqs=ranges[start : start + MAX_RANGES])
+def confirmation_bodies(ranges: Iterable[tuple[int, int]]) -> Iterator[bytes]:
+    """The JSON messages confirming these inclusive seq ranges (in any order, overlapping
+    or not), MAX_RANGES ranges each at most."""
+    joined = merged_ranges(ranges)
+    for start in range(0, len(joined), MAX_RANGES):
+        body = IngestConfirmation(seqs=joined[start : start + MAX_RANGES])
         yield INGEST_CONFIRMATION.dump_json(body)

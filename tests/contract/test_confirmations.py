@@ -20,15 +20,20 @@ def test_seqs_become_sorted_runs_with_repeats_merged() -> None:
     assert seq_ranges([]) == []
 
 
+def test_ranges_from_the_parts_of_a_split_batch_are_joined_into_one_message() -> None:
+    (body,) = confirmation_bodies([(5, 9), (0, 3), (4, 4), (8, 12), (20, 20)])
+    assert json.loads(body) == {"seqs": [[0, 12], [20, 20]]}
+
+
 def test_a_confirmation_round_trips_through_its_own_validation() -> None:
-    (body,) = confirmation_bodies(range(0, 5000))
+    (body,) = confirmation_bodies(seq_ranges(range(0, 5000)))
     assert json.loads(body) == {"seqs": [[0, 4999]]}
     assert INGEST_CONFIRMATION.validate_json(body) == {"seqs": [(0, 4999)]}
 
 
 def test_more_ranges_than_one_message_holds_are_split() -> None:
     seqs = range(0, 2 * (MAX_RANGES + 10), 2)  # every other seq: one range each
-    bodies = list(confirmation_bodies(seqs))
+    bodies = list(confirmation_bodies(seq_ranges(seqs)))
     ranges = [tuple(r) for body in bodies for r in json.loads(body)["seqs"]]
     assert [len(json.loads(b)["seqs"]) for b in bodies] == [MAX_RANGES, 10]
     assert ranges == [(s, s) for s in seqs]
