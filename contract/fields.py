@@ -55,8 +55,14 @@ PG_INTEGER_RANGES = {
 }
 
 # Parts of the sample an agent may leave out or send as null: a site without a load
-# reading, an agent without an optimizer.
-OPTIONAL_PARTS = frozenset({"load", "optimizer"})
+# reading, an agent without an optimizer, an agent that predates energy accounting.
+OPTIONAL_PARTS = frozenset({"load", "optimizer", "energy"})
+
+# The longest span one sample's energy may cover: a device's counters read again after
+# the agent was down (its buffer keeps 8 days).
+MAX_ENERGY_INTERVAL_S = 8 * 24 * 3600.0
+# The most energy one flow can carry in that span at MAX_POWER_W.
+MAX_ENERGY_WH = MAX_POWER_W * MAX_ENERGY_INTERVAL_S / 3600
 
 
 class Rollup(StrEnum):
@@ -66,15 +72,16 @@ class Rollup(StrEnum):
     BUCKET = "bucket"  # time_bucket() of the sample time: 5 minutes, 1 hour, 1 day
     KEY = "key"  # grouped by
     COUNT = "count"  # samples in the bucket; summed up the hierarchy
-    MEAN = "mean"  # avg(); the coarser aggregates average the finer means
+    # avg(); the coarser aggregates weight the finer means by their sample counts
+    MEAN = "mean"
     MIN = "min"
     MAX = "max"
-    # kWh: the bucket's mean power times its length (a 5-minute bucket with samples
-    # stands for the whole bucket); summed up the hierarchy.
+    # kWh: the sum of the samples' energies (each sample's `energy` part, in Wh, covers
+    # the time since the sample before it); summed up the hierarchy.
     ENERGY = "energy"
-    # Money at each sample's grid price (mean of power x price, times the bucket's
-    # length); summed up the hierarchy.
-    MONEY = "money"
+    # Seconds of the bucket the samples' energies were observed over; summed up the
+    # hierarchy. Divided by the bucket's length, it is the bucket's data coverage.
+    COVERAGE = "coverage"
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,18 +150,14 @@ SOC_AVG = Aggregate(Rollup.MEAN, "soc_avg")
 SOC_MIN = Aggregate(Rollup.MIN, "soc_min")
 SOC_MAX = Aggregate(Rollup.MAX, "soc_max")
 PV_KWH = Aggregate(Rollup.ENERGY, "pv_kwh")
-GRID_IMPORT_KWH = Aggregate(Rollup.ENERGY, "grid_import_kwh", "the positive (import) part")
-GRID_EXPORT_KWH = Aggregate(Rollup.ENERGY, "grid_export_kwh", "the negative (export) part")
+GRID_IMPORT_KWH = Aggregate(Rollup.ENERGY, "grid_import_kwh")
+GRID_EXPORT_KWH = Aggregate(Rollup.ENERGY, "grid_export_kwh")
 LOAD_KWH = Aggregate(Rollup.ENERGY, "load_kwh")
-BATTERY_IN_KWH = Aggregate(Rollup.ENERGY, "battery_in_kwh", "the negative (charging) part")
-BATTERY_OUT_KWH = Aggregate(Rollup.ENERGY, "battery_out_kwh", "the positive (discharging) part")
-COST = Aggregate(Rollup.MONEY, "cost", "grid_power_w x price: net grid energy, export credited")
-GRID_ONLY_COST = Aggregate(
-    Rollup.MONEY, "grid_only_cost", "load_power_w x price: what the site would pay grid-only"
-)
-SAVINGS = Aggregate(Rollup.MONEY, "savings", "grid_only_cost - cost")
+BATTERY_CHARGE_KWH = Aggregate(Rollup.ENERGY, "battery_charge_kwh")
+BATTERY_DISCHARGE_KWH = Aggregate(Rollup.ENERGY, "battery_discharge_kwh")
 
 MEAN = Aggregate(Rollup.MEAN)
+COVERAGE = Aggregate(Rollup.COVERAGE)
 KEY = Aggregate(Rollup.KEY)
 
 # -- The fields ------------------------------------------------------------------------------
@@ -223,7 +226,7 @@ BATTERY_POWER_W = TelemetryField(
     "derived: inverter AC power minus PV power (a hybrid inverter's AC side carries both)",
     required=False,
     sunspec=(Point(103, "W"), Point(101, "W")),
-    aggregates=(MEAN, BATTERY_IN_KWH, BATTERY_OUT_KWH),
+    aggregates=(MEAN,),
 )
 SOLAR_POWER_W = TelemetryField(
     "solar_power_w",
@@ -233,7 +236,7 @@ SOLAR_POWER_W = TelemetryField(
     "W",
     "the MPPT strings' DCW summed, else the inverter's DCW",
     sunspec=(Point(160, "DCW"), Point(103, "DCW"), Point(101, "DCW")),
-    aggregates=(MEAN, PV_KWH),
+    aggregates=(MEAN,),
 )
 GRID_POWER_W = TelemetryField(
     "grid_power_w",
@@ -244,7 +247,7 @@ GRID_POWER_W = TelemetryField(
     "the first meter model's W (201-204)",
     required=False,
     sunspec=(Point(201, "W"), Point(202, "W"), Point(203, "W"), Point(204, "W")),
-    aggregates=(MEAN, GRID_IMPORT_KWH, GRID_EXPORT_KWH),
+    aggregates=(MEAN,),
 )
 LOAD_POWER_W = TelemetryField(
     "load_power_w",
@@ -254,16 +257,16 @@ LOAD_POWER_W = TelemetryField(
     "W",
     "derived: inverter AC power plus grid power, floored at 0 by the agent",
     sunspec=(Point(103, "W"), Point(101, "W")),
-    aggregates=(MEAN, LOAD_KWH),
+    aggregates=(MEAN,),
 )
 GRID_PRICE = TelemetryField(
     "grid_price",
     "grid.current_price",
     Annotated[float, Field(ge=-MAX_ABS_PRICE_PER_KWH, le=MAX_ABS_PRICE_PER_KWH)],
     "float8",
-    "PLN/kWh",
-    "the agent's tariff: peak_price_per_kwh within peak_hours, else price_per_kwh",
-    aggregates=(MEAN, COST, GRID_ONLY_COST, SAVINGS),
+    "currency/kWh",
+    "the agent's copy of its site's tariff (contract/tariff.py): the import price now;"
+    " the hub's analytics price energy with the hub's own tariffs",
 )
 GRID_MODE = TelemetryField(
     "grid_mode",
@@ -309,6 +312,118 @@ DAILY_COST = TelemetryField(
     required=False,
 )
 
+
+# -- A sample's energy: what flowed since the sample before it ------------------------------
+# The agent takes each from the device's cumulative counters when it has them (a counter's
+# increase since the previous sample, resets and wraps handled), otherwise from power
+# weighted by the time the sample covers (edge/energy_meter.py). Absent from agents that
+# predate energy accounting: their samples count for means, not for energy.
+
+EnergyWh = Annotated[float, Field(ge=0, le=MAX_ENERGY_WH)]
+EnergySeconds = Annotated[float, Field(ge=0, le=MAX_ENERGY_INTERVAL_S)]
+
+INTERVAL_S = TelemetryField(
+    "interval_s",
+    "energy.interval_s",
+    EnergySeconds,
+    "float8",
+    "s",
+    "the agent: time since the sample before it, which its energies span",
+)
+COVERED_S = TelemetryField(
+    "covered_s",
+    "energy.covered_s",
+    EnergySeconds,
+    "float8",
+    "s",
+    "the agent: the part of interval_s the site was observed over (0 after a gap"
+    " longer than a few poll intervals); at most interval_s",
+    aggregates=(COVERAGE,),
+)
+
+
+def _energy(column: str, wire: str, source: str, aggregate: Aggregate) -> TelemetryField:
+    return TelemetryField(
+        column,
+        f"energy.{wire}",
+        EnergyWh,
+        "float8",
+        "Wh",
+        source,
+        required=False,
+        aggregates=(aggregate,),
+    )
+
+
+PV_WH = _energy(
+    "pv_wh", "pv_wh", "the MPPT modules' DCWH counters, else solar power x covered_s", PV_KWH
+)
+GRID_IMPORT_WH = _energy(
+    "grid_import_wh",
+    "grid_import_wh",
+    "the meter's TotWhImp counter, else grid power's import part x covered_s",
+    GRID_IMPORT_KWH,
+)
+GRID_EXPORT_WH = _energy(
+    "grid_export_wh",
+    "grid_export_wh",
+    "the meter's TotWhExp counter, else grid power's export part x covered_s",
+    GRID_EXPORT_KWH,
+)
+LOAD_WH = _energy("load_wh", "load_wh", "load power x covered_s", LOAD_KWH)
+BATTERY_CHARGE_WH = _energy(
+    "battery_charge_wh",
+    "battery_charge_wh",
+    "battery power's charging part x covered_s",
+    BATTERY_CHARGE_KWH,
+)
+BATTERY_DISCHARGE_WH = _energy(
+    "battery_discharge_wh",
+    "battery_discharge_wh",
+    "battery power's discharging part x covered_s",
+    BATTERY_DISCHARGE_KWH,
+)
+ENERGIES = (PV_WH, GRID_IMPORT_WH, GRID_EXPORT_WH, LOAD_WH, BATTERY_CHARGE_WH, BATTERY_DISCHARGE_WH)
+
+# -- The site coordinator's decision (edge: the coordinator interface) ----------------------
+
+MODE = TelemetryField(
+    "mode",
+    "optimizer.mode",
+    ShortText,
+    "text",
+    "",
+    "the site's coordinator: the mode it runs the site in (e.g. SELF_CONSUMPTION)",
+    required=False,
+)
+REASON = TelemetryField(
+    "reason",
+    "optimizer.reason",
+    Annotated[str, StringConstraints(max_length=500)],
+    "text",
+    "",
+    "the site's coordinator: why",
+    required=False,
+)
+BATTERY_SETPOINT_W = TelemetryField(
+    "battery_setpoint_w",
+    "optimizer.battery_setpoint_w",
+    PowerW,
+    "float8",
+    "W",
+    "the site's coordinator: the battery power it plans (+ discharge, - charge)",
+    required=False,
+)
+TARGET_SOC_PERCENT = TelemetryField(
+    "target_soc_percent",
+    "optimizer.target_soc_percent",
+    Annotated[float, Field(ge=0, le=100)],
+    "float8",
+    "%",
+    "the site's coordinator: the state of charge it plans to reach",
+    required=False,
+)
+
 # The `telemetry` table's columns, in its order.
 TELEMETRY = (
     TS,
@@ -324,10 +439,25 @@ TELEMETRY = (
     GRID_PRICE,
     GRID_MODE,
     RECEIVED_AT,
+    INTERVAL_S,
+    COVERED_S,
+    *ENERGIES,
 )
 # The `optimizer_decisions` table's columns, in its order: a sample's optimizer part,
 # stored only when its decision changes, beside the sample's time and grid mode.
-DECISIONS = (TS, NODE_ID, TENANT_ID, DECISION, GRID_MODE, DAILY_SAVINGS, DAILY_COST)
+DECISIONS = (
+    TS,
+    NODE_ID,
+    TENANT_ID,
+    DECISION,
+    GRID_MODE,
+    DAILY_SAVINGS,
+    DAILY_COST,
+    MODE,
+    REASON,
+    BATTERY_SETPOINT_W,
+    TARGET_SOC_PERCENT,
+)
 # Every field once, in the sample's order.
 FIELDS = tuple(dict.fromkeys(TELEMETRY + DECISIONS))
 

@@ -31,6 +31,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from contract.fields import MAX_ABS_PRICE_PER_KWH
 from contract.settings import MqttSettings, Port, ServiceSettings
+from contract.tariff import TariffVersions, TimeZoneName
 from contract.telemetry import NodeId
 from contract.text import refuse_unstorable, storable
 
@@ -181,8 +182,13 @@ class NodeConfig(ServiceSettings, MqttSettings):
     # a minute), so a fleet coming back after a broker outage does not flood the hub.
     replay_max_samples_per_s: int = Field(default=2000, ge=1, le=100_000)
 
-    # Tariff used for `grid.current_price` when no optimizer provides one: the peak
-    # price from the start hour up to (not including) the end hour, start < end.
+    # The site's time zone and tariffs, as the hub holds them (contract/tariff.py): the
+    # hub pushes both whenever either changes. Local days and hours are this zone's.
+    timezone: TimeZoneName = "UTC"
+    tariffs: TariffVersions = []
+    # The price `grid.current_price` falls back to while no version of `tariffs` is in
+    # force (an agent the hub has sent no tariff yet): the peak price from the start
+    # local hour up to (not including) the end hour, start < end.
     price_per_kwh: Price = 0.55
     peak_price_per_kwh: Price = 0.85
     peak_hours: tuple[Hour, Hour] = (17, 21)

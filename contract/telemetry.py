@@ -17,13 +17,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, NotRequired
 
-from pydantic import AwareDatetime, ConfigDict, Field, TypeAdapter, with_config
+from pydantic import AfterValidator, AwareDatetime, ConfigDict, Field, TypeAdapter, with_config
+from pydantic_core import PydanticCustomError
 
 # pydantic needs typing_extensions' TypedDict before Python 3.12.
 from typing_extensions import TypedDict
 
 from contract.fields import (
+    COVERED_S,
+    ENERGIES,
     FIELDS,
+    INTERVAL_S,
     MAX_POWER_W,
     OPTIONAL_PARTS,
     PG_INTEGER_RANGES,
@@ -71,6 +75,36 @@ def _typed_dict(name: str, items: dict[str, Any], doc: str | None = None) -> Any
     return with_config(PAYLOAD_CONFIG)(typed_dict)
 
 
+# Rounding slack when checking a sample's energies against its interval.
+ENERGY_SLACK_WH = 1.0
+
+
+def _energy_fits_interval(energy: dict[str, Any]) -> dict[str, Any]:
+    """An energy part's values agree with each other: observed no longer than its interval
+    lasted, and no flow more than MAX_POWER_W could carry over it (else implausible)."""
+    interval = energy[INTERVAL_S.key]
+    if energy[COVERED_S.key] > interval:
+        raise PydanticCustomError(
+            "less_than_equal",
+            "covered_s must not exceed interval_s ({interval})",
+            {"interval": interval},
+        )
+    most = MAX_POWER_W * interval / 3600 + ENERGY_SLACK_WH
+    for field in ENERGIES:
+        value = energy.get(field.key)
+        if value is not None and value > most:
+            raise PydanticCustomError(
+                "less_than_equal",
+                "{key} is more than {most} Wh could be in {interval} s",
+                {"key": field.key, "most": round(most, 1), "interval": interval},
+            )
+    return energy
+
+
+# Checks on a whole part, after its keys' own.
+PART_CHECKS = {INTERVAL_S.part: _energy_fits_interval}
+
+
 def _sample_type() -> Any:
     top: dict[str, Any] = {}
     parts: dict[str, dict[str, Any]] = {}
@@ -85,6 +119,8 @@ def _sample_type() -> Any:
             parts.setdefault(field.part, {})[field.key] = value_type
     for part, items in parts.items():
         part_type = _typed_dict(part.capitalize(), items)
+        if part in PART_CHECKS:
+            part_type = Annotated[part_type, AfterValidator(PART_CHECKS[part])]
         top[part] = NotRequired[part_type | None] if part in OPTIONAL_PARTS else part_type
     return _typed_dict(
         "TelemetrySample", top, "One reading of a site, published on `nodes/{node_id}/telemetry`."
