@@ -19,8 +19,14 @@ from datetime import date, datetime
 from functools import cache
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
-from pydantic import model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 from contract.fields import MAX_ABS_PRICE_PER_KWH
 from contract.text import STORABLE
