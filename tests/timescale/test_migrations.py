@@ -22,11 +22,12 @@ SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE (n.nspname = 'public' AND c.relname IN ('tenants', 'nodes', 'node_status', 'telemetry',
        'optimizer_decisions', 'node_events', 'dead_letters', 'telemetry_5m', 'telemetry_1h',
        'telemetry_1d', 'tenant_roles', 'users', 'commands', 'command_events', 'node_configs',
-       'audit_log', 'node_alerts', 'node_logs', 'node_reported_configs'))
+       'audit_log', 'node_alerts', 'node_logs', 'node_reported_configs', 'tariffs',
+       'site_zones', 'site_tariffs', 'energy_5m', 'energy_1h'))
    OR n.nspname = 'tenant_view' AND c.relkind = 'v'
 """
-# 19 tables and aggregates, 9 tenant views.
-EXPECTED_OBJECTS = 19 + 9
+# 20 tables and aggregates, 4 analytics views, 13 tenant views.
+EXPECTED_OBJECTS = 20 + 4 + 13
 # What a tenant's role can read of the nodes table: never the command keys.
 TENANT_NODE_COLUMNS = (
     "SELECT string_agg(column_name, ',' ORDER BY ordinal_position)"
