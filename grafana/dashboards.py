@@ -1,13 +1,12 @@
-"""The dashboards, built with Grafana's foundation SDK.
+"""The dashboards, built with Grafana's foundation SDK (shared builders in
+grafana/panels.py, energy and money in grafana/money.py).
 
-SQL names relations unqualified: a tenant organization's datasource logs in as the
-tenant's role, whose search_path resolves them to `tenant_view` (its own rows only); the
-admin organization's logs in as `wattfleet_grafana_admin`, which reads every tenant.
 Panels over ranges longer than a few minutes read the continuous aggregates
-(`telemetry_5m`, `_1h`, `_1d`), never raw rows; raw `telemetry` is read only for the
-latest sample of a node. Hours and days are UTC, like the aggregates. Columns of
-`telemetry`, its aggregates and `optimizer_decisions` are named through the field table
-(`contract.fields`), so a dashboard cannot name one the table does not have.
+(`telemetry_5m`, `_1h`) or the energy views over them (`energy_1h`), never raw rows; raw
+`telemetry` is read only for the latest sample of a node. Days, months and tariff hours
+are each site's local ones. Columns of `telemetry`, its aggregates and
+`optimizer_decisions` are named through the field table (`contract.fields`), so a
+dashboard cannot name one the table does not have.
 """
 
 from __future__ import annotations
@@ -17,8 +16,6 @@ from dataclasses import dataclass
 
 from grafana_foundation_sdk.builders import (
     alertgroups,
-    barchart,
-    common,
     dashboard,
     piechart,
     prometheus,
@@ -28,23 +25,18 @@ from grafana_foundation_sdk.builders import (
     timeseries,
 )
 from grafana_foundation_sdk.models import dashboard as model
-from grafana_foundation_sdk.models.common import GraphDrawStyle, TimeZoneUtc
 
 from contract.fields import (
     BATTERY_POWER_W,
     BUCKET,
-    COST,
     DECISION,
     GRID_EXPORT_KWH,
     GRID_IMPORT_KWH,
     GRID_MODE,
-    GRID_ONLY_COST,
     GRID_POWER_W,
-    GRID_PRICE,
-    LOAD_KWH,
     LOAD_POWER_W,
-    PV_KWH,
-    SAVINGS,
+    MODE,
+    REASON,
     SOC_AVG,
     SOC_MAX,
     SOC_MIN,
@@ -52,20 +44,27 @@ from contract.fields import (
     SOLAR_POWER_W,
     TS,
 )
-from grafana.datasources import (
-    ALERTMANAGER_UID,
-    PROMETHEUS_UID,
-    TIMESCALE_TYPE,
-    TIMESCALE_UID,
+from grafana.datasources import ALERTMANAGER_UID, PROMETHEUS_UID
+from grafana.money import (
+    NET_COST,
+    SAVINGS,
+    THIS_MONTH,
+    TODAY,
+    per_currency,
+    savings,
+)
+from grafana.panels import (
+    NODE_FILTER_ONE,
+    TIMESCALE,
+    base,
+    node_variable,
+    series,
+    sql_stat,
 )
 from grafana.sql_query import Sql
 
-TIMESCALE = model.DataSourceRef(type_val=TIMESCALE_TYPE, uid=TIMESCALE_UID)
 PROMETHEUS = model.DataSourceRef(type_val="prometheus", uid=PROMETHEUS_UID)
 ALERTMANAGER = model.DataSourceRef(type_val="alertmanager", uid=ALERTMANAGER_UID)
-
-NODE_FILTER_ONE = "node_id = '$node'"
-NODE_FILTER_MANY = "node_id IN ($node)"
 
 
 @dataclass(frozen=True)
@@ -77,53 +76,10 @@ class DashboardSpec:
     build: Callable[[], dashboard.Dashboard]
 
 
-def _base(uid: str, title: str, description: str) -> dashboard.Dashboard:
-    return (
-        dashboard.Dashboard(title)
-        .uid(uid)
-        .description(description)
-        .tags(["wattfleet", "generated"])
-        .timezone(TimeZoneUtc)
-        .refresh("30s")
-        .time("now-24h", "now")
-        .editable()
-    )
-
-
-def _sql_stat(
-    title: str, sql: str, unit: str = "none", decimals: int | None = None, span: int = 4
-) -> stat.Panel:
-    panel = (
-        stat.Panel()
-        .title(title)
-        .datasource(TIMESCALE)
-        .with_target(Sql(sql))
-        .unit(unit)
-        # Every field, text ones too (a state, a version), not only numbers.
-        .reduce_options(common.ReduceDataOptions().calcs(["lastNotNull"]).fields("/.*/"))
-    )
-    panel = panel.height(4).span(span)
-    return panel.decimals(decimals) if decimals is not None else panel
-
-
 def _backlog_stat(title: str, column: str, unit: str, no_value: str) -> stat.Panel:
     """The node's unconfirmed backlog as its newest heartbeat reported it (node_status)."""
     sql = f'SELECT {column} AS "{title}" FROM node_status WHERE {NODE_FILTER_ONE}'
-    return _sql_stat(title, sql, unit, span=6).no_value(no_value)
-
-
-def _node_variable(multi: bool) -> dashboard.QueryVariable:
-    variable = (
-        dashboard.QueryVariable("node")
-        .label("Node")
-        .datasource(TIMESCALE)
-        .query(
-            "SELECT id AS __value, coalesce(nullif(display_name, ''), id) AS __text"
-            " FROM nodes ORDER BY 2"
-        )
-        .refresh(model.VariableRefresh.ON_DASHBOARD_LOAD)
-    )
-    return variable.multi(True).include_all(True) if multi else variable
+    return sql_stat(title, sql, unit, span=6).no_value(no_value)
 
 
 # -- Fleet overview (admin) ---------------------------------------------------------------
@@ -142,35 +98,33 @@ def fleet_overview() -> dashboard.Dashboard:
         " FROM nodes n LEFT JOIN node_status s ON s.node_id = n.id WHERE n.enabled"
     )
     return (
-        _base("wattfleet-fleet", "Fleet overview", "Every site: who is online, power, savings.")
-        .with_panel(_sql_stat("Nodes online", counts.format(state="online")))
-        .with_panel(_sql_stat("Nodes offline", counts.format(state="offline")))
+        base("wattfleet-fleet", "Fleet overview", "Every site: who is online, power, savings.")
+        .with_panel(sql_stat("Nodes online", counts.format(state="online")))
+        .with_panel(sql_stat("Nodes offline", counts.format(state="offline")))
         .with_panel(
-            _sql_stat("PV power now", LATEST_POWER.format(column=SOLAR_POWER_W.column), "watt")
+            sql_stat("PV power now", LATEST_POWER.format(column=SOLAR_POWER_W.column), "watt")
         )
         .with_panel(
-            _sql_stat(
+            sql_stat(
                 "Battery power now (+ discharging)",
                 LATEST_POWER.format(column=BATTERY_POWER_W.column),
                 "watt",
             )
         )
         .with_panel(
-            _sql_stat(
-                "Fleet savings today",
-                f"SELECT coalesce(sum({SAVINGS.column}), 0) AS savings FROM telemetry_5m"
-                f" WHERE {BUCKET.column} >= date_trunc('day', now())",
-                "currencyPLN",
-                2,
+            sql_stat(
+                "Fleet savings today (each site's local day)",
+                per_currency(SAVINGS, TODAY),
+                decimals=2,
+                per_row=True,
             )
         )
         .with_panel(
-            _sql_stat(
+            sql_stat(
                 "Fleet savings this month",
-                f"SELECT coalesce(sum({SAVINGS.column}), 0) AS savings FROM telemetry_1h"
-                f" WHERE {BUCKET.column} >= date_trunc('month', now())",
-                "currencyPLN",
-                2,
+                per_currency(SAVINGS, THIS_MONTH),
+                decimals=2,
+                per_row=True,
             )
         )
         .with_panel(
@@ -214,28 +168,63 @@ def fleet_overview() -> dashboard.Dashboard:
     )
 
 
-# -- Site (every org) ---------------------------------------------------------------------
+# -- Sites (every org) --------------------------------------------------------------------
+
+# Sites offline first, then those never heard from, then the rest; by name within.
+STATE_ORDER = (
+    "CASE coalesce(s.state, 'unknown') WHEN 'offline' THEN 0 WHEN 'unknown' THEN 1 ELSE 2 END"
+)
 
 
-def _series(title: str, sql: str, unit: str, bars: bool = False) -> timeseries.Panel:
-    panel = (
-        timeseries.Panel()
-        .title(title)
+def sites() -> dashboard.Dashboard:
+    """The organization's own fleet: every site it has, offline first."""
+    return base(
+        "wattfleet-sites",
+        "Sites",
+        "Every site of this organization: state, battery, PV, and its savings today and"
+        " this month (local days).",
+    ).with_panel(
+        table.Panel()
+        .title("Sites")
         .datasource(TIMESCALE)
-        .with_target(Sql(sql).time_series())
-        .unit(unit)
-        .height(8)
-        .span(12)
+        .with_target(
+            Sql(
+                f"""
+                SELECT n.id AS site, n.display_name AS name,
+                    coalesce(s.state, 'unknown') AS state, s.last_seen_at AS "last seen",
+                    l.{SOC_PERCENT.column} AS "SOC %", l.{SOLAR_POWER_W.column} AS "PV W",
+                    m.today AS "savings today", m.month AS "savings this month", m.currency,
+                    m.coverage AS "coverage today %"
+                FROM nodes n
+                LEFT JOIN node_status s ON s.node_id = n.id
+                LEFT JOIN LATERAL (
+                    SELECT t.{SOC_PERCENT.column}, t.{SOLAR_POWER_W.column} FROM telemetry t
+                    WHERE t.node_id = n.id AND t.{TS.column} > now() - interval '15 minutes'
+                    ORDER BY t.{TS.column} DESC LIMIT 1
+                ) l ON true
+                LEFT JOIN LATERAL (
+                    SELECT sum({SAVINGS}) FILTER (WHERE {TODAY}) AS today,
+                        sum({SAVINGS}) AS month, max(currency) AS currency,
+                        100 * sum(covered_s) FILTER (WHERE {TODAY})
+                            / extract(epoch FROM now() - date_trunc('day', now()
+                              AT TIME ZONE max(timezone)) AT TIME ZONE max(timezone))
+                            AS coverage
+                    FROM energy_1h e WHERE e.node_id = n.id AND {THIS_MONTH}
+                ) m ON true
+                WHERE n.enabled
+                ORDER BY {STATE_ORDER}, 2, 1
+                """
+            )
+        )
+        .height(20)
+        .span(24)
     )
-    if bars:
-        panel = panel.draw_style(GraphDrawStyle.BARS).fill_opacity(80)
-    return panel
 
 
-def _site_series(columns: str) -> str:
+def _site_series(columns: str, source: str = "telemetry_5m") -> str:
     return f"""
     SELECT $__timeGroupAlias({BUCKET.column}, $__interval), {columns}
-    FROM telemetry_5m
+    FROM {source}
     WHERE $__timeFilter({BUCKET.column}) AND {NODE_FILTER_ONE}
     GROUP BY 1 ORDER BY 1
     """
@@ -249,29 +238,66 @@ def _latest(column: str, alias: str) -> str:
     )
 
 
+# The tariff's prices at this moment in the site's local time (site_tariffs, 0013).
+PRICE_NOW = f"""
+SELECT t.import_prices[h.slot] AS "import", t.export_prices[h.slot] AS "export", t.currency
+FROM site_tariffs t CROSS JOIN LATERAL (
+    SELECT (extract(isodow FROM now() AT TIME ZONE t.timezone)::int - 1) * 24
+        + extract(hour FROM now() AT TIME ZONE t.timezone)::int + 1 AS slot
+) h
+WHERE t.{NODE_FILTER_ONE} AND now() >= t.starts_at AND now() < t.ends_at
+"""
+SITE_ENERGY = f"{NODE_FILTER_ONE} AND "
+
+
 def site() -> dashboard.Dashboard:
     return (
-        _base(
+        base(
             "wattfleet-site",
             "Site",
-            "One site: battery, PV, load, grid, decisions, commands, unconfirmed backlog.",
+            "One site: battery, PV, load, grid, prices, savings, decisions, commands,"
+            " unconfirmed backlog.",
         )
-        .with_variable(_node_variable(multi=False))
-        .with_panel(_sql_stat("State", f"SELECT state FROM node_status WHERE {NODE_FILTER_ONE}"))
+        .with_variable(node_variable(multi=False))
+        .with_panel(sql_stat("State", f"SELECT state FROM node_status WHERE {NODE_FILTER_ONE}"))
         .with_panel(
-            _sql_stat(
+            sql_stat(
                 "Last seen",
                 f'SELECT last_seen_at AS "last seen" FROM node_status WHERE {NODE_FILTER_ONE}',
                 "dateTimeFromNow",
             )
         )
-        .with_panel(_sql_stat("Battery", _latest(SOC_PERCENT.column, '"SOC"'), "percent", 1))
-        .with_panel(_sql_stat("Grid mode", _latest(GRID_MODE.column, "mode")))
-        .with_panel(_sql_stat("Price now", _latest(GRID_PRICE.column, "price"), "currencyPLN", 2))
+        .with_panel(sql_stat("Battery", _latest(SOC_PERCENT.column, '"SOC"'), "percent", 1))
+        .with_panel(sql_stat("Grid mode", _latest(GRID_MODE.column, "mode")))
+        .with_panel(sql_stat("Price now (per kWh)", PRICE_NOW, decimals=2).no_value("no tariff"))
         .with_panel(
-            _sql_stat(
+            sql_stat(
                 "Agent version",
                 f"SELECT agent_version AS version FROM node_status WHERE {NODE_FILTER_ONE}",
+            )
+        )
+        .with_panel(
+            sql_stat(
+                "Savings today",
+                per_currency(SAVINGS, SITE_ENERGY + TODAY),
+                decimals=2,
+                per_row=True,
+            )
+        )
+        .with_panel(
+            sql_stat(
+                "Net grid cost today",
+                per_currency(NET_COST, SITE_ENERGY + TODAY),
+                decimals=2,
+                per_row=True,
+            )
+        )
+        .with_panel(
+            sql_stat(
+                "Savings this month",
+                per_currency(SAVINGS, SITE_ENERGY + THIS_MONTH),
+                decimals=2,
+                per_row=True,
             )
         )
         # What the node holds until the hub confirms it (its heartbeat says; null from
@@ -291,7 +317,7 @@ def site() -> dashboard.Dashboard:
             )
         )
         .with_panel(
-            _series(
+            series(
                 "Battery state of charge",
                 _site_series(
                     f'avg({SOC_AVG.column}) AS "SOC", min({SOC_MIN.column}) AS "min",'
@@ -301,7 +327,7 @@ def site() -> dashboard.Dashboard:
             )
         )
         .with_panel(
-            _series(
+            series(
                 "Power",
                 _site_series(
                     f'avg({SOLAR_POWER_W.column}) AS "PV", avg({LOAD_POWER_W.column}) AS "load",'
@@ -312,7 +338,7 @@ def site() -> dashboard.Dashboard:
             )
         )
         .with_panel(
-            _series(
+            series(
                 "Grid import / export",
                 _site_series(
                     f'sum({GRID_IMPORT_KWH.column}) AS "import",'
@@ -323,8 +349,24 @@ def site() -> dashboard.Dashboard:
             )
         )
         .with_panel(
-            _series(
-                "Grid price", _site_series(f'avg({GRID_PRICE.column}) AS "price"'), "currencyPLN"
+            series(
+                "Data coverage",
+                # The seconds observed per bucket of the panel's interval (at least the
+                # aggregate's 5 minutes, the panel's minimum interval).
+                _site_series(
+                    "100 * sum(covered_s) / extract(epoch FROM interval '$__interval')"
+                    ' AS "coverage %"'
+                ),
+                "percent",
+            )
+        )
+        .with_panel(
+            series(
+                "Tariff prices (per kWh)",
+                _site_series(
+                    'avg(import_price) AS "import", avg(export_price) AS "export"', "energy_1h"
+                ),
+                "none",
             )
         )
         .with_panel(
@@ -338,6 +380,26 @@ def site() -> dashboard.Dashboard:
                     WHERE $__timeFilter({TS.column}) AND {NODE_FILTER_ONE} ORDER BY {TS.column}
                     """
                 ).time_series()
+            )
+            .height(6)
+            .span(12)
+        )
+        .with_panel(
+            table.Panel()
+            .title("Recent decisions")
+            .datasource(TIMESCALE)
+            .with_target(
+                Sql(
+                    f"""
+                    SELECT {TS.column} AS time, {DECISION.column} AS decision,
+                        {MODE.column} AS mode, {REASON.column} AS reason,
+                        battery_setpoint_w AS "battery setpoint W",
+                        target_soc_percent AS "target SOC %"
+                    FROM optimizer_decisions
+                    WHERE $__timeFilter({TS.column}) AND {NODE_FILTER_ONE}
+                    ORDER BY {TS.column} DESC LIMIT 20
+                    """
+                )
             )
             .height(6)
             .span(12)
@@ -376,138 +438,6 @@ def site() -> dashboard.Dashboard:
     )
 
 
-# -- Savings and costs (every org) --------------------------------------------------------
-
-PEAK = (
-    f"CASE WHEN extract(hour FROM {BUCKET.column}) >= $peak_start"
-    f" AND extract(hour FROM {BUCKET.column}) < $peak_end THEN 'peak' ELSE 'off-peak' END"
-)
-
-
-def _constant(name: str, value: str, label: str) -> dashboard.CustomVariable:
-    return (
-        dashboard.CustomVariable(name)
-        .label(label)
-        .values(value)
-        .current(model.VariableOption(selected=True, text=value, value=value))
-    )
-
-
-def savings() -> dashboard.Dashboard:
-    bucket, pv_kwh, load_kwh = BUCKET.column, PV_KWH.column, LOAD_KWH.column
-    grid_import_kwh, grid_export_kwh = GRID_IMPORT_KWH.column, GRID_EXPORT_KWH.column
-    cost, grid_only_cost, savings = COST.column, GRID_ONLY_COST.column, SAVINGS.column
-    totals = f"""
-    SELECT coalesce(sum({{column}}), 0) AS value FROM telemetry_1h
-    WHERE $__timeFilter({bucket}) AND {NODE_FILTER_MANY}
-    """
-    return (
-        _base(
-            "wattfleet-savings",
-            "Savings and costs",
-            "Energy, cost, what grid-only would have cost, and the savings (UTC days).",
-        )
-        .time("now-30d", "now")
-        .with_variable(_node_variable(multi=True))
-        .with_variable(_constant("peak_start", "17", "Peak from (UTC hour)"))
-        .with_variable(_constant("peak_end", "21", "Peak until (UTC hour)"))
-        .with_panel(_sql_stat("Savings", totals.format(column=savings), "currencyPLN", 2))
-        .with_panel(_sql_stat("Cost", totals.format(column=cost), "currencyPLN", 2))
-        .with_panel(
-            _sql_stat("Grid-only cost", totals.format(column=grid_only_cost), "currencyPLN", 2)
-        )
-        .with_panel(
-            _sql_stat(
-                "Saved vs grid-only",
-                f"""
-                SELECT 100 * sum({savings}) / nullif(sum({grid_only_cost}), 0) AS "saved %"
-                FROM telemetry_1h WHERE $__timeFilter({bucket}) AND {NODE_FILTER_MANY}
-                """,
-                "percent",
-                1,
-            )
-        )
-        .with_panel(_sql_stat("PV energy", totals.format(column=pv_kwh), "kwatth", 1))
-        .with_panel(_sql_stat("Grid import", totals.format(column=grid_import_kwh), "kwatth", 1))
-        .with_panel(
-            barchart.Panel()
-            .title("Energy per day")
-            .datasource(TIMESCALE)
-            .with_target(
-                Sql(
-                    f"""
-                    SELECT {bucket} AS time, sum({pv_kwh}) AS "PV",
-                        sum({grid_import_kwh}) AS "import", sum({grid_export_kwh}) AS "export",
-                        sum({load_kwh}) AS "load"
-                    FROM telemetry_1d WHERE $__timeFilter({bucket}) AND {NODE_FILTER_MANY}
-                    GROUP BY 1 ORDER BY 1
-                    """
-                )
-            )
-            .unit("kwatth")
-            .height(8)
-            .span(12)
-        )
-        .with_panel(
-            barchart.Panel()
-            .title("Money per day")
-            .datasource(TIMESCALE)
-            .with_target(
-                Sql(
-                    f"""
-                    SELECT {bucket} AS time, sum({cost}) AS "cost",
-                        sum({grid_only_cost}) AS "grid-only cost", sum({savings}) AS "savings"
-                    FROM telemetry_1d WHERE $__timeFilter({bucket}) AND {NODE_FILTER_MANY}
-                    GROUP BY 1 ORDER BY 1
-                    """
-                )
-            )
-            .unit("currencyPLN")
-            .height(8)
-            .span(12)
-        )
-        .with_panel(
-            table.Panel()
-            .title("Per month")
-            .datasource(TIMESCALE)
-            .with_target(
-                Sql(
-                    f"""
-                    SELECT to_char(date_trunc('month', {bucket}), 'YYYY-MM') AS month,
-                        sum({pv_kwh}) AS "PV kWh", sum({grid_import_kwh}) AS "import kWh",
-                        sum({grid_export_kwh}) AS "export kWh", sum({load_kwh}) AS "load kWh",
-                        sum({cost}) AS cost, sum({grid_only_cost}) AS "grid-only cost",
-                        sum({savings}) AS savings,
-                        100 * sum({savings}) / nullif(sum({grid_only_cost}), 0) AS "saved %"
-                    FROM telemetry_1d WHERE $__timeFilter({bucket}) AND {NODE_FILTER_MANY}
-                    GROUP BY 1 ORDER BY 1
-                    """
-                )
-            )
-            .height(8)
-            .span(12)
-        )
-        .with_panel(
-            table.Panel()
-            .title("Peak vs off-peak")
-            .datasource(TIMESCALE)
-            .with_target(
-                Sql(
-                    f"""
-                    SELECT {PEAK} AS period, sum({grid_import_kwh}) AS "import kWh",
-                        sum({grid_export_kwh}) AS "export kWh", sum({cost}) AS cost,
-                        sum({grid_only_cost}) AS "grid-only cost", sum({savings}) AS savings
-                    FROM telemetry_1h WHERE $__timeFilter({bucket}) AND {NODE_FILTER_MANY}
-                    GROUP BY 1 ORDER BY 1
-                    """
-                )
-            )
-            .height(8)
-            .span(12)
-        )
-    )
-
-
 # -- Stack health (admin, Prometheus) -----------------------------------------------------
 
 
@@ -521,7 +451,7 @@ def _prom(title: str, unit: str, *queries: tuple[str, str]) -> timeseries.Panel:
 def stack_health() -> dashboard.Dashboard:
     rate = "[$__rate_interval]"
     return (
-        _base("wattfleet-stack", "Stack health", "The hub watching itself (Prometheus).")
+        base("wattfleet-stack", "Stack health", "The hub watching itself (Prometheus).")
         .time("now-6h", "now")
         .with_panel(
             _prom(
@@ -609,6 +539,7 @@ def stack_health() -> dashboard.Dashboard:
 
 DASHBOARDS = (
     DashboardSpec("wattfleet-fleet", "admin", fleet_overview),
+    DashboardSpec("wattfleet-sites", "tenant", sites),
     DashboardSpec("wattfleet-site", "tenant", site),
     DashboardSpec("wattfleet-savings", "tenant", savings),
     DashboardSpec("wattfleet-stack", "admin", stack_health),

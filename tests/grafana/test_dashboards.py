@@ -16,8 +16,9 @@ from grafana import build
 from tests.support.fleet import create_node, create_tenant, unique
 from tests.support.grafana_sql import day_range, render
 from tests.support.services import REPO, require_binary
+from tests.support.tariffs import flat_tariff, insert_tariff
 from tests.support.tenants import as_role, create_tenant_role
-from tests.timescale.test_aggregates import _insert_minutes, refresh_all
+from tests.timescale.test_aggregates import DAY_PERIOD, _insert_minutes, refresh_all
 
 DASHBOARDS = REPO / "grafana" / "dashboards"
 ADMIN_ROLE = "wattfleet_grafana_admin"
@@ -58,6 +59,7 @@ def test_dashboards_are_where_their_audience_finds_them():
     assert sorted(p.name for p in (DASHBOARDS / "tenant").glob("*.json")) == [
         "wattfleet-savings.json",
         "wattfleet-site.json",
+        "wattfleet-sites.json",
     ]
     assert sorted(p.name for p in (DASHBOARDS / "admin").glob("*.json")) == [
         "wattfleet-fleet.json",
@@ -79,6 +81,12 @@ class TestAgainstTimescale:
         )
         now = datetime.now(UTC).replace(microsecond=0)
         with database.connect() as conn:
+            for tenant in (tenant_a, tenant_b):
+                # Night 0.80, day (12-24 UTC) 0.40, export 0.10: from before the data.
+                tariff = flat_tariff(
+                    day.date() - timedelta(days=40), 0.80, 0.10, periods=[DAY_PERIOD]
+                )
+                insert_tariff(conn, tenant, tariff)
             _insert_minutes(conn, node_a, tenant_a, day, 24 * 60)
             _insert_minutes(conn, node_b, tenant_b, day, 24 * 60)
             conn.execute(
@@ -145,17 +153,19 @@ class TestAgainstTimescale:
     def admin(self):
         return (ADMIN_ROLE, "grafana-admin-test")
 
-    @pytest.mark.parametrize("uid", ["wattfleet-fleet", "wattfleet-site", "wattfleet-savings"])
+    @pytest.mark.parametrize(
+        "uid", ["wattfleet-fleet", "wattfleet-site", "wattfleet-savings", "wattfleet-sites"]
+    )
     def test_every_sql_runs_as_the_admin_organization(self, database, world, uid):
         """Each query must run (a broken one raises); the numbers are checked below."""
         dashboard = load(uid)
         for _title, sql in sql_targets(dashboard):
-            variables = {"node": world["node_a"], "peak_start": "17", "peak_end": "21"}
+            variables: dict[str, Any] = {"node": world["node_a"]}
             if uid == "wattfleet-savings":
                 variables["node"] = [world["node_a"], world["node_b"]]
             self.query(database, self.admin(), sql, world["day"], **variables)  # must not raise
 
-    @pytest.mark.parametrize("uid", ["wattfleet-site", "wattfleet-savings"])
+    @pytest.mark.parametrize("uid", ["wattfleet-site", "wattfleet-savings", "wattfleet-sites"])
     def test_tenant_b_sees_nothing_of_tenant_a(self, database, world, uid):
         dashboard = load(uid)
         for title, sql in sql_targets(dashboard):
@@ -166,11 +176,13 @@ class TestAgainstTimescale:
                 sql,
                 world["day"],
                 node=world["node_a"] if uid == "wattfleet-site" else [world["node_a"]],
-                peak_start="17",
-                peak_end="21",
             )
             if title == "variable node":
                 assert rows == [(world["node_b"], world["node_b"])], title
+                continue
+            if title == "Sites":
+                # Its own site only, and nothing of A's.
+                assert [r[0] for r in rows] == [world["node_b"]]
                 continue
             flat = [v for row in rows for v in row if v is not None]
             assert all(v == 0 for v in flat if isinstance(v, int | float)), (title, rows)
@@ -180,44 +192,37 @@ class TestAgainstTimescale:
         dashboard = load("wattfleet-savings")
         day, node = world["day"], [world["node_a"]]
 
-        def value(title):
-            [(v,)] = self.query(
+        def rows(title):
+            return self.query(
                 database, world["role_a"], panel_sql(dashboard, title), day, node=node
             )
-            return round(v, 2)
 
-        assert value("Savings") == 12.00
-        assert value("Cost") == 2.40
-        assert value("Grid-only cost") == 14.40
-        assert value("Saved vs grid-only") == round(100 * 12 / 14.4, 2)
-        assert value("PV energy") == 36.0
-        assert value("Grid import") == 12.0
-        [energy] = self.query(
-            database, world["role_a"], panel_sql(dashboard, "Energy per day"), day, node=node
-        )
-        assert energy[0] == day
-        assert [round(v, 2) for v in energy[1:]] == [36.0, 12.0, 18.0, 24.0]
-        [month] = self.query(
-            database, world["role_a"], panel_sql(dashboard, "Per month"), day, node=node
-        )
-        assert month[0] == day.strftime("%Y-%m")
-        assert [round(v, 2) for v in month[1:]] == [36.0, 12.0, 18.0, 24.0, 2.4, 14.4, 12.0, 83.33]
-        split = self.query(
-            database,
-            world["role_a"],
-            panel_sql(dashboard, "Peak vs off-peak"),
-            day,
-            node=node,
-            peak_start="17",
-            peak_end="21",
-        )
-        # Peak 17-21 UTC: 4 h of the day half: 6 kWh exported at 0.40, load 4 kWh at 0.40.
-        assert [
-            (p, round(i, 2), round(e, 2), round(c, 2), round(g, 2), round(s, 2))
-            for p, i, e, c, g, s in split
-        ] == [
-            ("off-peak", 12.0, 12.0, 4.8, 12.8, 8.0),
-            ("peak", 0.0, 6.0, -2.4, 1.6, 4.0),
+        def value(title):
+            [row] = rows(title)
+            return tuple(round(v, 2) if isinstance(v, float) else v for v in row)
+
+        # Import 12 kWh at 0.80 = 9.60, export 18 kWh at 0.10 = 1.80; grid-only 14.40.
+        assert value("Savings") == ("PLN", 6.6)
+        assert value("Net grid cost (import - export)") == ("PLN", 7.8)
+        assert value("Grid-only cost") == ("PLN", 14.4)
+        assert value("Saved vs grid-only") == ("PLN", round(100 * 6.6 / 14.4, 2))
+        assert value("PV energy") == (36.0,)
+        assert value("Grid import") == (12.0,)
+        assert value("Grid export") == (18.0,)
+        assert value("Data coverage") == (round(100 * 86400 / 86399, 2),)
+        [energy] = rows("Energy per day")
+        assert energy[0] == day.date().isoformat()
+        assert [round(v, 2) for v in energy[1:]] == [36.0, 12.0, 18.0, 24.0, 6.0, 0.0]
+        [month] = rows("Per month")
+        assert month[:2] == (day.strftime("%Y-%m"), "PLN")
+        assert [round(v, 2) for v in month[2:]] == [
+            36.0, 12.0, 18.0, 24.0, 9.6, 1.8, 7.8, 14.4, 6.6, round(100 * 6.6 / 14.4, 2)
+        ]  # fmt: skip
+        split = rows("By tariff period")
+        # "day" (12-24 UTC): no import, 18 kWh exported, load 12 kWh at 0.40.
+        assert [(r[0], r[1], *(round(v, 2) for v in r[2:9])) for r in split] == [
+            ("day", "PLN", 0.0, 18.0, 12.0, 0.0, 1.8, -1.8, 4.8),
+            ("standard", "PLN", 12.0, 0.0, 12.0, 9.6, 0.0, 9.6, 9.6),
         ]
 
     def test_site_live_values_and_history(self, database, world):
@@ -231,7 +236,10 @@ class TestAgainstTimescale:
         assert one("State") == "online"
         assert one("Battery") == 71.5
         assert one("Grid mode") == "AUTO"
-        assert one("Price now") == 0.42
+        [price] = self.query(
+            database, world["role_a"], panel_sql(dashboard, "Price now (per kWh)"), node=node
+        )
+        assert price == (0.80 if datetime.now(UTC).hour < 12 else 0.40, 0.10, "PLN")
         assert one("Agent version") == "0.1.0"
         assert one("Buffered samples") == 240
         assert one("Oldest unconfirmed") == 1300
@@ -258,6 +266,17 @@ class TestAgainstTimescale:
             database, world["role_a"], panel_sql(dashboard, "Recent commands"), node=node
         )
         assert command[1:3] == ("FORCE_CHARGE", "succeeded")
+
+    def test_sites_lists_the_organizations_sites_offline_first(self, database, world):
+        sql = panel_sql(load("wattfleet-sites"), "Sites")
+        [own] = self.query(database, world["role_a"], sql)
+        assert own[:3] == (world["node_a"], world["node_a"], "online")
+        assert own[4:6] == (71.5, 2500.0)  # the live sample
+        every = self.query(database, self.admin(), sql)
+        ours = [r[0] for r in every if r[0] in (world["node_a"], world["node_b"])]
+        assert ours == [world["node_b"], world["node_a"]]  # offline first
+        states = [r[2] for r in every]
+        assert states == sorted(states, key=["offline", "unknown", "online"].index)
 
     def test_fleet_overview_counts_every_tenant(self, database, world):
         dashboard = load("wattfleet-fleet")

@@ -1,4 +1,5 @@
-"""Continuous aggregates hold the right energy and money, and backfill corrects them."""
+"""Continuous aggregates and the energy views hold the right energy, coverage, means and
+money, and backfill corrects them."""
 
 from __future__ import annotations
 
@@ -7,15 +8,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tests.support.fleet import create_node, create_tenant
+from tests.support.tariffs import flat_tariff, insert_samples, insert_tariff, sample_row
 
 pytestmark = pytest.mark.integration
 
-INSERT = """
-INSERT INTO telemetry (ts, node_id, tenant_id, seq, soc_percent, battery_power_w,
-    solar_power_w, grid_power_w, load_power_w, grid_price, grid_mode)
-SELECT * FROM unnest(%s::timestamptz[], %s::text[], %s::bigint[], %s::bigint[], %s::float8[],
-    %s::float8[], %s::float8[], %s::float8[], %s::float8[], %s::float8[], %s::text[])
-"""
+# Night 0.80, day (12:00-24:00) 0.40; export always 0.10.
+DAY_PERIOD = {"name": "day", "from_hour": 12, "to_hour": 24, "price": 0.40}
 
 
 def _day_start(days_ago: int) -> datetime:
@@ -24,9 +22,9 @@ def _day_start(days_ago: int) -> datetime:
 
 
 def _insert_minutes(conn, node_id, tenant, start, minutes, keep=lambda ts: True):
-    """One sample a minute. Night (00-12 UTC): no PV, 1 kW load all imported at 0.80,
-    SOC 40. Day (12-24): 3 kW PV, 1 kW load, 0.5 kW into the battery, 1.5 kW exported,
-    price 0.40, SOC 80."""
+    """One sample a minute, each carrying its minute's energy. Night (00-12 UTC): no PV,
+    1 kW load all imported, SOC 40. Day (12-24): 3 kW PV, 1 kW load, 0.5 kW into the
+    battery, 1.5 kW exported, SOC 80."""
     rows = []
     for m in range(minutes):
         ts = start + timedelta(minutes=m)
@@ -34,21 +32,21 @@ def _insert_minutes(conn, node_id, tenant, start, minutes, keep=lambda ts: True)
             continue
         night = ts.hour < 12
         rows.append(
-            (
+            sample_row(
                 ts,
                 node_id,
                 tenant,
                 m,
-                40.0 if night else 80.0,
-                0.0 if night else -500.0,
-                0.0 if night else 3000.0,
-                1000.0 if night else -1500.0,
-                1000.0,
-                0.80 if night else 0.40,
-                "AUTO",
+                soc=40.0 if night else 80.0,
+                battery_w=0.0 if night else -500.0,
+                pv_w=0.0 if night else 3000.0,
+                grid_w=1000.0 if night else -1500.0,
+                load_w=1000.0,
+                interval_s=60.0,
+                covered_s=60.0,
             )
         )
-    conn.execute(INSERT, [list(col) for col in zip(*rows, strict=True)])
+    insert_samples(conn, rows)
 
 
 def refresh_all(conn):
@@ -64,34 +62,92 @@ def refresh_all(conn):
 
 def _day(conn, node_id, day):
     return conn.execute(
-        "SELECT sample_count, soc_avg, soc_min, soc_max, pv_kwh, grid_import_kwh,"
-        " grid_export_kwh, load_kwh, battery_in_kwh, battery_out_kwh, cost, grid_only_cost,"
-        " savings FROM telemetry_1d WHERE node_id = %s AND bucket = %s",
+        "SELECT sample_count, soc_avg, soc_min, soc_max, covered_s, pv_kwh, grid_import_kwh,"
+        " grid_export_kwh, load_kwh, battery_charge_kwh, battery_discharge_kwh"
+        " FROM telemetry_1d WHERE node_id = %s AND bucket = %s",
         (node_id, day),
     ).fetchone()
 
 
-def test_daily_energy_cost_and_savings_match_a_hand_computed_day(database):
+def _money(conn, node_id, day):
+    return conn.execute(
+        "SELECT count(*), sum(import_cost), sum(export_revenue), sum(grid_only_cost),"
+        " sum(savings), min(coverage), max(currency) FROM energy_1h"
+        " WHERE node_id = %s AND bucket >= %s AND bucket < %s",
+        (node_id, day, day + timedelta(days=1)),
+    ).fetchone()
+
+
+def test_daily_energy_and_money_match_a_hand_computed_day(database):
     tenant = create_tenant(database)
     node = create_node(database, tenant)
     day = _day_start(2)
     with database.connect() as conn:
+        insert_tariff(conn, tenant, flat_tariff(day.date(), 0.80, 0.10, periods=[DAY_PERIOD]))
         _insert_minutes(conn, node, tenant, day, 24 * 60)
         refresh_all(conn)
         got = _day(conn, node, day)
-        hourly = conn.execute(
-            "SELECT count(*), sum(pv_kwh), sum(savings) FROM telemetry_1h"
-            " WHERE node_id = %s AND bucket >= %s AND bucket < %s",
-            (node, day, day + timedelta(days=1)),
-        ).fetchone()
+        money = _money(conn, node, day)
     # PV 3 kW x 12 h; import 1 kW x 12 h; export 1.5 kW x 12 h; load 1 kW x 24 h;
-    # battery in 0.5 kW x 12 h. Cost 12 x 0.80 - 18 x 0.40 = 2.40;
-    # grid-only 12 x 0.80 + 12 x 0.40 = 14.40; savings 12.00.
-    expected = (1440, 60.0, 40.0, 80.0, 36.0, 12.0, 18.0, 24.0, 6.0, 0.0, 2.4, 14.4, 12.0)
-    assert got[0] == expected[0]
-    assert got[1:] == pytest.approx(expected[1:], abs=1e-9)
-    assert hourly[0] == 24
-    assert hourly[1:] == pytest.approx((36.0, 12.0))
+    # battery charged 0.5 kW x 12 h; every second of the day observed.
+    assert got[0] == 1440
+    assert got[1:] == pytest.approx((60.0, 40.0, 80.0, 86400, 36, 12, 18, 24, 6, 0), abs=1e-9)
+    # Import 12 kWh at 0.80 = 9.60; export 18 kWh at 0.10 = 1.80; grid-only: 12 kWh at
+    # 0.80 + 12 kWh at 0.40 = 14.40; savings 14.40 - (9.60 - 1.80) = 6.60.
+    assert money[0] == 24
+    assert money[1:5] == pytest.approx((9.6, 1.8, 14.4, 6.6), abs=1e-9)
+    assert money[5:] == (1.0, "PLN")
+
+
+def test_energy_counts_what_samples_cover_not_how_many_there_are(database):
+    """One sample after a gap covers nothing; a bucket with a single sample holds that
+    sample's energy, not its power over the whole bucket; rollups weight means by count."""
+    tenant = create_tenant(database)
+    node = create_node(database, tenant)
+    hour = _day_start(3) + timedelta(hours=9)
+
+    def row(minute, seconds, power, interval, covered):
+        return sample_row(
+            hour + timedelta(minutes=minute, seconds=seconds),
+            node,
+            tenant,
+            minute * 100 + seconds,
+            soc=50.0,
+            battery_w=0.0,
+            pv_w=power,
+            grid_w=0.0,
+            load_w=power,
+            interval_s=interval,
+            covered_s=covered,
+        )
+
+    with database.connect() as conn:
+        # 09:00-09:05: twelve 5-second samples at 1 kW (one minute observed), then a
+        # single sample at 4 kW at 09:07 after a 2-minute gap: it covers nothing.
+        rows = [row(0, 5 * i, 1000.0, 5.0, 5.0) for i in range(12)]
+        rows.append(row(7, 0, 4000.0, 125.0, 0.0))
+        insert_samples(conn, rows)
+        refresh_all(conn)
+        fine = conn.execute(
+            "SELECT sample_count, covered_s, pv_kwh, solar_power_w FROM telemetry_5m"
+            " WHERE node_id = %s ORDER BY bucket",
+            (node,),
+        ).fetchall()
+        (coarse,) = conn.execute(
+            "SELECT sample_count, covered_s, pv_kwh, solar_power_w FROM telemetry_1h"
+            " WHERE node_id = %s",
+            (node,),
+        ).fetchall()
+        (coverage,) = conn.execute(
+            "SELECT coverage FROM energy_1h WHERE node_id = %s", (node,)
+        ).fetchone()
+    assert fine == [
+        (12, 60.0, pytest.approx(1000 * 60 / 3600 / 1000), 1000.0),
+        (1, 0.0, 0.0, 4000.0),
+    ]
+    # The hour's mean power is the samples' mean (13 samples), not the buckets' (2500).
+    assert coarse == (13, 60.0, pytest.approx(1 / 60), pytest.approx((12 * 1000 + 4000) / 13))
+    assert coverage == pytest.approx(60 / 3600)
 
 
 def test_backfilled_samples_change_the_aggregates_after_refresh(database):
@@ -113,8 +169,23 @@ def test_backfilled_samples_change_the_aggregates_after_refresh(database):
         refresh_all(conn)
         after = _day(conn, node, day)
     assert before[0] == 1440 - 120
-    assert before[4] == pytest.approx(30.0)  # 10 h of 3 kW PV
+    assert before[5] == pytest.approx(30.0)  # 10 h of 3 kW PV
     assert stale == before  # materialized days change only when refreshed
     assert after[0] == 1440
-    assert after[4] == pytest.approx(36.0)
-    assert after[12] == pytest.approx(12.0)
+    assert after[5] == pytest.approx(36.0)
+    assert after[4] == pytest.approx(86400)
+
+
+def test_buckets_without_a_tariff_keep_their_energy_and_have_no_money(database):
+    tenant = create_tenant(database)
+    node = create_node(database, tenant)
+    day = _day_start(4)
+    with database.connect() as conn:
+        _insert_minutes(conn, node, tenant, day, 24 * 60)
+        refresh_all(conn)
+        got = conn.execute(
+            "SELECT sum(pv_kwh), count(import_cost), count(savings), count(currency)"
+            " FROM energy_1h WHERE node_id = %s",
+            (node,),
+        ).fetchone()
+    assert got == (pytest.approx(36.0), 0, 0, 0)

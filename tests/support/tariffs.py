@@ -1,0 +1,130 @@
+"""Tariffs and energy-carrying samples written straight into the database, for tests of
+the analytics (the control API's tariff routes are tested on their own)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import date
+from typing import Any
+
+from contract.tariff import TariffVersion
+
+# A sample's columns as the tests give them, energy part included (contract/fields.py).
+SAMPLE_COLUMNS = (
+    ("ts", "timestamptz"),
+    ("node_id", "text"),
+    ("tenant_id", "bigint"),
+    ("seq", "bigint"),
+    ("soc_percent", "float8"),
+    ("battery_power_w", "float8"),
+    ("solar_power_w", "float8"),
+    ("grid_power_w", "float8"),
+    ("load_power_w", "float8"),
+    ("grid_price", "float8"),
+    ("grid_mode", "text"),
+    ("interval_s", "float8"),
+    ("covered_s", "float8"),
+    ("pv_wh", "float8"),
+    ("grid_import_wh", "float8"),
+    ("grid_export_wh", "float8"),
+    ("load_wh", "float8"),
+    ("battery_charge_wh", "float8"),
+    ("battery_discharge_wh", "float8"),
+)
+INSERT_SAMPLES = (
+    f"INSERT INTO telemetry ({', '.join(c for c, _ in SAMPLE_COLUMNS)})"
+    f" SELECT * FROM unnest({', '.join(f'%s::{t}[]' for _, t in SAMPLE_COLUMNS)})"
+)
+
+
+def insert_samples(conn: Any, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Rows of SAMPLE_COLUMNS, in that order."""
+    conn.execute(INSERT_SAMPLES, [list(col) for col in zip(*rows, strict=True)])
+
+
+def sample_row(
+    ts: Any,
+    node_id: str,
+    tenant_id: int,
+    seq: int,
+    *,
+    soc: float,
+    battery_w: float,
+    pv_w: float,
+    grid_w: float,
+    load_w: float,
+    interval_s: float,
+    covered_s: float,
+) -> tuple[Any, ...]:
+    """A sample whose energies are its powers held over `covered_s` (as the agent counts
+    them from power: edge/energy_meter.py), split by sign as the field table says."""
+    hours = covered_s / 3600
+    return (
+        ts,
+        node_id,
+        tenant_id,
+        seq,
+        soc,
+        battery_w,
+        pv_w,
+        grid_w,
+        load_w,
+        0.0,
+        "AUTO",
+        interval_s,
+        covered_s,
+        pv_w * hours,
+        max(grid_w, 0) * hours,
+        max(-grid_w, 0) * hours,
+        load_w * hours,
+        max(-battery_w, 0) * hours,
+        max(battery_w, 0) * hours,
+    )
+
+
+def flat_tariff(
+    valid_from: date,
+    import_price: float,
+    export_price: float,
+    *,
+    currency: str = "PLN",
+    periods: Sequence[dict[str, Any]] = (),
+) -> TariffVersion:
+    """A tariff version: `import_price` but where `periods` say, one export price."""
+    return TariffVersion.model_validate(
+        {
+            "valid_from": valid_from,
+            "currency": currency,
+            "import_price": {
+                "default_price": import_price,
+                "default_name": "standard",
+                "periods": list(periods),
+            },
+            "export_price": {"default_price": export_price},
+        }
+    )
+
+
+def insert_tariff(
+    conn: Any, tenant_id: int, version: TariffVersion, node_id: str | None = None
+) -> None:
+    """Stores a version as the control API does: as given, and its price grids."""
+    conn.execute(
+        "INSERT INTO tariffs (tenant_id, node_id, valid_from, currency, tariff, import_prices,"
+        " export_prices, import_periods) VALUES (%s, %s, %s, %s, %s::jsonb, %s, %s, %s)",
+        (
+            tenant_id,
+            node_id,
+            version.valid_from,
+            version.currency,
+            json.dumps(version.model_dump(mode="json", exclude={"valid_from"})),
+            version.import_grid(),
+            version.export_grid(),
+            version.import_period_names(),
+        ),
+    )
+
+
+def set_time_zone(conn: Any, tenant_id: int, zone: str) -> None:
+    conn.execute("UPDATE tenants SET timezone = %s WHERE id = %s", (zone, tenant_id))
