@@ -30,7 +30,8 @@ def test_valid_sample_is_accepted_as_live_as_its_telemetry_row():
     ts = NOW - timedelta(seconds=2)
     out = _decode(sample("n1", 3, ts))
     mode = "SELF_CONSUMPTION"
-    row = [ts, "n1", None, 3, 53.0, 52.1, -300.0, 1500.0, 200.0, 1400.0, 0.55, mode, NOW]
+    energy = [5.0, 5.0, 2.08, 0.28, 0.0, 1.94, 0.42, 0.0]
+    row = [ts, "n1", None, 3, 53.0, 52.1, -300.0, 1500.0, 200.0, 1400.0, 0.55, mode, NOW, *energy]
     assert out.rows == [row]
     assert len(row) == len(TELEMETRY_COLUMNS)
     assert [dict(zip(DECISION_SIGHTING_COLUMNS, d, strict=True)) for d in out.decisions] == [
@@ -40,6 +41,10 @@ def test_valid_sample_is_accepted_as_live_as_its_telemetry_row():
             "grid_mode": mode,
             "daily_savings": 1.5,
             "daily_cost": 0.4,
+            "mode": None,
+            "reason": None,
+            "battery_setpoint_w": None,
+            "target_soc_percent": None,
         }
     ]
     assert out.live
@@ -49,6 +54,7 @@ def test_valid_sample_is_accepted_as_live_as_its_telemetry_row():
 def test_optional_parts_absent_are_null_in_the_row():
     body = sample("n1", 1, NOW)
     del body["load"], body["optimizer"], body["battery"]["voltage"], body["grid"]["power_w"]
+    del body["energy"]
     body["battery"]["power_w"] = None
     out = _decode(body)
     assert [dict(zip((c for c, _ in TELEMETRY_COLUMNS), r, strict=True)) for r in out.rows] == [
@@ -66,9 +72,27 @@ def test_optional_parts_absent_are_null_in_the_row():
             "grid_price": 0.55,
             "grid_mode": "SELF_CONSUMPTION",
             "received_at": NOW,
+            **dict.fromkeys(
+                ("interval_s", "covered_s", "pv_wh", "grid_import_wh", "grid_export_wh"), None
+            ),
+            **dict.fromkeys(("load_wh", "battery_charge_wh", "battery_discharge_wh"), None),
         }
     ]
     assert out.decisions == []
+
+
+def test_an_energy_part_that_disagrees_with_its_interval_is_implausible():
+    """A node claiming more energy than its interval could carry, or more time observed
+    than passed, is dead-lettered as implausible, not stored."""
+    for energy in (
+        {"interval_s": 5.0, "covered_s": 6.0},
+        {"interval_s": 5.0, "covered_s": 5.0, "pv_wh": 500.0},
+        {"interval_s": 5.0, "covered_s": 5.0, "grid_export_wh": -1.0},
+    ):
+        out = _decode(sample("n1", 1, NOW, energy=energy))
+        assert out.rows == []
+        [(reason, _detail)] = [(d.reason, d.detail) for d in out.dead]
+        assert reason is Reason.IMPLAUSIBLE_VALUE, energy
 
 
 def test_replay_batch_is_not_live():

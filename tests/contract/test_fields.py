@@ -32,6 +32,18 @@ VALUES = {
     "decision": "charge from PV",
     "daily_savings": 1.5,
     "daily_cost": 0.4,
+    "mode": "SELF_CONSUMPTION",
+    "reason": "PV covers the load",
+    "battery_setpoint_w": -1500.0,
+    "target_soc_percent": 90.0,
+    "interval_s": 5.0,
+    "covered_s": 5.0,
+    "pv_wh": 3.5,
+    "grid_import_wh": 0.0,
+    "grid_export_wh": 1.25,
+    "load_wh": 1.7,
+    "battery_charge_wh": 0.55,
+    "battery_discharge_wh": 0.0,
 }
 
 

@@ -124,6 +124,17 @@ def sample(node_id: str, seq: int, ts: datetime | None = None, **overrides: Any)
             "daily_savings_pln": 1.5,
             "daily_cost_pln": 0.4,
         },
+        # The powers above held for 5 seconds (contract/fields.py: the energy part).
+        "energy": {
+            "interval_s": 5.0,
+            "covered_s": 5.0,
+            "pv_wh": 2.08,
+            "grid_import_wh": 0.28,
+            "grid_export_wh": 0.0,
+            "load_wh": 1.94,
+            "battery_charge_wh": 0.42,
+            "battery_discharge_wh": 0.0,
+        },
     }
     body.update(overrides)
     return body
