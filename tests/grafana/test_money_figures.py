@@ -174,7 +174,8 @@ def _query(site: dict[str, Any], who: str, title: str, first: date, last: date) 
     time_to = _local_midnight(last + timedelta(days=1)) - timedelta(seconds=1)
     rendered = render(sql, time_from, time_to, {"node": [site["node"]]})
     with as_role(site["db"], *site["roles"][who]) as conn:
-        return conn.execute(rendered).fetchall()
+        rows: list[Any] = conn.execute(rendered).fetchall()
+        return rows
 
 
 def _check_every_panel(site: dict[str, Any], who: str) -> None:

@@ -287,7 +287,9 @@ def _missing_aggregates() -> list[str]:
     # the aggregates another shape, which this SQL's rollups do not fit.
     cursor = op.get_bind().connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     cursor.execute("SELECT to_regclass('telemetry_5m') IS NULL")
-    return AGGREGATES if cursor.fetchone()[0] else []
+    row = cursor.fetchone()
+    assert row is not None
+    return AGGREGATES if row[0] else []
 
 
 def upgrade() -> None:

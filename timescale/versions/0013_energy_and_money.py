@@ -31,6 +31,7 @@ Create Date: 2026-11-30
 
 import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 from alembic import op
 
@@ -179,7 +180,7 @@ def _energy_view(name: str, source: str, bucket_seconds: int) -> str:
     """
 
 
-def _load_0001():
+def _load_0001() -> ModuleType:
     # Downgrade rebuilds the aggregates of the old shape with migration 0001's own SQL.
     path = Path(__file__).with_name("0001_telemetry_schema.py")
     spec = importlib.util.spec_from_file_location("wattfleet_migration_0001", path)
@@ -224,7 +225,9 @@ def _run(statements: list[str]) -> None:
 def _scalar(sql: str) -> object:
     cursor = op.get_bind().connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     cursor.execute(sql)
-    return cursor.fetchone()[0]
+    row = cursor.fetchone()
+    assert row is not None
+    return row[0]
 
 
 def _retire_old_aggregates() -> list[str]:
