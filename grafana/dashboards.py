@@ -245,7 +245,8 @@ FROM site_tariffs t CROSS JOIN LATERAL (
     SELECT (extract(isodow FROM now() AT TIME ZONE t.timezone)::int - 1) * 24
         + extract(hour FROM now() AT TIME ZONE t.timezone)::int + 1 AS slot
 ) h
-WHERE t.{NODE_FILTER_ONE} AND now() >= t.starts_at AND now() < t.ends_at
+WHERE t.{NODE_FILTER_ONE} AND now() >= t.starts_at
+    AND (t.ends_at IS NULL OR now() < t.ends_at)
 """
 SITE_ENERGY = f"{NODE_FILTER_ONE} AND "
 

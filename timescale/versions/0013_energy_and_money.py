@@ -12,7 +12,8 @@
   every zone whose offset is whole hours (local days are made of hours below).
 - `site_zones`: each site's effective time zone; `site_tariffs`: each site's effective
   tariff timeline as instants (its own versions once the first is in force, before that
-  its tenant's; each from local midnight of valid_from to the next one's).
+  its tenant's; each from local midnight of valid_from to the next one's; `ends_at` NULL
+  for the one in force until further notice).
 - `energy_5m`, `energy_1h`: an aggregate's buckets with their local time, local day and
   the tariff in force: import cost = import kWh x import price, export revenue = export
   kWh x export price, grid-only cost = load kWh x import price, savings = grid-only cost
@@ -140,8 +141,8 @@ WITH versions AS (
 SELECT node_id, tenant_id, timezone, valid_from, currency, import_prices, export_prices,
     import_periods,
     valid_from::timestamp AT TIME ZONE timezone AS starts_at,
-    coalesce(lead(valid_from) OVER (PARTITION BY node_id ORDER BY valid_from)::timestamp
-             AT TIME ZONE timezone, 'infinity') AS ends_at
+    lead(valid_from) OVER (PARTITION BY node_id ORDER BY valid_from)::timestamp
+        AT TIME ZONE timezone AS ends_at
 FROM versions
 """
 
@@ -175,7 +176,7 @@ def _energy_view(name: str, source: str, bucket_seconds: int) -> str:
         JOIN site_zones z ON z.node_id = a.node_id
         CROSS JOIN LATERAL (SELECT a.bucket AT TIME ZONE z.timezone AS local_time) l
         LEFT JOIN site_tariffs t ON t.node_id = a.node_id
-            AND a.bucket >= t.starts_at AND a.bucket < t.ends_at
+            AND a.bucket >= t.starts_at AND (t.ends_at IS NULL OR a.bucket < t.ends_at)
     ) b
     """
 

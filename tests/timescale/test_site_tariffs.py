@@ -1,0 +1,71 @@
+"""Each site's time zone and tariff timeline, as the analytics read them (site_zones,
+site_tariffs: migration 0013)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
+
+import psycopg
+import pytest
+
+from tests.support.fleet import create_node, create_tenant
+from tests.support.tariffs import flat_tariff, insert_tariff, set_time_zone
+
+pytestmark = pytest.mark.integration
+
+WARSAW, NEW_YORK = ZoneInfo("Europe/Warsaw"), ZoneInfo("America/New_York")
+
+
+def _midnight(day: date, zone: ZoneInfo) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=zone)
+
+
+def test_a_site_uses_its_own_versions_from_the_first_and_its_tenants_before(database):
+    tenant = create_tenant(database)
+    own, plain, abroad = (create_node(database, tenant) for _ in range(3))
+    a, b, c, d = date(2026, 1, 1), date(2026, 6, 1), date(2026, 4, 1), date(2026, 9, 1)
+    with database.connect() as conn:
+        set_time_zone(conn, tenant, "Europe/Warsaw")
+        conn.execute("UPDATE nodes SET timezone = 'America/New_York' WHERE id = %s", (abroad,))
+        for day, price in ((a, 0.5), (b, 0.6), (d, 0.8)):
+            insert_tariff(conn, tenant, flat_tariff(day, price, 0.1))
+        insert_tariff(conn, tenant, flat_tariff(c, 0.7, 0.2, currency="EUR"), node_id=own)
+        timelines = {
+            node: conn.execute(
+                "SELECT valid_from, currency, import_prices[1], starts_at, ends_at"
+                " FROM site_tariffs WHERE node_id = %s ORDER BY valid_from",
+                (node,),
+            ).fetchall()
+            for node in (own, plain, abroad)
+        }
+        zones = dict(
+            conn.execute(
+                "SELECT node_id, timezone FROM site_zones WHERE node_id IN (%s, %s)",
+                (plain, abroad),
+            ).fetchall()
+        )
+    infinity = None  # in force until further notice
+    # Its tenant's first version, then its own from 1 April on; the tenant's later
+    # versions no longer apply to it.
+    assert timelines[own] == [
+        (a, "PLN", 0.5, _midnight(a, WARSAW), _midnight(c, WARSAW)),
+        (c, "EUR", 0.7, _midnight(c, WARSAW), infinity),
+    ]
+    assert timelines[plain] == [
+        (a, "PLN", 0.5, _midnight(a, WARSAW), _midnight(b, WARSAW)),
+        (b, "PLN", 0.6, _midnight(b, WARSAW), _midnight(d, WARSAW)),
+        (d, "PLN", 0.8, _midnight(d, WARSAW), infinity),
+    ]
+    # The same versions, from midnight where that site is.
+    assert [row[3] for row in timelines[abroad]] == [_midnight(x, NEW_YORK) for x in (a, b, d)]
+    assert zones == {plain: "Europe/Warsaw", abroad: "America/New_York"}
+
+
+def test_a_time_zone_the_database_does_not_know_is_refused(database):
+    tenant = create_tenant(database)
+    with database.connect() as conn, pytest.raises(psycopg.errors.InvalidParameterValue):
+        set_time_zone(conn, tenant, "Europe/Atlantis")
+    node = create_node(database, tenant)
+    with database.connect() as conn, pytest.raises(psycopg.errors.InvalidParameterValue):
+        conn.execute("UPDATE nodes SET timezone = 'Mars/Olympus' WHERE id = %s", (node,))
