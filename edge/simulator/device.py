@@ -122,6 +122,8 @@ class SimulatedInverter:
         self.string_wh = [1_000_000.0 * (i + 1) + site.seed for i in range(len(STRING_SHARES))]
         self.grid_import_wh = 2_000_000.0 + site.seed
         self.grid_export_wh = 3_000_000.0 + site.seed
+        # The site coordinator's plan: charge at this % of the battery's maximum, or None.
+        self.planned_charge_percent: float | None = None
         self._last_s: float | None = None
 
     def device(self) -> SimDevice:
@@ -166,8 +168,17 @@ class SimulatedInverter:
         elif mode_bits & STORCTL_DISCHARGE:
             self.site.controls.mode = "DISCHARGE"
             self.site.controls.rate_percent = float(img.get(registers, 124, "OutWRte") or 0)
+        elif self.planned_charge_percent is not None:
+            # The storage controls (the hub's commands) come first, then the coordinator.
+            self.site.controls.mode = "CHARGE"
+            self.site.controls.rate_percent = self.planned_charge_percent
         else:
             self.site.controls.mode = "AUTO"
+
+    def follow(self, charge: bool, rate_percent: float) -> None:
+        """The site coordinator's decision: charge from the grid at `rate_percent` of the
+        battery's maximum power, or (False) self-consumption."""
+        self.planned_charge_percent = rate_percent if charge else None
 
     def refresh(self, registers: list[int]) -> None:
         """Steps the physics to now and writes every dynamic point."""
