@@ -40,6 +40,7 @@ from contract.fields import (
     MAX_POWER_W,
     PV_WH,
 )
+from contract.telemetry import ENERGY_SLACK_WH
 from edge.inverter import Counter, Reading
 
 SECONDS_PER_HOUR = 3600.0
@@ -128,7 +129,7 @@ FLOWS: tuple[tuple[str, PowerPart, Callable[[MeterPoint], Counter | None] | None
 
 def _most_wh(interval_s: float) -> float:
     """The most energy one flow can carry in the interval (the contract's bound)."""
-    return MAX_POWER_W * interval_s / SECONDS_PER_HOUR
+    return MAX_POWER_W * interval_s / SECONDS_PER_HOUR + ENERGY_SLACK_WH
 
 
 def counter_increase(before: Counter, now: Counter, interval_s: float) -> float | None:
