@@ -163,8 +163,17 @@ class CoordinatorServer:
                 except ValidationError as exc:
                     outer._reply(self, 400, {"error": _validation_reason(exc)})
                     return
-                expires_at = coordination.decide(decision, clock())
-                log.info("coordinator decided %s: %s", decision.mode, decision.reason)
+                now = clock()
+                before = coordination.in_force(now)
+                expires_at = coordination.decide(decision, now)
+                # A coordinator repeats its decision every period: only a change is news.
+                changed = before is None or before[0].mode != decision.mode
+                log.log(
+                    logging.INFO if changed else logging.DEBUG,
+                    "coordinator decided %s: %s",
+                    decision.mode,
+                    decision.reason,
+                )
                 outer._reply(self, 200, decision_json((decision, expires_at)))
 
             def log_message(self, format: str, *args: Any) -> None:

@@ -90,6 +90,8 @@ async def coordinate(url: str, inverter: SimulatedInverter, every_s: float) -> N
     failures = FailureLog(log)
     valid_for_s = max(1, round(3 * every_s))
     while True:
+        # First a period's wait: the agent starts after its simulator.
+        await asyncio.sleep(every_s)
         try:
             decision = await asyncio.to_thread(
                 _exchange,
@@ -102,4 +104,3 @@ async def coordinate(url: str, inverter: SimulatedInverter, every_s: float) -> N
             if failures.recover():
                 log.info("coordinator: the agent at %s answers again", url)
             inverter.follow(decision["mode"] == CHARGE_FROM_GRID, CHARGE_SHARE * 100)
-        await asyncio.sleep(every_s)
