@@ -196,6 +196,8 @@ class NodeConfig(ServiceSettings, MqttSettings):
     status_host: Text = "0.0.0.0"  # noqa: S104 - the local status page is for the LAN
     # The agent runs unprivileged, and a low port would shadow the Pi's own services.
     status_port: int = Field(default=8080, ge=1024, le=65535)
+    # The coordinator interface (edge/coordinator.py), on 127.0.0.1 only; None: off.
+    coordinator_port: int | None = Field(default=None, ge=1024, le=65535)
 
     @model_validator(mode="before")
     @classmethod

@@ -6,7 +6,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,8 +23,11 @@ from edge.buffer import SampleBuffer
 from edge.commands import CommandHandler, LogRing, SeenCommands
 from edge.config import EdgeSettings
 from edge.config_push import ConfigPush
+from edge.coordinator import Coordination, CoordinatorServer, decision_json
+from edge.energy_meter import EnergyMeter
 from edge.energy_today import EnergyToday
 from edge.inverter import InverterError, Reading, SunSpecDevice
+from edge.prices import Prices, SitePrices
 from edge.publisher import Publisher
 from edge.registers import sunspec_map
 from edge.self_update import SelfUpdate, installed_version
@@ -56,11 +59,17 @@ def modbus_client(settings: EdgeSettings) -> ModbusTcpClient | ModbusSerialClien
 
 
 def sample_body(
-    reading: Reading, node_id: str, now: datetime, price_per_kwh: float
+    reading: Reading,
+    node_id: str,
+    now: datetime,
+    price_per_kwh: float,
+    parts: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The telemetry body of a reading (without seq, not validated), nested as the field
-    table (contract/fields.py) says."""
+    table (contract/fields.py) says; `parts`: more values by column (the energy part, the
+    coordinator's decision)."""
     values = dataclasses.asdict(reading)  # keyed by column, as the field table is
+    values.update(parts or {})
     values[NODE_ID.column] = node_id
     values[TS.column] = now.isoformat()
     values[GRID_PRICE.column] = price_per_kwh
@@ -68,6 +77,15 @@ def sample_body(
         # AC plus grid power dips below zero by metering noise; a load never does.
         values[LOAD_POWER_W.column] = max(0.0, reading.load_power_w)
     return wire_body(values)
+
+
+def price_json(prices: Prices) -> dict[str, Any]:
+    return {
+        "import_per_kwh": prices.import_per_kwh,
+        "export_per_kwh": prices.export_per_kwh,
+        "currency": prices.currency,
+        "period": prices.period,
+    }
 
 
 class Agent:
@@ -106,9 +124,22 @@ class Agent:
         self._device_failures = FailureLog(log)
         self.last_reading: Reading | None = None
         self.last_reading_at: datetime | None = None
+        self.prices = SitePrices(settings)
         # A reading counts for up to three poll intervals: one slow or failed poll still
         # counts, a longer outage does not.
-        self.energy_today = EnergyToday(3 * timedelta(seconds=settings.poll_interval_s))
+        max_gap = 3 * timedelta(seconds=settings.poll_interval_s)
+        self.energy_today = EnergyToday(max_gap, self.prices.zone)
+        self.energy_meter = EnergyMeter(
+            max_gap, self.buffer.meter_point(), clock(), settings.buffer_max_age
+        )
+        self.coordination = Coordination()
+        self.coordinator_server = (
+            CoordinatorServer(
+                settings.coordinator_port, self.coordination, self.coordinator_context, clock
+            )
+            if settings.coordinator_port is not None
+            else None
+        )
         self.log_ring = LogRing()
         logging.getLogger().addHandler(self.log_ring)
         if state_dir is None:
@@ -172,7 +203,9 @@ class Agent:
             "load_power_w": r.load_power_w if r else None,
             "last_reading_at": self.last_reading_at.isoformat() if self.last_reading_at else None,
             "poll_interval_s": self.settings.poll_interval_s,
+            "timezone": self.settings.timezone,
             **self.energy_today.snapshot(),
+            "prices_now": price_json(self.prices.at(self.clock())),
             "commands": list(self.commands_handler.last_results),
         }
 
@@ -278,14 +311,47 @@ class Agent:
         self._stop.set()
         self.publisher.commands.close()
 
-    def price_per_kwh(self, now: datetime) -> float:
-        start, end = self.settings.peak_hours
-        peak = start <= now.hour < end
-        return self.settings.peak_price_per_kwh if peak else self.settings.price_per_kwh
+    def coordinator_context(self) -> dict[str, Any]:
+        """What `GET /context` answers the site's coordinator (docs/edge.md)."""
+        now = self.clock()
+        r, at = self.last_reading, self.last_reading_at
+        return {
+            "node_id": self.settings.node_id,
+            "clock": now.isoformat(),
+            "timezone": self.settings.timezone,
+            "local_time": now.astimezone(self.prices.zone).isoformat(),
+            # The site's strategy switch: a later version lets the hub turn the site's
+            # optimization off (then a coordinator should leave the battery to the
+            # inverter); until then it is always on.
+            "strategy": {"enabled": True},
+            "prices_now": price_json(self.prices.at(now)),
+            "prices_today": [
+                {"start": start.isoformat(), **price_json(prices)}
+                for start, prices in self.prices.hours_of_day(now)
+            ],
+            "tariffs": [v.model_dump(mode="json") for v in self.settings.tariffs],
+            "reading": None
+            if r is None or at is None
+            else {
+                "at": at.isoformat(),
+                "soc_percent": r.soc_percent,
+                "solar_power_w": r.solar_power_w,
+                "battery_power_w": r.battery_power_w,
+                "grid_power_w": r.grid_power_w,
+                "load_power_w": r.load_power_w,
+                "grid_mode": r.grid_mode,
+            },
+            "decision": decision_json(self.coordination.in_force(now)),
+        }
 
-    def sample(self, reading: Reading, now: datetime) -> dict[str, Any] | None:
-        """The contract's telemetry body (without seq), or None if the reading is unusable."""
-        body = sample_body(reading, self.settings.node_id, now, self.price_per_kwh(now))
+    def sample(
+        self, reading: Reading, now: datetime, energy: Mapping[str, Any] | None = None
+    ) -> dict[str, Any] | None:
+        """The contract's telemetry body (without seq), or None if the reading is
+        unusable. `energy`: its energy part, keyed by column (edge/energy_meter.py)."""
+        parts = {**(energy or {}), **self.coordination.optimizer_values(now)}
+        price = self.prices.at(now).import_per_kwh
+        body = sample_body(reading, self.settings.node_id, now, price, parts)
         try:
             TELEMETRY_SAMPLE.validate_python({**body, "seq": 0})
         except ValidationError as exc:
@@ -315,11 +381,13 @@ class Agent:
             log.info("inverter available again")
         self.last_reading = reading
         self.last_reading_at = now
-        body = self.sample(reading, now)
+        energy, point = self.energy_meter.measure(reading, now)
+        body = self.sample(reading, now, energy)
         if body is None:
             return None
         self.energy_today.add(reading, now)
-        seq, stored = self.buffer.append(body, now)
+        seq, stored = self.buffer.append(body, now, point.to_json())
+        self.energy_meter.advance(point)
         self.last_seq = seq
         self.publisher.publish_live(seq, stored)
         return seq
@@ -329,6 +397,8 @@ class Agent:
         replaying in between."""
         self._stop = stop
         self.status_server.start()
+        if self.coordinator_server is not None:
+            self.coordinator_server.start()
         self.publisher.start()
         interval = self.settings.poll_interval_s
         next_poll = next_heartbeat = next_prune = time.monotonic()
@@ -352,6 +422,8 @@ class Agent:
         finally:
             stop.set()
             self.status_server.stop()
+            if self.coordinator_server is not None:
+                self.coordinator_server.stop()
             self.publisher.stop()
             self.device.client.close()  # type: ignore[no-untyped-call]
             self.buffer.close()

@@ -25,6 +25,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS samples (seq INTEGER PRIMARY KEY, ts TEXT NOT NULL, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO counters VALUES ('next_seq', 0), ('dropped_total', 0);
+CREATE TABLE IF NOT EXISTS meter (id INTEGER PRIMARY KEY CHECK (id = 0), point TEXT NOT NULL);
 """
 
 
@@ -46,9 +47,13 @@ class SampleBuffer:
         with self._lock:
             self._db.close()
 
-    def append(self, sample: dict[str, Any], ts: datetime) -> tuple[int, str]:
+    def append(
+        self, sample: dict[str, Any], ts: datetime, meter_point: str | None = None
+    ) -> tuple[int, str]:
         """Stores the sample under the next seq (set in its body too); returns the seq
-        and the stored JSON body, which is also what goes on the wire."""
+        and the stored JSON body, which is also what goes on the wire. `meter_point`
+        (edge/energy_meter.py) replaces the stored one in the same transaction, so the
+        next sample's energy starts exactly where this one's ended, across a crash too."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -61,6 +66,10 @@ class SampleBuffer:
                     "INSERT INTO samples (seq, ts, body) VALUES (?, ?, ?)",
                     (seq, ts.isoformat(), body),
                 )
+                if meter_point is not None:
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO meter (id, point) VALUES (0, ?)", (meter_point,)
+                    )
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -140,6 +149,12 @@ class SampleBuffer:
         with self._lock:
             row = self._db.execute("SELECT ts FROM samples ORDER BY seq LIMIT 1").fetchone()
         return None if row is None else datetime.fromisoformat(row[0])
+
+    def meter_point(self) -> str | None:
+        """The meter point stored with the newest sample that had one."""
+        with self._lock:
+            row = self._db.execute("SELECT point FROM meter WHERE id = 0").fetchone()
+        return None if row is None else str(row[0])
 
     def dropped_total(self) -> int:
         with self._lock:

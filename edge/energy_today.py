@@ -31,9 +31,9 @@ class Powers(Protocol):
 
 class EnergyToday:
     """Feed it every usable reading, in time order, with `add`; read it with `snapshot`.
-    `tz` is the site's time zone; None: the Pi's own (TZ, /etc/localtime)."""
+    `tz` is the site's time zone (the config's `timezone`)."""
 
-    def __init__(self, max_cover: timedelta, tz: tzinfo | None = None) -> None:
+    def __init__(self, max_cover: timedelta, tz: tzinfo) -> None:
         self.max_cover = max_cover
         self.tz = tz
         self.day: date | None = None
@@ -43,9 +43,6 @@ class EnergyToday:
         self._last: tuple[datetime, Powers] | None = None
 
     def _midnight(self, day: date) -> datetime:
-        if self.tz is None:
-            # A naive time is read in the Pi's zone, with that day's UTC offset (DST).
-            return datetime.combine(day, time()).astimezone()
         return datetime.combine(day, time(), tzinfo=self.tz)
 
     def add(self, powers: Powers, at: datetime) -> None:

@@ -5,7 +5,9 @@ chain; readings apply each point's scale factor. The site's power flows come fro
 - PV: the MPPT model's strings (160), else the inverter's DC power (103 DCW);
 - battery: inverter AC power minus PV (a hybrid inverter's AC side carries both);
 - grid: the first meter model (201-204), + import / - export;
-- load: inverter AC power plus grid power.
+- load: inverter AC power plus grid power;
+- lifetime energy counters (acc32, Wh): PV from the MPPT strings' DCWH summed, grid
+  import and export from the meter's TotWhImp / TotWhExp.
 contract/fields.py lists, per telemetry field, the points it comes from.
 """
 
@@ -30,14 +32,28 @@ METER_MODELS = (201, 202, 203, 204)
 STORAGE_MODES = {1: "FORCE_CHARGE", 2: "DISCHARGE"}
 
 
+# An acc32 point counts up to 2^32 - 1 raw and wraps to 0.
+ACC32_RANGE = 2**32
+
+
 class InverterError(Exception):
     """The device did not answer, answered with an error, or is not SunSpec."""
 
 
 @dataclass(frozen=True)
+class Counter:
+    """A lifetime energy counter's value, and the span it wraps back to 0 after (2^32
+    raw units, times its scale factor)."""
+
+    wh: float
+    wraps_at_wh: float
+
+
+@dataclass(frozen=True)
 class Reading:
-    """One poll of the device, in the contract's units and sign conventions; each
-    attribute is named as its telemetry column (contract/fields.py)."""
+    """One poll of the device, in the contract's units and sign conventions; each power
+    is named as its telemetry column (contract/fields.py). A counter is None when the
+    device has none (or does not implement it)."""
 
     soc_percent: float | None
     battery_voltage: float | None
@@ -46,6 +62,25 @@ class Reading:
     grid_power_w: float | None
     load_power_w: float | None
     grid_mode: str
+    pv_counter: Counter | None = None
+    grid_import_counter: Counter | None = None
+    grid_export_counter: Counter | None = None
+
+
+def _counter(value: Any, scale: Any) -> Counter | None:
+    if value is None or scale is None:
+        return None
+    return Counter(float(value), ACC32_RANGE * 10.0 ** int(scale))
+
+
+def _pv_counter(mppt: dict[str, Any]) -> Counter | None:
+    """The strings' DCWH summed; None unless every string has one. One string wrapping
+    takes one range off the sum, so the sum wraps at one string's range."""
+    counters = [_counter(m.get("DCWH"), mppt.get("DCWH_SF")) for m in mppt["modules"]]
+    present = [c for c in counters if c is not None]
+    if not present or len(present) < len(counters):
+        return None
+    return Counter(sum(c.wh for c in present), present[0].wraps_at_wh)
 
 
 class SunSpecDevice:
@@ -178,11 +213,15 @@ class SunSpecDevice:
         inverter = self.read_model(inverter_id)
         storage = self.read_model(124) if 124 in self.models else {}
         pv = inverter.get("DCW")
+        pv_counter = None
         if 160 in self.models:
-            strings = [m["DCW"] for m in self.read_model(160)["modules"] if m["DCW"] is not None]
+            mppt = self.read_model(160)
+            strings = [m["DCW"] for m in mppt["modules"] if m["DCW"] is not None]
             pv = sum(strings) if strings else pv
+            pv_counter = _pv_counter(mppt)
         meter_id = next((m for m in METER_MODELS if m in self.models), None)
-        grid = self.read_model(meter_id)["W"] if meter_id is not None else None
+        meter = self.read_model(meter_id) if meter_id is not None else {}
+        grid = meter.get("W")
         ac = inverter.get("W")
         return Reading(
             soc_percent=storage.get("ChaState"),
@@ -192,4 +231,7 @@ class SunSpecDevice:
             grid_power_w=grid,
             load_power_w=None if ac is None or grid is None else ac + grid,
             grid_mode=STORAGE_MODES.get(int(storage.get("StorCtl_Mod") or 0), "AUTO"),
+            pv_counter=pv_counter,
+            grid_import_counter=_counter(meter.get("TotWhImp"), meter.get("TotWh_SF")),
+            grid_export_counter=_counter(meter.get("TotWhExp"), meter.get("TotWh_SF")),
         )

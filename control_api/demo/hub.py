@@ -185,10 +185,13 @@ def _start_site(
     site's line in the listing: node id, status page, broker account."""
     site_dir = workdir / node.node_id
     site_dir.mkdir()
-    simulator, modbus_port = start_simulator(seed, site_dir / "simulator.log")
+    coordinator_port = free_port()
+    simulator, modbus_port = start_simulator(seed, site_dir / "simulator.log", coordinator_port)
     watch(f"{node.node_id} simulator", simulator, site_dir / "simulator.log")
     config, agent_log = site_dir / "config.yaml", site_dir / "agent.log"
-    status_port = write_agent_config(config, node, broker_port, modbus_port, interval_s)
+    status_port = write_agent_config(
+        config, node, broker_port, modbus_port, interval_s, coordinator_port
+    )
     watch(
         f"{node.node_id} agent",
         start_agent(config, agent_log),

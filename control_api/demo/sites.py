@@ -74,11 +74,18 @@ def enroll_sites(admin: AdminClient, count: int) -> list[EnrolledNode]:
     return nodes
 
 
-def start_simulator(seed: int, log_path: Path) -> tuple[subprocess.Popen[bytes], int]:
-    """A simulated inverter on a free port (unit id 1), once it listens; and the port."""
+def start_simulator(
+    seed: int, log_path: Path, coordinator_port: int
+) -> tuple[subprocess.Popen[bytes], int]:
+    """A simulated inverter on a free port (unit id 1), once it listens; and the port. Its
+    site coordinator decides through the agent's interface on `coordinator_port`."""
     port = free_port()
     proc = start_module(
-        "edge.simulator", service_env(), log_path, "--port", str(port), "--seed", str(seed)
+        "edge.simulator",
+        service_env(),
+        log_path,
+        *("--port", str(port), "--seed", str(seed)),
+        *("--coordinator", f"http://127.0.0.1:{coordinator_port}"),
     )
     with stopped_if_not_ready(proc):
         wait_for_port(port, 15, proc)
@@ -86,10 +93,16 @@ def start_simulator(seed: int, log_path: Path) -> tuple[subprocess.Popen[bytes],
 
 
 def write_agent_config(
-    path: Path, node: EnrolledNode, broker_port: int, modbus_port: int, interval_s: float
+    path: Path,
+    node: EnrolledNode,
+    broker_port: int,
+    modbus_port: int,
+    interval_s: float,
+    coordinator_port: int,
 ) -> int:
     """The agent's YAML settings for this node, simulator and broker (its buffer beside
-    the file); returns the port of its local status page."""
+    the file, its coordinator interface on `coordinator_port`); returns the port of its
+    local status page."""
     status_port = free_port()
     settings = {
         "env": "dev",
@@ -107,6 +120,7 @@ def write_agent_config(
         "buffer_path": str(path.parent / "buffer.sqlite3"),
         "status_host": "127.0.0.1",
         "status_port": status_port,
+        "coordinator_port": coordinator_port,
     }
     path.write_text(yaml.safe_dump(settings))
     return status_port

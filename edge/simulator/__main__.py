@@ -3,7 +3,10 @@
 
 Serves one simulated site as a SunSpec Modbus TCP device until SIGTERM or Ctrl-C. Run
 several with different ports (and seeds) for a fleet. With `--serial /dev/ttyX` it serves
-Modbus RTU on that serial line instead (`--baudrate`, default 19200).
+Modbus RTU on that serial line instead (`--baudrate`, default 19200). With
+`--coordinator http://127.0.0.1:PORT` it also runs the site's rule-based coordinator
+against that agent's coordinator interface (edge/simulator/coordinator.py), every
+`--coordinator-every-s` seconds, and its battery follows the decisions.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from datetime import UTC, datetime
 
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 
+from edge.simulator.coordinator import coordinate, http_url
 from edge.simulator.device import SimulatedInverter
 from edge.simulator.site import Site
 
@@ -47,6 +51,11 @@ async def serve(args: argparse.Namespace) -> None:
     task = asyncio.create_task(server.serve_forever())
     await asyncio.sleep(0.1)
     print(f"simulator listening on {where} unit {args.unit_id}", flush=True)
+    if args.coordinator:
+        coordinator = asyncio.create_task(
+            coordinate(args.coordinator, inverter, args.coordinator_every_s)
+        )
+        task.add_done_callback(lambda _: coordinator.cancel())
     await task
 
 
@@ -62,6 +71,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1, help="site variation (PV size, load)")
     parser.add_argument("--soc", type=float, default=50.0, help="initial state of charge, %%")
     parser.add_argument("--at", metavar="HH:MM", help="freeze the simulated clock (UTC)")
+    parser.add_argument(
+        "--coordinator",
+        type=http_url,
+        metavar="URL",
+        help="run the site's coordinator against the agent's interface at this URL",
+    )
+    parser.add_argument("--coordinator-every-s", type=float, default=60.0)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     asyncio.run(serve(args))

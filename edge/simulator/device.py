@@ -3,7 +3,9 @@
 Models, in chain order after "SunS" at 40000: 1 (common), 103 (inverter), 124 (storage),
 160 (MPPT, two strings), 203 (grid meter), end. Every read refreshes the dynamic points
 from the site physics; writes are accepted only on model 124's writable controls, and
-the physics follows them from the next read on.
+the physics follows them from the next read on. The lifetime energy counters (103 WH,
+160 DCWH per string, 203 TotWhImp / TotWhExp) integrate the simulated powers between
+reads, starting from seeded lifetime totals, and wrap as acc32 points do.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
+from edge.inverter import ACC32_RANGE
 from edge.registers import (
     END_MODEL_ID,
     SUNS_MARKER,
@@ -28,9 +31,10 @@ from edge.simulator.site import Site
 
 BASE = 40_000
 CHAIN = (1, 103, 124, 160, 203)
-MPPT_MODULES = 2
 # Fixed scale factors of this device (10^sf).
 SCALES = {"ChaState_SF": -1, "InBatV_SF": -1, "InOutWRte_SF": -1, "MinRsvPct_SF": -1}
+# Each string's share of the PV power.
+STRING_SHARES = (0.6, 0.4)
 STORCTL_CHARGE, STORCTL_DISCHARGE = 0b01, 0b10
 CHAST_DISCHARGING, CHAST_CHARGING, CHAST_HOLDING = 3, 4, 6
 
@@ -60,7 +64,7 @@ class SunSpecImage:
         self.set(self.registers, 1, "Md", "simulated hybrid inverter")
         self.set(self.registers, 1, "Vr", "1.0")
         self.set(self.registers, 1, "SN", serial)
-        self.set(self.registers, 160, "N", MPPT_MODULES)
+        self.set(self.registers, 160, "N", len(STRING_SHARES))
         self.set(self.registers, 103, "St", 4)  # MPPT: producing
         self.set(self.registers, 103, "Evt1", 0)
 
@@ -99,6 +103,12 @@ class SunSpecImage:
         return decode(point, raw, self._scale(registers, model_id, point.sf))
 
 
+def acc32(wh: float) -> int:
+    """An acc32 register's value (scale 0) for a count in Wh: wrapped at 2^32, and kept
+    off 0, which SunSpec reads as "not implemented", and off the top, which encode refuses."""
+    return min(max(round(wh) % ACC32_RANGE, 1), ACC32_RANGE - 2)
+
+
 class SimulatedInverter:
     def __init__(
         self, site: Site, unit_id: int = 1, clock: Callable[[], float] = time.time
@@ -108,6 +118,12 @@ class SimulatedInverter:
         self.clock = clock
         self.image = SunSpecImage(sunspec_map(), unit_id, f"SIM-{site.seed:06d}")
         self.energy_wh = 0.0
+        # Lifetime counters, Wh (a test may set them, e.g. near the wrap).
+        self.string_wh = [1_000_000.0 * (i + 1) + site.seed for i in range(len(STRING_SHARES))]
+        self.grid_import_wh = 2_000_000.0 + site.seed
+        self.grid_export_wh = 3_000_000.0 + site.seed
+        # The site coordinator's plan: charge at this % of the battery's maximum, or None.
+        self.planned_charge_percent: float | None = None
         self._last_s: float | None = None
 
     def device(self) -> SimDevice:
@@ -152,8 +168,17 @@ class SimulatedInverter:
         elif mode_bits & STORCTL_DISCHARGE:
             self.site.controls.mode = "DISCHARGE"
             self.site.controls.rate_percent = float(img.get(registers, 124, "OutWRte") or 0)
+        elif self.planned_charge_percent is not None:
+            # The storage controls (the hub's commands) come first, then the coordinator.
+            self.site.controls.mode = "CHARGE"
+            self.site.controls.rate_percent = self.planned_charge_percent
         else:
             self.site.controls.mode = "AUTO"
+
+    def follow(self, charge: bool, rate_percent: float) -> None:
+        """The site coordinator's decision: charge from the grid at `rate_percent` of the
+        battery's maximum power, or (False) self-consumption."""
+        self.planned_charge_percent = rate_percent if charge else None
 
     def refresh(self, registers: list[int]) -> None:
         """Steps the physics to now and writes every dynamic point."""
@@ -161,13 +186,19 @@ class SimulatedInverter:
         now = self.clock()
         snap = self.site.step(now)
         ac_w = snap.pv_w + snap.battery_w
-        if self._last_s is not None and now > self._last_s and ac_w > 0:
-            self.energy_wh += ac_w * (now - self._last_s) / 3600
+        strings_w = [round(snap.pv_w * share, 1) for share in STRING_SHARES]
+        if self._last_s is not None and now > self._last_s:
+            hours = (now - self._last_s) / 3600
+            self.energy_wh += max(0.0, ac_w) * hours
+            self.grid_import_wh += max(0.0, snap.grid_w) * hours
+            self.grid_export_wh += max(0.0, -snap.grid_w) * hours
+            for i, string_w in enumerate(strings_w):
+                self.string_wh[i] += string_w * hours
         self._last_s = now
         img, site = self.image, self.site
         img.set(registers, 103, "W", ac_w)
         img.set(registers, 103, "DCW", snap.pv_w)
-        img.set(registers, 103, "WH", max(1, round(self.energy_wh)))
+        img.set(registers, 103, "WH", acc32(self.energy_wh))
         img.set(registers, 124, "WChaMax", site.max_battery_w)
         img.set(registers, 124, "ChaState", snap.soc_percent)
         img.set(registers, 124, "InBatV", 48 + snap.soc_percent * 0.08)
@@ -179,9 +210,20 @@ class SimulatedInverter:
             else CHAST_HOLDING
         )
         img.set(registers, 124, "ChaSt", state)
-        img.set(registers, 160, "DCW", round(snap.pv_w * 0.6, 1), module=0)
-        img.set(registers, 160, "DCW", round(snap.pv_w * 0.4, 1), module=1)
+        for i, string_w in enumerate(strings_w):
+            img.set(registers, 160, "DCW", string_w, module=i)
+            img.set(registers, 160, "DCWH", acc32(self.string_wh[i]), module=i)
         img.set(registers, 203, "W", snap.grid_w)
+        img.set(registers, 203, "TotWhImp", acc32(self.grid_import_wh))
+        img.set(registers, 203, "TotWhExp", acc32(self.grid_export_wh))
+
+    def counters_wh(self) -> dict[str, int]:
+        """The counters as the registers show them now (raw Wh, wrapped)."""
+        return {
+            "pv": sum(acc32(wh) for wh in self.string_wh),
+            "grid_import": acc32(self.grid_import_wh),
+            "grid_export": acc32(self.grid_export_wh),
+        }
 
     def server(self, host: str, port: int) -> ModbusTcpServer:
         self.refresh(self.image.registers)

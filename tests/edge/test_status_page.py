@@ -27,6 +27,15 @@ pytestmark = pytest.mark.integration
 SITE_ZONE = "Asia/Kolkata"
 
 
+# One price all day: the simulator's frozen noon is today's, whatever the date.
+TARIFF = {
+    "valid_from": "2020-01-01",
+    "currency": "INR",
+    "import_price": {"default_price": 8.5},
+    "export_price": {"default_price": 2.25},
+}
+
+
 def _local(iso: str, pattern: str) -> str:
     return datetime.fromisoformat(iso).astimezone(ZoneInfo(SITE_ZONE)).strftime(pattern)
 
@@ -50,7 +59,14 @@ def test_the_status_page_shows_the_agents_readings_in_words(broker, simulator, t
     with dynsec(broker) as admin:
         admin.add_node(node.id, node.password)
     agent = AgentProcess(
-        tmp_path, broker, node, simulator, SIMULATOR_UNIT, node_secret=SECRET.decode()
+        tmp_path,
+        broker,
+        node,
+        simulator,
+        SIMULATOR_UNIT,
+        node_secret=SECRET.decode(),
+        timezone=SITE_ZONE,
+        tariffs=[TARIFF],
     ).start()
     shots = artifact_dir(tmp_path)
     try:
@@ -97,6 +113,10 @@ def test_the_status_page_shows_the_agents_readings_in_words(broker, simulator, t
             assert text("today-since") == (
                 f"(since {_local(status['energy_today_since'], '%H:%M')})"
             )
+            assert text("price-import") == "Buying at 8.50 INR/kWh"
+            assert text("price-export") == "Selling at 2.25 INR/kWh"
+            assert status["prices_now"]["currency"] == "INR"
+            assert status["timezone"] == SITE_ZONE
             assert text("hub") == "Connected"
             # oldest_unconfirmed_age_s shows when the agent reports it (see below).
             backlog = text("backlog")
