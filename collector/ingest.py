@@ -28,7 +28,7 @@ from collector.conflicts import (
 )
 from collector.decode import DeadLetter, DecodedMessage, Reason
 from collector.telemetry_row import (
-    DECISION_INDEX,
+    DECISION_KEY_COLUMNS,
     DECISION_SIGHTING_COLUMNS,
     NODE_ID_INDEX,
     SEQ_INDEX,
@@ -36,6 +36,7 @@ from collector.telemetry_row import (
     TENANT_ID_INDEX,
     TS_INDEX,
     Decision,
+    decision_key,
 )
 from contract.fields import DECISIONS, NODE_ID, TENANT_ID, TS
 
@@ -62,22 +63,27 @@ SELECT s.node_id, s.ts FROM telemetry_stage s
 WHERE NOT EXISTS (SELECT FROM inserted i WHERE i.node_id = s.node_id AND i.ts = s.ts)
 """
 
-# A decision row is kept only when it differs from the node's previous one: the previous
-# row sent (the writer already dropped repeats within the batch), else the latest
-# stored decision before it. Rows travel as one JSON parameter, parsed by the server.
+# A decision row is kept only when it differs (DECISION_KEY) from the node's previous
+# one: the previous row sent (the writer already dropped repeats within the batch), else
+# the latest stored decision before it. Rows travel as one JSON parameter, parsed by the
+# server.
 INSERT_DECISIONS = """
 WITH b AS (
     SELECT * FROM json_populate_recordset(NULL::optimizer_decisions, %s::json)
 ), o AS (
-    SELECT b.*, lag(decision) OVER (PARTITION BY node_id ORDER BY ts) AS prev FROM b
+    SELECT b.*, lag(ROW({key})) OVER (PARTITION BY node_id ORDER BY ts) AS prev FROM b
 )
 INSERT INTO optimizer_decisions ({columns})
 SELECT {columns} FROM o
-WHERE decision IS DISTINCT FROM coalesce(prev, (
-    SELECT d.decision FROM optimizer_decisions d
+WHERE ROW({key}) IS DISTINCT FROM coalesce(prev, (
+    SELECT ROW({stored_key}) FROM optimizer_decisions d
     WHERE d.node_id = o.node_id AND d.ts < o.ts ORDER BY d.ts DESC LIMIT 1))
 ON CONFLICT (node_id, ts) DO NOTHING
-""".format(columns=", ".join(f.column for f in DECISIONS))
+""".format(
+    columns=", ".join(f.column for f in DECISIONS),
+    key=", ".join(DECISION_KEY_COLUMNS),
+    stored_key=", ".join(f"d.{c}" for c in DECISION_KEY_COLUMNS),
+)
 
 INSERT_DEAD_LETTERS = """
 INSERT INTO dead_letters (received_at, topic, node_id, reason, detail, payload)
@@ -192,13 +198,14 @@ def _decision_changes(
             if ts == previous_ts or (node_id, ts) in refused:
                 continue
             previous_ts = ts
-            if sighting[DECISION_INDEX] != previous:
+            key = decision_key(sighting)
+            if key != previous:
                 row = dict(zip(DECISION_SIGHTING_COLUMNS, sighting, strict=True))
                 row[TS.column] = row[TS.column].isoformat()
                 row[NODE_ID.column] = node_id
                 row[TENANT_ID.column] = tenant_id
                 changes.append(row)
-                previous = sighting[DECISION_INDEX]
+                previous = key
     return changes
 
 

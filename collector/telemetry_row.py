@@ -18,12 +18,16 @@ from operator import itemgetter
 from typing import Any
 
 from contract.fields import (
+    BATTERY_SETPOINT_W,
     DECISION,
     DECISIONS,
+    MODE,
     NODE_ID,
     OPTIONAL_PARTS,
+    REASON,
     RECEIVED_AT,
     SEQ,
+    TARGET_SOC_PERCENT,
     TELEMETRY,
     TENANT_ID,
     TS,
@@ -48,7 +52,13 @@ reported: Callable[[list[Any]], tuple[Any, ...]] = itemgetter(
 # first (the writer sorts by it).
 DECISION_SIGHTING = tuple(f for f in DECISIONS if f not in (NODE_ID, TENANT_ID))
 DECISION_SIGHTING_COLUMNS = tuple(f.column for f in DECISION_SIGHTING)
-DECISION_INDEX = DECISION_SIGHTING.index(DECISION)
+# What makes a decision new: its name, or any part of the coordinator's plan (mode,
+# reason, setpoints); not the running daily figures or the grid mode it reports beside.
+DECISION_KEY = (DECISION, MODE, REASON, BATTERY_SETPOINT_W, TARGET_SOC_PERCENT)
+DECISION_KEY_COLUMNS = tuple(f.column for f in DECISION_KEY)
+decision_key: Callable[[tuple[Any, ...]], tuple[Any, ...]] = itemgetter(
+    *(DECISION_SIGHTING.index(f) for f in DECISION_KEY)
+)
 assert DECISION_SIGHTING[0] is TS
 Decision = tuple[Any, ...]
 

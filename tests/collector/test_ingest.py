@@ -282,11 +282,20 @@ def test_optimizer_decisions_are_stored_only_when_they_change(database, broker, 
     (node,) = enroll(database, broker, tenant)
     collector_factory().start()
     start = datetime.now(UTC) - timedelta(minutes=10)
-    decisions = ["hold", "hold", "charge", "charge", "hold", "hold"]
+    # (decision, reason): the second "charge" comes with a new reason, a new plan.
+    decisions = [
+        ("hold", None),
+        ("hold", None),
+        ("charge", "cheap hour"),
+        ("charge", "cheap hour"),
+        ("charge", "SOC below 40 %"),
+        ("hold", None),
+    ]
 
     def message(seq):
         body = sample(node.id, seq, start + timedelta(seconds=5 * seq))
-        body["optimizer"] = {"latest_decision": decisions[seq]}
+        decision, reason = decisions[seq]
+        body["optimizer"] = {"latest_decision": decision, "mode": decision, "reason": reason}
         return body
 
     client = mqtt_client(broker, node.id, node.password)
@@ -302,8 +311,14 @@ def test_optimizer_decisions_are_stored_only_when_they_change(database, broker, 
 
     with database.connect() as conn:
         stored = conn.execute(
-            "SELECT ts, decision FROM optimizer_decisions WHERE node_id = %s ORDER BY ts",
+            "SELECT ts, decision, reason FROM optimizer_decisions WHERE node_id = %s ORDER BY ts",
             (node.id,),
         ).fetchall()
-    assert [d for _, d in stored] == ["hold", "charge", "hold", "charge from PV"]
-    assert [t for t, _ in stored[:3]] == [start + timedelta(seconds=s) for s in (0, 10, 20)]
+    assert [(d, r) for _, d, r in stored] == [
+        ("hold", None),
+        ("charge", "cheap hour"),
+        ("charge", "SOC below 40 %"),
+        ("hold", None),
+        ("charge from PV", None),
+    ]
+    assert [t for t, _, _ in stored[:4]] == [start + timedelta(seconds=s) for s in (0, 10, 20, 25)]
