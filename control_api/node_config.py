@@ -77,7 +77,7 @@ def insert(
     version: int,
     config: dict[str, Any],
     command_id: str,
-    created_by: int,
+    created_by: int | None,
 ) -> None:
     """Stores a version, in the caller's transaction (that of the command pushing it)."""
     conn.execute(
