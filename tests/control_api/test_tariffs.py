@@ -399,3 +399,36 @@ def test_operator_configs_carry_the_hubs_zone_and_tariffs(api, actors, node):
     [pushed] = deleted.json()["config_pushes"]["pushed"]
     assert node.received(2)[1]["params"]["config"]["tariffs"] == []
     assert node.commands[1]["id"] == pushed["command_id"]
+
+
+def test_a_node_moved_to_another_tenant_gets_its_zone_and_keeps_its_own_versions(
+    api, actors, node, database
+):
+    admin = actors.admin.headers
+    tenant = new_tenant(api, actors.admin, WARSAW)
+    later = today_in(WARSAW) + timedelta(days=2)
+    own = api.post(f"/nodes/{node.id}/tariffs", json=g12(later, night=0.2), headers=admin)
+    assert own.status_code == 201
+    assert own.json()["config_pushes"] == {
+        "pushed": [],
+        "skipped": [{"node_id": node.id, "reason": NO_CONFIG}],
+    }
+    report(node, tariffs=[as_config(g12(later, night=0.2))])
+    reported(api, actors.admin, node.id, tariffs=[as_config(g12(later, night=0.2))])
+    assert node.commands == []  # its report carries them (and UTC, tenant A's zone)
+    moved = api.patch(f"/nodes/{node.id}", json={"tenant_id": tenant["id"]}, headers=admin)
+    assert moved.status_code == 200, moved.text
+    [pushed] = moved.json()["config_pushes"]["pushed"]
+    [command] = node.received()
+    assert command["id"] == pushed["command_id"]
+    assert command["params"]["config"]["timezone"] == WARSAW
+    assert command["params"]["config"]["tariffs"] == [as_config(g12(later, night=0.2))]
+    with database.connect() as conn:
+        owners = conn.execute(
+            "SELECT DISTINCT tenant_id FROM tariffs WHERE node_id = %s", (node.id,)
+        ).fetchall()
+    assert owners == [(tenant["id"],)]
+    # Its old tenant's users see it no longer; its new tenant's version list does not
+    # hold the site's own.
+    assert api.get(f"/nodes/{node.id}/tariff", headers=actors.viewer_a.headers).status_code == 404
+    assert api.get(f"/tenants/{tenant['id']}/tariffs", headers=admin).json() == []
