@@ -73,7 +73,7 @@ class ConfigIntake:
         try:
             with self.engine.begin() as conn:
                 stored = node_config.store_report(conn, node_id, report, config)
-                pushes = self._site_settings(conn, node_id) if stored else Pushes()
+                pushes = self._push_site_settings(conn, node_id) if stored else Pushes()
             if pushes.pushed:
                 with self.engine.connect() as conn:
                     self.pusher.publish(conn, pushes)
@@ -82,7 +82,7 @@ class ConfigIntake:
         if not stored:
             self._drop(node_id, "unknown_node", "no such node")
 
-    def _site_settings(self, conn: Connection, node_id: str) -> Pushes:
+    def _push_site_settings(self, conn: Connection, node_id: str) -> Pushes:
         """Stages and audits a push of the hub's zone and tariffs to the node, if the
         report lacks them (the report's transaction)."""
         site = site_settings.site(conn, node_id)
@@ -91,8 +91,9 @@ class ConfigIntake:
         except RefusedError as exc:  # settings no node can hold: refused when they were set
             log.error("zone and tariffs of site %s not pushed: %s", node_id, exc)
             return Pushes()
-        for pushed in pushes.pushed:
-            log.info("node %s reported another zone or tariffs: pushed %s", node_id, pushed)
+        if pushes.pushed:
+            command_id = pushes.pushed[0].command_id
+            log.info("node %s reports another zone or tariffs: pushed %s", node_id, command_id)
             audit.append(
                 conn,
                 audit.AuditEntry(
