@@ -167,7 +167,7 @@ def _refuse_hub_keys(config: dict[str, Any]) -> None:
 def _push_whole(sender: Sender, config: dict[str, Any]) -> ConfigPushOut:
     conn, node_id = sender.conn, sender.node.id
     settings = site_settings.of_site(conn, site_settings.site(conn, node_id))
-    config = node_config.validate_node_config(node_id, {**config, **settings.config()})
+    config = node_config.validate_pushed_config(node_id, {**config, **settings.config()})
     version = node_config.next_version(conn, node_id)
     params = ConfigPushParams(config=config, version=version).model_dump(mode="json")
     accepted = issue(sender, CommandType.CONFIG_PUSH, params, config=(version, config))

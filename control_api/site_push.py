@@ -84,7 +84,8 @@ class SitePusher:
     def stage(self, conn: Connection, sites: list[Site]) -> Pushes:
         """Stores a push for each site whose node needs one (the caller's transaction;
         nothing is published). Raises what SiteSettings.of raises for a site's settings
-        a node cannot take."""
+        a node cannot take, and NodeConfigError (naming the site) when a node's config
+        with them would not be one it accepts and can report back."""
         pushes = Pushes()
         for site in sites:
             planned = _plan(conn, site, of_site(conn, site))
@@ -147,8 +148,8 @@ def _plan(conn: Connection, site: Site, settings: SiteSettings) -> dict[str, Any
     if last is not None and last.state != "expired" and settings.carried_by(last.config):
         return f"the newest push ({last.id}) carries them and is {last.state}"
     try:
-        return node_config.validate_node_config(
+        return node_config.validate_pushed_config(
             site.id, node_config.merge_patch(current, settings.config())
         )
     except node_config.NodeConfigError as exc:
-        return f"its config with them is refused: {exc}"
+        raise node_config.NodeConfigError(f"site {site.id}: {exc}") from exc

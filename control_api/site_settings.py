@@ -29,8 +29,9 @@ from control_api.errors import ConflictError, InvalidError
 # The hub's keys of a node's config: no operator pushes them, the hub fills them in.
 HUB_KEYS = ("timezone", "tariffs")
 # A node reports its whole config in at most MAX_REPORTED_CONFIG_BYTES; the hub's keys
-# may take half of it (the rest of a config is about 2 KiB).
-MAX_SETTINGS_BYTES = MAX_REPORTED_CONFIG_BYTES // 2
+# may take all but 4 KiB of it (the rest of a config is about 2 KiB; each push checks
+# the node's whole config too: node_config.validate_pushed_config).
+MAX_SETTINGS_BYTES = MAX_REPORTED_CONFIG_BYTES - 4 * 1024
 
 _VERSIONS = TypeAdapter(list[TariffVersion])
 

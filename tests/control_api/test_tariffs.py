@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from contract.node_config import NodeConfig, effective_config
-from contract.tariff import TariffVersion
+from contract.tariff import MAX_VERSIONS_IN_CONFIG, TariffVersion
 from control_api.site_push import NO_CONFIG
 from tests.support.control_api import audit_rows, last_audit_id
 from tests.support.fake_node import online_node
@@ -432,3 +432,62 @@ def test_a_node_moved_to_another_tenant_gets_its_zone_and_keeps_its_own_versions
     # hold the site's own.
     assert api.get(f"/nodes/{node.id}/tariff", headers=actors.viewer_a.headers).status_code == 404
     assert api.get(f"/tenants/{tenant['id']}/tariffs", headers=admin).json() == []
+
+
+def test_a_timeline_holds_what_a_node_can_carry(api, actors):
+    admin = actors.admin.headers
+    path = f"/tenants/{actors.tenant_a}/tariffs"
+    tomorrow = today_in("UTC") + timedelta(days=1)
+    for day in range(MAX_VERSIONS_IN_CONFIG):
+        assert api.post(path, json=g12(tomorrow + timedelta(days=day)), headers=admin).is_success
+    too_many = api.post(path, json=g12(tomorrow + timedelta(days=99)), headers=admin)
+    assert too_many.status_code == 409
+    assert f"holds at most {MAX_VERSIONS_IN_CONFIG}" in too_many.json()["detail"]
+    # Periods the contract allows, but more text than a node's config can carry.
+    periods = [
+        {"name": "p" * 32, "weekdays": [day], "from_hour": hour, "to_hour": hour + 1, "price": 0.5}
+        for day in range(1, 8)
+        for hour in range(0, 24, 5)
+    ][:32]
+    big = {"default_price": 1.0, "periods": periods}
+    site_path = f"/nodes/{unique('node')}/tariffs"
+    node_id = site_path.split("/")[2]
+    api.post("/nodes", json={"id": node_id, "tenant_id": actors.tenant_b}, headers=admin)
+    body = {**g12(tomorrow), "import_price": big, "export_price": big}
+    assert api.post(site_path, json=body, headers=admin).status_code == 201
+    body["valid_from"] = (tomorrow + timedelta(days=1)).isoformat()
+    too_big = api.post(site_path, json=body, headers=admin)
+    assert too_big.status_code == 422
+    assert "bytes of the node's config" in too_big.json()["detail"]
+    assert len(api.get(site_path, headers=admin).json()) == 1
+
+
+def test_a_change_no_node_could_report_back_is_refused_naming_the_site(api, actors, node):
+    admin = actors.admin.headers
+    long_urls = {
+        "update_index_url": "https://" + "a" * 2030,
+        "update_find_links": "https://" + "b" * 2030,
+    }
+    report(node, **long_urls)
+    reported(api, actors.admin, node.id, **long_urls)
+    periods = [
+        {"name": "p" * 32, "weekdays": [day], "from_hour": hour, "to_hour": hour + 1, "price": 0.5}
+        for day in range(1, 8)
+        for hour in range(0, 24, 5)
+    ][:32]
+    big = {"default_price": 1.0, "periods": periods}
+    tomorrow = today_in("UTC") + timedelta(days=1)
+    path = f"/tenants/{actors.tenant_a}/tariffs"
+    body = {**g12(tomorrow), "import_price": big, "export_price": big}
+    answers = [api.post(path, json=body, headers=admin)]
+    for day in range(1, MAX_VERSIONS_IN_CONFIG):
+        answers.append(api.post(path, json=g12(tomorrow + timedelta(days=day)), headers=admin))
+        if answers[-1].status_code != 201:
+            break
+    assert [a.status_code for a in answers[:-1]] == [201] * (len(answers) - 1)
+    refused = answers[-1]
+    assert refused.status_code == 422
+    assert f"site {node.id}: invalid config: about" in refused.json()["detail"]
+    # Nothing of the refused change stays, and the node got only the accepted ones.
+    assert len(api.get(path, headers=admin).json()) == len(answers) - 1
+    assert len(node.received(len(answers) - 1)) == len(answers) - 1
