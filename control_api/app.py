@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.exc import DataError
 
+from contract.commands import CommandType
 from contract.text import storable_json
 from control_api.broker_link import BrokerLink
 from control_api.config import ApiSettings
@@ -37,8 +38,9 @@ from control_api.log_intake import LogIntake
 from control_api.login_limits import LoginLimits
 from control_api.metrics import ApiMetrics
 from control_api.request_audit import AuditMiddleware
-from control_api.routes import audit, auth, commands, nodes, system, tenants, users
+from control_api.routes import audit, auth, commands, nodes, system, tariffs, tenants, users
 from control_api.schemas import ERROR_RESPONSES
+from control_api.site_push import SitePusher
 from timescale.database import sqlalchemy_url
 
 log = logging.getLogger(__name__)
@@ -83,6 +85,13 @@ def create_app(settings: ApiSettings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # The hub's own pushes of site settings, to nodes whose report lacks them.
+        hub_pusher = SitePusher(
+            timedelta(seconds=settings.command_ttl_s),
+            lambda conn, command_id: dispatcher.publish_new(
+                conn, command_id, CommandType.CONFIG_PUSH
+            ),
+        )
         # Acks only arrive after link.start(), by which time the dispatcher exists.
         link = BrokerLink(
             settings,
@@ -91,7 +100,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
             metrics.acks_dropped_total.labels("refused").inc,
             on_logs=LogIntake(engine, metrics).handle_chunk,
             on_logs_dropped=metrics.log_chunks_dropped_total.labels("refused").inc,
-            on_config=ConfigIntake(engine, metrics).handle_report,
+            on_config=ConfigIntake(engine, metrics, hub_pusher).handle_report,
             on_config_dropped=metrics.config_reports_dropped_total.labels("refused").inc,
         )
         dispatcher = CommandDispatcher(
@@ -189,6 +198,6 @@ def create_app(settings: ApiSettings) -> FastAPI:
         return error_response(str(exc), status_code, headers)
 
     app.include_router(system.router)
-    for module in (auth, tenants, users, nodes, commands, audit):
+    for module in (auth, tenants, users, nodes, commands, tariffs, audit):
         app.include_router(module.router, responses=ERROR_RESPONSES)
     return app

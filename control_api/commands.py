@@ -16,7 +16,7 @@ from sqlalchemy import Connection, text
 from sqlalchemy.exc import IntegrityError
 
 from contract.commands import CommandType, ConfigPushParams
-from control_api import node_config, node_logs
+from control_api import node_config, node_logs, site_settings
 from control_api.audit import RecordChange
 from control_api.auth import Principal
 from control_api.errors import ConflictError, NotFoundError, NotVisibleError
@@ -136,13 +136,10 @@ def issue(
 
 def push_config(sender: Sender, config: dict[str, Any]) -> ConfigPushOut:
     """Validates the whole config against the contract's node config (NodeConfigError
-    says where it is wrong), stores it as the node's next version and pushes it as
-    CONFIG_PUSH (see `issue`)."""
-    config = node_config.validate_node_config(sender.node.id, config)
-    version = node_config.next_version(sender.conn, sender.node.id)
-    params = ConfigPushParams(config=config, version=version).model_dump(mode="json")
-    accepted = issue(sender, CommandType.CONFIG_PUSH, params, config=(version, config))
-    return ConfigPushOut(id=accepted.id, state=accepted.state, version=version, config=config)
+    says where it is wrong), with the hub's site settings (zone, tariffs) filled in,
+    stores it as the node's next version and pushes it as CONFIG_PUSH (see `issue`)."""
+    _refuse_hub_keys(config)
+    return _push_whole(sender, config)
 
 
 def patch_config(sender: Sender, patch: dict[str, Any]) -> ConfigPushOut:
@@ -150,11 +147,31 @@ def patch_config(sender: Sender, patch: dict[str, Any]) -> ConfigPushOut:
     for an agent that predates reports, the newest pushed to it) and pushes the result
     as a whole config (`push_config`). ConflictError when the hub knows no config of
     the node yet."""
+    _refuse_hub_keys(patch)
     try:
         base = node_config.current(sender.conn, sender.node.id)["config"]
     except NotFoundError as exc:
         raise ConflictError(f"{exc}: push a whole config with PUT first") from exc
-    return push_config(sender, node_config.merge_patch(base, patch))
+    return _push_whole(sender, node_config.merge_patch(base, patch))
+
+
+def _refuse_hub_keys(config: dict[str, Any]) -> None:
+    given = [key for key in site_settings.HUB_KEYS if key in config]
+    if given:
+        raise node_config.NodeConfigError(
+            f"{', '.join(given)}: the hub's; set them with PATCH /nodes/{{id}} (timezone)"
+            " and the tariff routes, and every push carries them"
+        )
+
+
+def _push_whole(sender: Sender, config: dict[str, Any]) -> ConfigPushOut:
+    conn, node_id = sender.conn, sender.node.id
+    settings = site_settings.of_site(conn, site_settings.site(conn, node_id))
+    config = node_config.validate_pushed_config(node_id, {**config, **settings.config()})
+    version = node_config.next_version(conn, node_id)
+    params = ConfigPushParams(config=config, version=version).model_dump(mode="json")
+    accepted = issue(sender, CommandType.CONFIG_PUSH, params, config=(version, config))
+    return ConfigPushOut(id=accepted.id, state=accepted.state, version=version, config=config)
 
 
 def insert(

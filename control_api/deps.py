@@ -14,12 +14,14 @@ row still says `denied`.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy import Connection, Engine
 
+from contract.commands import CommandType
 from control_api import auth, nodes, tenants
 from control_api.audit import RecordChange
 from control_api.auth import Principal
@@ -28,6 +30,7 @@ from control_api.config import ApiSettings
 from control_api.dispatcher import CommandDispatcher
 from control_api.request_audit import RequestConnection, audit_change
 from control_api.schemas import NodeIdPath
+from control_api.site_push import SitePusher
 from control_api.tokens import InvalidTokenError, subject_of
 
 _bearer = OAuth2PasswordBearer(tokenUrl="/auth/login", auto_error=False)
@@ -152,6 +155,18 @@ def node_in_scope(
 
 
 ScopedNode = Annotated[nodes.Node, Depends(node_in_scope)]
+
+
+def site_pusher(user: CurrentUser, settings: Settings, dispatcher: Dispatcher) -> SitePusher:
+    """Pushes a change of zone or tariffs to the nodes concerned, as the caller."""
+    return SitePusher(
+        timedelta(seconds=settings.command_ttl_s),
+        lambda conn, command_id: dispatcher.publish_new(conn, command_id, CommandType.CONFIG_PUSH),
+        user.id,
+    )
+
+
+SitePushes = Annotated[SitePusher, Depends(site_pusher)]
 
 
 def client_addr(request: Request) -> str | None:

@@ -1,10 +1,12 @@
 """Grafana matches the tenants table: one organization per tenant, named
 `wattfleet-<slug>`, with a TimescaleDB datasource that logs in as the tenant's database
-role, the tenant dashboards (grafana/dashboards/tenant/), and the tenant's users as
-Viewers. Organizations cannot be provisioned from files, hence this sync, through
-`grafana-client`. It runs on a schedule in the control API and after a tenant is
-created; it is idempotent and removes what no longer exists: organizations of deleted
-tenants, and members who are no longer the tenant's users.
+role, the tenant dashboards (grafana/dashboards/tenant/), the tenant's users as Viewers,
+and the tenant's time zone as the organization's (its preferences: dashboards that do
+not pin a zone of their own show local time). Organizations cannot be provisioned from
+files, hence this sync, through `grafana-client`. It runs on a schedule in the control
+API and after a tenant is created or its zone changes; it is idempotent and removes
+what no longer exists: organizations of deleted tenants, and members who are no longer
+the tenant's users.
 
 The datasource password is the tenant role's: the sync sets a fresh one on the role when
 it creates the datasource, and otherwise leaves it alone, unless given one (after an
@@ -23,6 +25,7 @@ from urllib.parse import urlparse
 
 from grafana_client import GrafanaApi
 from grafana_client.client import GrafanaClientError, GrafanaException
+from grafana_client.model import PersonalPreferences
 from sqlalchemy import Engine, text
 
 from control_api.grafana_target import GrafanaTarget
@@ -49,6 +52,8 @@ class SyncReport:
     updated_dashboards: list[str] = field(default_factory=list)
     added_members: list[str] = field(default_factory=list)
     removed_members: list[str] = field(default_factory=list)
+    # "<org>/<zone>" for each organization whose time zone was set.
+    set_timezones: list[str] = field(default_factory=list)
 
 
 def org_name(slug: str) -> str:
@@ -93,7 +98,7 @@ class TenantSync:
     def _run(self, only_tenant: int | None, password: str | None) -> SyncReport:
         report = SyncReport()
         with self.engine.connect() as conn:
-            tenants = conn.execute(text("SELECT id, slug FROM tenants ORDER BY id")).all()
+            tenants = conn.execute(text("SELECT id, slug, timezone FROM tenants ORDER BY id")).all()
             users = conn.execute(
                 text(
                     "SELECT email, tenant_id FROM users"
@@ -102,8 +107,8 @@ class TenantSync:
             ).all()
         api = self._api()
         orgs = {o["name"]: int(o["id"]) for o in api.organizations.list_organization()}
-        wanted = {org_name(slug): tenant_id for tenant_id, slug in tenants}
-        for name, tenant_id in wanted.items():
+        wanted = {org_name(slug): (tenant_id, zone) for tenant_id, slug, zone in tenants}
+        for name, (tenant_id, zone) in wanted.items():
             if only_tenant is not None and tenant_id != only_tenant:
                 continue
             if name not in orgs:
@@ -111,6 +116,7 @@ class TenantSync:
                 report.created_orgs.append(name)
             emails = [email for email, t in users if t == tenant_id]
             self._sync_org(orgs[name], name, tenant_id, emails, report, password)
+            self._sync_timezone(orgs[name], name, zone, report)
         if only_tenant is None:
             for name, org_id in orgs.items():
                 if name.startswith(ORG_PREFIX) and name not in wanted:
@@ -179,6 +185,13 @@ class TenantSync:
         elif any(existing.get(k) != v for k, v in wanted.items()):
             # Without secureJsonData, Grafana keeps the stored password.
             api.datasource.update_datasource_by_uid(TIMESCALE_UID, {**existing, **wanted})
+
+    def _sync_timezone(self, org_id: int, name: str, zone: str, report: SyncReport) -> None:
+        api = self._api(org_id)
+        if api.organization.get_preferences().get("timezone") != zone:
+            # PATCH: the organization's other preferences (theme, home dashboard) stay.
+            api.organization.patch_preferences(PersonalPreferences(timezone=zone))
+            report.set_timezones.append(f"{name}/{zone}")
 
     def _sync_members(
         self, api: GrafanaApi, org_id: int, name: str, emails: list[str], report: SyncReport

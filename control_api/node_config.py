@@ -16,7 +16,13 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy import Connection, text
 
-from contract.node_config import NODE_HELD_SECRETS, NodeConfig, ReportedConfig
+from contract.node_config import (
+    MAX_REPORTED_CONFIG_BYTES,
+    NODE_HELD_SECRETS,
+    NodeConfig,
+    ReportedConfig,
+    effective_config,
+)
 from control_api.errors import InvalidError, NotFoundError
 
 
@@ -38,6 +44,25 @@ def validate_node_config(node_id: str, config: dict[str, Any]) -> dict[str, Any]
         where = ".".join(str(p) for p in first["loc"]) or "config"
         raise NodeConfigError(f"invalid config: {where}: {first['msg']}") from exc
     return {"node_id": node_id, **config}
+
+
+# What a report adds around the config ({"version", "ts", "config"}), generously.
+REPORT_ENVELOPE_BYTES = 128
+
+
+def validate_pushed_config(node_id: str, config: dict[str, Any]) -> dict[str, Any]:
+    """`validate_node_config`, and a config the node can report back once it runs it: at
+    most MAX_REPORTED_CONFIG_BYTES as the agent reports it (a larger report is dropped,
+    and the hub would never learn what the node runs)."""
+    config = validate_node_config(node_id, config)
+    reported = effective_config(NodeConfig.model_validate(config))
+    size = len(json.dumps(reported)) + REPORT_ENVELOPE_BYTES
+    if size > MAX_REPORTED_CONFIG_BYTES:
+        raise NodeConfigError(
+            f"invalid config: about {size} bytes as the node reports it, over"
+            f" {MAX_REPORTED_CONFIG_BYTES} (tariffs: fewer periods or scheduled versions)"
+        )
+    return config
 
 
 # A node config is flat: no patch needs more nesting than this, and recursion stays
@@ -77,7 +102,7 @@ def insert(
     version: int,
     config: dict[str, Any],
     command_id: str,
-    created_by: int,
+    created_by: int | None,
 ) -> None:
     """Stores a version, in the caller's transaction (that of the command pushing it)."""
     conn.execute(

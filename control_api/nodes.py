@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import IntegrityError
 
-from control_api import tenants
+from control_api import site_settings, tenants
 from control_api.audit import RecordChange
 from control_api.auth import Principal
 from control_api.broker_link import BrokerLink
@@ -36,10 +36,14 @@ from control_api.errors import (
 )
 from control_api.schemas import NodeIn, NodePatch
 
+if TYPE_CHECKING:  # site_push issues commands, whose rules import ours
+    from control_api.site_push import SitePusher
+
 SELECT_NODES = """
-SELECT n.id, n.tenant_id, n.display_name, n.enabled, n.created_at,
+SELECT n.id, n.tenant_id, n.display_name, n.timezone,
+    coalesce(n.timezone, t.timezone) AS effective_timezone, n.enabled, n.created_at,
     coalesce(s.state, 'unknown') AS state, s.last_seen_at, s.agent_version, s.clock_drift_s
-FROM nodes n LEFT JOIN node_status s ON s.node_id = n.id
+FROM nodes n JOIN tenants t ON t.id = n.tenant_id LEFT JOIN node_status s ON s.node_id = n.id
 """
 BROKER_DOWN = "the broker did not take the change; nothing was changed: {}"
 RESERVED = "node id {!r} is reserved: the hub's own broker accounts and client ids use it"
@@ -130,13 +134,14 @@ def enroll(conn: Connection, link: BrokerLink, body: NodeIn, record: RecordChang
         # Disabled until the broker has its account.
         conn.execute(
             text(
-                "INSERT INTO nodes (id, tenant_id, display_name, enabled, command_secret)"
-                " VALUES (:id, :tenant, :name, false, :secret)"
+                "INSERT INTO nodes (id, tenant_id, display_name, timezone, enabled,"
+                " command_secret) VALUES (:id, :tenant, :name, :timezone, false, :secret)"
             ),
             {
                 "id": body.id,
                 "tenant": body.tenant_id,
                 "name": body.display_name,
+                "timezone": body.timezone,
                 "secret": credentials.node_secret,
             },
         )
@@ -156,21 +161,43 @@ def enroll(conn: Connection, link: BrokerLink, body: NodeIn, record: RecordChang
     return credentials
 
 
-def update(conn: Connection, node_id: str, body: NodePatch, record: RecordChange) -> dict[str, Any]:
-    """Renames the node or moves it to another tenant (its history stays where it was
-    recorded; new telemetry lands under the new tenant)."""
+def update(
+    conn: Connection, node_id: str, body: NodePatch, record: RecordChange, pusher: SitePusher
+) -> dict[str, Any]:
+    """Renames the node, moves it to another tenant (its history stays where it was
+    recorded; new telemetry lands under the new tenant; its own tariff versions go with
+    it) or sets its zone (`timezone` given as null: its tenant's again). A move or a new
+    zone is pushed to the node (control_api/site_push.py)."""
     if body.tenant_id is not None:
         tenants.require(conn, body.tenant_id)
+    zone_given = "timezone" in body.model_fields_set
     conn.execute(
         text(
             "UPDATE nodes SET tenant_id = coalesce(:tenant, tenant_id),"
-            " display_name = coalesce(:name, display_name) WHERE id = :id"
+            " display_name = coalesce(:name, display_name),"
+            " timezone = CASE WHEN :zone_given THEN :timezone ELSE timezone END"
+            " WHERE id = :id"
         ),
-        {"tenant": body.tenant_id, "name": body.display_name, "id": node_id},
+        {
+            "tenant": body.tenant_id,
+            "name": body.display_name,
+            "zone_given": zone_given,
+            "timezone": body.timezone,
+            "id": node_id,
+        },
     )
-    record(conn, body.model_dump(exclude_none=True))
+    if body.tenant_id is not None:
+        conn.execute(
+            text("UPDATE tariffs SET tenant_id = :tenant WHERE node_id = :id"),
+            {"tenant": body.tenant_id, "id": node_id},
+        )
+    concerned = zone_given or body.tenant_id is not None
+    pushes = pusher.stage(conn, [site_settings.site(conn, node_id)] if concerned else [])
+    changes = body.model_dump(exclude_unset=True)
+    record(conn, {**changes, "config_pushes": pushes.audit()})
     conn.commit()
-    return detail(conn, node_id)
+    published = pusher.publish(conn, pushes)
+    return {**detail(conn, node_id), "config_pushes": published.out()}
 
 
 def rotate_credentials(

@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import Path, Query
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from contract.commands import MAX_COMMAND_ID_CHARS, MAX_LOG_CHUNKS
+from contract.tariff import TariffVersion, TimeZoneName
 from contract.text import STORABLE
 from contract.topics import NODE_ID_PATTERN
 from control_api.identity import normalized_email
@@ -45,6 +46,13 @@ LogLimitQuery = Annotated[int, Query(ge=1, le=MAX_LOG_CHUNKS)]
 MAX_DB_ID = 2**63 - 1
 DbId = Annotated[int, Field(ge=1, le=MAX_DB_ID)]
 DbIdPath = Annotated[int, Path(ge=1, le=MAX_DB_ID)]
+# An IANA time zone (contract/tariff.py), e.g. "Europe/Warsaw".
+TimeZone = Annotated[TimeZoneName, Field(examples=["Europe/Warsaw", "UTC"])]
+# Allow what would rewrite history: a tariff version from before today, replacing one,
+# or deleting one already in force. Audited as given.
+BackdateQuery = Annotated[
+    bool, Query(description="allow a change to days already begun (audited as such)")
+]
 
 
 class ErrorOut(BaseModel):
@@ -126,18 +134,48 @@ class UserPatch(_In):
 class TenantIn(_In):
     slug: Slug
     name: Name
+    # Where its sites are unless a site says otherwise.
+    timezone: TimeZone = "UTC"
 
 
 class TenantPatch(_In):
-    name: Name
+    name: Name | None = None
+    timezone: TimeZone | None = None
 
 
 class TenantOut(BaseModel):
     id: int
     slug: str
     name: str
+    timezone: str
     created_at: datetime
     database_role: str | None
+
+
+class PushedOut(BaseModel):
+    """A CONFIG_PUSH carrying a node's new zone and tariffs."""
+
+    node_id: str
+    command_id: str
+    version: int
+    state: str
+
+
+class SkippedOut(BaseModel):
+    node_id: str
+    reason: str
+
+
+class ConfigPushesOut(BaseModel):
+    """What a change of zone or tariffs sent to the nodes it concerns, and why a node
+    got nothing."""
+
+    pushed: list[PushedOut]
+    skipped: list[SkippedOut]
+
+
+class TenantChangeOut(TenantOut):
+    config_pushes: ConfigPushesOut
 
 
 class DatabaseRoleOut(BaseModel):
@@ -152,6 +190,10 @@ class NodeOut(BaseModel):
     id: str
     tenant_id: int
     display_name: str
+    # The site's own zone; null: its tenant's.
+    timezone: str | None
+    # The zone its days and hours are counted in: its own, else its tenant's.
+    effective_timezone: str
     enabled: bool
     created_at: datetime
     state: str
@@ -160,15 +202,23 @@ class NodeOut(BaseModel):
     clock_drift_s: float | None
 
 
+class NodeChangeOut(NodeOut):
+    config_pushes: ConfigPushesOut
+
+
 class NodeIn(_In):
     id: NodeIdStr
     tenant_id: DbId
     display_name: DisplayName = ""
+    # Null: the tenant's.
+    timezone: TimeZone | None = None
 
 
 class NodePatch(_In):
     tenant_id: DbId | None = None
     display_name: DisplayName | None = None
+    # Given as null: the tenant's again; left out: unchanged.
+    timezone: TimeZone | None = None
 
 
 class NodeCredentialsOut(BaseModel):
@@ -265,6 +315,41 @@ class NodeConfigOut(BaseModel):
     reported_at: datetime | None
     # When the hub stored it.
     created_at: datetime
+
+
+class TariffVersionOut(TariffVersion):
+    created_by: int | None
+    created_at: datetime
+
+
+class TariffSetOut(TariffVersionOut):
+    # Whether it replaced a version of the same valid_from.
+    replaced: bool
+    config_pushes: ConfigPushesOut
+
+
+class TariffDeletedOut(BaseModel):
+    valid_from: date
+    config_pushes: ConfigPushesOut
+
+
+class TimelineVersionOut(TariffVersion):
+    # Whose version: the tenant's, or the site's own.
+    source: Literal["tenant", "site"]
+    # The day the next version takes over (in force up to its local midnight); null for
+    # the last.
+    valid_until: date | None
+    # In force today, in the site's zone.
+    in_force: bool
+
+
+class TariffTimelineOut(BaseModel):
+    """Which tariff versions price the site's days, in its zone, oldest first."""
+
+    node_id: str
+    timezone: str
+    today: date
+    versions: list[TimelineVersionOut]
 
 
 class AuditRowOut(BaseModel):

@@ -5,22 +5,26 @@ kept by the tenant sync (control_api/grafana_sync.py)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import IntegrityError
 
+from control_api import site_settings
 from control_api.audit import RecordChange
 from control_api.auth import Principal
 from control_api.errors import ConflictError, InvalidError, NotFoundError, NotVisibleError
 from control_api.schemas import DatabaseRoleOut, TenantIn, TenantPatch
 from control_api.tenant_roles import ensure_database_role, reset_database_password
 
+if TYPE_CHECKING:  # site_push issues commands, whose rules import the nodes' (and ours)
+    from control_api.site_push import SitePusher
+
 # Schedules the tenant's Grafana sync, giving its datasource this password when set.
 SyncTenant = Callable[[int, str | None], None]
 
 _SELECT = """
-SELECT t.id, t.slug, t.name, t.created_at,
+SELECT t.id, t.slug, t.name, t.timezone, t.created_at,
     (SELECT min(role_name) FROM tenant_roles r WHERE r.tenant_id = t.id) AS database_role
 FROM tenants t
 """
@@ -69,7 +73,10 @@ def create(
     background (the scheduled sync retries failures)."""
     try:
         tenant_id = conn.execute(
-            text("INSERT INTO tenants (slug, name) VALUES (:slug, :name) RETURNING id"),
+            text(
+                "INSERT INTO tenants (slug, name, timezone) VALUES (:slug, :name, :timezone)"
+                " RETURNING id"
+            ),
             body.model_dump(),
         ).scalar_one()
         ensure_database_role(conn, tenant_id)
@@ -84,18 +91,33 @@ def create(
 
 
 def update(
-    conn: Connection, tenant_id: int, body: TenantPatch, record: RecordChange
+    conn: Connection,
+    tenant_id: int,
+    body: TenantPatch,
+    record: RecordChange,
+    pusher: SitePusher,
+    sync: SyncTenant,
 ) -> dict[str, Any]:
+    """Renames the tenant or moves it to another time zone: the nodes of sites without
+    a zone of their own get the new one pushed (control_api/site_push.py), and the
+    Grafana sync shows it in the tenant's organization."""
     updated = conn.execute(
-        text("UPDATE tenants SET name = :name WHERE id = :id"),
-        {"name": body.name, "id": tenant_id},
+        text(
+            "UPDATE tenants SET name = coalesce(:name, name),"
+            " timezone = coalesce(:timezone, timezone) WHERE id = :id"
+        ),
+        {"name": body.name, "timezone": body.timezone, "id": tenant_id},
     ).rowcount
     if not updated:
         raise NotFoundError("tenant not found")
-    record(conn, body.model_dump())
+    moved = body.timezone is not None
+    pushes = pusher.stage(conn, site_settings.tenant_sites(conn, tenant_id) if moved else [])
+    record(conn, {**body.model_dump(exclude_none=True), "config_pushes": pushes.audit()})
     tenant = _existing(conn, tenant_id)
     conn.commit()
-    return tenant
+    if moved:
+        sync(tenant_id, None)
+    return {**tenant, "config_pushes": pusher.publish(conn, pushes).out()}
 
 
 def delete(conn: Connection, tenant_id: int, record: RecordChange) -> None:

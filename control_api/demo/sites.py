@@ -10,11 +10,13 @@ import subprocess
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from contract.tariff import TariffVersion
 from control_api.demo.processes import (
     DemoError,
     free_port,
@@ -27,11 +29,13 @@ from control_api.demo.processes import (
 
 @dataclass(frozen=True)
 class EnrolledNode:
-    """A node's credentials as `POST /nodes` issued them (shown only once)."""
+    """A node's credentials as `POST /nodes` issued them (shown only once), and its
+    site's zone and tariffs as the hub pushes them (config keys)."""
 
     node_id: str
     mqtt_password: str
     node_secret: str
+    site_settings: dict[str, Any]
 
 
 class AdminClient:
@@ -60,16 +64,52 @@ class AdminClient:
             raise DemoError(f"{method} {path}: HTTP {exc.code} {detail}") from exc
 
 
+DEMO_TIMEZONE = "Europe/Warsaw"
+
+
+def g12_tariff(valid_from: date) -> dict[str, Any]:
+    """A Polish two-zone household tariff like G12, in PLN per kWh: cheaper from 22:00
+    to 06:00 and from 13:00 to 15:00 every day; surplus sold at a flat, lower price."""
+    off_peak = [(0, 6), (13, 15), (22, 24)]
+    return {
+        "valid_from": valid_from.isoformat(),
+        "currency": "PLN",
+        "import_price": {
+            "default_price": 1.05,
+            "default_name": "peak",
+            "periods": [
+                {"name": "off-peak", "from_hour": start, "to_hour": end, "price": 0.62}
+                for start, end in off_peak
+            ],
+        },
+        "export_price": {"default_price": 0.25, "default_name": "export"},
+    }
+
+
 def enroll_sites(admin: AdminClient, count: int) -> list[EnrolledNode]:
-    """A demo tenant and `count` nodes enrolled in it, with their broker accounts."""
+    """A demo tenant in Poland with its tariff, and `count` nodes enrolled in it, with
+    their broker accounts and their site's zone and tariff for the agents' configs."""
     slug = f"demo-{secrets.token_hex(4)}"
-    tenant_id = admin.call("POST", "/tenants", {"slug": slug, "name": "Demo"})["id"]
+    tenant = {"slug": slug, "name": "Demo", "timezone": DEMO_TIMEZONE}
+    tenant_id = admin.call("POST", "/tenants", tenant)["id"]
+    # From the start of the year, so the demo's whole history is priced by it (a new
+    # tenant has no history to rewrite, but the rule asks for backdate all the same).
+    since = date.today().replace(month=1, day=1)
+    tariff = admin.call("POST", f"/tenants/{tenant_id}/tariffs?backdate=true", g12_tariff(since))
+    # What the hub would push each agent once it reported a config without them: the
+    # agents start with them instead (an agent's first push would restart it).
+    version = TariffVersion.model_validate(
+        {k: tariff[k] for k in ("valid_from", "currency", "import_price", "export_price")}
+    )
+    site_settings = {"timezone": DEMO_TIMEZONE, "tariffs": [version.model_dump(mode="json")]}
     nodes = []
     for _ in range(count):
         node_id = f"site-{secrets.token_hex(5)}"
         issued = admin.call("POST", "/nodes", {"id": node_id, "tenant_id": tenant_id})
         nodes.append(
-            EnrolledNode(issued["node_id"], issued["mqtt_password"], issued["node_secret"])
+            EnrolledNode(
+                issued["node_id"], issued["mqtt_password"], issued["node_secret"], site_settings
+            )
         )
     return nodes
 
@@ -121,6 +161,7 @@ def write_agent_config(
         "status_host": "127.0.0.1",
         "status_port": status_port,
         "coordinator_port": coordinator_port,
+        **node.site_settings,
     }
     path.write_text(yaml.safe_dump(settings))
     return status_port

@@ -18,12 +18,14 @@ from control_api.deps import (
     Link,
     ScopedNode,
     Settings,
+    SitePushes,
     note_target,
 )
 from control_api.schemas import (
     CommandIdQuery,
     LogChunkQuery,
     LogLimitQuery,
+    NodeChangeOut,
     NodeCredentialsOut,
     NodeIn,
     NodeLogsOut,
@@ -71,7 +73,9 @@ def enroll_node(
     settings: Settings,
     record: Audited,
 ) -> NodeCredentialsOut:
-    """Creates the node and its broker account; the credentials are shown only here."""
+    """Creates the node and its broker account; the credentials are shown only here.
+    Its site's zone and tariffs reach it with its first config report (it reports at
+    each connect): the hub pushes them then."""
     note_target(request, tenant_id=body.tenant_id, node_id=body.id)
     credentials = nodes.enroll(conn, link, body, record)
     return _credentials_out(settings, body.id, credentials)
@@ -96,13 +100,19 @@ def get_node_logs(
     return node_logs.read(conn, user, node.id, command_id, from_chunk, limit)
 
 
-@router.patch("/{node_id}", response_model=NodeOut)
+@router.patch("/{node_id}", response_model=NodeChangeOut)
 def update_node(
-    body: NodePatch, _: AdminUser, node: ScopedNode, conn: DbConn, record: Audited
+    body: NodePatch,
+    _: AdminUser,
+    node: ScopedNode,
+    conn: DbConn,
+    record: Audited,
+    pusher: SitePushes,
 ) -> Any:
-    """Renames the node or moves it to another tenant (its history stays where it was
-    recorded; new telemetry lands under the new tenant)."""
-    return nodes.update(conn, node.id, body, record)
+    """Renames the node, moves it to another tenant (its history stays where it was
+    recorded; new telemetry lands under the new tenant) or sets its site's time zone
+    (null: the tenant's). A move or a zone is pushed to the node (`config_pushes`)."""
+    return nodes.update(conn, node.id, body, record, pusher)
 
 
 @router.post(

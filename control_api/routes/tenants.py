@@ -8,8 +8,23 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from control_api import tenants
-from control_api.deps import AdminUser, Audited, CurrentUser, DbConn, SyncTenant, note_target
-from control_api.schemas import DatabaseRoleOut, DbIdPath, TenantIn, TenantOut, TenantPatch
+from control_api.deps import (
+    AdminUser,
+    Audited,
+    CurrentUser,
+    DbConn,
+    SitePushes,
+    SyncTenant,
+    note_target,
+)
+from control_api.schemas import (
+    DatabaseRoleOut,
+    DbIdPath,
+    TenantChangeOut,
+    TenantIn,
+    TenantOut,
+    TenantPatch,
+)
 
 router = APIRouter(prefix="/tenants", tags=["tenants"])
 
@@ -32,7 +47,7 @@ def get_tenant(request: Request, tenant_id: DbIdPath, user: CurrentUser, conn: D
     return tenants.get(conn, user, tenant_id)
 
 
-@router.patch("/{tenant_id}", response_model=TenantOut)
+@router.patch("/{tenant_id}", response_model=TenantChangeOut)
 def update_tenant(
     request: Request,
     tenant_id: DbIdPath,
@@ -40,9 +55,13 @@ def update_tenant(
     _: AdminUser,
     conn: DbConn,
     record: Audited,
+    pusher: SitePushes,
+    sync: SyncTenant,
 ) -> Any:
+    """Renames the tenant or sets its time zone: the nodes of its sites without a zone
+    of their own get it pushed (`config_pushes`), and its Grafana organization shows it."""
     note_target(request, tenant_id=tenant_id)
-    return tenants.update(conn, tenant_id, body, record)
+    return tenants.update(conn, tenant_id, body, record, pusher, sync)
 
 
 @router.delete("/{tenant_id}", status_code=204, responses={409: {}})

@@ -7,16 +7,18 @@ ids of other tenants' objects do not leak; the audit row still says `denied`.
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from control_api.routes import audit, auth, commands, nodes, tenants, users
+from control_api.routes import audit, auth, commands, nodes, tariffs, tenants, users
 from tests.support.api_client import api_client
 from tests.support.control_api import (
     PASSWORD,
@@ -167,6 +169,40 @@ def new_user(w: World) -> tuple[str, dict[str, Any]]:
     return "/users", {"json": body}
 
 
+# Each a day of its own, years ahead: never before today, never taken.
+_DAYS = itertools.count(1000)
+
+
+def tariff() -> dict[str, Any]:
+    valid_from = date.today() + timedelta(days=next(_DAYS))
+    flat = {"default_price": 0.5}
+    return {
+        "valid_from": valid_from.isoformat(),
+        "currency": "PLN",
+        "import_price": flat,
+        "export_price": flat,
+    }
+
+
+def new_tenant_tariff(w: World) -> tuple[str, dict[str, Any]]:
+    return f"/tenants/{w.tenant_a}/tariffs", {"json": tariff()}
+
+
+def new_site_tariff(w: World) -> tuple[str, dict[str, Any]]:
+    return f"/nodes/{w.enroll()}/tariffs", {"json": tariff()}
+
+
+def scheduled_tariff(prepare: Callable[[World], tuple[str, dict[str, Any]]]) -> Any:
+    """A version not yet in force, set by the admin; the path to delete it."""
+
+    def prepared(w: World) -> tuple[str, dict[str, Any]]:
+        path, kwargs = prepare(w)
+        w.as_admin("POST", path, **kwargs)
+        return f"{path}/{kwargs['json']['valid_from']}", {}
+
+    return prepared
+
+
 ADMIN_ONLY = (200, 403, 403, 403, 401)
 EVERYONE = (200, 200, 200, 200, 401)
 TENANT_A_READ = (200, 200, 200, 404, 401)
@@ -218,6 +254,13 @@ CASES = [
         with_node("/update?queue=true", json={"version": "0.2.0"}),
         TENANT_A_COMMAND,
     ),
+    Case("list_tenant_tariffs", "GET", fixed("/tenants/{a}/tariffs"), TENANT_A_READ),
+    Case("set_tenant_tariff", "POST", new_tenant_tariff, (201, 403, 403, 403, 401)),
+    Case("delete_tenant_tariff", "DELETE", scheduled_tariff(new_tenant_tariff), ADMIN_ONLY),
+    Case("list_site_tariffs", "GET", with_node("/tariffs"), TENANT_A_READ),
+    Case("set_site_tariff", "POST", new_site_tariff, (201, 403, 403, 403, 401)),
+    Case("delete_site_tariff", "DELETE", scheduled_tariff(new_site_tariff), ADMIN_ONLY),
+    Case("get_effective_tariff", "GET", with_node("/tariff"), TENANT_A_READ),
     Case("list_audit", "GET", fixed("/audit?limit=5"), (200, 200, 403, 200, 401)),
     Case("verify_audit", "GET", fixed("/audit/verify"), ADMIN_ONLY),
 ]
@@ -226,7 +269,7 @@ CASES = [
 def test_the_matrix_covers_every_route(world):
     audited = {
         route.name
-        for module in (audit, auth, commands, nodes, tenants, users)
+        for module in (audit, auth, commands, nodes, tariffs, tenants, users)
         for route in module.router.routes
         if route.name != "login"
     }

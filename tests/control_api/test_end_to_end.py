@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 import yaml
 
+from contract.tariff import TariffVersion
 from tests.conftest import SIMULATOR_UNIT
 from tests.support.agent import AgentProcess
 from tests.support.control_api import PASSWORD, ApiProcess, create_user
@@ -38,9 +39,9 @@ def admin_client(api, database):
 
 
 def enrolled_agent(
-    client, database, broker, simulator, tmp_path, via_proxy=False, supervised=False
+    client, database, broker, simulator, tmp_path, via_proxy=False, supervised=False, tenant=None
 ):
-    tenant = client.post("/tenants", json={"slug": unique("t"), "name": "Site"}).json()
+    tenant = tenant or client.post("/tenants", json={"slug": unique("t"), "name": "Site"}).json()
     credentials = client.post("/nodes", json={"id": unique("node"), "tenant_id": tenant["id"]})
     assert credentials.status_code == 201, credentials.text
     issued = credentials.json()
@@ -208,6 +209,49 @@ def test_the_agent_reports_its_config_and_a_patch_keeps_everything_else(
         running = yaml.safe_load(agent.config.read_text())
         assert running["mqtt_password"] == node.password
         assert running["buffer_path"] == str(agent.buffer_path)
+        assert agent.restarts == 1
+    finally:
+        agent.stop_supervising()
+        agent.release()
+
+
+def test_the_agent_gets_its_sites_zone_and_tariff_from_its_first_report(
+    api_process, database, broker, simulator, tmp_path
+):
+    """Issue 15: the hub owns the site's zone and tariffs; a new agent reports UTC and no
+    tariff, is pushed the hub's, runs them, and is left alone after."""
+    client = admin_client(api_process, database)
+    tariff = {
+        "valid_from": "2026-01-01",
+        "currency": "PLN",
+        "import_price": {"default_price": 1.05},
+        "export_price": {"default_price": 0.25},
+    }
+    tenant = client.post(
+        "/tenants", json={"slug": unique("t"), "name": "Site", "timezone": "Europe/Warsaw"}
+    ).json()
+    set_ = client.post(f"/tenants/{tenant['id']}/tariffs", params={"backdate": "true"}, json=tariff)
+    assert set_.status_code == 201, set_.text
+    node, agent = enrolled_agent(
+        client, database, broker, simulator, tmp_path, supervised=True, tenant=tenant
+    )
+    try:
+
+        def running(version):
+            response = client.get(f"/nodes/{node.id}/config")
+            body = response.json() if response.status_code == 200 else None
+            return body if body and body["version"] == version else None
+
+        applied = wait_for(lambda: running(1), 60, "the pushed zone and tariff running")
+        assert applied["config"]["timezone"] == "Europe/Warsaw"
+        expected = TariffVersion.model_validate(tariff).model_dump(mode="json")
+        assert applied["config"]["tariffs"] == [expected]
+        [push] = client.get(f"/nodes/{node.id}/commands").json()
+        assert (push["type"], push["state"], push["issued_by"]) == (
+            "CONFIG_PUSH",
+            "succeeded",
+            None,
+        )
         assert agent.restarts == 1
     finally:
         agent.stop_supervising()

@@ -199,3 +199,38 @@ def test_the_api_syncs_at_start_and_after_a_tenant_is_created(own_database, graf
         wait_for(lambda: grafana.state.org_by_name(org_name(slug)), 15, "the tenant's org")
         org = grafana.state.org_by_name(org_name(slug))
         wait_for(lambda: len(grafana.state.dashboards.get(org, {})) == 2, 15, "its dashboards")
+        # Its zone changes: the organization shows the new one.
+        tenant_id = next(
+            t["id"] for t in api.get("/tenants", headers=admin.headers).json() if t["slug"] == slug
+        )
+        moved = api.patch(
+            f"/tenants/{tenant_id}", json={"timezone": "Europe/Warsaw"}, headers=admin.headers
+        )
+        assert moved.status_code == 200
+        wait_for(
+            lambda: grafana.state.preferences.get(org, {}).get("timezone") == "Europe/Warsaw",
+            15,
+            "the organization's zone",
+        )
+
+
+def test_each_org_shows_its_tenants_time_zone(own_database, grafana, sync):
+    db = own_database
+    tenant = create_tenant(db)
+    with db.connect() as conn:
+        conn.execute("UPDATE tenants SET timezone = 'Europe/Warsaw' WHERE id = %s", (tenant,))
+    sync.run(only_tenant=tenant)
+    org = grafana.state.org_by_name(org_name(slug_of(db, tenant)))
+    assert grafana.state.preferences[org]["timezone"] == "Europe/Warsaw"
+    # Someone picks a theme in Grafana, and the tenant moves: the theme stays.
+    grafana.state.preferences[org]["theme"] = "dark"
+    with db.connect() as conn:
+        conn.execute("UPDATE tenants SET timezone = 'America/Chicago' WHERE id = %s", (tenant,))
+    report = sync.run(only_tenant=tenant)
+    assert report.set_timezones == [f"{org_name(slug_of(db, tenant))}/America/Chicago"]
+    assert grafana.state.preferences[org] == {
+        **grafana.state.preferences[org],
+        "timezone": "America/Chicago",
+        "theme": "dark",
+    }
+    assert sync.run(only_tenant=tenant).set_timezones == []

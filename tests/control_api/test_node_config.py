@@ -21,6 +21,8 @@ from tests.support.services import wait_for
 pytestmark = pytest.mark.integration
 
 CONFIG = {"modbus_host": "192.168.1.50", "modbus_port": 502, "poll_interval_s": 5.0}
+# What every push carries of the hub's own (a test tenant's: UTC, no tariff yet).
+SITE_SETTINGS = {"timezone": "UTC", "tariffs": []}
 # What an operator's account must not push to a Pi, and the key each is refused at.
 HOSTILE_CONFIGS = [
     ({"modbus_port": 10**30}, "invalid config: modbus_port"),
@@ -55,7 +57,12 @@ def test_each_put_is_a_new_version_pushed_to_the_node(api, actors, node):
     pushed = node.received(2)
     assert [c["type"] for c in pushed] == ["CONFIG_PUSH", "CONFIG_PUSH"]
     assert [c["params"]["version"] for c in pushed] == [1, 2]
-    assert pushed[1]["params"]["config"] == {"node_id": node.id, **CONFIG, "poll_interval_s": 10.0}
+    assert pushed[1]["params"]["config"] == {
+        "node_id": node.id,
+        **CONFIG,
+        "poll_interval_s": 10.0,
+        **SITE_SETTINGS,
+    }
     assert all(verify(node.id, c, node.secret) for c in pushed)
     current = api.get(f"/nodes/{node.id}/config", headers=actors.viewer_a.headers).json()
     assert current["version"] == 2
@@ -273,5 +280,10 @@ def test_patch_falls_back_to_the_last_pushed_config_for_an_agent_that_does_not_r
         f"/nodes/{node.id}/config", json={"config": {"modbus_port": 1502}}, headers=headers
     )
     assert response.status_code == 202
-    assert response.json()["config"] == {"node_id": node.id, **CONFIG, "modbus_port": 1502}
+    assert response.json()["config"] == {
+        "node_id": node.id,
+        **CONFIG,
+        "modbus_port": 1502,
+        **SITE_SETTINGS,
+    }
     assert response.json()["version"] == 2

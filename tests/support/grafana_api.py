@@ -3,10 +3,10 @@
 No Grafana binary can be installed on the machines this suite runs on (Debian, PyPI and
 npm carry none), so the sync is tested against this server, which implements the
 documented shapes of the endpoints `grafana-client` calls (grafana.com/docs/grafana/
-latest/developers/http_api/: org.md, user.md, admin.md, data_source.md, dashboard.md):
-basic auth, `X-Grafana-Org-Id` selecting the organization, 404/409 where Grafana
-answers them, and a new organization getting its creator as Admin. It keeps state in
-memory so a test can read and change it as an operator would in Grafana.
+latest/developers/http_api/: org.md, user.md, admin.md, data_source.md, dashboard.md,
+preferences.md): basic auth, `X-Grafana-Org-Id` selecting the organization, 404/409
+where Grafana answers them, and a new organization getting its creator as Admin. It
+keeps state in memory so a test can read and change it as an operator would in Grafana.
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ class GrafanaState:
     datasources: dict[int, dict[str, dict[str, Any]]] = field(default_factory=dict)
     # org id -> uid -> dashboard (with id and version, as Grafana stores it)
     dashboards: dict[int, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    # org id -> its preferences (Grafana's defaults until set)
+    preferences: dict[int, dict[str, Any]] = field(default_factory=dict)
     calls: list[tuple[str, str, int]] = field(default_factory=list)
     ids: Any = field(default_factory=lambda: itertools.count(2))
 
@@ -129,7 +131,7 @@ class FakeGrafana:
             org_id = self._org(int(m[1]))
             if method == "DELETE":
                 del s.orgs[org_id]
-                for table in (s.members, s.datasources, s.dashboards):
+                for table in (s.members, s.datasources, s.dashboards, s.preferences):
                     table.pop(org_id, None)
                 return 200, {"message": "Organization deleted"}
         if m := re.fullmatch(r"/api/orgs/(\d+)/users", path):
@@ -161,6 +163,18 @@ class FakeGrafana:
             if method == "DELETE":
                 del s.members[org_id][uid]
                 return 200, {"message": "User removed from organization"}
+        if path == "/api/org/preferences":
+            prefs = s.preferences.setdefault(
+                org, {"theme": "", "homeDashboardUID": "", "timezone": "", "weekStart": ""}
+            )
+            if method == "GET":
+                return 200, prefs
+            if method == "PATCH":
+                prefs.update(body)
+                return 200, {"message": "Preferences updated"}
+            if method == "PUT":  # omitted keys go back to their defaults
+                s.preferences[org] = {k: body.get(k, "") for k in prefs}
+                return 200, {"message": "Preferences updated"}
         if (method, path) == ("GET", "/api/users/lookup"):
             uid = self._user_id(query["loginOrEmail"][0])
             return 200, s.users[uid]
