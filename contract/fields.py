@@ -155,6 +155,9 @@ GRID_EXPORT_KWH = Aggregate(Rollup.ENERGY, "grid_export_kwh")
 LOAD_KWH = Aggregate(Rollup.ENERGY, "load_kwh")
 BATTERY_CHARGE_KWH = Aggregate(Rollup.ENERGY, "battery_charge_kwh")
 BATTERY_DISCHARGE_KWH = Aggregate(Rollup.ENERGY, "battery_discharge_kwh")
+GAP_PV_KWH = Aggregate(Rollup.ENERGY, "gap_pv_kwh")
+GAP_GRID_IMPORT_KWH = Aggregate(Rollup.ENERGY, "gap_grid_import_kwh")
+GAP_GRID_EXPORT_KWH = Aggregate(Rollup.ENERGY, "gap_grid_export_kwh")
 
 MEAN = Aggregate(Rollup.MEAN)
 COVERAGE = Aggregate(Rollup.COVERAGE)
@@ -383,7 +386,29 @@ BATTERY_DISCHARGE_WH = _energy(
     "battery power's discharging part x covered_s",
     BATTERY_DISCHARGE_KWH,
 )
+# What flowed while the site was observed (covered_s): what the money is computed from.
 ENERGIES = (PV_WH, GRID_IMPORT_WH, GRID_EXPORT_WH, LOAD_WH, BATTERY_CHARGE_WH, BATTERY_DISCHARGE_WH)
+
+# What a device's counters say flowed over a gap (interval_s - covered_s: the agent or
+# the inverter was down): real energy, on the meter and the bill, but when within the
+# gap it flowed is unknown, and nothing says what the house used meanwhile; so it is
+# kept apart, summed but never priced (docs/energy-and-money.md).
+GAP_PV_WH = _energy(
+    "gap_pv_wh", "gap_pv_wh", "the MPPT modules' DCWH counters' increase over a gap", GAP_PV_KWH
+)
+GAP_GRID_IMPORT_WH = _energy(
+    "gap_grid_import_wh",
+    "gap_grid_import_wh",
+    "the meter's TotWhImp counter's increase over a gap",
+    GAP_GRID_IMPORT_KWH,
+)
+GAP_GRID_EXPORT_WH = _energy(
+    "gap_grid_export_wh",
+    "gap_grid_export_wh",
+    "the meter's TotWhExp counter's increase over a gap",
+    GAP_GRID_EXPORT_KWH,
+)
+GAP_ENERGIES = (GAP_PV_WH, GAP_GRID_IMPORT_WH, GAP_GRID_EXPORT_WH)
 
 # -- The site coordinator's decision (edge: the coordinator interface) ----------------------
 
@@ -442,6 +467,7 @@ TELEMETRY = (
     INTERVAL_S,
     COVERED_S,
     *ENERGIES,
+    *GAP_ENERGIES,
 )
 # The `optimizer_decisions` table's columns, in its order: a sample's optimizer part,
 # stored only when its decision changes, beside the sample's time and grid mode.

@@ -27,6 +27,7 @@ from contract.fields import (
     COVERED_S,
     ENERGIES,
     FIELDS,
+    GAP_ENERGIES,
     INTERVAL_S,
     MAX_POWER_W,
     OPTIONAL_PARTS,
@@ -81,23 +82,25 @@ ENERGY_SLACK_WH = 1.0
 
 def _energy_fits_interval(energy: dict[str, Any]) -> dict[str, Any]:
     """An energy part's values agree with each other: observed no longer than its interval
-    lasted, and no flow more than MAX_POWER_W could carry over it (else implausible)."""
-    interval = energy[INTERVAL_S.key]
-    if energy[COVERED_S.key] > interval:
+    lasted, and no flow more than MAX_POWER_W could carry over the time it is for (the
+    observed part, or the gap) (else implausible)."""
+    interval, covered = energy[INTERVAL_S.key], energy[COVERED_S.key]
+    if covered > interval:
         raise PydanticCustomError(
             "less_than_equal",
             "covered_s must not exceed interval_s ({interval})",
             {"interval": interval},
         )
-    most = MAX_POWER_W * interval / 3600 + ENERGY_SLACK_WH
-    for field in ENERGIES:
-        value = energy.get(field.key)
-        if value is not None and value > most:
-            raise PydanticCustomError(
-                "less_than_equal",
-                "{key} is more than {most} Wh could be in {interval} s",
-                {"key": field.key, "most": round(most, 1), "interval": interval},
-            )
+    for fields, seconds in ((ENERGIES, covered), (GAP_ENERGIES, interval - covered)):
+        most = MAX_POWER_W * seconds / 3600 + ENERGY_SLACK_WH
+        for field in fields:
+            value = energy.get(field.key)
+            if value is not None and value > most:
+                raise PydanticCustomError(
+                    "less_than_equal",
+                    "{key} is more than {most} Wh could be in {seconds} s",
+                    {"key": field.key, "most": round(most, 1), "seconds": seconds},
+                )
     return energy
 
 

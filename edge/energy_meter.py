@@ -6,11 +6,13 @@ part, contract/fields.py), in Wh.
   The first sample (and one after a clock step back, or after more than the contract's
   longest interval) starts afresh: both 0, its energies 0.
 - PV, grid import and grid export come from the device's lifetime counters when it has
-  them: a counter's increase since the previous sample, across a gap too (the device
-  counted it, and so does the homeowner's bill). A counter that went down wrapped when
-  the increase that implies could have flowed in the interval (it was near the top of
-  its range); else it was reset (a device replaced) and, like an increase no device
-  could have made in the interval, that interval falls back to power.
+  them: a counter's increase since the previous sample. Over a gap (covered_s 0) the
+  increase goes to the flow's `gap_*` field instead (the device counted it, and so does
+  the homeowner's bill, but when within the gap it flowed is unknown). A counter that
+  went down wrapped when the increase that implies could have flowed in the interval (it
+  was near the top of its range); else it was reset (a device replaced) and, like an
+  increase no device could have made in the interval, that interval falls back to power;
+  so does a counter whose steps are coarser than a flow could carry in the interval.
 - Otherwise from power: the trapezoid of the two samples' powers over `covered_s` (so
   nothing across a gap). Load, battery charge (- battery power) and discharge (+), grid
   import (+ grid power) and export (-) split by sign.
@@ -32,6 +34,9 @@ from contract.fields import (
     BATTERY_CHARGE_WH,
     BATTERY_DISCHARGE_WH,
     COVERED_S,
+    GAP_GRID_EXPORT_WH,
+    GAP_GRID_IMPORT_WH,
+    GAP_PV_WH,
     GRID_EXPORT_WH,
     GRID_IMPORT_WH,
     INTERVAL_S,
@@ -125,6 +130,12 @@ FLOWS: tuple[tuple[str, PowerPart, Callable[[MeterPoint], Counter | None] | None
     (BATTERY_CHARGE_WH.column, lambda p: _negative(p.battery_power_w), None),
     (BATTERY_DISCHARGE_WH.column, lambda p: _positive(p.battery_power_w), None),
 )
+# Where a counted flow's increase over a gap goes.
+GAP_OF = {
+    PV_WH.column: GAP_PV_WH.column,
+    GRID_IMPORT_WH.column: GAP_GRID_IMPORT_WH.column,
+    GRID_EXPORT_WH.column: GAP_GRID_EXPORT_WH.column,
+}
 
 
 def _most_wh(interval_s: float) -> float:
@@ -132,9 +143,22 @@ def _most_wh(interval_s: float) -> float:
     return MAX_POWER_W * interval_s / SECONDS_PER_HOUR + ENERGY_SLACK_WH
 
 
+# A counter reads in steps of its scale factor (10^SF Wh). One whose step is more than a
+# flow could carry between two samples (a meter counting in kWh, polled every 5 s) says
+# nothing about any one interval: power measures that flow instead.
+COUNTER_RAW_RANGE = 2**32
+
+
+def counter_step_wh(counter: Counter) -> float:
+    return counter.wraps_at_wh / COUNTER_RAW_RANGE
+
+
 def counter_increase(before: Counter, now: Counter, interval_s: float) -> float | None:
     """Wh counted between two reads of a counter, a wrap included; None when the counter
-    was reset (or jumped further than any flow could in the interval)."""
+    was reset (or jumped further than any flow could in the interval), or counts in
+    steps too coarse for the interval."""
+    if counter_step_wh(now) > _most_wh(interval_s):
+        return None
     increase = now.wh - before.wh
     if increase < 0:
         increase += now.wraps_at_wh
@@ -153,14 +177,24 @@ def energy_between(prev: MeterPoint | None, now: MeterPoint, max_gap_s: float) -
     for column, power_of, counter_of in FLOWS:
         power = power_of(now)
         counter = counter_of(now) if counter_of else None
+        gap_column = GAP_OF.get(column)
+        if gap_column is not None:
+            # Only a counter measures a gap; without one, nothing is known of it.
+            energy[gap_column] = None if counter is None else 0.0
         if power is None and counter is None:
             energy[column] = None
             continue
         wh = None
         if not fresh and prev is not None:
             before = counter_of(prev) if counter_of else None
+            increase = None
             if before is not None and counter is not None:
-                wh = counter_increase(before, counter, interval)
+                increase = counter_increase(before, counter, interval)
+            if increase is not None and covered:
+                wh = increase
+            elif increase is not None and gap_column is not None:
+                # Counted while the site was not observed: kept apart from the flow.
+                energy[gap_column] = round(increase, DIGITS)
             if wh is None:
                 # The trapezoid; a power measured at one end only is taken as constant.
                 powers = [w for w in (power_of(prev), power) if w is not None]

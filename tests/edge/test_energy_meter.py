@@ -4,6 +4,7 @@ point it is measured from kept across a restart."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -61,6 +62,10 @@ def test_the_first_sample_ever_covers_nothing():
         "load_wh": 0.0,
         "battery_charge_wh": 0.0,
         "battery_discharge_wh": 0.0,
+        # No counters: nothing would be known of a gap.
+        "gap_pv_wh": None,
+        "gap_grid_import_wh": None,
+        "gap_grid_export_wh": None,
     }
 
 
@@ -86,14 +91,39 @@ def test_counters_give_their_increase_and_power_fills_in_the_rest():
     assert e["load_wh"] == pytest.approx(1500 * 10 / 3600, abs=1e-3)
 
 
-def test_after_a_gap_counters_still_count_but_power_covers_nothing():
+def test_after_a_gap_counters_count_the_gap_apart_and_power_covers_nothing():
     before = reading(pv_wh=10_000, import_wh=None, export_wh=None)
     after = reading(pv_wh=12_500)
     e = energy(before, after, 3600)
     assert (e["interval_s"], e["covered_s"]) == (3600.0, 0.0)
-    assert e["pv_wh"] == 2500.0
+    # The counter's increase is the gap's, not an observed flow's: priced by no one.
+    assert (e["pv_wh"], e["gap_pv_wh"]) == (0.0, 2500.0)
     assert e["grid_import_wh"] == e["grid_export_wh"] == e["load_wh"] == 0.0
+    assert e["gap_grid_import_wh"] is e["gap_grid_export_wh"] is None  # no counters
     assert e["battery_charge_wh"] == e["battery_discharge_wh"] == 0.0
+
+
+def test_observed_intervals_leave_the_gap_fields_at_zero():
+    e = energy(reading(pv_wh=10_000), reading(pv_wh=10_004), 5)
+    assert (e["pv_wh"], e["gap_pv_wh"]) == (4.0, 0.0)
+
+
+def test_a_counter_coarser_than_a_flow_between_two_polls_gives_way_to_power():
+    """A meter counting in kWh (scale factor 3) steps 1,000 Wh at a time: no 5-second
+    interval can hold a step, so power measures every interval."""
+    kwh_counter = 1000 * RANGE  # wraps at 2^32 raw units of 1 kWh
+    steps = []
+    for i, counted in enumerate((5_000, 5_000, 6_000, 6_000)):
+        before = MeterPoint.of(reading(grid=3600), T0 + timedelta(seconds=5 * i))
+        before = dataclasses.replace(
+            before, grid_import_counter=Counter(counted - (1000 if i == 2 else 0), kwh_counter)
+        )
+        after = dataclasses.replace(
+            MeterPoint.of(reading(grid=3600), T0 + timedelta(seconds=5 * (i + 1))),
+            grid_import_counter=Counter(counted, kwh_counter),
+        )
+        steps.append(energy_between(before, after, GAP_S)["grid_import_wh"])
+    assert steps == [5.0] * 4  # 3.6 kW for 5 s each, the step counted nowhere
 
 
 def test_a_counter_that_wrapped_near_the_top_counts_across_the_wrap():

@@ -58,8 +58,11 @@ def test_the_samples_energies_add_up_to_the_simulators_counters(tmp_path):
     assert [e["interval_s"] for e in energies[1:]] == [5.0] * 12 + [600.0] + [5.0] * 6
     assert [e["covered_s"] for e in energies[1:]] == [5.0] * 12 + [0.0] + [5.0] * 6
     for key in ("pv_wh", "grid_import_wh", "grid_export_wh"):
-        total = sum(e[key] for e in energies)
+        # Observed and over the gap, apart: together what the counter counted.
+        total = sum(e[key] + e[f"gap_{key}"] for e in energies)
         assert total == pytest.approx(last[key] - first[key], abs=1e-6), key
+        assert energies[13][key] == 0.0, key  # nothing observed over the gap
+    assert energies[13]["gap_pv_wh"] > 0
     assert last["grid_export_wh"] > ACC32_RANGE, "the export counter did not wrap"
     assert last["pv_wh"] - first["pv_wh"] > 500  # noon sun, including the gap
     # Load and battery come from power: nothing over the gap.

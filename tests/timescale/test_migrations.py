@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from alembic import command
 
+from tests.support.fleet import create_node, create_tenant
 from tests.support.services import (
     Database,
     alembic_config,
@@ -84,3 +86,58 @@ def test_upgrade_rerun_downgrade_and_upgrade_again(fresh_database):
     migrate(db)
     assert _count(db, OBJECTS) == EXPECTED_OBJECTS
     assert _count(db, JOBS) == 8
+
+
+def test_upgrading_across_0013_keeps_every_figure(fresh_database):
+    """A hub at 0011 with a tenant and raw telemetry (no energy part) for the last 20 days and, from
+    before its raw retention, 5-minute aggregates: after the upgrade the old history is
+    kept as legacy_*, and the new aggregates hold the raw days (materialized, older than
+    their policies reach) with energy estimated as before; running it again changes
+    nothing."""
+    db = fresh_database
+    migrate(db, "0011")
+    tenant = create_tenant(db)
+    node = create_node(db, tenant)
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    with db.connect() as conn:
+        for days_ago in (60, 20):  # one day beyond the raw retention, one within
+            conn.execute(
+                "INSERT INTO telemetry (ts, node_id, tenant_id, seq, soc_percent,"
+                " solar_power_w, grid_power_w, load_power_w, grid_price, grid_mode)"
+                " SELECT t, %s, %s, %s * 1000 + n, 50, 1200, -200, 1000, 0.5, 'AUTO'"
+                " FROM generate_series(%s::timestamptz, %s::timestamptz - interval '1 minute',"
+                " interval '1 minute') WITH ORDINALITY AS g(t, n)",
+                (node, tenant, days_ago, today - timedelta(days=days_ago),
+                 today - timedelta(days=days_ago - 1)),
+            )  # fmt: skip
+    with db.connect() as conn:
+        conn.autocommit = True
+        conn.execute("CALL refresh_continuous_aggregate('telemetry_5m', NULL, now())")
+        conn.execute("CALL refresh_continuous_aggregate('telemetry_1h', NULL, now())")
+        # Retention dropped the older raw day; its aggregates remain.
+        conn.execute("DELETE FROM telemetry WHERE ts < %s", (today - timedelta(days=30),))
+    migrate(db, "0012")
+    old_pv = _count(db, "SELECT sum(pv_kwh) FROM telemetry_1h")
+    assert old_pv == pytest.approx(2 * 24 * 1.2)
+
+    migrate(db)
+    legacy_pv = _count(db, "SELECT sum(pv_kwh) FROM legacy_telemetry_1h")
+    assert legacy_pv == pytest.approx(old_pv)
+    new = _rows(db, "SELECT bucket::date, sum(pv_kwh), sum(grid_export_kwh), sum(load_kwh)"
+                    " FROM telemetry_1d GROUP BY 1")  # fmt: skip
+    [(day, *energies)] = new
+    assert day == (today - timedelta(days=20)).date()
+    assert energies == pytest.approx([28.8, 4.8, 24.0])
+    # The legacy tariff prices the old day's energy as the agents' prices did: 4.8 kWh
+    # export at 0.55 or, 17:00-21:00 UTC, 0.85 (export then paid the import price).
+    assert _count(db, "SELECT count(savings) FROM energy_1h") == 24
+    revenue = _count(db, "SELECT sum(export_revenue) FROM energy_1h")
+    assert revenue == pytest.approx(0.2 * (20 * 0.55 + 4 * 0.85))
+
+    create_tenant(db)  # created since: no tariff until an admin sets one
+    command.stamp(alembic_config(db), "0011")
+    migrate(db)
+    assert _rows(db, "SELECT tenant_id FROM tariffs") == [(tenant,)]
+    assert _rows(db, "SELECT bucket::date, sum(pv_kwh), sum(grid_export_kwh), sum(load_kwh)"
+                     " FROM telemetry_1d GROUP BY 1") == new  # fmt: skip
+    assert _count(db, "SELECT sum(pv_kwh) FROM legacy_telemetry_1h") == pytest.approx(old_pv)

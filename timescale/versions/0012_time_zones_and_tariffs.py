@@ -99,9 +99,13 @@ STATEMENTS = [
 
 def upgrade() -> None:
     bind = op.get_bind()
+    # Only tenants that predate tariffs get the legacy one: run again, this migration
+    # must not give it to tenants created since, which have none on purpose.
+    first_run = bind.execute(text("SELECT to_regclass('tariffs') IS NULL")).scalar_one()
     for statement in STATEMENTS:
         if ":legacy" in statement:
-            bind.execute(text(statement), {"legacy": LEGACY_TARIFF})
+            if first_run:
+                bind.execute(text(statement), {"legacy": LEGACY_TARIFF})
         else:
             op.execute(statement)
 

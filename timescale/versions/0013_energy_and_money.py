@@ -50,6 +50,9 @@ ENERGY_COLUMNS = (
     "load_wh",
     "battery_charge_wh",
     "battery_discharge_wh",
+    "gap_pv_wh",
+    "gap_grid_import_wh",
+    "gap_grid_export_wh",
 )
 DECISION_COLUMNS = (
     ("mode", "text"),
@@ -58,27 +61,56 @@ DECISION_COLUMNS = (
     ("target_soc_percent", "double precision"),
 )
 AGGREGATES = ("telemetry_5m", "telemetry_1h", "telemetry_1d")
-# kWh per aggregate column: (aggregate column, telemetry column in Wh).
+# kWh per aggregate column: (aggregate column, telemetry column in Wh, the power it is
+# estimated from for samples that carry no energy).
 ENERGIES = (
-    ("pv_kwh", "pv_wh"),
-    ("grid_import_kwh", "grid_import_wh"),
-    ("grid_export_kwh", "grid_export_wh"),
-    ("load_kwh", "load_wh"),
-    ("battery_charge_kwh", "battery_charge_wh"),
-    ("battery_discharge_kwh", "battery_discharge_wh"),
+    ("pv_kwh", "pv_wh", "solar_power_w"),
+    ("grid_import_kwh", "grid_import_wh", "(grid_power_w + abs(grid_power_w)) / 2"),
+    ("grid_export_kwh", "grid_export_wh", "(abs(grid_power_w) - grid_power_w) / 2"),
+    ("load_kwh", "load_wh", "load_power_w"),
+    ("battery_charge_kwh", "battery_charge_wh", "(abs(battery_power_w) - battery_power_w) / 2"),
+    (
+        "battery_discharge_kwh",
+        "battery_discharge_wh",
+        "(battery_power_w + abs(battery_power_w)) / 2",
+    ),
 )
+# Counted over gaps: never estimated.
+GAP_ENERGIES = (
+    ("gap_pv_kwh", "gap_pv_wh"),
+    ("gap_grid_import_kwh", "gap_grid_import_wh"),
+    ("gap_grid_export_kwh", "gap_grid_export_wh"),
+)
+ALL_KWH = tuple(kwh for kwh, *_ in ENERGIES + GAP_ENERGIES)
 MEANS = ("battery_power_w", "solar_power_w", "grid_power_w", "load_power_w")
+# A sample without an energy part (agents before it; every row stored before this
+# migration).
+LEGACY = "interval_s IS NULL"
+
+
+def _energy_5m(kwh: str, wh: str, power: str) -> str:
+    """A 5-minute bucket's kWh: its samples' energies, plus for samples without an energy
+    part the old estimate (their mean power over their share of the bucket); NULL when
+    neither says anything."""
+    legacy_share = f"count(*) FILTER (WHERE {LEGACY})::float8 / count(*)"
+    estimate = f"avg({power}) FILTER (WHERE {LEGACY}) * 300 * {legacy_share} / 3600"
+    return (
+        f"CASE WHEN count({wh}) + count({power}) FILTER (WHERE {LEGACY}) = 0 THEN NULL"
+        f" ELSE (coalesce(sum({wh}), 0) + coalesce({estimate}, 0)) / 1000.0 END AS {kwh}"
+    )
+
 
 CAGG_OPTIONS = "timescaledb.continuous, timescaledb.materialized_only = false"
 
 TELEMETRY_5M = f"""
-CREATE MATERIALIZED VIEW telemetry_5m WITH ({CAGG_OPTIONS}) AS
+CREATE MATERIALIZED VIEW IF NOT EXISTS telemetry_5m WITH ({CAGG_OPTIONS}) AS
 SELECT time_bucket(INTERVAL '5 minutes', ts) AS bucket, node_id, tenant_id,
     count(*) AS sample_count,
     avg(soc_percent) AS soc_avg, min(soc_percent) AS soc_min, max(soc_percent) AS soc_max,
     {", ".join(f"avg({m}) AS {m}" for m in MEANS)},
     sum(covered_s) AS covered_s,
-    {", ".join(f"sum({wh}) / 1000.0 AS {kwh}" for kwh, wh in ENERGIES)}
+    {", ".join(_energy_5m(kwh, wh, power) for kwh, wh, power in ENERGIES)},
+    {", ".join(f"sum({wh}) / 1000.0 AS {kwh}" for kwh, wh in GAP_ENERGIES)}
 FROM telemetry
 GROUP BY 1, node_id, tenant_id
 WITH NO DATA
@@ -95,13 +127,13 @@ def _weighted(mean: str) -> str:
 
 def _rollup(name: str, source: str, width: str) -> str:
     return f"""
-    CREATE MATERIALIZED VIEW {name} WITH ({CAGG_OPTIONS}) AS
+    CREATE MATERIALIZED VIEW IF NOT EXISTS {name} WITH ({CAGG_OPTIONS}) AS
     SELECT time_bucket(INTERVAL '{width}', bucket) AS bucket, node_id, tenant_id,
         sum(sample_count)::bigint AS sample_count,
         {_weighted("soc_avg")} AS soc_avg, min(soc_min) AS soc_min, max(soc_max) AS soc_max,
         {", ".join(f"{_weighted(m)} AS {m}" for m in MEANS)},
         sum(covered_s) AS covered_s,
-        {", ".join(f"sum({kwh}) AS {kwh}" for kwh, _ in ENERGIES)}
+        {", ".join(f"sum({kwh}) AS {kwh}" for kwh in ALL_KWH)}
     FROM {source}
     GROUP BY 1, node_id, tenant_id
     WITH NO DATA
@@ -111,13 +143,19 @@ def _rollup(name: str, source: str, width: str) -> str:
 # As migration 0001 set them: refresh windows reach back past the edge buffer's 7 days.
 POLICIES = [
     "SELECT add_continuous_aggregate_policy('telemetry_5m', start_offset => INTERVAL '8 days',"
-    " end_offset => INTERVAL '5 minutes', schedule_interval => INTERVAL '5 minutes')",
+    " end_offset => INTERVAL '5 minutes', schedule_interval => INTERVAL '5 minutes',"
+    " if_not_exists => true)",
     "SELECT add_continuous_aggregate_policy('telemetry_1h', start_offset => INTERVAL '9 days',"
-    " end_offset => INTERVAL '1 hour', schedule_interval => INTERVAL '15 minutes')",
+    " end_offset => INTERVAL '1 hour', schedule_interval => INTERVAL '15 minutes',"
+    " if_not_exists => true)",
     "SELECT add_continuous_aggregate_policy('telemetry_1d', start_offset => INTERVAL '10 days',"
-    " end_offset => INTERVAL '1 day', schedule_interval => INTERVAL '1 hour')",
-    "SELECT add_retention_policy('telemetry_5m', INTERVAL '400 days')",
+    " end_offset => INTERVAL '1 day', schedule_interval => INTERVAL '1 hour',"
+    " if_not_exists => true)",
+    "SELECT add_retention_policy('telemetry_5m', INTERVAL '400 days', if_not_exists => true)",
 ]
+# Each aggregate's refresh ends where its policy's does: a bucket still filling stays to
+# real-time aggregation.
+END_OFFSETS = {"telemetry_5m": "5 minutes", "telemetry_1h": "1 hour", "telemetry_1d": "1 day"}
 
 SITE_ZONES = """
 CREATE VIEW site_zones AS
@@ -158,7 +196,7 @@ def _energy_view(name: str, source: str, bucket_seconds: int) -> str:
         b.sample_count, b.soc_avg, b.soc_min, b.soc_max,
         {", ".join(f"b.{m}" for m in MEANS)},
         b.covered_s, least(b.covered_s / {bucket_seconds}.0, 1.0) AS coverage,
-        {", ".join(f"b.{kwh}" for kwh, _ in ENERGIES)},
+        {", ".join(f"b.{kwh}" for kwh in ALL_KWH)},
         b.currency, {import_price} AS import_price, {export_price} AS export_price,
         b.import_periods[b.slot] AS period,
         b.grid_import_kwh * {import_price} AS import_cost,
@@ -167,15 +205,22 @@ def _energy_view(name: str, source: str, bucket_seconds: int) -> str:
         b.load_kwh * {import_price} - (coalesce(b.grid_import_kwh * {import_price}, 0)
             - coalesce(b.grid_export_kwh * {export_price}, 0)) AS savings
     FROM (
-        SELECT a.*, z.timezone, l.local_time, t.currency, t.import_prices, t.export_prices,
-            t.import_periods,
+        SELECT a.*, zone.timezone, l.local_time, t.currency, t.import_prices,
+            t.export_prices, t.import_periods,
             -- The bucket's hour of the week in local time, 1-based as arrays are.
             (extract(isodow FROM l.local_time)::int - 1) * 24
                 + extract(hour FROM l.local_time)::int + 1 AS slot
         FROM {source} a
         JOIN site_zones z ON z.node_id = a.node_id
-        CROSS JOIN LATERAL (SELECT a.bucket AT TIME ZONE z.timezone AS local_time) l
-        LEFT JOIN site_tariffs t ON t.node_id = a.node_id
+        JOIN tenants owner ON owner.id = a.tenant_id
+        -- History from before a site moved to another tenant stays in its old tenant's
+        -- zone and is priced by none of the new tenant's tariffs (money NULL).
+        CROSS JOIN LATERAL (
+            SELECT CASE WHEN z.tenant_id = a.tenant_id THEN z.timezone ELSE owner.timezone END
+                AS timezone
+        ) zone
+        CROSS JOIN LATERAL (SELECT a.bucket AT TIME ZONE zone.timezone AS local_time) l
+        LEFT JOIN site_tariffs t ON t.node_id = a.node_id AND t.tenant_id = a.tenant_id
             AND a.bucket >= t.starts_at AND (t.ends_at IS NULL OR a.bucket < t.ends_at)
     ) b
     """
@@ -203,6 +248,15 @@ ANALYTICS = (*AGGREGATES, *VIEWS)
 # the new columns.
 WIDENED = ("telemetry", "optimizer_decisions")
 
+# Migration 0001's aggregates hold money; this migration's do not.
+OLD_SHAPE = """
+SELECT EXISTS (SELECT 1 FROM pg_attribute
+               WHERE attrelid = to_regclass('telemetry_5m') AND attname = 'cost')
+"""
+NEW_SHAPE = """
+SELECT EXISTS (SELECT 1 FROM pg_attribute
+               WHERE attrelid = to_regclass('telemetry_5m') AND attname = 'covered_s')
+"""
 HISTORY_BEYOND_RAW = """
 SELECT EXISTS (SELECT 1 FROM telemetry_5m
                WHERE bucket < coalesce((SELECT min(ts) FROM telemetry), 'infinity'))
@@ -235,6 +289,9 @@ def _retire_old_aggregates() -> list[str]:
     # What depends on the aggregates goes first (all of it, when this runs again).
     statements = [f"DROP VIEW IF EXISTS tenant_view.{name}" for name in ANALYTICS]
     statements += [f"DROP VIEW IF EXISTS {name}" for name in reversed(VIEWS)]
+    if not _scalar(OLD_SHAPE):
+        # Run again over its own aggregates: they stay, with what they hold.
+        return statements
     if not _scalar(HISTORY_BEYOND_RAW):
         return statements + [f"DROP MATERIALIZED VIEW {name}" for name in reversed(AGGREGATES)]
     for name in AGGREGATES:
@@ -246,7 +303,23 @@ def _retire_old_aggregates() -> list[str]:
     return statements
 
 
+def _materialize() -> None:
+    """Fills the aggregates from all the raw telemetry kept: they are created empty and
+    their policies reach back only 8-10 days, so older raw days would be neither
+    materialized nor computed live. Refreshes run outside a transaction. On a large hub
+    this takes a while (docs/operations.md, upgrading)."""
+    with op.get_context().autocommit_block():
+        for name in AGGREGATES:
+            op.execute(
+                f"CALL refresh_continuous_aggregate('{name}', NULL,"
+                f" now() - INTERVAL '{END_OFFSETS[name]}')"
+            )
+
+
 def upgrade() -> None:
+    # Materialize only aggregates this run creates: refreshing existing ones over all
+    # time would drop what they hold beyond the raw data's retention.
+    creates = not _scalar(NEW_SHAPE)
     statements = _retire_old_aggregates()
     statements += [
         f"ALTER TABLE telemetry ADD COLUMN IF NOT EXISTS {c} double precision"
@@ -271,6 +344,8 @@ def upgrade() -> None:
         f"GRANT SELECT ON {', '.join(ANALYTICS)} TO {ADMIN_ROLE}",
     ]
     _run(statements)
+    if creates:
+        _materialize()
 
 
 def downgrade() -> None:
@@ -299,9 +374,12 @@ def downgrade() -> None:
         statements += old.AGGREGATES + [
             p for p in old.POLICIES if "continuous_aggregate_policy" in p or "telemetry_5m" in p
         ]
+        # Their history beyond the raw data is lost: said in docs/operations.md.
     statements += [_tenant_view(name) for name in AGGREGATES]
     statements += [
         "GRANT SELECT ON ALL TABLES IN SCHEMA tenant_view TO wattfleet_tenant",
         f"GRANT SELECT ON {', '.join(AGGREGATES)} TO {ADMIN_ROLE}",
     ]
     _run(statements)
+    if not legacy:
+        _materialize()
