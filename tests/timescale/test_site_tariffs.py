@@ -10,7 +10,14 @@ import psycopg
 import pytest
 
 from tests.support.fleet import create_node, create_tenant
-from tests.support.tariffs import flat_tariff, insert_tariff, set_time_zone
+from tests.support.tariffs import (
+    flat_tariff,
+    insert_samples,
+    insert_tariff,
+    sample_row,
+    set_time_zone,
+)
+from tests.support.tenants import as_role, create_tenant_role
 
 pytestmark = pytest.mark.integration
 
@@ -69,3 +76,35 @@ def test_a_time_zone_the_database_does_not_know_is_refused(database):
     node = create_node(database, tenant)
     with database.connect() as conn, pytest.raises(psycopg.errors.InvalidParameterValue):
         conn.execute("UPDATE nodes SET timezone = 'Mars/Olympus' WHERE id = %s", (node,))
+
+
+def test_history_from_before_a_site_moved_stays_its_old_tenants(database):
+    """A site moved from tenant A to B: A's rows keep A's zone and get none of B's
+    prices (no money rather than B's tariff), and A's role learns nothing of B's."""
+    tenant_a, tenant_b = create_tenant(database), create_tenant(database)
+    node = create_node(database, tenant_a)
+    hour = datetime(2026, 11, 2, 9, 0, tzinfo=ZoneInfo("UTC"))
+    with database.connect() as conn:
+        set_time_zone(conn, tenant_a, "Europe/Warsaw")
+        set_time_zone(conn, tenant_b, "America/New_York")
+        insert_tariff(conn, tenant_b, flat_tariff(date(2026, 1, 1), 9.99, 1.11, currency="USD"))
+        row = sample_row(
+            hour, node, tenant_a, 1, soc=50, battery_w=0, pv_w=0, grid_w=1000, load_w=1000,
+            interval_s=60, covered_s=60,
+        )  # fmt: skip
+        insert_samples(conn, [row])
+        conn.execute("UPDATE nodes SET tenant_id = %s WHERE id = %s", (tenant_b, node))
+        rows = conn.execute(
+            "SELECT tenant_id, timezone, currency, import_price, import_cost FROM energy_1h"
+            " WHERE node_id = %s",
+            (node,),
+        ).fetchall()
+    assert rows == [(tenant_a, "Europe/Warsaw", None, None, None)]
+    role = f"moved_{tenant_a}"
+    with as_role(database, role, create_tenant_role(database, tenant_a, role)) as conn:
+        seen = conn.execute(
+            "SELECT node_id, timezone, currency, import_price FROM energy_1h"
+        ).fetchall()
+        tariffs = conn.execute("SELECT count(*) FROM site_tariffs").fetchone()
+    assert seen == [(node, "Europe/Warsaw", None, None)]
+    assert tariffs == (0,)
