@@ -204,7 +204,11 @@ def sites() -> dashboard.Dashboard:
                 ) l ON true
                 LEFT JOIN LATERAL (
                     SELECT sum({SAVINGS}) FILTER (WHERE {TODAY}) AS today,
-                        sum({SAVINGS}) AS month, max(currency) AS currency,
+                        -- One currency, or no amount: never a sum across currencies.
+                        CASE WHEN count(DISTINCT currency) <= 1 THEN sum({SAVINGS}) END
+                            AS month,
+                        CASE WHEN count(DISTINCT currency) <= 1 THEN max(currency)
+                            ELSE 'mixed' END AS currency,
                         100 * sum(covered_s) FILTER (WHERE {TODAY})
                             / extract(epoch FROM now() - date_trunc('day', now()
                               AT TIME ZONE max(timezone)) AT TIME ZONE max(timezone))

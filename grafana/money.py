@@ -1,6 +1,9 @@
 """Energy and money on the dashboards: the savings dashboard, and the "today" and "this
 month" figures other dashboards show.
 
+Energy a meter counted over a gap (`gap_*`: the site was not observed) is shown apart and
+never priced: add it to the observed energy to compare with the meter or the bill.
+
 Every figure reads `energy_1h` (migration 0013): hourly energies with each site's local
 time and the tariff in force, priced as docs/energy-and-money.md says. Days and months
 are each site's local ones; amounts are summed per currency, never across currencies.
@@ -16,6 +19,9 @@ from contract.fields import (
     BATTERY_CHARGE_KWH,
     BATTERY_DISCHARGE_KWH,
     BUCKET,
+    GAP_GRID_EXPORT_KWH,
+    GAP_GRID_IMPORT_KWH,
+    GAP_PV_KWH,
     GRID_EXPORT_KWH,
     GRID_IMPORT_KWH,
     LOAD_KWH,
@@ -114,6 +120,14 @@ def savings() -> dashboard.Dashboard:
         .with_panel(sql_stat("Grid export", _total(exported), "kwatth", 1))
         .with_panel(
             sql_stat(
+                "Grid import in gaps (meter, unpriced)",
+                _total(str(GAP_GRID_IMPORT_KWH.column)),
+                "kwatth",
+                1,
+            )
+        )
+        .with_panel(
+            sql_stat(
                 "Data coverage",
                 f"""
                 SELECT 100 * coalesce(sum(covered_s), 0) / ({SELECTED_NODES}
@@ -195,7 +209,10 @@ def savings() -> dashboard.Dashboard:
                     SELECT to_char(local_day, 'YYYY-MM') AS month, {CURRENCY} AS currency,
                         sum({pv}) AS "PV kWh", sum({imported}) AS "import kWh",
                         sum({exported}) AS "export kWh", sum({load}) AS "load kWh",
-                        {money}
+                        {money},
+                        sum({GAP_PV_KWH.column}) AS "PV kWh in gaps",
+                        sum({GAP_GRID_IMPORT_KWH.column}) AS "import kWh in gaps",
+                        sum({GAP_GRID_EXPORT_KWH.column}) AS "export kWh in gaps"
                     FROM energy_1h WHERE {IN_RANGE}
                     GROUP BY 1, 2 ORDER BY 1, 2
                     """

@@ -44,9 +44,12 @@ CHANGE = date(2027, 3, 28)
 # (import off-peak, import peak 17:00-21:00 every day, export) per version.
 PRICES = {date(2027, 3, 1): (0.60, 0.90, 0.20), CHANGE: (0.70, 1.10, 0.15)}
 PEAK_HOURS = range(17, 21)
+GAP_KEYS = ("gap_pv", "gap_import", "gap_export")
 # No samples from 10:00 to 11:30 local on the 28th; the first one after covers nothing.
 GAP = (datetime(2027, 3, 28, 10, 0, tzinfo=WARSAW), datetime(2027, 3, 28, 11, 30, tzinfo=WARSAW))
 STEP = timedelta(minutes=1)
+# PV, import, export Wh the meters counted over the gap: real, but not priced.
+GAP_METERED = (4200.0, 300.0, 1800.0)
 
 
 def _local_midnight(day: date) -> datetime:
@@ -73,6 +76,8 @@ def _samples(node: str, tenant: int) -> list[tuple[Any, ...]]:
             if not GAP[0] <= ts < GAP[1]:
                 interval = 0.0 if previous is None else (ts - previous).total_seconds()
                 covered = interval if interval <= 3 * STEP.total_seconds() else 0.0
+                # What the meter counted meanwhile comes with the first sample after it.
+                gap = GAP_METERED if previous is not None and not covered else (None,) * 3
                 local = ts.astimezone(WARSAW)
                 rows.append(
                     sample_row(
@@ -83,6 +88,7 @@ def _samples(node: str, tenant: int) -> list[tuple[Any, ...]]:
                         soc=50.0,
                         interval_s=interval,
                         covered_s=covered,
+                        gap=gap,
                         **_powers(local),
                     )
                 )
@@ -113,6 +119,8 @@ def _expected(rows: list[tuple[Any, ...]]) -> dict[date, dict[str, Any]]:
         d["export"] += exported
         d["load"] += load
         d["covered"] += covered
+        for key, wh in zip(("gap_pv", "gap_import", "gap_export"), row[19:22], strict=True):
+            d[key] += (wh or 0) / 1000
         d["import_cost"] += imported * import_price
         d["export_revenue"] += exported * export_price
         d["grid_only"] += load * import_price
@@ -198,6 +206,7 @@ def _check_every_panel(site: dict[str, Any], who: str) -> None:
         assert one("PV energy") == (pytest.approx(e["pv"]),), day
         assert one("Grid import") == (pytest.approx(e["import"]),), day
         assert one("Grid export") == (pytest.approx(e["export"]),), day
+        assert one("Grid import in gaps (meter, unpriced)") == (pytest.approx(e["gap_import"]),)
         # The picker's range ends a second before midnight, as Grafana's does.
         seconds = (_local_midnight(day + timedelta(days=1)) - _local_midnight(day)).total_seconds()
         assert one("Data coverage") == (pytest.approx(100 * e["covered"] / (seconds - 1)),), day
@@ -229,7 +238,9 @@ def _check_every_panel(site: dict[str, Any], who: str) -> None:
     assert coverage[1][1] == pytest.approx(100.0 * (23 * 60 - 92) / (23 * 60))
     [month] = _query(site, who, "Per month", *spring)
     assert month[:2] == ("2027-03", "PLN")
-    assert month[2:] == pytest.approx(
+    # The gap's metered energy, apart: the same kWh, priced nowhere above.
+    assert month[12:] == pytest.approx([expected[CHANGE][k] for k in GAP_KEYS])
+    assert month[2:12] == pytest.approx(
         (
             sum(expected[d]["pv"] for d in spring),
             sum(expected[d]["import"] for d in spring),
@@ -262,3 +273,118 @@ def test_the_figures_are_not_trivial(site):
     assert day["peak_import"] > 0.5
     assert day["export_revenue"] < day["export"] * 0.70
     assert 0 < day["covered"] < 23 * 3600 - 90 * 60 + 1
+    assert day["gap_import"] == GAP_METERED[1] / 1000
+
+
+# -- Today and this month: the figures the Site, Sites and Fleet dashboards show ---------
+
+TODAY_PRICES = (0.50, 0.80, 0.10)  # import off-peak, peak 17-21, export
+TODAY_STEP = timedelta(minutes=5)
+
+
+@pytest.fixture(scope="module")
+def today_site() -> Iterator[dict[str, Any]]:
+    """A Warsaw site with samples every 5 minutes from the start of this local month (at
+    most 25 days back, inside every retention) until a minute ago, in a database of its
+    own (nothing materialized: the figures come live, as during a day)."""
+    now = datetime.now(UTC)
+    local_now = now.astimezone(WARSAW)
+    month_start = local_now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    start = max(month_start, local_now - timedelta(days=25)).astimezone(UTC)
+    start = start.replace(minute=start.minute - start.minute % 5, second=0, microsecond=0)
+    with empty_database("money_today") as db:
+        migrate(db)
+        tenant = create_tenant(db)
+        node = create_node(db, tenant)
+        rows, ts, seq = [], start, 0
+        while ts < now - timedelta(minutes=1):
+            step = TODAY_STEP.total_seconds()
+            rows.append(
+                sample_row(
+                    ts,
+                    node,
+                    tenant,
+                    seq,
+                    soc=50.0,
+                    interval_s=step,
+                    covered_s=step,
+                    **_powers(ts.astimezone(WARSAW)),
+                )
+            )
+            ts, seq = ts + TODAY_STEP, seq + 1
+        off_peak, peak, export = TODAY_PRICES
+        peak_period = {"name": "peak", "from_hour": 17, "to_hour": 21, "price": peak}
+        with db.connect() as conn:
+            set_time_zone(conn, tenant, "Europe/Warsaw")
+            insert_tariff(
+                conn, tenant, flat_tariff(date(2026, 1, 1), off_peak, export, periods=[peak_period])
+            )
+            insert_samples(conn, rows)
+            conn.execute(f"ALTER ROLE {ADMIN_ROLE} LOGIN PASSWORD 'grafana-admin-test'")
+        role = f"today_{node.replace('-', '_')}"
+        yield {
+            "db": db,
+            "node": node,
+            "rows": rows,
+            "roles": {
+                "tenant": (role, create_tenant_role(db, tenant, role)),
+                "admin": (ADMIN_ROLE, "grafana-admin-test"),
+            },
+        }
+
+
+def _today_and_month(rows: list[tuple[Any, ...]]) -> dict[str, float]:
+    """Savings and net cost today and this month (local), from the samples."""
+    today = datetime.now(WARSAW).date()
+    off_peak, peak, export_price = TODAY_PRICES
+    figures: dict[str, float] = defaultdict(float)
+    for row in rows:
+        local = row[0].astimezone(WARSAW)
+        imported, exported, load = (wh / 1000 for wh in row[14:17])
+        price = peak if local.hour in PEAK_HOURS else off_peak
+        net = imported * price - exported * export_price
+        savings = load * price - net
+        if (local.year, local.month) == (today.year, today.month):
+            figures["month_savings"] += savings
+        if local.date() == today:
+            figures["today_savings"] += savings
+            figures["today_net"] += net
+    return figures
+
+
+@pytest.mark.parametrize("who", ["tenant", "admin"])
+def test_today_and_this_month_panels_match_the_independent_figures(today_site, who):
+    expected = _today_and_month(today_site["rows"])
+    role, node = today_site["roles"][who], today_site["node"]
+    now = datetime.now(UTC)
+
+    def run(uid: str, title: str) -> list[Any]:
+        sql = render(panel_sql(load(uid), title), now - timedelta(hours=24), now, {"node": node})
+        with as_role(today_site["db"], *role) as conn:
+            rows: list[Any] = conn.execute(sql).fetchall()
+        return rows
+
+    assert run("wattfleet-site", "Savings today") == [
+        ("PLN", pytest.approx(expected["today_savings"]))
+    ]
+    assert run("wattfleet-site", "Net grid cost today") == [
+        ("PLN", pytest.approx(expected["today_net"]))
+    ]
+    assert run("wattfleet-site", "Savings this month") == [
+        ("PLN", pytest.approx(expected["month_savings"]))
+    ]
+    [site_row] = run("wattfleet-sites", "Sites")
+    assert site_row[0] == node
+    assert site_row[6:9] == (
+        pytest.approx(expected["today_savings"]),
+        pytest.approx(expected["month_savings"]),
+        "PLN",
+    )
+    if who == "admin":
+        fleet = "wattfleet-fleet"
+        assert run(fleet, "Fleet savings today (each site's local day)") == [
+            ("PLN", pytest.approx(expected["today_savings"]))
+        ]
+        assert run(fleet, "Fleet savings this month") == [
+            ("PLN", pytest.approx(expected["month_savings"]))
+        ]

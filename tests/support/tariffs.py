@@ -31,6 +31,9 @@ SAMPLE_COLUMNS = (
     ("load_wh", "float8"),
     ("battery_charge_wh", "float8"),
     ("battery_discharge_wh", "float8"),
+    ("gap_pv_wh", "float8"),
+    ("gap_grid_import_wh", "float8"),
+    ("gap_grid_export_wh", "float8"),
 )
 INSERT_SAMPLES = (
     f"INSERT INTO telemetry ({', '.join(c for c, _ in SAMPLE_COLUMNS)})"
@@ -56,9 +59,11 @@ def sample_row(
     load_w: float,
     interval_s: float,
     covered_s: float,
+    gap: tuple[float | None, float | None, float | None] = (None, None, None),
 ) -> tuple[Any, ...]:
     """A sample whose energies are its powers held over `covered_s` (as the agent counts
-    them from power: edge/energy_meter.py), split by sign as the field table says."""
+    them from power: edge/energy_meter.py), split by sign as the field table says; `gap`:
+    what counters counted over a gap before it (PV, import, export Wh)."""
     hours = covered_s / 3600
     return (
         ts,
@@ -80,6 +85,7 @@ def sample_row(
         load_w * hours,
         max(-battery_w, 0) * hours,
         max(battery_w, 0) * hours,
+        *gap,
     )
 
 
