@@ -16,7 +16,7 @@ import math
 from collections import defaultdict
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, TypedDict
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -56,7 +56,14 @@ def _local_midnight(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=WARSAW).astimezone(UTC)
 
 
-def _powers(local: datetime) -> dict[str, float]:
+class Powers(TypedDict):
+    pv_w: float
+    load_w: float
+    battery_w: float
+    grid_w: float
+
+
+def _powers(local: datetime) -> Powers:
     """A spring day: PV over the middle of the day, an evening peak of use, the battery
     charging at noon and discharging in the evening; the grid balances (+ import)."""
     hour = local.hour + local.minute / 60
