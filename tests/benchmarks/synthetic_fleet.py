@@ -167,20 +167,23 @@ def foreign_telemetry(db: Database) -> bool:
     return bool(row[0])
 
 
-# One day of every site's samples. Parameters: origin (the fleet's first sample, which
-# covers nothing), gap_days (the days over which the sites' gaps are spread; 0: none),
-# step (s), the day's first and last sample, and the node id pattern.
-FILL_DAY = """
-WITH sites AS (
-    SELECT z.node_id, z.tenant_id, z.timezone, k,
-        3000 + (k * 37 %% 51) * 100 AS pv_peak,
-        250 + (k * 13 %% 21) * 20 AS base_load,
-        CASE WHEN %(gap_days)s > 0 THEN %(origin)s::timestamptz
-            + make_interval(days => k * 7 %% greatest(%(gap_days)s, 1), hours => 8 + k %% 10)
-        END AS gap_start
-    FROM site_zones z CROSS JOIN LATERAL (SELECT substring(z.node_id FROM '[0-9]+$')::int) s(k)
-    WHERE z.node_id LIKE %(nodes)s
-),
+# Every benchmark site with its number k, size, base load and gap (NULL: none).
+# Parameters: origin, gap_days (the days after origin over which the gaps are spread;
+# 0: no gaps) and the node id pattern.
+SITES = """
+SELECT z.node_id, z.tenant_id, z.timezone, k,
+    3000 + (k * 37 %% 51) * 100 AS pv_peak,
+    250 + (k * 13 %% 21) * 20 AS base_load,
+    CASE WHEN %(gap_days)s > 0 THEN %(origin)s::timestamptz
+        + make_interval(days => k * 7 %% greatest(%(gap_days)s, 1), hours => 8 + k %% 10)
+    END AS gap_start
+FROM site_zones z CROSS JOIN LATERAL (SELECT substring(z.node_id FROM '[0-9]+$')::int) s(k)
+WHERE z.node_id LIKE %(nodes)s
+"""
+
+# One day of every site's samples; also step (s) and the day's first and last sample.
+FILL_DAY = f"""
+WITH sites AS ({SITES}),
 shaped AS (
     SELECT g.ts, s.node_id, s.tenant_id, s.k, s.gap_start, h.h,
         CASE WHEN h.h > 6 AND h.h < 20
@@ -229,10 +232,6 @@ FROM powered
 
 # The coordinator's two decisions a day per site (local 10:00 and 17:00), and each
 # site's gap as offline, then online.
-SITES = """
-SELECT z.node_id, z.tenant_id, z.timezone, substring(z.node_id FROM '[0-9]+$')::int AS k
-FROM site_zones z WHERE z.node_id LIKE %(nodes)s
-"""
 FILL_DECISIONS = f"""
 INSERT INTO optimizer_decisions (ts, node_id, tenant_id, decision, grid_mode, mode, reason,
     battery_setpoint_w, target_soc_percent)
@@ -255,11 +254,9 @@ FILL_EVENTS = f"""
 INSERT INTO node_events (ts, node_id, tenant_id, state, source)
 SELECT e.ts, s.node_id, s.tenant_id, e.state, 'status'
 FROM ({SITES}) s
-CROSS JOIN LATERAL (SELECT %(origin)s::timestamptz + make_interval(
-    days => s.k * 7 %% greatest(%(gap_days)s, 1), hours => 8 + s.k %% 10) AS gap_start) g
-CROSS JOIN LATERAL (VALUES (g.gap_start, 'offline'), (g.gap_start + %(gap)s, 'online'))
+CROSS JOIN LATERAL (VALUES (s.gap_start, 'offline'), (s.gap_start + %(gap)s, 'online'))
     e(ts, state)
-WHERE %(gap_days)s > 0 AND e.ts BETWEEN %(first)s::timestamptz AND %(last)s::timestamptz
+WHERE e.ts BETWEEN %(first)s::timestamptz AND %(last)s::timestamptz
 ON CONFLICT DO NOTHING
 """
 
