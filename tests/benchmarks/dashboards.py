@@ -204,11 +204,12 @@ def queries(
                         variables,
                         grafana_interval(RANGES[name], max_data_points, min_interval),
                     )
-                    for name in ranges
+                    for name in RANGES
                 }
                 if len(set(rendered.values())) == 1:
-                    rendered = {ANY_RANGE: rendered[ranges[0]]}
-                found += [Query(uid, title, name, role, s) for name, s in rendered.items()]
+                    found.append(Query(uid, title, ANY_RANGE, role, rendered[ranges[0]]))
+                    continue
+                found += [Query(uid, title, name, role, rendered[name]) for name in ranges]
     return found
 
 
@@ -449,6 +450,34 @@ def report(timings: list[Timing]) -> None:
         )
 
 
+def markdown(timings: list[Timing]) -> str:
+    """Medians (ms) as a Markdown table: a row per panel, a column per role and range
+    ("(any)": a query that does not depend on the range)."""
+    columns = [(role, r) for role in ("tenant", "admin") for r in RANGES]
+    medians = {(t.query.dashboard, t.query.panel, t.query.role, t.query.range): t.median
+               for t in timings}  # fmt: skip
+    panels = sorted(
+        dict.fromkeys((t.query.dashboard, t.query.panel) for t in timings), key=lambda p: p[0]
+    )
+    lines = [
+        "| dashboard | panel | " + " | ".join(f"{role} {r}" for role, r in columns) + " |",
+        "| --- | --- |" + " ---: |" * len(columns),
+    ]
+    for dashboard, panel in panels:
+        cells = []
+        for role, r in columns:
+            value = medians.get((dashboard, panel, role, r))
+            if value is None and r == next(iter(RANGES)):
+                value = medians.get((dashboard, panel, role, ANY_RANGE))
+                cells.append("" if value is None else f"{value:.0f} (any)")
+                continue
+            cells.append("" if value is None else f"{value:.0f}")
+        lines.append(
+            f"| {dashboard.removeprefix('wattfleet-')} | {panel} | " + " | ".join(cells) + " |"
+        )
+    return "\n".join(lines)
+
+
 def _scale(args: argparse.Namespace, embedded: bool) -> Scale:
     base = EMBEDDED_SCALE if embedded else FULL_SCALE
     return Scale(
@@ -551,6 +580,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         print(f"timed in {time.perf_counter() - began:.0f} s")
         report(timings)
+        print("\nmedians (ms), as docs/benchmarks.md shows them:\n" + markdown(timings))
         for timing in sorted(timings, key=lambda t: t.median, reverse=True)[: args.explain]:
             q = timing.query
             print(
