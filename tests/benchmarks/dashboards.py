@@ -23,8 +23,10 @@
    range, role), slowest first, a summary, and EXPLAIN (ANALYZE, BUFFERS) of the
    `--explain` slowest.
 Times are wall-clock from sending the query to having every row, on one open connection
-per run (Grafana pools its connections); the role is taken with SET LOCAL ROLE and its
-own settings (search_path), which is what a login as that role gives the query.
+per role (Grafana pools its connections); the role is taken with SET LOCAL ROLE and its
+own settings (search_path), which is what a login as that role gives the query, so no
+role needs a password (the URL's user must be allowed to create roles and to SET ROLE:
+the migrations' user).
 """
 
 from __future__ import annotations
@@ -217,10 +219,11 @@ def queries(
 
 
 @contextmanager
-def as_role(db: Database, role: str) -> Iterator[Callable[[str], tuple[float, list[Any]]]]:
+def runner_as(db: Database, role: str) -> Iterator[Callable[[str], tuple[float, list[Any]]]]:
     """A function that runs a query as `role` and returns (ms, rows). Each query in a
     transaction of its own that takes the role and its settings (rolled back after)."""
-    with db.connect() as conn:
+    # Never a server-side prepared statement: Grafana sends each query as it is.
+    with db.connect(prepare_threshold=None) as conn:
         settings = [
             setting.partition("=")[::2]
             for (setting,) in conn.execute(
@@ -259,7 +262,7 @@ def time_queries(
     roles = {"tenant": tenant_role(db, tenant), "admin": ADMIN_ROLE}
     timings = []
     for who, role in roles.items():
-        with as_role(db, role) as run:
+        with runner_as(db, role) as run:
             for query in (q for q in todo if q.role == who):
                 for _ in range(warmups):
                     run(query.sql)
@@ -273,9 +276,9 @@ def time_queries(
     return timings
 
 
-def explain(db: Database, tenant: Tenant, query: Query) -> str:
+def explain(db: Database, query: Query) -> str:
     role = TENANT_ROLE if query.role == "tenant" else ADMIN_ROLE
-    with as_role(db, role) as run:
+    with runner_as(db, role) as run:
         _, rows = run("EXPLAIN (ANALYZE, BUFFERS) " + query.sql)
     return "\n".join(r[0] for r in rows)
 
@@ -516,7 +519,9 @@ def main(argv: list[str] | None = None) -> None:
         help="refresh the aggregates in windows of this many days",
     )
     parser.add_argument(
-        "--only", default="", help="time only the queries whose 'dashboard / panel' has this"
+        "--only",
+        action="append",
+        help="time only the queries whose 'dashboard / panel' contains this (repeatable)",
     )
     parser.add_argument(
         "--data-dir",
@@ -559,7 +564,7 @@ def main(argv: list[str] | None = None) -> None:
                 ranges,
                 args.max_data_points,
             )
-            if args.only in f"{q.dashboard} / {q.panel}"
+            if not args.only or any(part in f"{q.dashboard} / {q.panel}" for part in args.only)
         ]
         print(
             f"timing {len(todo)} queries ({args.runs} runs after a warm-up) as tenant"
@@ -585,7 +590,7 @@ def main(argv: list[str] | None = None) -> None:
             q = timing.query
             print(
                 f"\nEXPLAIN (ANALYZE, BUFFERS) {q.dashboard} / {q.panel} / {q.range} /"
-                f" {q.role}:\n{q.sql}\n{explain(db, tenant, q)}"
+                f" {q.role}:\n{q.sql}\n{explain(db, q)}"
             )
     finally:
         db.stop()
