@@ -13,6 +13,7 @@ from tests.benchmarks.dashboards import (
     RANGES,
     RefusedDatabaseError,
     dashboards,
+    markdown,
     materialize,
     prepare_fleet,
     queries,
@@ -73,3 +74,5 @@ def test_every_dashboard_query_is_timed_over_the_fleet():
     assert rows["wattfleet-savings", "Energy per day", "7d", "tenant"] >= 2
     assert rows["wattfleet-site", "Power", "24h", "tenant"] >= 24 * 12 - 1
     assert rows["wattfleet-site", "Optimizer decisions", "7d", "tenant"] >= 2
+    table = markdown(timings).splitlines()
+    assert len(table) == 2 + len({(t.query.dashboard, t.query.panel) for t in timings})
