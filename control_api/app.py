@@ -19,6 +19,7 @@ from sqlalchemy.exc import DataError
 
 from contract.commands import CommandType
 from contract.text import storable_json
+from control_api.api_docs import OPENAPI_URL, add_docs
 from control_api.broker_link import BrokerLink
 from control_api.config import ApiSettings
 from control_api.config_intake import ConfigIntake
@@ -160,6 +161,10 @@ def create_app(settings: ApiSettings) -> FastAPI:
         lifespan=lifespan,
         max_body_size=settings.api_max_body_bytes,
         description="Tenants, users, node enrollment, audited signed commands, node config.",
+        openapi_url=OPENAPI_URL,
+        # Served by add_docs from the API's own assets, not a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     # Replaced in the lifespan when a Grafana URL is set.
@@ -169,7 +174,9 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.state.login_limits = LoginLimits(
         settings.login_limit_per_account, settings.login_limit_per_address
     )
-    app.add_middleware(AuditMiddleware, engine=engine, metrics=metrics)
+    app.add_middleware(
+        AuditMiddleware, engine=engine, metrics=metrics, audit_reads=settings.api_audit_reads
+    )
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,
@@ -197,6 +204,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         status_code = next(code for kind, code in REFUSED_STATUS if isinstance(exc, kind))
         return error_response(str(exc), status_code, headers)
 
+    add_docs(app)
     app.include_router(system.router)
     for module in (auth, tenants, users, nodes, commands, tariffs, audit):
         app.include_router(module.router, responses=ERROR_RESPONSES)

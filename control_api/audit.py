@@ -13,11 +13,12 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from sqlalchemy import Connection, text
 
 from contract.text import storable_json
+from control_api.errors import InvalidError
 
 GENESIS_HASH = "0" * 64
 # pg_advisory_xact_lock key that serializes appends to the chain ("wattfleet" audit).
@@ -104,37 +105,93 @@ def append(conn: Connection, entry: AuditEntry) -> int:
     return int(row_id)
 
 
-def rows(
-    conn: Connection,
-    tenant_id: int | None,
-    node_id: str | None,
-    before_id: int | None,
-    limit: int,
-) -> list[dict[str, Any]]:
-    """Newest first, below `before_id` when given; only the tenant's and the node's
-    rows when those are given.
+Outcome = Literal[
+    "ok", "denied", "invalid", "not_found", "conflict", "rate_limited", "unavailable", "error"
+]
 
-    Given a tenant (what its users read), a look at another tenant's object shows as
-    `not_found`, the answer its caller got, like a look at a missing one: the stored
-    row says `denied` (what admins read), which would tell a tenant's user that the
-    other tenant's id exists."""
-    result = conn.execute(
-        text(
-            """
-            SELECT id, ts, actor_user_id, actor_email, tenant_id, node_id, action, params,
-                CASE WHEN CAST(:tenant AS bigint) IS NOT NULL AND status_code = 404
-                    THEN 'not_found' ELSE outcome END AS outcome,
-                status_code, client_addr, hash
-            FROM audit_log
-            WHERE (CAST(:tenant AS bigint) IS NULL OR tenant_id = :tenant)
-              AND (CAST(:node AS text) IS NULL OR node_id = :node)
-              AND (CAST(:before AS bigint) IS NULL OR id < :before)
-            ORDER BY id DESC LIMIT :limit
-            """
-        ),
-        {"tenant": tenant_id, "node": node_id, "before": before_id, "limit": limit},
-    )
-    return [dict(r) for r in result.mappings()]
+
+@dataclass(frozen=True)
+class AuditFilter:
+    """What `GET /audit` asks for; each given field narrows the rows (all must match).
+    `since` is inclusive, `until` exclusive; both timezone-aware."""
+
+    actor_user_id: int | None = None
+    actor_email: str | None = None
+    action: str | None = None
+    outcome: Outcome | None = None
+    node_id: str | None = None
+    tenant_id: int | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+@dataclass(frozen=True)
+class AuditPage:
+    rows: list[dict[str, Any]]
+    # The id to pass as `cursor` for the next (older) page; None after the last one.
+    next_cursor: int | None
+
+
+# The outcome a tenant's reader sees: a look at another tenant's object shows as
+# `not_found`, the answer its caller got, like a look at a missing one. The stored row
+# says `denied` (what admins read), which would tell a tenant's user that the other
+# tenant's id exists.
+_TENANT_OUTCOME = "CASE WHEN status_code = 404 THEN 'not_found' ELSE outcome END"
+# Each filter's condition; only those given are in the query, so each can use its index.
+_CONDITIONS = {
+    "actor_user_id": "actor_user_id = :actor_user_id",
+    "actor_email": "actor_email = :actor_email",
+    "action": "action = :action",
+    "node_id": "node_id = :node_id",
+    "tenant_id": "tenant_id = :tenant_id",
+    "since": "ts >= :since",
+    "until": "ts < :until",
+}
+
+
+def page(
+    conn: Connection, reader_tenant: int | None, where: AuditFilter, cursor: int | None, limit: int
+) -> AuditPage:
+    """Up to `limit` rows matching `where`, newest first, older than the row `cursor`
+    names when given. A tenant's reader (`reader_tenant`) reads only its tenant's rows,
+    with outcomes as that tenant's users were answered. InvalidError when `since` is not
+    before `until`."""
+    if where.since is not None and where.until is not None and where.since >= where.until:
+        raise InvalidError("since must be before until")
+    outcome = "outcome" if reader_tenant is None else _TENANT_OUTCOME
+    params: dict[str, Any] = {
+        name: value
+        for name, value in vars(where).items()
+        if value is not None and name in _CONDITIONS
+    }
+    conditions = [_CONDITIONS[name] for name in params]
+    if reader_tenant is not None:
+        conditions.append("tenant_id = :reader_tenant")
+        params["reader_tenant"] = reader_tenant
+    if where.outcome is not None:
+        conditions.append(f"{outcome} = :outcome")
+        params["outcome"] = where.outcome
+    if cursor is not None:
+        conditions.append("id < :cursor")
+        params["cursor"] = cursor
+    # Fixed fragments only: every value is a bound parameter.
+    found = [
+        dict(r)
+        for r in conn.execute(
+            text(
+                f"""
+                SELECT id, ts, actor_user_id, actor_email, tenant_id, node_id, action, params,
+                    {outcome} AS outcome, status_code, client_addr, hash
+                FROM audit_log
+                WHERE {" AND ".join(conditions) or "true"}
+                ORDER BY id DESC LIMIT :limit
+                """
+            ),
+            {**params, "limit": limit + 1},
+        ).mappings()
+    ]
+    more = len(found) > limit
+    return AuditPage(found[:limit], found[limit - 1]["id"] if more else None)
 
 
 @dataclass(frozen=True)

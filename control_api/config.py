@@ -14,6 +14,9 @@ class ApiSettings(ServiceSettings, MqttSettings, DatabaseSettings):
     # A request body above this is refused (413) before it is read whole: the largest
     # legitimate one, a config push, is a few kilobytes.
     api_max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    # Audit routine reads too (a successful GET that reveals no secret: a node list, a
+    # command polled). Off, the log keeps changes, refusals, failures and secret reads.
+    api_audit_reads: bool = False
     jwt_secret: SecretStr = SecretStr("change-me")
     jwt_ttl_s: int = Field(default=3600, ge=60)
     # Browser origins allowed to call the API (CORS); empty allows none.

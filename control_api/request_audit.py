@@ -1,12 +1,17 @@
-"""Every request to a route is audited once: who, what, on which tenant and node, with
-which outcome, from which address. The middleware here also owns the request's one
-database connection, which the handling and the audit row share.
+"""What is audited, and the audit row of each request: who, what, on which tenant and
+node, with which outcome, from which address. The middleware here also owns the
+request's one database connection, which the handling and the audit row share.
+
+`needs_audit_row` is the rule: every change and every attempt at one, every refusal and
+failure, every answer that carries a secret; a routine read that succeeded only when
+`WATTFLEET_API_AUDIT_READS` is on.
 
 A route that changes something writes its audit row itself, inside the transaction of
 the change (`audit_change`), so the change and its record commit together. Every other
-request (reads, refusals, invalid input, failures) is recorded after the response by
-`AuditMiddleware`, from what the dependencies noted on `request.state`, on the same
-connection: a request checks out at most one connection from the pool.
+request the rule keeps (refusals, invalid input, failures, secret reads, and reads when
+they are audited) is recorded after the response by `AuditMiddleware`, from what the
+dependencies noted on `request.state`, on the same connection: a request checks out at
+most one connection from the pool.
 """
 
 from __future__ import annotations
@@ -20,14 +25,35 @@ from sqlalchemy import Connection, Engine
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute
 
 from control_api import audit
+from control_api.api_docs import DOCS_PATHS
 from control_api.metrics import ApiMetrics
+from control_api.schemas import SecretOut
 
 log = logging.getLogger(__name__)
 
-NOT_AUDITED = {"/health", "/readiness", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc"}
-NOT_AUDITED |= {"/openapi.json"}
+# Probes and the API's own description: what they answer is public or about the process.
+NOT_AUDITED = {"/health", "/readiness", "/metrics", *DOCS_PATHS}
+READS = frozenset({"GET", "HEAD"})
+
+
+def reveals_secret(route: BaseRoute) -> bool:
+    model = getattr(route, "response_model", None)
+    return isinstance(model, type) and issubclass(model, SecretOut)
+
+
+def needs_audit_row(method: str, status_code: int, route: BaseRoute, audit_reads: bool) -> bool:
+    """Whether a request to `route` answered `status_code` is audited: always, unless it
+    is a probe or the docs, or a read that succeeded and carried no secret; those only
+    with `audit_reads` (a node list polled, a command polled, would otherwise drown the
+    changes and refusals the log is read for)."""
+    if getattr(route, "path", None) in NOT_AUDITED:
+        return False
+    if method not in READS or status_code >= 400:
+        return True
+    return audit_reads or reveals_secret(route)
 
 
 class RequestConnection:
@@ -56,14 +82,23 @@ class RequestConnection:
             self._conn = None
 
 
-def outcome_for(status_code: int, denied: bool) -> str:
+_OUTCOMES: dict[int, audit.Outcome] = {
+    400: "invalid",
+    404: "not_found",
+    409: "conflict",
+    413: "invalid",
+    422: "invalid",
+    429: "rate_limited",
+    503: "unavailable",
+}
+
+
+def outcome_for(status_code: int, denied: bool) -> audit.Outcome:
     if denied or status_code in (401, 403):
         return "denied"
     if status_code < 400:
         return "ok"
-    return {404: "not_found", 409: "conflict", 422: "invalid", 400: "invalid", 413: "invalid"}.get(
-        status_code, {429: "rate_limited", 503: "unavailable"}.get(status_code, "error")
-    )
+    return _OUTCOMES.get(status_code, "error")
 
 
 def _entry(
@@ -101,10 +136,11 @@ def audit_change(conn: Connection, request: Request, params: dict[str, Any]) -> 
 
 
 class AuditMiddleware(BaseHTTPMiddleware):
-    def __init__(self, app: Any, engine: Engine, metrics: ApiMetrics) -> None:
+    def __init__(self, app: Any, engine: Engine, metrics: ApiMetrics, audit_reads: bool) -> None:
         super().__init__(app)
         self.engine = engine
         self.metrics = metrics
+        self.audit_reads = audit_reads
 
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
         db = RequestConnection(self.engine)
@@ -131,7 +167,9 @@ class AuditMiddleware(BaseHTTPMiddleware):
         self.metrics.requests_total.labels(
             template, request.method, str(response.status_code)
         ).inc()
-        if route is None or template in NOT_AUDITED or getattr(request.state, "audited", False):
+        if route is None or getattr(request.state, "audited", False):
+            return response
+        if not needs_audit_row(request.method, response.status_code, route, self.audit_reads):
             return response
         params = {"path": dict(request.scope.get("path_params", {}))}
         if request.query_params:

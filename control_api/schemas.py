@@ -33,6 +33,12 @@ Email = Annotated[
     AfterValidator(normalized_email),
     Field(json_schema_extra={"format": "email"}),
 ]
+# The same, to look an account up by (GET /audit?actor_email=).
+EmailQuery = Annotated[
+    str, Query(min_length=1, max_length=320), STORABLE, AfterValidator(normalized_email)
+]
+# An audit row's action: a route's name (or the hub's own, such as push_site_settings).
+AuditActionQuery = Annotated[str, Query(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
 TotpCode = Annotated[str, StringConstraints(pattern=r"^[0-9]{6}$"), STORABLE]
 NodeIdStr = Annotated[str, StringConstraints(pattern=NODE_ID_PATTERN), STORABLE]
 NodeIdPath = Annotated[str, Path(pattern=NODE_ID_PATTERN), STORABLE]
@@ -46,6 +52,7 @@ LogLimitQuery = Annotated[int, Query(ge=1, le=MAX_LOG_CHUNKS)]
 MAX_DB_ID = 2**63 - 1
 DbId = Annotated[int, Field(ge=1, le=MAX_DB_ID)]
 DbIdPath = Annotated[int, Path(ge=1, le=MAX_DB_ID)]
+DbIdQuery = Annotated[int, Query(ge=1, le=MAX_DB_ID)]
 # An IANA time zone (contract/tariff.py), e.g. "Europe/Warsaw".
 TimeZone = Annotated[TimeZoneName, Field(examples=["Europe/Warsaw", "UTC"])]
 # Allow what would rewrite history: a tariff version from before today, replacing one,
@@ -79,18 +86,23 @@ class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class SecretOut(BaseModel):
+    """An answer that carries a secret (a token, a password, a key, a TOTP seed): the
+    request that got it is audited even when it is a read (control_api/request_audit.py)."""
+
+
 class LoginIn(_In):
     email: Email
     password: LoginPassword
     totp_code: TotpCode | None = None
 
 
-class TokenOut(BaseModel):
+class TokenOut(SecretOut):
     access_token: str
     token_type: Literal["bearer"] = "bearer"  # noqa: S105 - the OAuth2 token type
 
 
-class TotpSetupOut(BaseModel):
+class TotpSetupOut(SecretOut):
     secret: str
     otpauth_uri: str
 
@@ -178,7 +190,7 @@ class TenantChangeOut(TenantOut):
     config_pushes: ConfigPushesOut
 
 
-class DatabaseRoleOut(BaseModel):
+class DatabaseRoleOut(SecretOut):
     """The tenant's database login for its Grafana datasource; the password is shown
     only in this answer."""
 
@@ -221,7 +233,7 @@ class NodePatch(_In):
     timezone: TimeZone | None = None
 
 
-class NodeCredentialsOut(BaseModel):
+class NodeCredentialsOut(SecretOut):
     """Shown once: the node's broker login and command key, for its config file."""
 
     node_id: str
@@ -365,6 +377,12 @@ class AuditRowOut(BaseModel):
     status_code: int | None
     client_addr: str | None
     hash: str
+
+
+class AuditPageOut(BaseModel):
+    rows: list[AuditRowOut]
+    # Pass as `cursor` for the next, older page; null after the last page.
+    next_cursor: int | None
 
 
 class AuditVerifyOut(BaseModel):

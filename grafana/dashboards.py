@@ -542,8 +542,75 @@ def stack_health() -> dashboard.Dashboard:
     )
 
 
+# -- Audit (admin) ------------------------------------------------------------------------
+
+
+# Refusals of who the caller is or what it may do: a wrong login (401), a role's 403, a
+# look at another tenant's object (answered 404, stored as denied).
+def _denied(row: str = "") -> str:
+    return f"{row}outcome = 'denied' AND $__timeFilter({row}ts)"
+
+
+def audit_dashboard() -> dashboard.Dashboard:
+    """Who was refused, from where, and at what (audit_log, read by the admin role
+    without the rows' parameters: migration 0014)."""
+    return (
+        base("wattfleet-audit", "Audit", "Denied requests: who, from where, at what.")
+        .time("now-7d", "now")
+        .with_panel(
+            sql_stat(
+                "Denied requests", f"SELECT count(*) AS denied FROM audit_log WHERE {_denied()}"
+            )
+        )
+        .with_panel(
+            sql_stat(
+                "Callers denied",
+                "SELECT count(DISTINCT (coalesce(actor_email, ''), coalesce(client_addr, '')))"
+                f" AS callers FROM audit_log WHERE {_denied()}",
+            )
+        )
+        .with_panel(
+            table.Panel()
+            .title("Denied by caller")
+            .datasource(TIMESCALE)
+            .with_target(
+                Sql(
+                    f"""
+                    SELECT actor_email AS actor, client_addr AS "client address",
+                        count(*) AS denied, max(ts) AS "last"
+                    FROM audit_log WHERE {_denied()}
+                    GROUP BY 1, 2 ORDER BY 3 DESC, 4 DESC LIMIT 50
+                    """
+                )
+            )
+            .height(8)
+            .span(16)
+        )
+        .with_panel(
+            table.Panel()
+            .title("Recent denied requests")
+            .datasource(TIMESCALE)
+            .with_target(
+                Sql(
+                    f"""
+                    SELECT a.ts AS "time", a.actor_email AS actor, t.slug AS tenant,
+                        a.action, a.status_code AS status, a.node_id AS node,
+                        a.client_addr AS "client address"
+                    FROM audit_log a LEFT JOIN tenants t ON t.id = a.tenant_id
+                    WHERE {_denied("a.")}
+                    ORDER BY a.id DESC LIMIT 200
+                    """
+                )
+            )
+            .height(12)
+            .span(24)
+        )
+    )
+
+
 DASHBOARDS = (
     DashboardSpec("wattfleet-fleet", "admin", fleet_overview),
+    DashboardSpec("wattfleet-audit", "admin", audit_dashboard),
     DashboardSpec("wattfleet-sites", "tenant", sites),
     DashboardSpec("wattfleet-site", "tenant", site),
     DashboardSpec("wattfleet-savings", "tenant", savings),

@@ -24,11 +24,13 @@ from control_api.schemas import (
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
+# LoginIn inline: a model only a dependency reads is not in the schema's components, and
+# a reference to it there breaks ReDoc (and Swagger UI's view of this operation).
 _LOGIN_BODY = {
     "requestBody": {
         "required": True,
         "content": {
-            "application/json": {"schema": {"$ref": "#/components/schemas/LoginIn"}},
+            "application/json": {"schema": LoginIn.model_json_schema()},
             "application/x-www-form-urlencoded": {
                 "schema": {
                     "type": "object",

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_update_delete_and_truncate_are_refused(api, actors, database):
-    api.get("/nodes", headers=actors.admin.headers)
+    api.get("/users", headers=actors.operator_a.headers)  # refused: audited
     row_id = last_audit_id(database)
     with database.connect() as conn:
         for sql in (
@@ -31,7 +31,7 @@ def test_update_delete_and_truncate_are_refused(api, actors, database):
 
 def test_tampering_with_one_row_is_reported_for_exactly_that_row(api, actors, database, broker):
     for _ in range(3):
-        api.get("/tenants", headers=actors.operator_a.headers)
+        api.get("/users", headers=actors.operator_a.headers)
     victim = last_audit_id(database) - 1
     assert api.get("/audit/verify", headers=actors.admin.headers).json()["ok"] is True
     with database.connect() as conn, conn.transaction():
@@ -67,12 +67,12 @@ def test_tampering_with_one_row_is_reported_for_exactly_that_row(api, actors, da
 
 def test_operators_read_their_tenants_rows_only(api, actors, database):
     before = last_audit_id(database)
-    api.get("/nodes", headers=actors.operator_a.headers)
-    api.get("/nodes", headers=actors.operator_b.headers)
-    a_rows = api.get("/audit", headers=actors.operator_a.headers).json()
+    api.get("/users", headers=actors.operator_a.headers)
+    api.get("/users", headers=actors.operator_b.headers)
+    a_rows = api.get("/audit", headers=actors.operator_a.headers).json()["rows"]
     assert {row["tenant_id"] for row in a_rows} == {actors.tenant_a}
     assert actors.operator_b.email not in {row["actor_email"] for row in a_rows}
-    admin_rows = api.get("/audit?limit=1000", headers=actors.admin.headers).json()
+    admin_rows = api.get("/audit?limit=1000", headers=actors.admin.headers).json()["rows"]
     emails = {row["actor_email"] for row in admin_rows if row["id"] > before}
     assert {actors.operator_a.email, actors.operator_b.email} <= emails
     assert api.get("/audit", headers=actors.viewer_a.headers).status_code == 403
@@ -92,7 +92,7 @@ def test_a_probe_of_another_tenants_node_is_recorded_under_the_prober(api, actor
     assert row["outcome"] == "denied"
     assert row["tenant_id"] == actors.tenant_a
     assert row["actor_email"] == actors.operator_a.email
-    b_rows = api.get("/audit", headers=actors.operator_b.headers).json()
+    b_rows = api.get("/audit", headers=actors.operator_b.headers).json()["rows"]
     assert row["id"] not in {r["id"] for r in b_rows}
 
 
@@ -111,8 +111,8 @@ def test_a_tenant_user_cannot_tell_another_tenants_node_from_a_missing_one(api, 
         assert response.json() == {"detail": "node not found"}
 
     def seen_by(user):
-        rows = api.get("/audit?limit=1000", headers=user.headers).json()
-        return {r["node_id"]: r for r in rows if r["action"] == "get_node"}
+        rows = api.get("/audit?action=get_node&limit=1000", headers=user.headers).json()["rows"]
+        return {r["node_id"]: r for r in rows}
 
     as_tenant = seen_by(actors.operator_a)
     ignore = {"id", "ts", "hash", "node_id", "params"}

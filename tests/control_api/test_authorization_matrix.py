@@ -1,5 +1,7 @@
 """Every route x {admin, operator of tenant A, viewer of tenant A, operator of tenant B,
-anonymous}: the expected status, and an audit row for each attempt.
+anonymous}: the expected status, and an audit row for each attempt but a routine read
+that succeeded (none of these reads reveals a secret; reads are audited only with
+WATTFLEET_API_AUDIT_READS, tests/control_api/test_audit_queries.py).
 
 The objects addressed belong to tenant A. Operator B gets 404 for them, never 403, so
 ids of other tenants' objects do not leak; the audit row still says `denied`.
@@ -286,6 +288,9 @@ def test_route_answers_and_audits_each_attempt(world, database, case, actor):
     response = world.api.request(case.method, path, headers=headers, **kwargs)
     assert response.status_code == case.expected[actor], response.text
     rows = audit_rows(database, before, action=case.action)
+    if case.method == "GET" and response.status_code < 400:
+        assert rows == []
+        return
     assert len(rows) == 1, rows
     [row] = rows
     assert row["status_code"] == response.status_code

@@ -10,8 +10,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
+from sqlalchemy import create_engine
 
+from control_api.audit import AuditEntry, append
 from grafana import build
 from tests.support.fleet import create_node, create_tenant, unique
 from tests.support.grafana_sql import day_range, render
@@ -19,6 +22,7 @@ from tests.support.services import REPO, require_binary
 from tests.support.tariffs import flat_tariff, insert_tariff
 from tests.support.tenants import as_role, create_tenant_role
 from tests.timescale.test_aggregates import DAY_PERIOD, _insert_minutes, refresh_all
+from timescale.database import sqlalchemy_url
 
 DASHBOARDS = REPO / "grafana" / "dashboards"
 ADMIN_ROLE = "wattfleet_grafana_admin"
@@ -62,6 +66,7 @@ def test_dashboards_are_where_their_audience_finds_them():
         "wattfleet-sites.json",
     ]
     assert sorted(p.name for p in (DASHBOARDS / "admin").glob("*.json")) == [
+        "wattfleet-audit.json",
         "wattfleet-fleet.json",
         "wattfleet-stack.json",
     ]
@@ -137,8 +142,8 @@ class TestAgainstTimescale:
             "role_b": (role_b, create_tenant_role(database, tenant_b, role_b)),
         }
 
-    def query(self, database, role, sql, day=None, **variables):
-        time_from, time_to = (
+    def query(self, database, role, sql, day=None, time_range=None, **variables):
+        time_from, time_to = time_range or (
             day_range(day)
             if day
             else (
@@ -154,7 +159,14 @@ class TestAgainstTimescale:
         return (ADMIN_ROLE, "grafana-admin-test")
 
     @pytest.mark.parametrize(
-        "uid", ["wattfleet-fleet", "wattfleet-site", "wattfleet-savings", "wattfleet-sites"]
+        "uid",
+        [
+            "wattfleet-fleet",
+            "wattfleet-audit",
+            "wattfleet-site",
+            "wattfleet-savings",
+            "wattfleet-sites",
+        ],
     )
     def test_every_sql_runs_as_the_admin_organization(self, database, world, uid):
         """Each query must run (a broken one raises); the numbers are checked below."""
@@ -287,6 +299,52 @@ class TestAgainstTimescale:
         assert by_node[world["node_b"]][3] == "offline"
         [(pv,)] = self.query(database, self.admin(), panel_sql(dashboard, "PV power now"))
         assert pv >= 2500
+
+    def test_audit_shows_the_denied_requests_and_never_their_parameters(self, database, world):
+        """Rows written as the API writes them (hash chain and all): the denied ones are
+        listed and counted, the one that went through is not; the admin role reads no
+        row's parameters."""
+        tenant = create_tenant(database)
+        prober, other = f"{unique('prober')}@example.com", f"{unique('ok')}@example.com"
+        denied = [
+            AuditEntry(
+                "get_node", "denied", 7, prober, tenant, world["node_b"], {}, 404, "203.0.113.7"
+            ),
+            AuditEntry("list_users", "denied", 7, prober, tenant, None, {}, 403, "203.0.113.7"),
+        ]
+        engine = create_engine(
+            sqlalchemy_url(database.url), connect_args={"prepare_threshold": None}
+        )
+        try:
+            with engine.begin() as conn:
+                ids = [append(conn, entry) for entry in denied]
+                append(conn, AuditEntry("list_nodes", "ok", 8, other, tenant, status_code=200))
+        finally:
+            engine.dispose()
+        dashboard = load("wattfleet-audit")
+        # The time picker's range, in whole seconds as Grafana sends it, around the rows.
+        around = (datetime.now(UTC) - timedelta(hours=1), datetime.now(UTC) + timedelta(minutes=1))
+
+        def panel(title):
+            return self.query(
+                database, self.admin(), panel_sql(dashboard, title), time_range=around
+            )
+
+        recent = panel("Recent denied requests")
+        ours = [r for r in recent if r[1] == prober]
+        with database.connect() as conn:
+            slug = conn.execute("SELECT slug FROM tenants WHERE id = %s", (tenant,)).fetchone()[0]
+        assert [r[1:] for r in ours] == [
+            (prober, slug, "list_users", 403, None, "203.0.113.7"),
+            (prober, slug, "get_node", 404, world["node_b"], "203.0.113.7"),
+        ]
+        assert other not in {r[1] for r in recent}
+        by_caller = panel("Denied by caller")
+        assert [r[:3] for r in by_caller if r[0] == prober] == [(prober, "203.0.113.7", 2)]
+        [(count,)] = panel("Denied requests")
+        assert count >= len(ids)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            self.query(database, self.admin(), "SELECT params FROM audit_log LIMIT 1")
 
 
 def test_prometheus_expressions_parse(tmp_path: Path):
