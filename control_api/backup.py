@@ -84,7 +84,10 @@ def _connect(url: str) -> psycopg.Connection[Any]:
 
 def _safe(url: str) -> str:
     """The URL without its password, for messages."""
-    params = conninfo_to_dict(url)
+    try:
+        params = conninfo_to_dict(url)
+    except psycopg.Error:
+        return "the given URL (not a PostgreSQL connection URL)"
     params.pop("password", None)
     return make_conninfo("", **params)
 
@@ -158,6 +161,13 @@ def _session_kept(url: str) -> Iterator[None]:
 # -- what a database holds ----------------------------------------------------------------
 
 
+def _shares_one_session(url: str) -> bool:
+    """Whether the server runs every client in one backend session (the embedded one)."""
+    with _connect(url) as first, _connect(url) as second:
+        pids = [c.execute("SELECT pg_backend_pid()").fetchone()[0] for c in (first, second)]  # type: ignore[index]
+    return bool(pids[0] == pids[1])
+
+
 def _server_major(conn: psycopg.Connection[Any]) -> int:
     return int(conn.info.server_version // 10000)
 
@@ -166,6 +176,12 @@ def _user_relations(conn: psycopg.Connection[Any]) -> list[tuple[str, str]]:
     """(schema, name) of the tables, hypertables and continuous aggregates outside
     TimescaleDB's own schemas."""
     not_extension = " AND ".join(f"n.nspname NOT LIKE '{s}'" for s in EXTENSION_SCHEMAS)
+    caggs = (
+        " UNION SELECT view_schema::text, view_name::text"
+        " FROM timescaledb_information.continuous_aggregates"
+        if _has_timescaledb(conn)
+        else ""
+    )
     rows = conn.execute(
         "SELECT n.nspname::text, c.relname::text FROM pg_class c"
         " JOIN pg_namespace n ON n.oid = c.relnamespace"
@@ -173,8 +189,7 @@ def _user_relations(conn: psycopg.Connection[Any]) -> list[tuple[str, str]]:
         " AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
         f" AND n.nspname NOT LIKE 'pg\\_%' AND {not_extension}"
         " AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype = 'e')"
-        " UNION SELECT view_schema::text, view_name::text"
-        " FROM timescaledb_information.continuous_aggregates ORDER BY 1, 2"
+        f"{caggs} ORDER BY 1, 2"
     ).fetchall()
     return [(r[0], r[1]) for r in rows]
 
@@ -192,10 +207,9 @@ def row_counts(conn: psycopg.Connection[Any]) -> dict[str, int]:
 
 
 def _alembic_revision(conn: psycopg.Connection[Any]) -> str | None:
-    try:
-        row = conn.execute("SELECT version_num FROM public.alembic_version").fetchone()
-    except psycopg.errors.UndefinedTable:
+    if conn.execute("SELECT to_regclass('public.alembic_version')").fetchone() == (None,):
         return None
+    row = conn.execute("SELECT version_num FROM public.alembic_version").fetchone()
     return str(row[0]) if row else None
 
 
@@ -210,6 +224,20 @@ def _sha256(path: Path) -> str:
 # -- backup ------------------------------------------------------------------------------
 
 
+def _dump(url: str, out: Path, pg_dump: str, pg_dumpall: str, snapshot: str | None) -> None:
+    target, env = _tool_env(url)
+    same_snapshot = [f"--snapshot={snapshot}"] if snapshot else []
+    with _session_kept(url):
+        dumped = _run(
+            [pg_dump, "--format=custom", f"--file={out / DUMP}", *same_snapshot, target], env
+        )
+        if dumped.returncode != 0:
+            raise BackupError(f"pg_dump failed:\n{dumped.stderr.strip()}")
+        roles = _run([pg_dumpall, "--roles-only", f"--file={out / ROLES}", "-d", target], env)
+        if roles.returncode != 0:
+            raise BackupError(f"pg_dumpall --roles-only failed:\n{roles.stderr.strip()}")
+
+
 def backup(url: str, out: Path, mosquitto_dir: Path | None, pg_bin: Path | None) -> dict[str, Any]:
     """Writes a backup of the database at `url` (and of the broker's state in
     `mosquitto_dir`) into `out`, which must be empty or new. Returns the manifest."""
@@ -221,21 +249,29 @@ def backup(url: str, out: Path, mosquitto_dir: Path | None, pg_bin: Path | None)
         major = _server_major(conn)
         pg_dump, dump_major = find_tool("pg_dump", major, pg_bin)
         pg_dumpall, _ = find_tool("pg_dumpall", major, pg_bin)
+        # The counts and the dump see the same snapshot, so a restore of a hub that kept
+        # writing still matches them. The embedded server's one session cannot hold a
+        # transaction open beside pg_dump's: there they are taken just before it.
+        snapshot = None
+        if not _shares_one_session(url):
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]  # type: ignore[index]
         (timescaledb,) = conn.execute(
             "SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'"
         ).fetchone() or (None,)
         counts = row_counts(conn)
         revision = _alembic_revision(conn)
         server_version = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
-    out.mkdir(parents=True, exist_ok=True)
-    target, env = _tool_env(url)
-    with _session_kept(url):
-        dumped = _run([pg_dump, "--format=custom", f"--file={out / DUMP}", target], env)
-        if dumped.returncode != 0:
-            raise BackupError(f"pg_dump failed:\n{dumped.stderr.strip()}")
-        roles = _run([pg_dumpall, "--roles-only", f"--file={out / ROLES}", "-d", target], env)
-        if roles.returncode != 0:
-            raise BackupError(f"pg_dumpall --roles-only failed:\n{roles.stderr.strip()}")
+        created = not out.exists()
+        out.mkdir(parents=True, exist_ok=True)
+        try:
+            _dump(url, out, pg_dump, pg_dumpall, snapshot)
+        except BackupError:
+            if created:  # no half backup left behind to be mistaken for one
+                shutil.rmtree(out, ignore_errors=True)
+            raise
+        if snapshot is not None:
+            conn.execute("COMMIT")
     broker_files = []
     if mosquitto_dir is not None:
         (out / BROKER_DIR).mkdir()
@@ -283,17 +319,15 @@ def read_manifest(src: Path) -> dict[str, Any]:
             raise BackupError(f"{src / MANIFEST} lists no {name}")
     for name, digest in files.items():
         path = src / name
+        if path.resolve().parent not in (src.resolve(), (src / BROKER_DIR).resolve()):
+            raise BackupError(f"{src / MANIFEST} names a file outside the backup: {name!r}")
         if not path.is_file() or _sha256(path) != digest:
             raise BackupError(f"{path} is missing or does not match its checksum")
     return manifest | {"row_counts": counts, "pg_dump_major": dump_major}
 
 
 def _require_empty(conn: psycopg.Connection[Any], url: str) -> None:
-    relations = (
-        [f"{schema}.{name}" for schema, name in _user_relations(conn)]
-        if _has_timescaledb(conn)
-        else _any_tables(conn)
-    )
+    relations = [f"{schema}.{name}" for schema, name in _user_relations(conn)]
     if relations:
         shown = ", ".join(relations[:5]) + (" ..." if len(relations) > 5 else "")
         raise BackupError(
@@ -309,12 +343,27 @@ def _has_timescaledb(conn: psycopg.Connection[Any]) -> bool:
     )
 
 
-def _any_tables(conn: psycopg.Connection[Any]) -> list[str]:
-    rows = conn.execute(
-        "SELECT schemaname || '.' || tablename FROM pg_tables"
-        " WHERE schemaname NOT IN ('pg_catalog', 'information_schema')"
-    ).fetchall()
-    return [r[0] for r in rows]
+def _same_timescaledb(conn: psycopg.Connection[Any], wanted: Any) -> None:
+    """Creates TimescaleDB at the backup's version: pg_restore restores its catalog only
+    into the version that wrote it (update the extension after the restore)."""
+    if not isinstance(wanted, str):
+        raise BackupError("the backup is not of a TimescaleDB database")
+    row = conn.execute(
+        "SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'"
+    ).fetchone()
+    if row is not None and row[0] != wanted:
+        raise BackupError(
+            f"the target database has TimescaleDB {row[0]}, the backup {wanted}: restore into"
+            f" a database with TimescaleDB {wanted}, then ALTER EXTENSION timescaledb UPDATE"
+        )
+    if row is None:
+        try:
+            conn.execute(sql.SQL("CREATE EXTENSION timescaledb VERSION {}").format(wanted))
+        except psycopg.Error as exc:
+            raise BackupError(
+                f"cannot create TimescaleDB {wanted} in the target database ({exc}); install"
+                " that version on the server, restore, then ALTER EXTENSION timescaledb UPDATE"
+            ) from exc
 
 
 ROLE_STATEMENT = re.compile(r'^(CREATE|ALTER) ROLE ("(?:[^"]|"")+"|[^\s;]+)')
@@ -343,7 +392,10 @@ def restore_roles(conn: psycopg.Connection[Any], roles_sql: str) -> list[str]:
             continue
         # The grantor may not exist here; the restoring superuser grants instead.
         statement = re.sub(r"\s+GRANTED BY \S+;$", ";", statement)
-        conn.execute(statement.encode())
+        try:
+            conn.execute(statement.encode())
+        except psycopg.Error as exc:
+            raise BackupError(f"cannot restore the role {name}: {exc}") from exc
     return sorted(created)
 
 
@@ -359,8 +411,8 @@ def restore(src: Path, url: str, mosquitto_dir: Path | None, pg_bin: Path | None
         pg_restore, _ = find_tool(
             "pg_restore", max(_server_major(conn), manifest["pg_dump_major"]), pg_bin
         )
+        _same_timescaledb(conn, manifest.get("timescaledb_version"))
         restore_roles(conn, (src / ROLES).read_text())
-        conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
         schema = conn.execute(
             "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace"
             " WHERE e.extname = 'timescaledb'"

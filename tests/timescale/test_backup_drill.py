@@ -62,7 +62,7 @@ def _figures(db: Database) -> dict[str, Any]:
 
 
 def _pg_bin_or_skip(db: Database) -> list[str]:
-    pg_bin = pg_bin_for_tests()
+    pg_bin = pg_bin_for_tests(db)
     with db.connect() as conn:
         major = conn.info.server_version // 10000
     try:
