@@ -30,7 +30,7 @@ def test_valid_sample_is_accepted_as_live_as_its_telemetry_row():
     ts = NOW - timedelta(seconds=2)
     out = _decode(sample("n1", 3, ts))
     mode = "SELF_CONSUMPTION"
-    energy = [5.0, 5.0, 2.08, 0.28, 0.0, 1.94, 0.42, 0.0]
+    energy = [5.0, 5.0, 2.08, 0.28, 0.0, 1.94, 0.42, 0.0, 0.0, 0.0, 0.0]
     row = [ts, "n1", None, 3, 53.0, 52.1, -300.0, 1500.0, 200.0, 1400.0, 0.55, mode, NOW, *energy]
     assert out.rows == [row]
     assert len(row) == len(TELEMETRY_COLUMNS)
@@ -76,6 +76,7 @@ def test_optional_parts_absent_are_null_in_the_row():
                 ("interval_s", "covered_s", "pv_wh", "grid_import_wh", "grid_export_wh"), None
             ),
             **dict.fromkeys(("load_wh", "battery_charge_wh", "battery_discharge_wh"), None),
+            **dict.fromkeys(("gap_pv_wh", "gap_grid_import_wh", "gap_grid_export_wh"), None),
         }
     ]
     assert out.decisions == []

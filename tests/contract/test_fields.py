@@ -44,6 +44,9 @@ VALUES = {
     "load_wh": 1.7,
     "battery_charge_wh": 0.55,
     "battery_discharge_wh": 0.0,
+    "gap_pv_wh": 0.0,
+    "gap_grid_import_wh": 0.0,
+    "gap_grid_export_wh": 0.0,
 }
 
 

@@ -90,7 +90,11 @@ def test_each_tenant_gets_an_org_with_its_datasource_dashboards_and_viewers(
     # The password Grafana holds logs in as the tenant's role, which sees its tenant only.
     with as_role(db, source["user"], source["secureJsonData"]["password"]) as conn:
         assert conn.execute("SELECT current_user").fetchone()[0] == source["user"]
-    assert sorted(state.dashboards[org_a]) == ["wattfleet-savings", "wattfleet-site"]
+    assert sorted(state.dashboards[org_a]) == [
+        "wattfleet-savings",
+        "wattfleet-site",
+        "wattfleet-sites",
+    ]
     members = {state.users[uid]["email"]: role for uid, role in state.members[org_a].items()}
     assert members == {"admin@localhost": "Admin", alice.email: "Viewer"}
     members_b = {state.users[uid]["email"] for uid in state.members[org_b]}
@@ -159,7 +163,7 @@ def test_grafana_unreachable_or_refusing_is_one_clear_error(own_database, grafan
 
 def test_dashboards_imported_are_the_committed_tenant_ones():
     uids = sorted(d["uid"] for d in tenant_dashboards())
-    assert uids == ["wattfleet-savings", "wattfleet-site"]
+    assert uids == ["wattfleet-savings", "wattfleet-site", "wattfleet-sites"]
     assert all(unique("x") not in d["title"] for d in tenant_dashboards())
 
 
@@ -198,7 +202,11 @@ def test_the_api_syncs_at_start_and_after_a_tenant_is_created(own_database, graf
         )
         wait_for(lambda: grafana.state.org_by_name(org_name(slug)), 15, "the tenant's org")
         org = grafana.state.org_by_name(org_name(slug))
-        wait_for(lambda: len(grafana.state.dashboards.get(org, {})) == 2, 15, "its dashboards")
+        wait_for(
+            lambda: len(grafana.state.dashboards.get(org, {})) == len(tenant_dashboards()),
+            15,
+            "its dashboards",
+        )
         # Its zone changes: the organization shows the new one.
         tenant_id = next(
             t["id"] for t in api.get("/tenants", headers=admin.headers).json() if t["slug"] == slug

@@ -134,6 +134,9 @@ def sample(node_id: str, seq: int, ts: datetime | None = None, **overrides: Any)
             "load_wh": 1.94,
             "battery_charge_wh": 0.42,
             "battery_discharge_wh": 0.0,
+            "gap_pv_wh": 0.0,
+            "gap_grid_import_wh": 0.0,
+            "gap_grid_export_wh": 0.0,
         },
     }
     body.update(overrides)
