@@ -38,7 +38,7 @@ from collector.telemetry_row import (
     Decision,
     decision_key,
 )
-from contract.fields import DECISIONS, NODE_ID, TENANT_ID, TS
+from contract.fields import DECISIONS, LATEST, NODE_ID, TELEMETRY, TENANT_ID, TS
 
 # Telemetry is loaded by binary COPY (the fastest load path, formatted in C by psycopg),
 # first straight into the hypertable inside a savepoint. COPY has no ON CONFLICT: if
@@ -98,17 +98,30 @@ WHERE n.id = ANY(%s)
 """
 
 # Rows arrive sorted by node id so concurrent collectors lock them in the same order.
+# The latest sample's values (LATEST) replace the stored ones only when newer.
+_NEWER = "node_status.latest_ts IS NULL OR EXCLUDED.latest_ts > node_status.latest_ts"
 UPSERT_SEEN = """
-INSERT INTO node_status (node_id, state, last_seen_at, last_seq, clock_drift_s, updated_at)
-SELECT node_id, 'online', last_seen_at, last_seq, clock_drift_s, now()
-FROM unnest(%s::text[], %s::timestamptz[], %s::bigint[], %s::float8[])
-    AS u(node_id, last_seen_at, last_seq, clock_drift_s)
+INSERT INTO node_status (node_id, state, last_seen_at, last_seq, clock_drift_s, updated_at,
+    latest_ts, {latest})
+SELECT node_id, 'online', last_seen_at, last_seq, clock_drift_s, now(), latest_ts, {latest}
+FROM unnest(%s::text[], %s::timestamptz[], %s::bigint[], %s::float8[], %s::timestamptz[],
+    {latest_arrays}) AS u(node_id, last_seen_at, last_seq, clock_drift_s, latest_ts, {latest})
 ON CONFLICT (node_id) DO UPDATE SET
     last_seen_at = greatest(node_status.last_seen_at, EXCLUDED.last_seen_at),
     last_seq = greatest(node_status.last_seq, EXCLUDED.last_seq),
     clock_drift_s = coalesce(EXCLUDED.clock_drift_s, node_status.clock_drift_s),
+    {latest_updates},
+    latest_ts = greatest(node_status.latest_ts, EXCLUDED.latest_ts),
     updated_at = now()
-"""
+""".format(
+    latest=", ".join(f.column for f in LATEST),
+    latest_arrays=", ".join(f"%s::{'text' if f.pg_type == 'text' else 'float8'}[]" for f in LATEST),
+    latest_updates=",\n    ".join(
+        f"{f.column} = CASE WHEN {_NEWER} THEN EXCLUDED.{f.column} ELSE node_status.{f.column} END"
+        for f in LATEST
+    ),
+)
+LATEST_INDEXES = tuple(TELEMETRY.index(f) for f in LATEST)
 
 INSERT_EVENT = """
 INSERT INTO node_events (ts, node_id, tenant_id, state, source, detail)
@@ -224,6 +237,8 @@ class NodeSeen:
     clock_drift_s: float | None = None
     # The newest live sample's time, for the end-to-end lag.
     newest_live_ts: datetime | None = None
+    # The newest row kept (live or replayed): its values are the node's latest.
+    newest_row: list[Any] | None = None
 
 
 @dataclass(slots=True)
@@ -356,6 +371,7 @@ class BatchWriter:
                     if s.newest_live_ts
                 ]
                 ordered = sorted(seen.items())
+                newest = [s.newest_row for _, s in ordered]
                 cur.execute(
                     UPSERT_SEEN,
                     [
@@ -363,6 +379,8 @@ class BatchWriter:
                         [s.last_seen_at for _, s in ordered],
                         [s.last_seq for _, s in ordered],
                         [s.clock_drift_s for _, s in ordered],
+                        [None if r is None else r[TS_INDEX] for r in newest],
+                        *([None if r is None else r[i] for r in newest] for i in LATEST_INDEXES),
                     ],
                 )
             for item, tenant_id in statuses:
@@ -417,6 +435,9 @@ class BatchWriter:
             seen_node = seen[row[NODE_ID_INDEX]]
             if row[SEQ_INDEX] > seen_node.last_seq:
                 seen_node.last_seq = row[SEQ_INDEX]
+            newest = seen_node.newest_row
+            if newest is None or row[TS_INDEX] > newest[TS_INDEX]:
+                seen_node.newest_row = row
             if item.live:
                 # Only a live sample's timestamp reflects the node's clock right now.
                 ts = row[TS_INDEX]

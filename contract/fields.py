@@ -469,6 +469,10 @@ TELEMETRY = (
     *ENERGIES,
     *GAP_ENERGIES,
 )
+# What `node_status` keeps of each node's newest sample (its `latest_ts` beside): the
+# values "now" panels show (migration 0015).
+LATEST = (SOC_PERCENT, BATTERY_POWER_W, SOLAR_POWER_W, GRID_POWER_W, LOAD_POWER_W, GRID_MODE)
+
 # The `optimizer_decisions` table's columns, in its order: a sample's optimizer part,
 # stored only when its decision changes, beside the sample's time and grid mode.
 DECISIONS = (

@@ -84,11 +84,11 @@ def _backlog_stat(title: str, column: str, unit: str, no_value: str) -> stat.Pan
 
 # -- Fleet overview (admin) ---------------------------------------------------------------
 
-LATEST_POWER = f"""
-SELECT coalesce(sum({{column}}), 0) AS "W" FROM (
-    SELECT DISTINCT ON (node_id) node_id, {{column}} FROM telemetry
-    WHERE {TS.column} > now() - interval '15 minutes' ORDER BY node_id, {TS.column} DESC
-) latest
+# The fleet's power now: each node's latest sample (kept in node_status, migration 0015)
+# if it is recent; reading it touches no telemetry chunk, however much history is kept.
+LATEST_POWER = """
+SELECT coalesce(sum({column}), 0) AS "W" FROM node_status
+WHERE latest_ts > now() - interval '15 minutes'
 """
 
 
@@ -198,9 +198,8 @@ def sites() -> dashboard.Dashboard:
                 FROM nodes n
                 LEFT JOIN node_status s ON s.node_id = n.id
                 LEFT JOIN LATERAL (
-                    SELECT t.{SOC_PERCENT.column}, t.{SOLAR_POWER_W.column} FROM telemetry t
-                    WHERE t.node_id = n.id AND t.{TS.column} > now() - interval '15 minutes'
-                    ORDER BY t.{TS.column} DESC LIMIT 1
+                    SELECT s.{SOC_PERCENT.column}, s.{SOLAR_POWER_W.column}
+                    WHERE s.latest_ts > now() - interval '15 minutes'
                 ) l ON true
                 LEFT JOIN LATERAL (
                     SELECT sum({SAVINGS}) FILTER (WHERE {TODAY}) AS today,
@@ -235,11 +234,9 @@ def _site_series(columns: str, source: str = "telemetry_5m") -> str:
 
 
 def _latest(column: str, alias: str) -> str:
-    """The node's latest raw sample's `column`, as `alias` (SQL, quoted if need be)."""
-    return (
-        f"SELECT {column} AS {alias} FROM telemetry WHERE {NODE_FILTER_ONE}"
-        f" ORDER BY {TS.column} DESC LIMIT 1"
-    )
+    """The node's latest sample's `column`, as `alias` (SQL, quoted if need be), as the
+    collector keeps it in node_status."""
+    return f"SELECT {column} AS {alias} FROM node_status WHERE {NODE_FILTER_ONE}"
 
 
 # The tariff's prices at this moment in the site's local time (site_tariffs, 0013).

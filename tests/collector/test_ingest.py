@@ -322,3 +322,35 @@ def test_optimizer_decisions_are_stored_only_when_they_change(database, broker, 
         ("charge from PV", None),
     ]
     assert [t for t, _, _ in stored[:4]] == [start + timedelta(seconds=s) for s in (0, 10, 20, 25)]
+
+
+def test_node_status_keeps_the_newest_sample_whatever_order_samples_arrive_in(
+    database, broker, collector_factory
+):
+    """The "now" values (node_status, migration 0015) follow the newest sample: a replay
+    of older ones arriving later leaves them alone."""
+    tenant = create_tenant(database)
+    (node,) = enroll(database, broker, tenant)
+    collector_factory().start()
+    now = datetime.now(UTC).replace(microsecond=0)
+    client = mqtt_client(broker, node.id, node.password)
+
+    def latest():
+        with database.connect() as conn:
+            return conn.execute(
+                "SELECT latest_ts, soc_percent, solar_power_w, grid_mode FROM node_status"
+                " WHERE node_id = %s",
+                (node.id,),
+            ).fetchone()
+
+    live = sample(node.id, 50, now, solar={"power_w": 4321.0})
+    publish_json(client, topics.telemetry(node.id), live)
+    wait_for(lambda: latest() is not None and latest()[0] is not None, 10, "the live sample")
+    older = [sample(node.id, s, now - timedelta(minutes=10 - s)) for s in range(5)]
+    publish_json(client, topics.telemetry(node.id), {"samples": older})
+    wait_rows(database, 6, "SELECT count(*) FROM telemetry WHERE node_id = %s", (node.id,))
+    assert latest() == (now, 50.0 + 50 % 50, 4321.0, "SELF_CONSUMPTION")
+    newer = sample(node.id, 51, now + timedelta(seconds=5), solar={"power_w": 99.0})
+    publish_json(client, topics.telemetry(node.id), newer)
+    wait_for(lambda: latest()[0] == now + timedelta(seconds=5), 10, "the newer sample")
+    assert latest()[1:] == (51.0, 99.0, "SELF_CONSUMPTION")

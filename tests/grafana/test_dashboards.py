@@ -119,6 +119,13 @@ class TestAgainstTimescale:
                         state,
                     ),
                 )
+            # A's latest sample, as the collector keeps it beside the raw row.
+            conn.execute(
+                "UPDATE node_status SET latest_ts = %s, soc_percent = 71.5,"
+                " solar_power_w = 2500, battery_power_w = -400, grid_power_w = -900,"
+                " load_power_w = 1200, grid_mode = 'AUTO' WHERE node_id = %s",
+                (now - timedelta(minutes=1), node_a),
+            )
             conn.execute(
                 "INSERT INTO optimizer_decisions (ts, node_id, tenant_id, decision)"
                 " VALUES (%s, %s, %s, 'charge from PV')",
@@ -371,3 +378,29 @@ def test_prometheus_expressions_parse(tmp_path: Path):
         [require_binary("promtool"), "check", "rules", str(path)], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+NOW_PANELS = [
+    ("wattfleet-site", "Battery"),
+    ("wattfleet-site", "Grid mode"),
+    ("wattfleet-fleet", "PV power now"),
+    ("wattfleet-fleet", "Battery power now (+ discharging)"),
+]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(("uid", "title"), NOW_PANELS)
+def test_now_panels_touch_no_telemetry_chunk(database, uid, title):
+    """A "now" value costs the same whatever history is kept: its plan reads the node's
+    latest sample from node_status, never a raw chunk (issue 18 found all 91 chunks
+    decompressed through the tenant view)."""
+    tenant = create_tenant(database)
+    node = create_node(database, tenant)
+    role = unique("now")
+    password = create_tenant_role(database, tenant, role)
+    sql = render(panel_sql(load(uid), title), datetime.now(UTC) - timedelta(hours=24),
+                 datetime.now(UTC), {"node": node})  # fmt: skip
+    with as_role(database, role, password) as conn:
+        plan = "\n".join(r[0] for r in conn.execute(f"EXPLAIN {sql}").fetchall())
+    assert "_hyper_" not in plan, plan
+    assert "telemetry" not in plan.replace("telemetry_", ""), plan
