@@ -72,8 +72,8 @@ def shell_blocks() -> dict[str, Block]:
     return {b.id: b for b in blocks() if b.language == "sh" and b.id is not None}
 
 
-class BlockFailed(AssertionError):
-    pass
+class BlockFailedError(AssertionError):
+    """A block exited with another status than expected (its output attached)."""
 
 
 @dataclass
@@ -115,7 +115,7 @@ class DocShell:
             check=False,
         )
         if result.returncode != status:
-            raise BlockFailed(
+            raise BlockFailedError(
                 f"{block.doc}:{block.line} block {block_id} exited {result.returncode}, "
                 f"expected {status}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
             )

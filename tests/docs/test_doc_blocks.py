@@ -28,7 +28,7 @@ RUNNABLE = re.compile(
 def ids_run_here() -> set[str]:
     """The ids the tests of this folder run: the first string given to a `.run(...)` (a
     DocShell's) or to `until(shell, ...)`."""
-    ids = set()
+    ids: set[str] = set()
     for path in Path(__file__).parent.glob("test_*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if not isinstance(node, ast.Call):

@@ -24,7 +24,7 @@ import yaml
 
 from control_api.demo.processes import Supervised
 from tests.conftest import SIMULATOR_UNIT, CollectorProcess
-from tests.docs.blocks import BlockFailed, DocShell
+from tests.docs.blocks import BlockFailedError, DocShell
 from tests.support.control_api import PASSWORD, ApiProcess, create_user
 from tests.support.fake_node import FakeNode, set_state
 from tests.support.fleet import create_tenant, mqtt_client, unique
@@ -179,7 +179,7 @@ def until(shell: DocShell, block_id: str, check: Any, what: str, timeout: float 
     def done() -> bool:
         try:
             outputs.append(shell.run(block_id))
-        except BlockFailed as exc:  # not there yet (a 404 before the first report)
+        except BlockFailedError as exc:  # not there yet (a 404 before the first report)
             outputs.append(str(exc))
             return False
         return bool(check(outputs[-1]))
@@ -206,7 +206,11 @@ def audit_filters_exist(hub: Hub) -> bool:
 @pytest.fixture(scope="module")
 def site(hub: Hub, shell: DocShell) -> Iterator[PiAgent]:
     """A site enrolled and installed by the admin guide's blocks, its agent running."""
-    shell.variables |= {"SLUG": unique("sunny"), "NODE": unique("site"), "INVERTER_HOST": "127.0.0.1"}
+    shell.variables |= {
+        "SLUG": unique("sunny"),
+        "NODE": unique("site"),
+        "INVERTER_HOST": "127.0.0.1",
+    }
     shell.run("tenant-create")
     assert shell.variables["TENANT"].isdigit()
     tariff = json_of(shell.run("tariff-tenant"))
@@ -227,7 +231,7 @@ def site(hub: Hub, shell: DocShell) -> Iterator[PiAgent]:
 def test_a_site_is_enrolled_and_gets_its_zone_and_tariff_at_first_connect(shell, site):
     def connected(output: str) -> bool:
         node, node_config = (json_of(part) for part in split_json(output))
-        return node["state"] == "online" and node_config["version"] == 1
+        return bool(node["state"] == "online" and node_config["version"] == 1)
 
     out = until(shell, "node-first-connect", connected, "the site online, zone and tariff applied")
     node, node_config = (json_of(part) for part in split_json(out))
