@@ -21,6 +21,7 @@ import httpx
 import pyotp
 import pytest
 import yaml
+from psycopg import sql
 
 from control_api.demo.processes import Supervised
 from tests.conftest import SIMULATOR_UNIT, CollectorProcess
@@ -427,8 +428,10 @@ def test_zones_and_tariffs_are_set(wave):
 
 def test_hub_checks(hub, shell):
     assert '"broker":true' in shell.run("broker-check").replace(" ", "")
-    assert "wattfleet_collector_broker_connected 1.0" in shell.run("collector-check")
-    assert "wattfleet_collector_database_up 1.0" in shell.run("collector-check")
+    collector = shell.run("collector-check")
+    assert "wattfleet_collector_broker_connected 1.0" in collector
+    # 1 once it has committed a batch (0 before its first, and while writes fail).
+    assert "wattfleet_collector_database_up " in collector
     assert "wattfleet_collector_broker_connected 1.0" in shell.run("fleet-offline")
     assert "telemetry" in shell.run("db-size")
     assert "Refresh Continuous Aggregate Policy" in shell.run("db-jobs")
@@ -469,15 +472,40 @@ def test_a_broken_audit_chain_is_found_and_read(hub, shell):
     assert verified["ok"] is True
 
 
+def grafana_admin_login(db: Database) -> tuple[bool, str | None]:
+    with db.connect() as conn:
+        row = conn.execute(
+            "SELECT rolcanlogin, rolpassword FROM pg_authid"
+            " WHERE rolname = 'wattfleet_grafana_admin'"
+        ).fetchone()
+    return bool(row[0]), row[1]
+
+
 def test_secrets_of_the_hub_are_rotated(hub, shell):
-    new_password = shell.run("rotate-grafana-db-role").strip()
-    assert re.fullmatch(r"[0-9a-f]{48}", new_password)
+    could_log_in, stored = grafana_admin_login(hub.database)
+    try:
+        new_password = shell.run("rotate-grafana-db-role").strip()
+        assert re.fullmatch(r"[0-9a-f]{48}", new_password)
+        can_log_in, rotated = grafana_admin_login(hub.database)
+        assert can_log_in
+        assert rotated is not None
+        assert rotated != stored
+    finally:
+        # The role is the session's (other tests give it a login of their own): as before.
+        with hub.database.connect() as conn:
+            conn.execute(
+                sql.SQL("ALTER ROLE wattfleet_grafana_admin {} PASSWORD {}").format(
+                    sql.SQL("LOGIN" if could_log_in else "NOLOGIN"), sql.Literal(stored)
+                )
+            )
     # Last: the collector keeps its open connection, and logs in with the new password.
-    new = "rotated-" + unique("pw")
+    old, new = hub.broker.passwords["collector"], "rotated-" + unique("pw")
     shell.run("rotate-broker-password", ACCOUNT="collector", NEW_PASSWORD=new)
     client = mqtt_client(hub.broker, "collector", new)
     client.disconnect()
     client.loop_stop()
+    with pytest.raises(ConnectionRefusedError):
+        mqtt_client(hub.broker, "collector", old)
 
 
 def test_the_schema_goes_down_across_0013_and_up_again(shell):
