@@ -92,6 +92,12 @@ WHERE latest_ts > now() - interval '15 minutes'
 """
 
 
+# Sites offline first, then those never heard from, then the rest; by name within.
+STATE_ORDER = (
+    "CASE coalesce(s.state, 'unknown') WHEN 'offline' THEN 0 WHEN 'unknown' THEN 1 ELSE 2 END"
+)
+
+
 def fleet_overview() -> dashboard.Dashboard:
     counts = (
         "SELECT count(*) FILTER (WHERE s.state = '{state}') AS nodes"
@@ -149,13 +155,13 @@ def fleet_overview() -> dashboard.Dashboard:
             .datasource(TIMESCALE)
             .with_target(
                 Sql(
-                    """
+                    f"""
                     SELECT n.id AS node, n.display_name AS name, t.slug AS tenant,
                         coalesce(s.state, 'unknown') AS state, s.last_seen_at AS "last seen",
                         s.agent_version AS agent, s.clock_drift_s AS "clock drift s"
                     FROM nodes n JOIN tenants t ON t.id = n.tenant_id
                     LEFT JOIN node_status s ON s.node_id = n.id
-                    ORDER BY 4 DESC, 1
+                    ORDER BY {STATE_ORDER}, 3, 1
                     """
                 )
             )
@@ -169,11 +175,6 @@ def fleet_overview() -> dashboard.Dashboard:
 
 
 # -- Sites (every org) --------------------------------------------------------------------
-
-# Sites offline first, then those never heard from, then the rest; by name within.
-STATE_ORDER = (
-    "CASE coalesce(s.state, 'unknown') WHEN 'offline' THEN 0 WHEN 'unknown' THEN 1 ELSE 2 END"
-)
 
 
 def sites() -> dashboard.Dashboard:

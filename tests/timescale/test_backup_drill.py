@@ -7,6 +7,7 @@ messages."""
 from __future__ import annotations
 
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,9 +17,10 @@ import pytest
 
 from contract import topics
 from control_api.backup import BackupError, find_tool
+from tests.docs.blocks import DocShell
 from tests.support.fleet import mqtt_client
 from tests.support.hub import Hub, api_cli, fill_hub, pg_bin_for_tests
-from tests.support.services import Broker, Database, empty_database, migrate, wait_for
+from tests.support.services import REPO, Broker, Database, empty_database, migrate, wait_for
 from tests.support.tenants import as_role
 
 pytestmark = pytest.mark.integration
@@ -107,26 +109,24 @@ def test_backup_restores_into_an_empty_database_whole(broker_dir: Path) -> None:
         assert before["compressed_chunks"], "the drill needs compressed chunks"
         assert all(before[view] for view in FIGURES), "the drill needs materialized figures"
 
+        # The runbook's own commands (docs/runbook.md blocks backup-create and
+        # backup-restore), as an operator runs them: the PostgreSQL client that fits
+        # the server first on PATH, then this interpreter's console scripts.
         out = broker_dir / "backup"
-        done = api_cli(
-            src, "backup", "--out", str(out), "--mosquitto-dir", str(old_broker.data_dir), *pg_bin
-        )
-        assert done.returncode == 0, done.stderr
-
         new_broker = Broker(broker_dir / "new")  # a fresh install with accounts of its own
-        done = api_cli(
-            src,
-            "restore",
-            "--from",
-            str(out),
-            "--database-url",
-            dst.url,
-            "--mosquitto-dir",
-            str(new_broker.data_dir),
-            *pg_bin,
+        shell = DocShell(
+            cwd=broker_dir,
+            variables={**src.env(), "PYTHONPATH": str(REPO), "BACKUP_DIR": str(out)},
+            path_prefix="".join(f"{p}:" for p in [*pg_bin[1:], Path(sys.executable).parent]),
         )
-        assert done.returncode == 0, done.stderr
-        assert "row counts match the manifest" in done.stdout
+        shell.run("backup-create", MOSQUITTO_DIR=str(old_broker.data_dir), timeout=300)
+        restored = shell.run(
+            "backup-restore",
+            MOSQUITTO_DIR=str(new_broker.data_dir),
+            WATTFLEET_DATABASE_URL=dst.url,
+            timeout=300,
+        )
+        assert "row counts match the manifest" in restored
 
         assert _figures(dst) == before
         for tenant, (role, password) in hub.roles.items():
