@@ -225,13 +225,25 @@ def sites() -> dashboard.Dashboard:
     )
 
 
-def _site_series(columns: str, source: str = "telemetry_5m") -> str:
-    return f"""
-    SELECT $__timeGroupAlias({BUCKET.column}, $__interval), {columns}
-    FROM {source}
-    WHERE $__timeFilter({BUCKET.column}) AND {NODE_FILTER_ONE}
-    GROUP BY 1 ORDER BY 1
-    """
+def _site_series(columns: str, source: str | None = None) -> str:
+    """A site's series grouped by the panel's interval, read from the coarsest aggregate
+    that has it: hourly buckets once the interval is an hour or more (a 90-day range is
+    2,160 rows, not 25,920), 5-minute ones below. The interval is a constant, so the
+    planner drops the other branch before it runs (`source`: one relation only)."""
+
+    def branch(relation: str, condition: str) -> str:
+        return f"""
+        SELECT $__timeGroupAlias({BUCKET.column}, $__interval), {columns}
+        FROM {relation}
+        WHERE $__timeFilter({BUCKET.column}) AND {NODE_FILTER_ONE}{condition}
+        GROUP BY 1
+        """
+
+    if source is not None:
+        return branch(source, "") + " ORDER BY 1"
+    fine = branch("telemetry_5m", " AND interval '$__interval' < interval '1 hour'")
+    coarse = branch("telemetry_1h", " AND interval '$__interval' >= interval '1 hour'")
+    return f"SELECT * FROM ({fine} UNION ALL {coarse}) series ORDER BY 1"
 
 
 def _latest(column: str, alias: str) -> str:

@@ -245,6 +245,44 @@ class TestAgainstTimescale:
             ("standard", "PLN", 12.0, 0.0, 12.0, 9.6, 0.0, 9.6, 9.6),
         ]
 
+    def test_site_series_read_hourly_buckets_from_an_hour_on(self, database, world):
+        """The same figures from either aggregate; at an interval of an hour or more the
+        plan holds no 5-minute bucket at all (the branch is pruned while planning)."""
+        sql = panel_sql(load("wattfleet-site"), "Power")
+        name, password = world["role_a"]
+        time_from, time_to = day_range(world["day"])
+        with database.connect() as conn:
+            fine_id, coarse_id = (
+                conn.execute(
+                    "SELECT mat_hypertable_id FROM _timescaledb_catalog.continuous_agg"
+                    " WHERE user_view_name = %s",
+                    (view,),
+                ).fetchone()[0]
+                for view in ("telemetry_5m", "telemetry_1h")
+            )
+        results, plans = {}, {}
+        for interval in ("5m", "1h"):
+            rendered = render(sql, time_from, time_to, {"node": world["node_a"]}, interval)
+            with as_role(database, name, password) as conn:
+                rows = conn.execute(rendered).fetchall()
+                hourly = {}
+                for t, *values in rows:
+                    hourly.setdefault(t.replace(minute=0), []).append(values)
+                results[interval] = {
+                    t: [round(sum(v[i] for v in vs) / len(vs), 6) for i in range(4)]
+                    for t, vs in hourly.items()
+                }
+                plans[interval] = "\n".join(
+                    r[0] for r in conn.execute(f"EXPLAIN {rendered}").fetchall()
+                )
+        assert len(results["1h"]) == 24
+        assert results["1h"] == results["5m"]
+        # Chunks of an aggregate's materialized hypertable are named _hyper_<its id>_.
+        assert f"_hyper_{coarse_id}_" in plans["1h"], plans["1h"]
+        assert f"_hyper_{fine_id}_" not in plans["1h"], plans["1h"]
+        assert f"_hyper_{fine_id}_" in plans["5m"], plans["5m"]
+        assert f"_hyper_{coarse_id}_" not in plans["5m"], plans["5m"]
+
     def test_site_live_values_and_history(self, database, world):
         dashboard = load("wattfleet-site")
         node = world["node_a"]
