@@ -189,3 +189,42 @@ def test_buckets_without_a_tariff_keep_their_energy_and_have_no_money(database):
             (node,),
         ).fetchone()
     assert got == (pytest.approx(36.0), 0, 0, 0)
+
+
+def test_compressed_aggregates_hold_the_same_figures(database):
+    """The aggregates' compression policies (migration 0016) compress what no refresh
+    reaches any more; the energy, coverage and money read from them do not change."""
+    tenant = create_tenant(database)
+    node = create_node(database, tenant)
+    day = _day_start(80)  # in chunks old enough for both policies, whatever their bounds
+    with database.connect() as conn:
+        insert_tariff(conn, tenant, flat_tariff(day.date(), 0.80, 0.10, periods=[DAY_PERIOD]))
+        _insert_minutes(conn, node, tenant, day, 24 * 60)
+    with database.connect() as conn:
+        conn.autocommit = True
+        for view in ("telemetry_5m", "telemetry_1h"):
+            conn.execute(
+                "CALL refresh_continuous_aggregate(%s, %s, %s)",
+                (view, day, day + timedelta(days=1)),
+            )
+        before = _money(conn, node, day)
+        for view in ("telemetry_5m", "telemetry_1h"):
+            (job,) = conn.execute(
+                "SELECT job_id FROM timescaledb_information.jobs"
+                " WHERE proc_name = 'policy_compression' AND hypertable_name = %s",
+                (view,),
+            ).fetchone()
+            conn.execute(f"CALL run_job({job})")
+        compressed = conn.execute(
+            "SELECT a.view_name, bool_and(c.is_compressed) FROM timescaledb_information.chunks c"
+            " JOIN timescaledb_information.continuous_aggregates a"
+            "   ON a.materialization_hypertable_name = c.hypertable_name"
+            " WHERE c.range_start <= %s AND c.range_end > %s"
+            " AND a.view_name IN ('telemetry_5m', 'telemetry_1h')"
+            " GROUP BY 1 ORDER BY 1",
+            (day, day),
+        ).fetchall()
+        after = _money(conn, node, day)
+    assert compressed == [("telemetry_1h", True), ("telemetry_5m", True)]
+    assert after == before
+    assert before[1:5] == pytest.approx((9.6, 1.8, 14.4, 6.6), abs=1e-9)

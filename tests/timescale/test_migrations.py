@@ -65,7 +65,7 @@ def test_upgrade_rerun_downgrade_and_upgrade_again(fresh_database):
     db = fresh_database
     migrate(db)
     assert _count(db, OBJECTS) == EXPECTED_OBJECTS
-    assert _count(db, JOBS) == 8
+    assert _count(db, JOBS) == 10
 
     assert _count(db, TENANT_NODE_COLUMNS) == "id,tenant_id,display_name,enabled,created_at"
     (_, table), (_, view) = _rows(db, NODE_STATUS_COLUMNS)
@@ -76,7 +76,7 @@ def test_upgrade_rerun_downgrade_and_upgrade_again(fresh_database):
     command.stamp(alembic_config(db), "base")
     migrate(db)
     assert _count(db, OBJECTS) == EXPECTED_OBJECTS
-    assert _count(db, JOBS) == 8
+    assert _count(db, JOBS) == 10
     assert _count(db, TENANT_NODE_COLUMNS) == "id,tenant_id,display_name,enabled,created_at"
 
     downgrade(db, "base")
@@ -85,7 +85,7 @@ def test_upgrade_rerun_downgrade_and_upgrade_again(fresh_database):
 
     migrate(db)
     assert _count(db, OBJECTS) == EXPECTED_OBJECTS
-    assert _count(db, JOBS) == 8
+    assert _count(db, JOBS) == 10
 
 
 def test_upgrading_across_0013_keeps_every_figure(fresh_database):
