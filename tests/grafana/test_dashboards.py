@@ -265,7 +265,7 @@ class TestAgainstTimescale:
             rendered = render(sql, time_from, time_to, {"node": world["node_a"]}, interval)
             with as_role(database, name, password) as conn:
                 rows = conn.execute(rendered).fetchall()
-                hourly = {}
+                hourly: dict[datetime, list[list[float]]] = {}
                 for t, *values in rows:
                     hourly.setdefault(t.replace(minute=0), []).append(values)
                 results[interval] = {
