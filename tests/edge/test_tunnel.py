@@ -12,10 +12,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import yaml
+from pydantic import ValidationError
 
 from contract import topics
 from contract.commands import CloseTunnelParams, CommandType, OpenTunnelParams, build_command
+from contract.node_config import NodeConfig
 from contract.telemetry import NODE_STATUS
+from edge.config_push import ConfigPush
 from tests.edge.test_commands import Hub, agent_and_hub
 from tests.edge.test_commands import node_agent as node_agent  # a fixture
 from tests.support.agent import AgentProcess
@@ -216,3 +220,44 @@ def test_an_agent_without_tunnel_enabled_refuses(node_agent, tmp_path):
     assert ack["detail"] == "remote access is off on this node (tunnel_enabled: false)"
     assert json.loads(agent.http("/status.json"))["tunnel"] is None
     assert not (tmp_path / "tunnel_ed25519").exists()
+
+
+def test_a_config_push_never_changes_the_site_held_tunnel_keys(tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"node_id": "site-1", "tunnel_enabled": False}))
+    pushed = {"node_id": "site-1", "tunnel_enabled": True, "tunnel_local_port": 2222}
+    ConfigPush(config, tmp_path).stage("c1", 2, pushed, "site-1", datetime.now(UTC))
+    written = yaml.safe_load(config.read_text())
+    assert written["tunnel_enabled"] is False
+    assert "tunnel_local_port" not in written  # the default: the Pi's sshd
+
+
+def test_outside_dev_the_tunnel_leads_only_to_the_pis_sshd():
+    with pytest.raises(ValidationError, match="tunnel_local_port"):
+        NodeConfig(node_id="site-1", env="prod", node_secret="s", tunnel_local_port=2222)
+    assert NodeConfig(node_id="site-1", env="dev", tunnel_local_port=2222).tunnel_local_port == 2222
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("bastion_host", "-oProxyCommand=sh"),
+        ("bastion_user", "-l"),
+        ("bastion_host_key", "@cert-authority * ssh-ed25519 AAAA"),
+        ("bastion_host_key", "ssh-ed25519 AAAA\nbastion ssh-ed25519 BBBB"),
+        ("remote_port", 22),
+        ("duration_s", 5 * 3600),
+        ("reason", ""),
+    ],
+)
+def test_open_tunnel_params_leave_no_room_for_ssh_options(field, value):
+    params = {
+        "bastion_host": "bastion.example.com",
+        "bastion_host_key": OTHER_HOST_KEY,
+        "remote_port": 20022,
+        "requested_by": "admin@example.com",
+        "reason": "look around",
+        field: value,
+    }
+    with pytest.raises(ValidationError):
+        OpenTunnelParams(**params)
