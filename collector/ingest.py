@@ -160,6 +160,23 @@ UPDATE node_status SET
 WHERE node_id = %(node_id)s AND (backlog_reported_at IS NULL OR backlog_reported_at < %(ts)s)
 """
 
+# The tunnel columns hold what the node's newest status said about its tunnel (newest
+# by its own `ts`, as the backlog's). An offline status (the will, or the agent
+# stopping) carries none: a tunnel still open or opening is then closed (the agent's
+# ssh ends with it), whatever else the row says stays.
+UPDATE_TUNNEL = """
+UPDATE node_status SET
+    tunnel_state = %(state)s, tunnel_until = %(until)s, tunnel_remote_port = %(remote_port)s,
+    tunnel_detail = %(detail)s, tunnel_public_key = %(public_key)s, tunnel_reported_at = %(ts)s
+WHERE node_id = %(node_id)s AND (tunnel_reported_at IS NULL OR tunnel_reported_at < %(ts)s)
+"""
+CLOSE_TUNNEL_OFFLINE = """
+UPDATE node_status SET tunnel_state = 'closed', tunnel_until = NULL,
+    tunnel_detail = 'the agent went offline', tunnel_reported_at = %(ts)s
+WHERE node_id = %(node_id)s AND tunnel_state IN ('open', 'opening')
+    AND (tunnel_reported_at IS NULL OR tunnel_reported_at < %(ts)s)
+"""
+
 
 def _copy_rows(cur: psycopg.Cursor[Any], statement: str, rows: list[list[Any]]) -> None:
     with cur.copy(statement) as copy:
@@ -458,6 +475,22 @@ class BatchWriter:
                     "received_at": item.received_at,
                 },
             )
+        tunnel = status.get("tunnel")
+        at = {"node_id": item.node_id, "ts": min(status["ts"], item.received_at)}
+        if tunnel is not None:
+            cur.execute(
+                UPDATE_TUNNEL,
+                {
+                    **at,
+                    "state": tunnel["state"],
+                    "until": tunnel.get("until"),
+                    "remote_port": tunnel.get("remote_port"),
+                    "detail": tunnel.get("detail"),
+                    "public_key": tunnel.get("public_key"),
+                },
+            )
+        elif status["state"] == "offline":
+            cur.execute(CLOSE_TUNNEL_OFFLINE, at)
 
     @staticmethod
     def _insert_dead(cur: psycopg.Cursor[Any], dead: list[tuple[datetime, DeadLetter]]) -> None:
