@@ -446,10 +446,20 @@ class BatchWriter:
     def _record_status(cur: psycopg.Cursor[Any], item: DecodedMessage, tenant_id: int) -> None:
         status = item.status
         assert status is not None
-        detail = {
+        detail: dict[str, Any] = {
             "agent_version": status.get("agent_version"),
             "received_at": item.received_at.isoformat(),
         }
+        tunnel = status.get("tunnel")
+        if tunnel is not None:
+            # The node publishes a status at each change of its tunnel, so node_events
+            # (kept without retention) holds the tunnel's history: opened, closed by
+            # whom, expired, failed.
+            detail["tunnel"] = {
+                k: v.isoformat() if isinstance(v, datetime) else v
+                for k, v in tunnel.items()
+                if k != "public_key"
+            }
         cur.execute(
             INSERT_EVENT,
             (status["ts"], item.node_id, tenant_id, status["state"], Jsonb(detail)),
@@ -475,7 +485,6 @@ class BatchWriter:
                     "received_at": item.received_at,
                 },
             )
-        tunnel = status.get("tunnel")
         at = {"node_id": item.node_id, "ts": min(status["ts"], item.received_at)}
         if tunnel is not None:
             cur.execute(

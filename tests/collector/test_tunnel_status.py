@@ -48,6 +48,18 @@ def test_the_newest_heartbeat_says_what_the_tunnel_is(database):
     node.status(ts=node.ts - timedelta(minutes=5), tunnel={"state": "open", "remote_port": 1})
     assert tunnel(node) == ("closed", None, None, "closed by ops@example.com", KEY)
 
+    # Each report stays in node_events: the tunnel's history.
+    with database.connect() as conn:
+        history = conn.execute(
+            "SELECT detail->'tunnel'->>'state', detail->'tunnel'->>'detail' FROM node_events"
+            " WHERE node_id = %s AND detail ? 'tunnel' AND ts > %s ORDER BY ts",
+            (node.id, until - timedelta(minutes=31)),
+        ).fetchall()
+    assert history == [
+        ("open", "for admin@example.com: inverter check"),
+        ("closed", "closed by ops@example.com"),
+    ]
+
 
 def test_a_node_going_offline_closes_its_open_tunnel(database):
     node = Node(database)
