@@ -32,7 +32,7 @@ from edge.publisher import Publisher
 from edge.registers import sunspec_map
 from edge.self_update import SelfUpdate, installed_version
 from edge.status_page import EdgeMetrics, StatusServer
-from edge.tunnel import Tunnel
+from edge.tunnel import Tunnel, TunnelError
 
 log = logging.getLogger(__name__)
 
@@ -156,11 +156,7 @@ class Agent:
             settings.update_timeout_s,
         )
         self._update_to_follow = self.self_update.pending()
-        self.tunnel = (
-            Tunnel(settings.node_id, state_dir, settings.tunnel_local_port, clock)
-            if settings.tunnel_enabled
-            else None
-        )
+        self.tunnel = self._tunnel(settings, state_dir, clock)
         # The tunnel's status as last published: a change is published at once.
         self._tunnel_reported: dict[str, Any] | None = None
         self.commands_handler = CommandHandler(
@@ -186,6 +182,20 @@ class Agent:
         self.last_seq: int | None = None
         # (connection, version) the config was last reported for.
         self._config_reported: tuple[int, int | None] | None = None
+
+    @staticmethod
+    def _tunnel(
+        settings: EdgeSettings, state_dir: Path, clock: Callable[[], datetime]
+    ) -> Tunnel | None:
+        """The remote debug tunnel when the site enabled it; None (OPEN_TUNNEL refused)
+        otherwise, and when its key cannot be made: monitoring goes on without it."""
+        if not settings.tunnel_enabled:
+            return None
+        try:
+            return Tunnel(settings.node_id, state_dir, settings.tunnel_local_port, clock)
+        except TunnelError as exc:
+            log.error("remote access unavailable: %s", exc)
+            return None
 
     @property
     def device_available(self) -> bool:
@@ -300,10 +310,16 @@ class Agent:
         self.publisher.publish_status(
             self.buffer.depth(), self.oldest_unconfirmed_age_s(), tunnel=tunnel
         )
-        self._tunnel_reported = tunnel
+        if self.publisher.connected.is_set():
+            self._tunnel_reported = tunnel
 
     def _tunnel_changed(self) -> bool:
-        return self.tunnel is not None and self.tunnel.status() != self._tunnel_reported
+        """True when the tunnel changed since it was last published and it can be now."""
+        return (
+            self.tunnel is not None
+            and self.publisher.connected.is_set()
+            and self.tunnel.status() != self._tunnel_reported
+        )
 
     def _update_metrics(self) -> None:
         m = self.metrics

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from contract.commands import OpenTunnelParams
+from contract.text import storable
 from contract.tunnel import TUNNEL_DETAIL_CHARS, TunnelState
 
 log = logging.getLogger(__name__)
@@ -186,7 +187,7 @@ class Tunnel:
                 "until": self._until.isoformat() if self._until else None,
                 "remote_port": session.params.remote_port if session else None,
                 "bastion": session.params.bastion_host if session else None,
-                "detail": self._detail[:TUNNEL_DETAIL_CHARS],
+                "detail": storable(self._detail)[:TUNNEL_DETAIL_CHARS],
                 "public_key": self.public_key,
             }
 

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 from pydantic import ValidationError
+from selenium.webdriver.common.by import By
 
 from contract import topics
 from contract.commands import CloseTunnelParams, CommandType, OpenTunnelParams, build_command
@@ -24,6 +25,7 @@ from tests.edge.test_commands import Hub, agent_and_hub
 from tests.edge.test_commands import node_agent as node_agent  # a fixture
 from tests.support.agent import AgentProcess
 from tests.support.bastion import Bastion, bastion, echo_server, echoes, listening
+from tests.support.browser import artifact_dir, chromium, save_full_page
 from tests.support.fleet import mqtt_client, publish_json
 from tests.support.services import free_port, wait_for
 
@@ -102,7 +104,7 @@ def authorized(agent: AgentProcess, ssh_server: Bastion) -> int:
     return remote_port
 
 
-def test_open_reaches_the_pi_side_and_close_ends_it(setup, broker):
+def test_open_reaches_the_pi_side_and_close_ends_it(setup, broker, tmp_path):
     agent, hub, ssh_server, _echo_port = setup
     statuses = Statuses(broker, hub.node_id)
     remote_port = authorized(agent, ssh_server)
@@ -123,9 +125,22 @@ def test_open_reaches_the_pi_side_and_close_ends_it(setup, broker):
     )
     assert reported["remote_port"] == remote_port
 
-    closed = hub.send(CommandType.CLOSE_TUNNEL, CloseTunnelParams(requested_by="ops@example.com"))
-    ack = hub.outcome(closed)
-    assert (ack["state"], ack["detail"]) == ("succeeded", "tunnel closed")
+    with chromium() as browser:
+        browser.get(f"http://127.0.0.1:{agent.settings['status_port']}/")
+        banner = browser.find_element(By.ID, "tunnel-open")
+        wait_for(banner.is_displayed, 10, "the open tunnel's banner")
+        assert banner.text.startswith("Remote access is open: admin@example.com can log in")
+        assert "(inverter stops answering at night)" in banner.text
+        assert browser.find_element(By.ID, "tunnel").text.startswith("Open: for admin@")
+        save_full_page(browser, artifact_dir(tmp_path) / "status-page-tunnel-open.png")
+
+        closed = hub.send(
+            CommandType.CLOSE_TUNNEL, CloseTunnelParams(requested_by="ops@example.com")
+        )
+        ack = hub.outcome(closed)
+        assert (ack["state"], ack["detail"]) == ("succeeded", "tunnel closed")
+        wait_for(lambda: not banner.is_displayed(), 10, "the banner gone")
+        assert browser.find_element(By.ID, "tunnel").text == "Closed: closed by ops@example.com"
     wait_for(lambda: not listening(remote_port), 10, "the bastion's port closed")
     assert tunnel_shown(agent)["state"] == "closed"
     assert tunnel_shown(agent)["detail"] == "closed by ops@example.com"
