@@ -126,3 +126,17 @@ def test_the_node_shows_its_reported_tunnel(api, actors, node, database):
     assert shown["tunnel_remote_port"] == 20022
     assert shown["tunnel_detail"] == "for a@b: x"
     assert shown["tunnel_public_key"] == HOST_KEY
+
+
+def test_a_config_push_cannot_set_the_sites_own_tunnel_keys(api, actors, node):
+    for key, value in (("tunnel_enabled", True), ("tunnel_local_port", 22)):
+        for method in ("PUT", "PATCH"):
+            refused = api.request(
+                method,
+                f"/nodes/{node.id}/config",
+                json={"config": {key: value}},
+                headers=actors.admin.headers,
+            )
+            assert refused.status_code == 422, refused.text
+            assert "the site's own" in refused.json()["detail"]
+    assert node.commands == []
