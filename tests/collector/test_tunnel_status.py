@@ -4,6 +4,7 @@ node_status (real database)."""
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -19,7 +20,7 @@ FROM node_status WHERE node_id = %s
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDWkWxL0vVqf1Y1PjE3bIzw1Vd6n2S5I3b1v2GJpRk8x"
 
 
-def tunnel(node: Node) -> tuple:
+def tunnel(node: Node) -> tuple[Any, ...]:
     with node.database.connect() as conn:
         return tuple(conn.execute(TUNNEL, (node.id,)).fetchone())
 
