@@ -173,6 +173,23 @@ UPDATE node_status SET
 WHERE node_id = %(node_id)s AND (backlog_reported_at IS NULL OR backlog_reported_at < %(ts)s)
 """
 
+# The tunnel columns hold what the node's newest status said about its tunnel (newest
+# by its own `ts`, as the backlog's). An offline status (the will, or the agent
+# stopping) carries none: a tunnel still open or opening is then closed (the agent's
+# ssh ends with it), whatever else the row says stays.
+UPDATE_TUNNEL = """
+UPDATE node_status SET
+    tunnel_state = %(state)s, tunnel_until = %(until)s, tunnel_remote_port = %(remote_port)s,
+    tunnel_detail = %(detail)s, tunnel_public_key = %(public_key)s, tunnel_reported_at = %(ts)s
+WHERE node_id = %(node_id)s AND (tunnel_reported_at IS NULL OR tunnel_reported_at < %(ts)s)
+"""
+CLOSE_TUNNEL_OFFLINE = """
+UPDATE node_status SET tunnel_state = 'closed', tunnel_until = NULL,
+    tunnel_detail = 'the agent went offline', tunnel_reported_at = %(ts)s
+WHERE node_id = %(node_id)s AND tunnel_state IN ('open', 'opening')
+    AND (tunnel_reported_at IS NULL OR tunnel_reported_at < %(ts)s)
+"""
+
 
 def _copy_rows(cur: psycopg.Cursor[Any], statement: str, rows: list[list[Any]]) -> None:
     with cur.copy(statement) as copy:
@@ -450,10 +467,20 @@ class BatchWriter:
     def _record_status(cur: psycopg.Cursor[Any], item: DecodedMessage, tenant_id: int) -> None:
         status = item.status
         assert status is not None
-        detail = {
+        detail: dict[str, Any] = {
             "agent_version": status.get("agent_version"),
             "received_at": item.received_at.isoformat(),
         }
+        tunnel = status.get("tunnel")
+        if tunnel is not None:
+            # The node publishes a status at each change of its tunnel, so node_events
+            # (kept without retention) holds the tunnel's history: opened, closed by
+            # whom, expired, failed.
+            detail["tunnel"] = {
+                k: v.isoformat() if isinstance(v, datetime) else v
+                for k, v in tunnel.items()
+                if k != "public_key"
+            }
         cur.execute(
             INSERT_EVENT,
             (status["ts"], item.node_id, tenant_id, status["state"], Jsonb(detail)),
@@ -479,6 +506,21 @@ class BatchWriter:
                     "received_at": item.received_at,
                 },
             )
+        at = {"node_id": item.node_id, "ts": min(status["ts"], item.received_at)}
+        if tunnel is not None:
+            cur.execute(
+                UPDATE_TUNNEL,
+                {
+                    **at,
+                    "state": tunnel["state"],
+                    "until": tunnel.get("until"),
+                    "remote_port": tunnel.get("remote_port"),
+                    "detail": tunnel.get("detail"),
+                    "public_key": tunnel.get("public_key"),
+                },
+            )
+        elif status["state"] == "offline":
+            cur.execute(CLOSE_TUNNEL_OFFLINE, at)
 
     @staticmethod
     def _insert_dead(cur: psycopg.Cursor[Any], dead: list[tuple[datetime, DeadLetter]]) -> None:

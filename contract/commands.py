@@ -20,6 +20,16 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstrai
 
 from contract.telemetry import MAX_POWER_W
 from contract.text import STORABLE
+from contract.tunnel import (
+    DEFAULT_TUNNEL_DURATION,
+    BastionHost,
+    BastionUser,
+    Reason,
+    RemotePort,
+    Requester,
+    SshPublicKey,
+    TunnelSeconds,
+)
 
 
 class CommandType(StrEnum):
@@ -30,6 +40,8 @@ class CommandType(StrEnum):
     CONFIG_PUSH = "CONFIG_PUSH"
     SELF_UPDATE = "SELF_UPDATE"
     FETCH_LOGS = "FETCH_LOGS"
+    OPEN_TUNNEL = "OPEN_TUNNEL"
+    CLOSE_TUNNEL = "CLOSE_TUNNEL"
 
 
 class _Params(BaseModel):
@@ -66,6 +78,25 @@ class FetchLogsParams(_Params):
     lines: Annotated[int, Field(ge=1, le=10_000)] = 500
 
 
+class OpenTunnelParams(_Params):
+    """A reverse SSH tunnel from the node to `bastion_user@bastion_host:bastion_port`,
+    whose host key must be `bastion_host_key`, listening there on
+    `localhost:remote_port` for `duration_s` (contract/tunnel.py)."""
+
+    bastion_host: BastionHost
+    bastion_port: Annotated[int, Field(ge=1, le=65535)] = 22
+    bastion_user: BastionUser = "tunnel"
+    bastion_host_key: SshPublicKey
+    remote_port: RemotePort
+    duration_s: TunnelSeconds = int(DEFAULT_TUNNEL_DURATION.total_seconds())
+    requested_by: Requester
+    reason: Reason
+
+
+class CloseTunnelParams(_Params):
+    requested_by: Requester
+
+
 PARAMS_BY_TYPE: dict[CommandType, type[_Params]] = {
     CommandType.FORCE_CHARGE: PowerParams,
     CommandType.DISCHARGE: PowerParams,
@@ -74,6 +105,8 @@ PARAMS_BY_TYPE: dict[CommandType, type[_Params]] = {
     CommandType.CONFIG_PUSH: ConfigPushParams,
     CommandType.SELF_UPDATE: SelfUpdateParams,
     CommandType.FETCH_LOGS: FetchLogsParams,
+    CommandType.OPEN_TUNNEL: OpenTunnelParams,
+    CommandType.CLOSE_TUNNEL: CloseTunnelParams,
 }
 
 

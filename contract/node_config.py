@@ -38,6 +38,11 @@ from contract.text import refuse_unstorable, storable
 # Issued at enrollment and kept on the node: a pushed config never carries them, and the
 # agent keeps its own when it applies one.
 NODE_HELD_SECRETS = ("node_secret", "mqtt_password")
+# The site's own choice, never the hub's: a CONFIG_PUSH leaves them as the node's file
+# has them (edge/config_push.py), so the hub cannot turn remote access on by itself.
+SITE_HELD_KEYS = ("tunnel_enabled", "tunnel_local_port")
+# Where a tunnel leads on the Pi: its own sshd.
+SSHD_PORT = 22
 # A reported config (below) is a few KiB; the hub reads none larger.
 MAX_REPORTED_CONFIG_BYTES = 16 * 1024
 
@@ -199,6 +204,13 @@ class NodeConfig(ServiceSettings, MqttSettings):
     # The coordinator interface (edge/coordinator.py), on 127.0.0.1 only; None: off.
     coordinator_port: int | None = Field(default=None, ge=1024, le=65535)
 
+    # -- Remote debug access (edge/tunnel.py): site-held keys (SITE_HELD_KEYS) --------
+    # Off: OPEN_TUNNEL is refused, and no tunnel key is made.
+    tunnel_enabled: bool = False
+    # The tunnel forwards to 127.0.0.1 on this port: the Pi's sshd, and nothing else
+    # outside env "dev" (where tests point it at a server of their own).
+    tunnel_local_port: Port = SSHD_PORT
+
     @model_validator(mode="before")
     @classmethod
     def _refuse_unstorable_text(cls, data: Any) -> Any:
@@ -218,6 +230,12 @@ class NodeConfig(ServiceSettings, MqttSettings):
         start, end = self.peak_hours
         if start >= end:
             raise ValueError(f"peak_hours: the start ({start}) must come before the end ({end})")
+        return self
+
+    @model_validator(mode="after")
+    def _tunnel_reaches_sshd(self) -> NodeConfig:
+        if self.tunnel_local_port != SSHD_PORT and self.env != "dev":
+            raise ValueError(f"tunnel_local_port: only {SSHD_PORT} (the Pi's sshd) outside env dev")
         return self
 
     @model_validator(mode="after")

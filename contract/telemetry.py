@@ -35,6 +35,7 @@ from contract.fields import (
     NodeId,
     ShortText,
 )
+from contract.tunnel import TunnelStatus
 
 # Imported from here by the settings and command contracts.
 __all__ = [
@@ -159,6 +160,8 @@ class NodeStatus(TypedDict):
     # Seconds since the oldest sample still waiting for the hub's confirmation was taken
     # (absent when none waits, and from agents that predate confirmations).
     oldest_unconfirmed_age_s: NotRequired[StoredCount]
+    # The remote debug tunnel (contract/tunnel.py); absent from agents that predate it.
+    tunnel: NotRequired[TunnelStatus]
 
 
 TELEMETRY_SAMPLE: TypeAdapter[TelemetrySample] = TypeAdapter(_SAMPLE)

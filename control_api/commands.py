@@ -16,6 +16,7 @@ from sqlalchemy import Connection, text
 from sqlalchemy.exc import IntegrityError
 
 from contract.commands import CommandType, ConfigPushParams
+from contract.node_config import SITE_HELD_KEYS
 from control_api import node_config, node_logs, site_settings
 from control_api.audit import RecordChange
 from control_api.auth import Principal
@@ -161,6 +162,14 @@ def _refuse_hub_keys(config: dict[str, Any]) -> None:
         raise node_config.NodeConfigError(
             f"{', '.join(given)}: the hub's; set them with PATCH /nodes/{{id}} (timezone)"
             " and the tariff routes, and every push carries them"
+        )
+    # The node keeps its own whatever a push says (edge/config_push.py): refused here so
+    # that no stored version claims what the node will not run.
+    held = [key for key in SITE_HELD_KEYS if key in config]
+    if held:
+        raise node_config.NodeConfigError(
+            f"{', '.join(held)}: the site's own (remote access); only the agent's config"
+            " file on the Pi sets them"
         )
 
 

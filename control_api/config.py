@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 
-from contract.settings import DatabaseSettings, MqttSettings, ServiceSettings
+from contract.settings import DatabaseSettings, MqttSettings, Port, ServiceSettings
+from contract.tunnel import BastionHost, BastionUser, SshPublicKey
 from control_api.grafana_target import GrafanaTarget
 
 
@@ -45,6 +46,14 @@ class ApiSettings(ServiceSettings, MqttSettings, DatabaseSettings):
     command_republish_after_s: float = Field(default=10.0, gt=0)
     publish_timeout_s: float = Field(default=5.0, gt=0)
 
+    # Remote debug access (POST /nodes/{id}/tunnel): the bastion nodes open their
+    # reverse tunnel to, and its host key (`<type> <base64>`, the nodes trust no
+    # other); unset host turns the tunnel routes off.
+    tunnel_bastion_host: BastionHost | None = None
+    tunnel_bastion_port: Port = 22
+    tunnel_bastion_user: BastionUser = "tunnel"
+    tunnel_bastion_host_key: SshPublicKey | None = None
+
     # Grafana tenant sync (control_api/grafana_sync.py); unset URL turns it off.
     grafana_url: str | None = Field(default=None, pattern=r"^https?://")
     grafana_user: str = "admin"
@@ -54,6 +63,15 @@ class ApiSettings(ServiceSettings, MqttSettings, DatabaseSettings):
     grafana_db_name: str = "wattfleet"
     grafana_db_sslmode: str = "disable"
     grafana_sync_interval_s: float = Field(default=300.0, gt=0)
+
+    @model_validator(mode="after")
+    def _bastion_needs_its_host_key(self) -> ApiSettings:
+        if self.tunnel_bastion_host is not None and self.tunnel_bastion_host_key is None:
+            raise ValueError(
+                "WATTFLEET_TUNNEL_BASTION_HOST_KEY is unset: nodes trust only the pinned"
+                " host key of the bastion"
+            )
+        return self
 
     def grafana_target(self) -> GrafanaTarget | None:
         if self.grafana_url is None:

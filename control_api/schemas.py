@@ -13,6 +13,7 @@ from contract.commands import MAX_COMMAND_ID_CHARS, MAX_LOG_CHUNKS
 from contract.tariff import TariffVersion, TimeZoneName
 from contract.text import STORABLE
 from contract.topics import NODE_ID_PATTERN
+from contract.tunnel import DEFAULT_TUNNEL_DURATION, Reason, RemotePort, TunnelSeconds
 from control_api.identity import normalized_email
 
 # Every string a request carries is bounded and STORABLE (no NUL, no lone surrogate:
@@ -212,10 +213,26 @@ class NodeOut(BaseModel):
     last_seen_at: datetime | None
     agent_version: str | None
     clock_drift_s: float | None
+    # The remote debug tunnel as the node's newest heartbeat reported it (null: never
+    # reported); `tunnel_public_key` null: remote access is off on the node.
+    tunnel_state: str | None = None
+    tunnel_until: datetime | None = None
+    tunnel_remote_port: int | None = None
+    tunnel_detail: str | None = None
+    tunnel_public_key: str | None = None
 
 
 class NodeChangeOut(NodeOut):
     config_pushes: ConfigPushesOut
+
+
+class TunnelIn(_In):
+    """POST /nodes/{id}/tunnel: why, for how long (seconds, at most 4 hours), and the
+    bastion port the node's key may listen on (its `permitlisten` there)."""
+
+    reason: Reason
+    duration_s: TunnelSeconds = int(DEFAULT_TUNNEL_DURATION.total_seconds())
+    remote_port: RemotePort
 
 
 class NodeIn(_In):

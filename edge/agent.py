@@ -32,6 +32,7 @@ from edge.publisher import Publisher
 from edge.registers import sunspec_map
 from edge.self_update import SelfUpdate, installed_version
 from edge.status_page import EdgeMetrics, StatusServer
+from edge.tunnel import Tunnel, TunnelError
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +156,9 @@ class Agent:
             settings.update_timeout_s,
         )
         self._update_to_follow = self.self_update.pending()
+        self.tunnel = self._tunnel(settings, state_dir, clock)
+        # The tunnel's status as last published: a change is published at once.
+        self._tunnel_reported: dict[str, Any] | None = None
         self.commands_handler = CommandHandler(
             settings.node_id,
             settings.node_secret.get_secret_value().encode(),
@@ -167,6 +171,7 @@ class Agent:
             self.config_push,
             self.self_update,
             settings.config_apply_deadline_s,
+            self.tunnel,
         )
         self.restart_requested = False
         self._stop = threading.Event()
@@ -177,6 +182,20 @@ class Agent:
         self.last_seq: int | None = None
         # (connection, version) the config was last reported for.
         self._config_reported: tuple[int, int | None] | None = None
+
+    @staticmethod
+    def _tunnel(
+        settings: EdgeSettings, state_dir: Path, clock: Callable[[], datetime]
+    ) -> Tunnel | None:
+        """The remote debug tunnel when the site enabled it; None (OPEN_TUNNEL refused)
+        otherwise, and when its key cannot be made: monitoring goes on without it."""
+        if not settings.tunnel_enabled:
+            return None
+        try:
+            return Tunnel(settings.node_id, state_dir, settings.tunnel_local_port, clock)
+        except TunnelError as exc:
+            log.error("remote access unavailable: %s", exc)
+            return None
 
     @property
     def device_available(self) -> bool:
@@ -207,6 +226,7 @@ class Agent:
             **self.energy_today.snapshot(),
             "prices_now": price_json(self.prices.at(self.clock())),
             "commands": list(self.commands_handler.last_results),
+            "tunnel": self.tunnel.snapshot() if self.tunnel else None,
         }
 
     def _follow_staged_changes(self) -> None:
@@ -284,8 +304,22 @@ class Agent:
         return max(0, int((self.clock() - oldest).total_seconds()))
 
     def heartbeat(self) -> None:
-        """The retained online status with the buffer's depth and oldest sample's age."""
-        self.publisher.publish_status(self.buffer.depth(), self.oldest_unconfirmed_age_s())
+        """The retained online status with the buffer's depth, oldest sample's age and
+        the tunnel's state."""
+        tunnel = self.tunnel.status() if self.tunnel else None
+        self.publisher.publish_status(
+            self.buffer.depth(), self.oldest_unconfirmed_age_s(), tunnel=tunnel
+        )
+        if self.publisher.connected.is_set():
+            self._tunnel_reported = tunnel
+
+    def _tunnel_changed(self) -> bool:
+        """True when the tunnel changed since it was last published and it can be now."""
+        return (
+            self.tunnel is not None
+            and self.publisher.connected.is_set()
+            and self.tunnel.status() != self._tunnel_reported
+        )
 
     def _update_metrics(self) -> None:
         m = self.metrics
@@ -413,7 +447,7 @@ class Agent:
                     self._update_metrics()
                     self._follow_staged_changes()
                     next_poll = max(next_poll + interval, now)
-                if now >= next_heartbeat:
+                if now >= next_heartbeat or self._tunnel_changed():
                     self.heartbeat()
                     next_heartbeat = now + self.settings.heartbeat_interval_s
                 self.report_config()
@@ -421,6 +455,8 @@ class Agent:
                 stop.wait(0.01 if backlog else min(0.2, max(0.0, next_poll - time.monotonic())))
         finally:
             stop.set()
+            if self.tunnel is not None:
+                self.tunnel.close("the agent stopped")
             self.status_server.stop()
             if self.coordinator_server is not None:
                 self.coordinator_server.stop()

@@ -38,11 +38,13 @@ from contract.commands import (
     MAX_LOG_LINE_CHARS,
     Ack,
     AckState,
+    CloseTunnelParams,
     CommandEnvelope,
     CommandType,
     ConfigPushParams,
     FetchLogsParams,
     LogChunk,
+    OpenTunnelParams,
     PowerParams,
     SelfUpdateParams,
     SetModeParams,
@@ -53,6 +55,7 @@ from contract.text import storable
 from edge.config_push import ConfigPush, ConfigPushError
 from edge.inverter import InverterError, SunSpecDevice
 from edge.self_update import SelfUpdate, SelfUpdateError
+from edge.tunnel import Tunnel, TunnelError
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +63,7 @@ STORCTL_AUTO, STORCTL_CHARGE, STORCTL_DISCHARGE, STORCTL_HOLD = 0, 1, 2, 3
 # Room in a log chunk's JSON for everything but its lines (id, numbers, keys).
 _LOG_CHUNK_OVERHEAD_BYTES = 256
 _COMMAND_TYPES = frozenset(CommandType)
+_TUNNEL_COMMANDS = frozenset({CommandType.OPEN_TUNNEL, CommandType.CLOSE_TUNNEL})
 # The hub writes the id first (contract.commands.build_command): so a command too large,
 # too deep or not JSON at all is still refused under its id.
 _LEADING_ID = re.compile(rb'\A\s*\{\s*"id"\s*:\s*"([^"\\\x00-\x1f]{1,%d})"' % MAX_COMMAND_ID_CHARS)
@@ -149,7 +153,9 @@ class CommandHandler:
         config_push: ConfigPush | None = None,
         self_update: SelfUpdate | None = None,
         apply_deadline_s: float = 120.0,
+        tunnel: Tunnel | None = None,
     ) -> None:
+        """`tunnel`: None when remote access is off on this node (`tunnel_enabled`)."""
         self.node_id = node_id
         self.secret = secret
         self.device = device
@@ -161,6 +167,7 @@ class CommandHandler:
         self.config_push = config_push
         self.self_update = self_update
         self.apply_deadline_s = apply_deadline_s
+        self.tunnel = tunnel
         self.last_results: deque[dict[str, Any]] = deque(maxlen=20)
 
     def ack(self, command_id: str, state: AckState, detail: str = "") -> None:
@@ -229,6 +236,8 @@ class CommandHandler:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
             raise CommandRejectedError(f"bad params: {where}: {first['msg']}") from exc
+        if envelope.type in _TUNNEL_COMMANDS and self.tunnel is None:
+            raise CommandRejectedError("remote access is off on this node (tunnel_enabled: false)")
         return envelope, params
 
     # -- executors -------------------------------------------------------------------
@@ -242,9 +251,26 @@ class CommandHandler:
             return self._set_mode(params)
         if command_type is CommandType.FETCH_LOGS:
             return self._fetch_logs(command_id, params)
+        if command_type is CommandType.OPEN_TUNNEL:
+            return self._open_tunnel(params)
+        if command_type is CommandType.CLOSE_TUNNEL:
+            return self._close_tunnel(params)
         if command_type is CommandType.RESTART_AGENT:
             return "restarting"
         raise CommandFailedError(f"{command_type.value} is not supported by this agent version")
+
+    def _open_tunnel(self, params: OpenTunnelParams) -> str:
+        assert self.tunnel is not None  # refused in _check otherwise
+        try:
+            return self.tunnel.open(params)
+        except TunnelError as exc:
+            raise CommandFailedError(f"tunnel not opened: {exc}") from exc
+
+    def _close_tunnel(self, params: CloseTunnelParams) -> str:
+        assert self.tunnel is not None
+        if self.tunnel.close(f"closed by {params.requested_by}"):
+            return "tunnel closed"
+        return "no tunnel was open"
 
     def _stage_config(self, command_id: str, params: ConfigPushParams) -> None:
         if self.config_push is None:

@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from contract.node_config import NODE_HELD_SECRETS
+from contract.node_config import NODE_HELD_SECRETS, SITE_HELD_KEYS
 from edge.atomic_file import write_atomically
 from edge.config import EdgeSettings
 
@@ -86,14 +86,16 @@ class ConfigPush:
         """Validates and writes the new config; raises ConfigPushError on bad input.
 
         Secrets the push leaves out (the hub never sends them) are kept from the
-        running file."""
+        running file, and so are the site-held keys (remote access), whatever the push
+        says about them."""
         try:
             running = yaml.safe_load(self.config_path.read_text()) or {}
         except (OSError, yaml.YAMLError) as exc:
             raise ConfigPushError(f"cannot read the running config: {exc}") from exc
         config = {
             **{k: running[k] for k in NODE_HELD_SECRETS if k in running and k not in config},
-            **config,
+            **{k: v for k, v in config.items() if k not in SITE_HELD_KEYS},
+            **{k: running[k] for k in SITE_HELD_KEYS if k in running},
         }
         try:
             pushed = EdgeSettings(**config)

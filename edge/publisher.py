@@ -33,7 +33,7 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, Literal
 
@@ -137,6 +137,7 @@ class Publisher:
         state: Literal["online", "offline"],
         buffer_depth: int | None = None,
         oldest_unconfirmed_age_s: int | None = None,
+        tunnel: Mapping[str, Any] | None = None,
     ) -> str:
         """The contract's NodeStatus, validated here as the collector will."""
         status = NodeStatus(state=state, ts=self.clock(), agent_version=self.agent_version)
@@ -144,17 +145,22 @@ class Publisher:
             status["buffer_depth"] = buffer_depth
         if oldest_unconfirmed_age_s is not None:
             status["oldest_unconfirmed_age_s"] = oldest_unconfirmed_age_s
+        if tunnel is not None:
+            status["tunnel"] = tunnel  # type: ignore[typeddict-item]  # validated below
         return NODE_STATUS.dump_json(NODE_STATUS.validate_python(status)).decode()
 
     def publish_status(
-        self, buffer_depth: int | None = None, oldest_unconfirmed_age_s: int | None = None
+        self,
+        buffer_depth: int | None = None,
+        oldest_unconfirmed_age_s: int | None = None,
+        tunnel: Mapping[str, Any] | None = None,
     ) -> None:
-        """The retained heartbeat: online, the Pi's clock (`ts`), its buffer depth and
-        the age of its oldest buffered sample."""
+        """The retained heartbeat: online, the Pi's clock (`ts`), its buffer depth, the
+        age of its oldest buffered sample and the tunnel's state (contract/tunnel.py)."""
         if self.connected.is_set():
             self.link.publish(
                 topics.status(self.settings.node_id),
-                self._status_body("online", buffer_depth, oldest_unconfirmed_age_s),
+                self._status_body("online", buffer_depth, oldest_unconfirmed_age_s, tunnel),
                 retain=True,
             )
 

@@ -263,6 +263,18 @@ WHERE t.{NODE_FILTER_ONE} AND now() >= t.starts_at
     AND (t.ends_at IS NULL OR now() < t.ends_at)
 """
 SITE_ENERGY = f"{NODE_FILTER_ONE} AND "
+# The remote debug tunnel as the node's newest heartbeat said (migration 0015): "OPEN
+# until ..." while an admin can log in to the Pi, else how the last one ended; "off"
+# when remote access is not enabled on the node.
+REMOTE_ACCESS = f"""
+SELECT CASE
+    WHEN tunnel_state IN ('open', 'opening') THEN upper(tunnel_state)
+        || coalesce(' until ' || to_char(tunnel_until, 'YYYY-MM-DD HH24:MI TZ'), '')
+    WHEN tunnel_public_key IS NULL THEN 'off'
+    ELSE coalesce(tunnel_state, 'off')
+END AS "remote access"
+FROM node_status WHERE {NODE_FILTER_ONE}
+"""
 
 
 def site() -> dashboard.Dashboard:
@@ -271,10 +283,11 @@ def site() -> dashboard.Dashboard:
             "wattfleet-site",
             "Site",
             "One site: battery, PV, load, grid, prices, savings, decisions, commands,"
-            " unconfirmed backlog.",
+            " unconfirmed backlog, remote access.",
         )
         .with_variable(node_variable(multi=False))
         .with_panel(sql_stat("State", f"SELECT state FROM node_status WHERE {NODE_FILTER_ONE}"))
+        .with_panel(sql_stat("Remote access", REMOTE_ACCESS).no_value("off"))
         .with_panel(
             sql_stat(
                 "Last seen",

@@ -12,8 +12,9 @@ from fastapi import APIRouter, Body, Depends, Header, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from contract.commands import PARAMS_BY_TYPE, CommandType, SelfUpdateParams
-from control_api import commands, node_config
+from control_api import commands, node_config, tunnels
 from control_api.deps import (
+    AdminUser,
     Audited,
     CurrentUser,
     DbConn,
@@ -31,6 +32,7 @@ from control_api.schemas import (
     ConfigPushOut,
     NodeConfigIn,
     NodeConfigOut,
+    TunnelIn,
 )
 
 router = APIRouter(tags=["commands"])
@@ -55,15 +57,15 @@ def _body_model(command_type: CommandType, params_model: type[BaseModel]) -> typ
 
 # One body model per whitelisted type, generated from the shared whitelist so the API
 # cannot drift from what nodes accept. CONFIG_PUSH goes through PUT /nodes/{id}/config,
-# which validates and versions the config.
+# which validates and versions the config; the tunnel's through the admin's
+# /nodes/{id}/tunnel, which names the bastion and the requester itself.
+OWN_ROUTES = (CommandType.CONFIG_PUSH, CommandType.OPEN_TUNNEL, CommandType.CLOSE_TUNNEL)
 if TYPE_CHECKING:
     CommandBody = _CommandBody
 else:
     CommandBody = Annotated[
         Union[  # noqa: UP007
-            tuple(
-                _body_model(t, p) for t, p in PARAMS_BY_TYPE.items() if t != CommandType.CONFIG_PUSH
-            )
+            tuple(_body_model(t, p) for t, p in PARAMS_BY_TYPE.items() if t not in OWN_ROUTES)
         ],
         Field(discriminator="type"),
     ]
@@ -154,6 +156,30 @@ def patch_config(body: NodeConfigIn, sender: CommandSender) -> ConfigPushOut:
     to its default) on the config the node reports it runs, validated and pushed whole
     like PUT."""
     return commands.patch_config(sender, body.config)
+
+
+@router.post(
+    "/nodes/{node_id}/tunnel",
+    response_model=CommandAcceptedOut,
+    status_code=202,
+    responses={409: {"description": ISSUED[409]["description"] + ", or no bastion configured"}},
+)
+def open_tunnel(
+    body: TunnelIn, _: AdminUser, sender: CommandSender, settings: Settings
+) -> CommandAcceptedOut:
+    """Admins only: asks the node to open a reverse SSH tunnel to the hub's bastion, for
+    `duration_s` (default 30 minutes, at most 4 hours), listening there on
+    `remote_port`; the reason and the admin are audited and shown on the node's status
+    page. Its state: `tunnel_*` in GET /nodes/{id} (docs/control-api.md)."""
+    return tunnels.open_tunnel(sender, settings, body)
+
+
+@router.delete(
+    "/nodes/{node_id}/tunnel", response_model=CommandAcceptedOut, status_code=202, responses=ISSUED
+)
+def close_tunnel(_: AdminUser, sender: CommandSender) -> CommandAcceptedOut:
+    """Admins only: asks the node to close its tunnel now (CLOSE_TUNNEL)."""
+    return tunnels.close_tunnel(sender)
 
 
 @router.post(

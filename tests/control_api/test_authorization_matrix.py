@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from control_api.routes import audit, auth, commands, nodes, tariffs, tenants, users
+from tests.control_api.test_tunnel_routes import BASTION
 from tests.support.api_client import api_client
 from tests.support.control_api import (
     PASSWORD,
@@ -67,7 +68,7 @@ def world(database) -> Iterator[World]:
     workdir.chmod(0o755)
     broker = Broker(workdir).start()
     try:
-        with api_client(database, broker) as api:
+        with api_client(database, broker, **BASTION) as api:
             tenant_a, tenant_b = create_tenant(database), create_tenant(database)
             users: dict[str, User | None] = {
                 "admin": log_in(api, create_user(database, "admin", None)),
@@ -210,6 +211,7 @@ EVERYONE = (200, 200, 200, 200, 401)
 TENANT_A_READ = (200, 200, 200, 404, 401)
 TENANT_A_COMMAND = (202, 202, 403, 404, 401)
 CHARGE = {"type": "FORCE_CHARGE", "params": {"power_w": 1000, "duration_s": 60}}
+TUNNEL = {"reason": "debugging", "remote_port": 20022}
 
 CASES = [
     Case("me", "GET", fixed("/auth/me"), EVERYONE),
@@ -256,6 +258,13 @@ CASES = [
         with_node("/update?queue=true", json={"version": "0.2.0"}),
         TENANT_A_COMMAND,
     ),
+    Case(
+        "open_tunnel",
+        "POST",
+        with_node("/tunnel?queue=true", json=TUNNEL),
+        (202, 403, 403, 403, 401),
+    ),
+    Case("close_tunnel", "DELETE", with_node("/tunnel?queue=true"), (202, 403, 403, 403, 401)),
     Case("list_tenant_tariffs", "GET", fixed("/tenants/{a}/tariffs"), TENANT_A_READ),
     Case("set_tenant_tariff", "POST", new_tenant_tariff, (201, 403, 403, 403, 401)),
     Case("delete_tenant_tariff", "DELETE", scheduled_tariff(new_tenant_tariff), ADMIN_ONLY),

@@ -126,6 +126,13 @@ class TestAgainstTimescale:
                 " load_power_w = 1200, grid_mode = 'AUTO' WHERE node_id = %s",
                 (now - timedelta(minutes=1), node_a),
             )
+            # An admin can log in to A's Pi for the next half hour.
+            conn.execute(
+                "UPDATE node_status SET tunnel_state = 'open', tunnel_until = %s,"
+                " tunnel_remote_port = 20022, tunnel_public_key = 'ssh-ed25519 AAAA'"
+                " WHERE node_id = %s",
+                (now + timedelta(minutes=30), node_a),
+            )
             conn.execute(
                 "INSERT INTO optimizer_decisions (ts, node_id, tenant_id, decision)"
                 " VALUES (%s, %s, %s, 'charge from PV')",
@@ -299,6 +306,7 @@ class TestAgainstTimescale:
         )
         assert price == (0.80 if datetime.now(UTC).hour < 12 else 0.40, 0.10, "PLN")
         assert one("Agent version") == "0.1.0"
+        assert one("Remote access").startswith("OPEN until ")
         assert one("Buffered samples") == 240
         assert one("Oldest unconfirmed") == 1300
         assert one("Backlog growing since") == world["now"] - timedelta(minutes=20)

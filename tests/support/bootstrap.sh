@@ -18,6 +18,8 @@ command -v promtool >/dev/null || need_apt+=(prometheus)  # promtool: rule tests
 command -v prometheus-alertmanager >/dev/null || need_apt+=(prometheus-alertmanager)  # + amtool
 command -v chromium >/dev/null || need_apt+=(chromium)  # the status page, in a real browser
 command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
+command -v ssh >/dev/null || need_apt+=(openssh-client)  # the agent's reverse tunnel
+[ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)  # the tunnel tests' bastion
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "bootstrap: apt-get install ${need_apt[*]}"
   apt-get update -qq
