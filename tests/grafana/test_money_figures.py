@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from tests.grafana.test_dashboards import ADMIN_ROLE, load, panel_sql
+from tests.support.aggregates import materialize
 from tests.support.fleet import create_node, create_tenant
 from tests.support.grafana_sql import render
 from tests.support.services import Database, empty_database, migrate
@@ -175,11 +176,7 @@ def site() -> Iterator[dict[str, Any]]:
 
 
 def _materialize(db: Database) -> None:
-    start, end = _local_midnight(DAYS[0]), _local_midnight(DAYS[-1] + timedelta(days=2))
-    with db.connect() as conn:
-        conn.autocommit = True
-        for view in ("telemetry_5m", "telemetry_1h", "telemetry_1d"):
-            conn.execute("CALL refresh_continuous_aggregate(%s, %s, %s)", (view, start, end))
+    materialize(db, _local_midnight(DAYS[0]), _local_midnight(DAYS[-1] + timedelta(days=2)))
 
 
 def _query(site: dict[str, Any], who: str, title: str, first: date, last: date) -> list[Any]:

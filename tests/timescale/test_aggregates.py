@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from tests.support.aggregates import materialize
 from tests.support.fleet import create_node, create_tenant
 from tests.support.tariffs import flat_tariff, insert_samples, insert_tariff, sample_row
 
@@ -200,13 +201,9 @@ def test_compressed_aggregates_hold_the_same_figures(database):
     with database.connect() as conn:
         insert_tariff(conn, tenant, flat_tariff(day.date(), 0.80, 0.10, periods=[DAY_PERIOD]))
         _insert_minutes(conn, node, tenant, day, 24 * 60)
+    materialize(database, day, day + timedelta(days=1), ("telemetry_5m", "telemetry_1h"))
     with database.connect() as conn:
         conn.autocommit = True
-        for view in ("telemetry_5m", "telemetry_1h"):
-            conn.execute(
-                "CALL refresh_continuous_aggregate(%s, %s, %s)",
-                (view, day, day + timedelta(days=1)),
-            )
         before = _money(conn, node, day)
         for view in ("telemetry_5m", "telemetry_1h"):
             (job,) = conn.execute(

@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 import psycopg
 import pytest
 
+from tests.support.aggregates import materialize
 from tests.support.fleet import create_node, create_tenant
 from tests.support.tariffs import (
     flat_tariff,
@@ -94,14 +95,8 @@ def test_history_from_before_a_site_moved_stays_its_old_tenants(database):
         )  # fmt: skip
         insert_samples(conn, [row])
         conn.execute("UPDATE nodes SET tenant_id = %s WHERE id = %s", (tenant_b, node))
-    with database.connect() as conn:
-        # Other tests' refreshes may have moved the watermark past that hour.
-        conn.autocommit = True
-        for view in ("telemetry_5m", "telemetry_1h"):
-            conn.execute(
-                "CALL refresh_continuous_aggregate(%s, %s, %s)",
-                (view, hour, hour + timedelta(hours=1)),
-            )
+    # Other tests' refreshes may have moved the watermark past that hour.
+    materialize(database, hour, hour + timedelta(hours=1), ("telemetry_5m", "telemetry_1h"))
     with database.connect() as conn:
         rows = conn.execute(
             "SELECT tenant_id, timezone, currency, import_price, import_cost FROM energy_1h"
