@@ -13,7 +13,13 @@ from typing import Any
 
 import pytest
 
-from contract.http_ingest import SIGNATURE_HEADER, TIMESTAMP_HEADER, ingest_path, signature
+from contract.http_ingest import (
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    IngestAnswer,
+    ingest_path,
+    signature,
+)
 from edge.http_ingest import HttpIngestClient, IngestError
 from tests.support.fleet import count_rows, create_tenant, dead_letters, sample, stored_seqs
 from tests.support.http_ingest import HttpIngestProcess, http_ingest, node_with_secret
@@ -75,12 +81,12 @@ def test_a_sample_and_a_batch_are_stored_and_confirmed_once(
     node = client(endpoint, node_id, secret)
 
     one = node.post(json.dumps(sample(node_id, 5)).encode())
-    assert one == {"seqs": [(5, 5)], "stored": [(5, 5)], "dead_letters": []}
+    assert one == IngestAnswer(seqs=[(5, 5)], stored=[(5, 5)], dead_letters=[])
 
     body = batch(*(sample(node_id, seq) for seq in (1, 2, 3, 7)))
     first = node.post(body)
     again = node.post(body)  # the node never heard the first answer
-    expected = {"seqs": [(1, 3), (7, 7)], "stored": [(1, 3), (7, 7)], "dead_letters": []}
+    expected = IngestAnswer(seqs=[(1, 3), (7, 7)], stored=[(1, 3), (7, 7)], dead_letters=[])
     assert first == expected
     assert again == expected
     assert stored_seqs(database, node_id) == [1, 2, 3, 5, 7]
