@@ -26,6 +26,7 @@ from edge.config_push import ConfigPush
 from edge.coordinator import Coordination, CoordinatorServer, decision_json
 from edge.energy_meter import EnergyMeter
 from edge.energy_today import EnergyToday
+from edge.http_fallback import HttpFallback
 from edge.inverter import InverterError, Reading, SunSpecDevice
 from edge.prices import Prices, SitePrices
 from edge.publisher import Publisher
@@ -120,6 +121,11 @@ class Agent:
             self._handle_command,
             self.metrics,
             monotonic,
+        )
+        self.http_fallback = (
+            HttpFallback(settings, self.buffer, self.publisher, self.metrics, monotonic)
+            if settings.ingest_url is not None
+            else None
         )
         self._device_failures = FailureLog(log)
         self.last_reading: Reading | None = None
@@ -418,6 +424,8 @@ class Agent:
                     next_heartbeat = now + self.settings.heartbeat_interval_s
                 self.report_config()
                 backlog = self.publisher.pump()
+                if self.http_fallback is not None:
+                    backlog = self.http_fallback.pump() or backlog
                 stop.wait(0.01 if backlog else min(0.2, max(0.0, next_poll - time.monotonic())))
         finally:
             stop.set()
