@@ -49,11 +49,13 @@ def test_a_cut_broker_sends_telemetry_over_https_and_back_to_mqtt(
             http_fallback_after_s=1,
             replay_batch_samples=50,
         ).start()
+        proxy = agent.proxy
+        assert proxy is not None
         try:
             wait_for(lambda: len(stored_seqs(database, node.id)) >= 20, 30, "samples over MQTT")
             assert metric(agent, "wattfleet_edge_http_sent_samples_total") == 0
 
-            agent.proxy.cut()
+            proxy.cut()
             wait_for(
                 lambda: metric(agent, "wattfleet_edge_http_fallback_active") == 1,
                 30,
@@ -68,7 +70,7 @@ def test_a_cut_broker_sends_telemetry_over_https_and_back_to_mqtt(
             assert metric(agent, "wattfleet_edge_broker_connected") == 0
             assert metric(agent, "wattfleet_edge_http_sent_samples_total") >= 20
 
-            agent.proxy.restore()
+            proxy.restore()
             wait_for(
                 lambda: metric(agent, "wattfleet_edge_http_fallback_active") == 0,
                 30,
