@@ -23,6 +23,7 @@ from contract.http_ingest import (
 from edge.http_ingest import HttpIngestClient, IngestError
 from tests.support.fleet import count_rows, create_tenant, dead_letters, sample, stored_seqs
 from tests.support.http_ingest import HttpIngestProcess, http_ingest, node_with_secret
+from tests.support.proxy import proxy_for_database
 from tests.support.services import Database
 
 pytestmark = pytest.mark.integration
@@ -212,3 +213,22 @@ def test_a_node_over_its_rate_is_told_when_to_retry(
     # Another node's budget is its own.
     answer = client(endpoint, other_id, other_secret).post(json.dumps(sample(other_id, 1)).encode())
     assert answer["stored"] == [(1, 1)]
+
+
+def test_a_database_away_is_a_503_and_the_retry_stores(database: Database, tenant: int) -> None:
+    node_id, secret = node_with_secret(database, tenant)
+    proxy, url = proxy_for_database(database.url)
+    try:
+        with http_ingest(database, database_url=url) as endpoint:
+            node = client(endpoint, node_id, secret)
+            body = json.dumps(sample(node_id, 1)).encode()
+            proxy.cut()
+            with pytest.raises(IngestError) as refused:
+                node.post(body)
+            assert refused.value.status_code == 503
+            assert refused.value.retry_after_s is not None
+            proxy.restore()
+            assert node.post(body)["stored"] == [(1, 1)]
+    finally:
+        proxy.close()
+    assert stored_seqs(database, node_id) == [1]

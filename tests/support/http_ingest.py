@@ -31,18 +31,16 @@ class HttpIngestProcess:
         self.port = free_port()
         self.url = f"https://127.0.0.1:{self.port}"
         self.log_path = workdir / "http-ingest.log"
-        self.env = service_env(
-            **db.env(),
-            **settings_env(
-                {
-                    "http_ingest_port": self.port,
-                    "http_ingest_tls_cert_file": workdir / "server.crt",
-                    "http_ingest_tls_key_file": workdir / "server.key",
-                    "log_level": "DEBUG",
-                    **settings,
-                }
-            ),
+        own = settings_env(
+            {
+                "http_ingest_port": self.port,
+                "http_ingest_tls_cert_file": workdir / "server.crt",
+                "http_ingest_tls_key_file": workdir / "server.key",
+                "log_level": "DEBUG",
+                **settings,
+            }
         )
+        self.env = service_env(**{**db.env(), **own})
         self.proc: Any = None
 
     def start(self) -> HttpIngestProcess:
