@@ -30,6 +30,7 @@ import uvicorn
 from limits import parse
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
+from prometheus_client import CollectorRegistry, Counter, disable_created_metrics, start_http_server
 from psycopg_pool import ConnectionPool
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -61,6 +62,28 @@ MAX_DETAIL_CHARS = 1_024
 DATABASE_RETRY_AFTER_S = 5
 REQUIRED_HEADERS = f"{TIMESTAMP_HEADER} and {SIGNATURE_HEADER} are required"
 NODE_LOOKUP = "SELECT command_secret, enabled FROM nodes WHERE id = %s"
+
+
+class HttpIngestMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        # Exposed with _total appended.
+        self.requests_total = Counter(
+            "wattfleet_http_ingest_requests",
+            "Telemetry POSTs answered, by status code.",
+            ["status"],
+            registry=registry,
+        )
+        self.samples_written_total = Counter(
+            "wattfleet_http_ingest_samples_written",
+            "Samples inserted over HTTPS (not those stored already).",
+            registry=registry,
+        )
+        self.dead_letters_total = Counter(
+            "wattfleet_http_ingest_dead_letters",
+            "Dead letters filed for HTTPS requests, by reason.",
+            ["reason"],
+            registry=registry,
+        )
 
 
 class RequestRefusedError(Exception):
@@ -106,9 +129,12 @@ def _answer(node_id: str, result: WriteResult) -> Answer:
 class HttpIngest:
     """The endpoint's work, without HTTP: authenticate, limit, decode, write, answer."""
 
-    def __init__(self, settings: CollectorSettings, pool: ConnectionPool[Any]) -> None:
+    def __init__(
+        self, settings: CollectorSettings, pool: ConnectionPool[Any], metrics: HttpIngestMetrics
+    ) -> None:
         self.settings = settings
         self.pool = pool
+        self.metrics = metrics
         self.decoder = Decoder(
             Limits(
                 max_payload_bytes=settings.max_payload_bytes,
@@ -130,6 +156,9 @@ class HttpIngest:
         except psycopg.Error as exc:  # the pool's timeout included
             log.warning("http ingest: the database is unavailable: %s", exc)
             raise RequestRefusedError(503, "database unavailable", DATABASE_RETRY_AFTER_S) from exc
+        self.metrics.samples_written_total.inc(result.inserted)
+        for reason, count in result.dead.items():
+            self.metrics.dead_letters_total.labels(reason.value).inc(count)
         return _answer(node_id, result)
 
     def _authenticate(
@@ -192,7 +221,7 @@ async def _bounded_body(request: Request, max_bytes: int) -> bytes:
     return b"".join(chunks)
 
 
-def create_app(settings: CollectorSettings) -> Starlette:
+def create_app(settings: CollectorSettings, registry: CollectorRegistry) -> Starlette:
     pool: ConnectionPool[Any] = ConnectionPool(
         settings.database_url,
         kwargs={"autocommit": True, "prepare_threshold": settings.prepare_threshold},
@@ -201,7 +230,8 @@ def create_app(settings: CollectorSettings) -> Starlette:
         timeout=10,
         open=False,
     )
-    ingest = HttpIngest(settings, pool)
+    metrics = HttpIngestMetrics(registry)
+    ingest = HttpIngest(settings, pool, metrics)
 
     async def telemetry(request: Request) -> Response:
         node_id = request.path_params["node_id"]
@@ -218,7 +248,9 @@ def create_app(settings: CollectorSettings) -> Starlette:
             answer = await run_in_threadpool(ingest.handle, node_id, timestamp, sig, body)
         except RequestRefusedError as exc:
             log.debug("http ingest refused for %r: %s", node_id, exc)
+            metrics.requests_total.labels(str(exc.status_code)).inc()
             return _refusal(exc)
+        metrics.requests_total.labels(str(answer.status_code)).inc()
         return Response(
             INGEST_ANSWER.dump_json(answer.body), answer.status_code, media_type="application/json"
         )
@@ -245,14 +277,21 @@ def create_app(settings: CollectorSettings) -> Starlette:
 
 def serve(settings: CollectorSettings) -> None:
     """Serves the endpoint until SIGTERM or SIGINT (uvicorn's handlers): over TLS with
-    the configured certificate, or plain HTTP only behind a TLS-terminating proxy."""
-    uvicorn.run(
-        create_app(settings),
-        host=settings.http_ingest_host,
-        port=settings.http_ingest_port,
-        ssl_certfile=settings.http_ingest_tls_cert_file,
-        ssl_keyfile=settings.http_ingest_tls_key_file,
-        log_level=settings.log_level.lower(),
-        log_config=None,
-        proxy_headers=False,
-    )
+    the configured certificate, or plain HTTP only behind a TLS-terminating proxy. Its
+    metrics go to `metrics_host:metrics_port`, apart from the endpoint."""
+    disable_created_metrics()  # type: ignore[no-untyped-call]
+    registry = CollectorRegistry()
+    server, _ = start_http_server(settings.metrics_port, settings.metrics_host, registry)
+    try:
+        uvicorn.run(
+            create_app(settings, registry),
+            host=settings.http_ingest_host,
+            port=settings.http_ingest_port,
+            ssl_certfile=settings.http_ingest_tls_cert_file,
+            ssl_keyfile=settings.http_ingest_tls_key_file,
+            log_level=settings.log_level.lower(),
+            log_config=None,
+            proxy_headers=False,
+        )
+    finally:
+        server.shutdown()

@@ -21,7 +21,14 @@ from contract.http_ingest import (
     signature,
 )
 from edge.http_ingest import HttpIngestClient, IngestError
-from tests.support.fleet import count_rows, create_tenant, dead_letters, sample, stored_seqs
+from tests.support.fleet import (
+    count_rows,
+    create_tenant,
+    dead_letters,
+    sample,
+    scrape,
+    stored_seqs,
+)
 from tests.support.http_ingest import HttpIngestProcess, http_ingest, node_with_secret
 from tests.support.proxy import proxy_for_database
 from tests.support.services import Database
@@ -111,6 +118,9 @@ def test_bad_samples_are_dead_lettered_with_reasons_and_named(
     reasons = {dead["seq"]: dead["reason"] for dead in answer["dead_letters"]}
     assert reasons == {2: "schema_violation", 3: "implausible_value", 4: "node_id_mismatch"}
     assert stored_seqs(database, node_id) == [1]
+    metrics = scrape(endpoint.metrics_port)
+    assert metrics["wattfleet_http_ingest_dead_letters_total{reason=node_id_mismatch}"] >= 1
+    assert metrics["wattfleet_http_ingest_samples_written_total"] >= 1
     with database.connect() as conn:
         filed = conn.execute(
             "SELECT topic, reason FROM dead_letters WHERE node_id = %s ORDER BY reason",

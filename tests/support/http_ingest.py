@@ -29,11 +29,13 @@ class HttpIngestProcess:
         make_certificates(workdir)
         self.ca_file = str(workdir / "ca.crt")
         self.port = free_port()
+        self.metrics_port = free_port()
         self.url = f"https://127.0.0.1:{self.port}"
         self.log_path = workdir / "http-ingest.log"
         own = settings_env(
             {
                 "http_ingest_port": self.port,
+                "metrics_port": self.metrics_port,
                 "http_ingest_tls_cert_file": workdir / "server.crt",
                 "http_ingest_tls_key_file": workdir / "server.key",
                 "log_level": "DEBUG",
