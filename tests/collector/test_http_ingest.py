@@ -181,6 +181,7 @@ def test_requests_not_signed_by_the_node_are_refused(
         count_rows(database, "SELECT count(*) FROM dead_letters WHERE node_id = %s", (node_id,))
         == 0
     )
+    assert scrape(endpoint.metrics_port)["wattfleet_http_ingest_requests_total{status=401}"] >= 7
 
 
 def test_a_disabled_node_is_refused(
