@@ -197,6 +197,7 @@ class Agent:
             "agent_version": self.publisher.agent_version,
             "clock": self.clock().isoformat(),
             "broker_connected": self.publisher.connected.is_set(),
+            "http_fallback_active": self.http_fallback is not None and self.http_fallback.active,
             "device_available": self.device_available,
             "buffer_depth": self.buffer.depth(),
             "oldest_unconfirmed_age_s": self.oldest_unconfirmed_age_s(),

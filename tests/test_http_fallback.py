@@ -5,6 +5,7 @@ collector) once the broker is reachable again. Every seq numbered is stored once
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import pytest
@@ -68,6 +69,7 @@ def test_a_cut_broker_sends_telemetry_over_https_and_back_to_mqtt(
                 "samples taken during the cut stored over HTTPS",
             )
             assert metric(agent, "wattfleet_edge_broker_connected") == 0
+            assert json.loads(agent.http("/status.json"))["http_fallback_active"] is True
             assert metric(agent, "wattfleet_edge_http_sent_samples_total") >= 20
 
             proxy.restore()
