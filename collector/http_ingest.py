@@ -53,6 +53,7 @@ from contract.http_ingest import (
     ingest_path,
     signature_matches,
 )
+from contract.text import storable
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,9 @@ def _answer(node_id: str, result: WriteResult) -> Answer:
     held = merged_ranges(result.confirmed.get(node_id, []))
     dead: list[DeadSample] = [
         DeadSample(
-            seq=letter.seq, reason=letter.reason.value, detail=letter.detail[:MAX_DETAIL_CHARS]
+            seq=letter.seq,
+            reason=letter.reason.value,
+            detail=storable(letter.detail[:MAX_DETAIL_CHARS]),
         )
         for letter in result.letters
     ]

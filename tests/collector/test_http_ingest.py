@@ -243,3 +243,29 @@ def test_a_database_away_is_a_503_and_the_retry_stores(database: Database, tenan
     finally:
         proxy.close()
     assert stored_seqs(database, node_id) == [1]
+
+
+HOSTILE_BODIES = {
+    "empty": b"",
+    "deep nesting": b"[" * 50_000,
+    "not UTF-8": b"\xff\xfe{}",
+    "null": b"null",
+    "empty batch": b'{"samples": []}',
+    "lone surrogate": b'{"node_id": "\\ud800", "seq": 1}',
+    "seq past bigint": b'{"seq": 99999999999999999999999}',
+    "NaN": b'{"samples": [{"seq": 1, "battery": {"soc_percent": NaN}}]}',
+}
+
+
+def test_hostile_bodies_are_dead_lettered_never_a_server_error(
+    endpoint: HttpIngestProcess, database: Database, tenant: int
+) -> None:
+    node_id, secret = node_with_secret(database, tenant)
+    path = ingest_path(node_id)
+    for case, body in HOSTILE_BODIES.items():
+        status, answer, _ = raw_post(endpoint, path, body, signed(node_id, secret, body))
+        assert status in (200, 422), case
+        assert answer["stored"] == [], case
+        assert answer["dead_letters"], case
+    assert stored_seqs(database, node_id) == []
+    assert len(dead_letters(database, node_id)) >= len(HOSTILE_BODIES)
