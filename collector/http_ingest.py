@@ -61,6 +61,9 @@ CHANNEL = "http:"
 # What a dead letter's detail may take of an answer.
 MAX_DETAIL_CHARS = 1_024
 DATABASE_RETRY_AFTER_S = 5
+# How long a request waits for a database connection before its 503: well inside the
+# agent's own timeout (edge/http_fallback.py), so it hears the 503, not a timeout.
+CONNECTION_WAIT_S = 5.0
 REQUIRED_HEADERS = f"{TIMESTAMP_HEADER} and {SIGNATURE_HEADER} are required"
 NODE_LOOKUP = "SELECT command_secret, enabled FROM nodes WHERE id = %s"
 
@@ -167,10 +170,9 @@ class HttpIngest:
     def _authenticate(
         self, conn: psycopg.Connection[Any], node_id: str, timestamp: str, sig: str, body: bytes
     ) -> None:
-        try:
-            sent_at = int(timestamp)
-        except ValueError:
-            raise RequestRefusedError(401, f"{TIMESTAMP_HEADER} must be Unix seconds") from None
+        if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12):
+            raise RequestRefusedError(401, f"{TIMESTAMP_HEADER} must be Unix seconds")
+        sent_at = int(timestamp)
         window_s = self.settings.http_ingest_clock_window_s
         now = time.time()
         if abs(now - sent_at) > window_s:
@@ -230,7 +232,7 @@ def create_app(settings: CollectorSettings, registry: CollectorRegistry) -> Star
         kwargs={"autocommit": True, "prepare_threshold": settings.prepare_threshold},
         min_size=1,
         max_size=settings.http_ingest_db_connections,
-        timeout=10,
+        timeout=CONNECTION_WAIT_S,
         open=False,
     )
     metrics = HttpIngestMetrics(registry)
