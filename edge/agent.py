@@ -433,6 +433,8 @@ class Agent:
             self.status_server.stop()
             if self.coordinator_server is not None:
                 self.coordinator_server.stop()
+            if self.http_fallback is not None:
+                self.http_fallback.close()
             self.publisher.stop()
             self.device.client.close()  # type: ignore[no-untyped-call]
             self.buffer.close()

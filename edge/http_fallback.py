@@ -10,9 +10,10 @@ Nothing here needs the broker: once the publisher connects again, the fallback s
 and the publisher replays whatever is still buffered over MQTT; a sample sent both ways
 is stored once.
 
-A POST holds the agent's loop for at most `INGEST_TIMEOUT_S`. A refused or unanswered
-request is tried again after the hub's Retry-After, or after a back-off that doubles
-from RETRY_MIN_S up to RETRY_MAX_S.
+Requests go out on a thread of their own, one at a time (`INGEST_TIMEOUT_S` each), so
+polling goes on while one waits; the answer is applied on the agent's thread. A refused
+or unanswered request is tried again after the hub's Retry-After, or after a back-off
+that doubles from RETRY_MIN_S up to RETRY_MAX_S.
 """
 
 from __future__ import annotations
@@ -20,8 +21,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 
 from contract.failure_log import FailureLog
+from contract.http_ingest import IngestAnswer
 from edge.buffer import SampleBuffer
 from edge.config import EdgeSettings
 from edge.http_ingest import HttpIngestClient, IngestError
@@ -34,6 +38,13 @@ log = logging.getLogger(__name__)
 INGEST_TIMEOUT_S = 10.0
 RETRY_MIN_S = 5.0
 RETRY_MAX_S = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class InFlight:
+    answer: Future[IngestAnswer]
+    samples: int
+    after: int  # the buffer's cursor once it is answered
 
 
 class HttpFallback:
@@ -67,10 +78,15 @@ class HttpFallback:
         self._retry_at = float("-inf")
         self._retry_s = RETRY_MIN_S
         self._failures = FailureLog(log)
+        # One request at a time, off the agent's loop: polling goes on while it waits.
+        self._poster = ThreadPoolExecutor(1, thread_name_prefix="http-ingest")
+        self._in_flight: InFlight | None = None
 
     def pump(self) -> bool:
-        """Sends one batch when the fallback is on and one is due. True while more of
-        the backlog waits to go now."""
+        """Applies the answer to the request in flight, if it came, and sends the next
+        batch when the fallback is on and one is due. True while a request is in flight
+        or more of the backlog waits to go now."""
+        self._apply_answer()
         now = self.monotonic()
         if self.publisher.connected.is_set():
             self._down_since = None
@@ -78,7 +94,7 @@ class HttpFallback:
                 self.active = False
                 self.metrics.http_fallback_active.set(0)
                 log.info("broker reachable again: telemetry goes over MQTT")
-            return False
+            return self._in_flight is not None
         if self._down_since is None:
             self._down_since = now
         if now - self._down_since < self.settings.http_fallback_after_s:
@@ -92,9 +108,15 @@ class HttpFallback:
                 self.settings.http_fallback_after_s,
                 self.settings.ingest_url,
             )
+        if self._in_flight is not None:
+            return True
         if now < self._retry_at or not self._pace.ready():
             return False
         return self._send_batch()
+
+    def close(self) -> None:
+        """Stops without waiting for a request in flight: its samples stay buffered."""
+        self._poster.shutdown(wait=False, cancel_futures=True)
 
     def _send_batch(self) -> bool:
         rows, after = self.buffer.pending(self.settings.replay_batch_samples, self._from_seq)
@@ -102,23 +124,34 @@ class HttpFallback:
             self._from_seq = 0  # anything left unconfirmed behind the cursor goes again
             return False
         payload = '{"samples":[' + ",".join(body for _, body in rows) + "]}"
+        answer = self._poster.submit(self.client.post, payload.encode())
+        self._in_flight = InFlight(answer, len(rows), after)
+        self._pace.spent(len(rows))
+        return True
+
+    def _apply_answer(self) -> None:
+        """Deletes exactly what the hub's answer names; or, with no answer, sets when to
+        try again."""
+        sent = self._in_flight
+        if sent is None or not sent.answer.done():
+            return
+        self._in_flight = None
         try:
-            answer = self.client.post(payload.encode())
+            answer = sent.answer.result()
         except IngestError as exc:
             self._failures.failed("HTTPS telemetry fallback failed: %s", exc)
             wait_s = exc.retry_after_s if exc.retry_after_s is not None else self._retry_s
             self._retry_at = self.monotonic() + wait_s
             self._retry_s = min(self._retry_s * 2, RETRY_MAX_S)
-            return False
+            return
         if self._failures.recover():
             log.info("the ingest endpoint takes telemetry again")
         self._retry_s = RETRY_MIN_S
-        self._from_seq = after
-        self._pace.spent(len(rows))
+        self._from_seq = sent.after
         held = answer["seqs"]
         self.buffer.delete_ranges(held)
         self.publisher.unconfirmed.confirmed(held)
-        self.metrics.http_sent_total.inc(len(rows))
+        self.metrics.http_sent_total.inc(sent.samples)
         dead = answer["dead_letters"]
         if dead:
             log.warning(
@@ -128,4 +161,3 @@ class HttpFallback:
                 dead[0]["reason"],
                 dead[0]["detail"],
             )
-        return True
