@@ -25,7 +25,11 @@ def metric(agent: AgentProcess, name: str) -> float:
     return scrape(agent.settings["status_port"]).get(name, 0.0)
 
 
+# Out of the way, and so tight that the agent is told to wait (429) again and again.
+@pytest.mark.parametrize(("rate", "told_to_wait"), [("6000/minute", False), ("2/second", True)])
 def test_a_cut_broker_sends_telemetry_over_https_and_back_to_mqtt(
+    rate: str,
+    told_to_wait: bool,
     database: Database,
     broker: Broker,
     simulator: int,
@@ -37,7 +41,7 @@ def test_a_cut_broker_sends_telemetry_over_https_and_back_to_mqtt(
     (node,) = enroll(database, broker, tenant, 1)
     with database.connect() as conn:
         conn.execute("UPDATE nodes SET command_secret = %s WHERE id = %s", (AGENT_SECRET, node.id))
-    with http_ingest(database, http_ingest_rate_per_node="6000/minute") as endpoint:
+    with http_ingest(database, http_ingest_rate_per_node=rate) as endpoint:
         agent = AgentProcess(
             tmp_path,
             broker,
@@ -71,6 +75,10 @@ def test_a_cut_broker_sends_telemetry_over_https_and_back_to_mqtt(
             assert metric(agent, "wattfleet_edge_broker_connected") == 0
             assert json.loads(agent.http("/status.json"))["http_fallback_active"] is True
             assert metric(agent, "wattfleet_edge_http_sent_samples_total") >= 20
+            refused = scrape(endpoint.metrics_port).get(
+                "wattfleet_http_ingest_requests_total{status=429}", 0
+            )
+            assert (refused > 0) is told_to_wait
 
             proxy.restore()
             wait_for(
