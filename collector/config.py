@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import socket
 
-from pydantic import Field, SecretStr
+from limits import parse
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from contract.settings import DatabaseSettings, MqttSettings, ServiceSettings
+
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
 def _stable_client_id() -> str:
@@ -51,6 +54,34 @@ class CollectorSettings(ServiceSettings, MqttSettings, DatabaseSettings):
     backlog_stuck_after_s: float = Field(default=900.0, gt=0)
     # Alertmanager's base URL (http://alertmanager:9093); unset sends no alerts.
     alertmanager_url: str | None = Field(default=None, pattern=r"^https?://")
+
+    # The HTTPS ingest endpoint (`wattfleet-collector http-ingest`, collector/http_ingest.py).
+    # Without a certificate and key it speaks plain HTTP, and then only on a loopback
+    # address, for a TLS-terminating proxy on the same host.
+    http_ingest_host: str = "127.0.0.1"
+    http_ingest_port: int = Field(default=8443, ge=1, le=65_535)
+    http_ingest_tls_cert_file: str | None = None
+    http_ingest_tls_key_file: str | None = None
+    # Requests each node may post, as a moving window ("300/minute"); per process.
+    http_ingest_rate_per_node: str = "300/minute"
+    # A signed request's timestamp may be this far from the hub's clock, either way.
+    http_ingest_clock_window_s: float = Field(default=300.0, gt=0, le=3600)
+    http_ingest_db_connections: int = Field(default=4, ge=1, le=100)
+
+    @field_validator("http_ingest_rate_per_node")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        parse(value)  # a ValueError says what is wrong
+        return value
+
+    @model_validator(mode="after")
+    def _tls_or_loopback(self) -> CollectorSettings:
+        cert, key = self.http_ingest_tls_cert_file, self.http_ingest_tls_key_file
+        if (cert is None) != (key is None):
+            raise ValueError("set both http_ingest_tls_cert_file and http_ingest_tls_key_file")
+        if cert is None and self.http_ingest_host not in LOOPBACK:
+            raise ValueError("plain HTTP ingest (no TLS certificate) only on a loopback address")
+        return self
 
     def secrets_to_check(self) -> dict[str, SecretStr | None]:
         return {"WATTFLEET_MQTT_PASSWORD": self.mqtt_password}

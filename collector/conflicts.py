@@ -96,7 +96,8 @@ class Conflict:
             values = dict(zip(_COLUMN_NAMES, self.row, strict=True))
             values["ts"] = self.row[TS_INDEX].isoformat()
             payload = json.dumps(wire_body(values), separators=(",", ":")).encode()
-        return DeadLetter(item.topic, item.node_id, self.reason, self.detail, payload)
+        seq = self.row[SEQ_INDEX]
+        return DeadLetter(item.topic, item.node_id, self.reason, self.detail, payload, seq)
 
 
 def _time_conflict(ts: datetime) -> tuple[Reason, str]:

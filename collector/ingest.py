@@ -267,6 +267,9 @@ class WriteResult:
     # Per node, the seqs committed (inserted, or stored already) or dead-lettered for
     # good: what the intake confirms (collector/confirmations.py).
     confirmed: NodeRanges = field(default_factory=dict)
+    # The dead letters filed, for a writer that names them to its client (only with
+    # BatchWriter's keep_letters: the MQTT intake counts them and pipes no payloads).
+    letters: list[DeadLetter] = field(default_factory=list)
 
     def add(self, other: WriteResult) -> None:
         self.attempted += other.attempted
@@ -274,6 +277,7 @@ class WriteResult:
         self.dead.update(other.dead)
         self.lags_s.extend(other.lags_s)
         merge(self.confirmed, other.confirmed)
+        self.letters.extend(other.letters)
 
 
 def _letter_seqs(letters: list[DeadLetter]) -> list[int]:
@@ -288,8 +292,9 @@ class BatchWriter:
     """Writes batches over one connection it owns (autocommit; one explicit
     transaction per batch, so no connection sits idle in a transaction)."""
 
-    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+    def __init__(self, conn: psycopg.Connection[Any], keep_letters: bool = False) -> None:
         self.conn = conn
+        self.keep_letters = keep_letters
 
     def write(self, batch: list[DecodedMessage], now: datetime) -> WriteResult:
         """Writes the batch atomically. If the database refuses some message's data
@@ -323,7 +328,10 @@ class BatchWriter:
         """Files the dead letters (each with its receive time) in one transaction."""
         with self.conn.transaction(), self.conn.cursor() as cur:
             self._insert_dead(cur, letters)
-        return WriteResult(dead=Counter(letter.reason for _, letter in letters))
+        result = WriteResult(dead=Counter(letter.reason for _, letter in letters))
+        if self.keep_letters:
+            result.letters = [letter for _, letter in letters]
+        return result
 
     def _write(self, batch: list[DecodedMessage], now: datetime) -> WriteResult:
         result = WriteResult()
@@ -405,6 +413,8 @@ class BatchWriter:
             if dead:
                 self._insert_dead(cur, dead)
                 result.dead.update(d.reason for _, d in dead)
+                if self.keep_letters:
+                    result.letters = [d for _, d in dead]
         result.confirmed = confirmed.ranges()
         return result
 

@@ -98,6 +98,11 @@ def _https_url(url: str) -> str:
     return url
 
 
+def _ca_file(path: str) -> str:
+    _plain_absolute(path)
+    return path
+
+
 def _https_url_or_folder(location: str) -> str:
     if location.startswith("/"):
         _plain_absolute(location)
@@ -186,6 +191,13 @@ class NodeConfig(ServiceSettings, MqttSettings):
     # At most this many replayed samples a second (a week of 5-second samples in about
     # a minute), so a fleet coming back after a broker outage does not flood the hub.
     replay_max_samples_per_s: int = Field(default=2000, ge=1, le=100_000)
+    # The HTTPS fallback (docs/edge.md): with the broker unreachable this long, the
+    # backlog goes to the hub's ingest endpoint at this URL instead (None: off), in the
+    # replay's batches and pace, until the broker is back. `ingest_ca_file`: a CA bundle
+    # to trust for it instead of the system's.
+    ingest_url: HttpsUrl | None = None
+    ingest_ca_file: Annotated[str, AfterValidator(_ca_file)] | None = None
+    http_fallback_after_s: Seconds = 300.0
 
     # The site's time zone and tariffs, as the hub holds them (contract/tariff.py): the
     # hub pushes both whenever either changes. Local days and hours are this zone's.

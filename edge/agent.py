@@ -26,6 +26,7 @@ from edge.config_push import ConfigPush
 from edge.coordinator import Coordination, CoordinatorServer, decision_json
 from edge.energy_meter import EnergyMeter
 from edge.energy_today import EnergyToday
+from edge.http_fallback import HttpFallback
 from edge.inverter import InverterError, Reading, SunSpecDevice
 from edge.prices import Prices, SitePrices
 from edge.publisher import Publisher
@@ -122,6 +123,11 @@ class Agent:
             self.metrics,
             monotonic,
         )
+        self.http_fallback = (
+            HttpFallback(settings, self.buffer, self.publisher, self.metrics, monotonic)
+            if settings.ingest_url is not None
+            else None
+        )
         self._device_failures = FailureLog(log)
         self.last_reading: Reading | None = None
         self.last_reading_at: datetime | None = None
@@ -210,6 +216,7 @@ class Agent:
             "agent_version": self.publisher.agent_version,
             "clock": self.clock().isoformat(),
             "broker_connected": self.publisher.connected.is_set(),
+            "http_fallback_active": self.http_fallback is not None and self.http_fallback.active,
             "device_available": self.device_available,
             "buffer_depth": self.buffer.depth(),
             "oldest_unconfirmed_age_s": self.oldest_unconfirmed_age_s(),
@@ -452,6 +459,8 @@ class Agent:
                     next_heartbeat = now + self.settings.heartbeat_interval_s
                 self.report_config()
                 backlog = self.publisher.pump()
+                if self.http_fallback is not None:
+                    backlog = self.http_fallback.pump() or backlog
                 stop.wait(0.01 if backlog else min(0.2, max(0.0, next_poll - time.monotonic())))
         finally:
             stop.set()
@@ -460,6 +469,8 @@ class Agent:
             self.status_server.stop()
             if self.coordinator_server is not None:
                 self.coordinator_server.stop()
+            if self.http_fallback is not None:
+                self.http_fallback.close()
             self.publisher.stop()
             self.device.client.close()  # type: ignore[no-untyped-call]
             self.buffer.close()

@@ -58,6 +58,16 @@ class EdgeMetrics:
             "Samples dropped by the buffer's age or size bound since it was created.",
             registry=registry,
         )
+        self.http_sent_total = Counter(
+            "wattfleet_edge_http_sent_samples",
+            "Samples sent over the HTTPS fallback (edge/http_fallback.py).",
+            registry=registry,
+        )
+        self.http_fallback_active = Gauge(
+            "wattfleet_edge_http_fallback_active",
+            "1 while the broker is away and telemetry goes over HTTPS.",
+            registry=registry,
+        )
         self.broker_connected = Gauge(
             "wattfleet_edge_broker_connected",
             "1 while connected to the broker.",

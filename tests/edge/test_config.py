@@ -77,6 +77,9 @@ def test_prod_refuses_example_secrets():
         ("node_id: a\nreplay_batch_samples: 1001\n", "replay_batch_samples"),
         ("node_id: a\ningest_confirmations: perhaps\n", "ingest_confirmations"),
         ("node_id: a\nlog_format: xml\n", "log_format"),
+        ("node_id: a\ningest_url: http://hub:8443\n", "must be an https:// URL"),
+        ("node_id: a\ningest_ca_file: ca.crt\n", "ingest_ca_file"),
+        ("node_id: a\nhttp_fallback_after_s: 0\n", "http_fallback_after_s"),
     ],
 )
 def test_bad_files_say_what_is_wrong(tmp_path, text, message):

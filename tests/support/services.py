@@ -96,7 +96,7 @@ class Broker(product_broker.Broker):
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.ca_file = self.workdir / "ca.crt"
         if self.tls:
-            self._make_certificates()
+            make_certificates(self.workdir)
         super().__post_init__()
         if self.tls:
             self._chown_for_mosquitto([self.workdir / "server.key"])
@@ -109,57 +109,58 @@ class Broker(product_broker.Broker):
         ]
         return super().listener_config() + (tls if self.tls else [])
 
-    def _make_certificates(self) -> None:
-        """A throwaway CA and a server certificate for 127.0.0.1 (openssl CLI)."""
-        d = self.workdir
-        (d / "san.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-        for args in (
-            [
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.crt",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=wattfleet test CA",
-            ],
-            [
-                "req",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-keyout",
-                "server.key",
-                "-out",
-                "server.csr",
-                "-subj",
-                "/CN=127.0.0.1",
-            ],
-            [
-                "x509",
-                "-req",
-                "-in",
-                "server.csr",
-                "-CA",
-                "ca.crt",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                "server.crt",
-                "-days",
-                "2",
-                "-extfile",
-                "san.cnf",
-            ],
-        ):
-            subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
+
+def make_certificates(d: Path) -> None:
+    """A throwaway CA (`ca.crt`) and a server certificate for 127.0.0.1 (`server.crt`,
+    `server.key`) in `d`, by the openssl CLI."""
+    (d / "san.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    for args in (
+        [
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=wattfleet test CA",
+        ],
+        [
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+        [
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "san.cnf",
+        ],
+    ):
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
 
 
 def require_binary(name: str) -> str:
