@@ -50,7 +50,7 @@ from grafana.money import (
     SAVINGS,
     THIS_MONTH,
     TODAY,
-    per_currency,
+    money_stat,
     savings,
 )
 from grafana.panels import (
@@ -117,22 +117,8 @@ def fleet_overview() -> dashboard.Dashboard:
                 "watt",
             )
         )
-        .with_panel(
-            sql_stat(
-                "Fleet savings today (each site's local day)",
-                per_currency(SAVINGS, TODAY),
-                decimals=2,
-                per_row=True,
-            )
-        )
-        .with_panel(
-            sql_stat(
-                "Fleet savings this month",
-                per_currency(SAVINGS, THIS_MONTH),
-                decimals=2,
-                per_row=True,
-            )
-        )
+        .with_panel(money_stat("Fleet savings today (each site's local day)", SAVINGS, TODAY))
+        .with_panel(money_stat("Fleet savings this month", SAVINGS, THIS_MONTH))
         .with_panel(
             piechart.Panel()
             .title("Nodes by state")
@@ -304,30 +290,9 @@ def site() -> dashboard.Dashboard:
                 f"SELECT agent_version AS version FROM node_status WHERE {NODE_FILTER_ONE}",
             )
         )
-        .with_panel(
-            sql_stat(
-                "Savings today",
-                per_currency(SAVINGS, SITE_ENERGY + TODAY),
-                decimals=2,
-                per_row=True,
-            )
-        )
-        .with_panel(
-            sql_stat(
-                "Net grid cost today",
-                per_currency(NET_COST, SITE_ENERGY + TODAY),
-                decimals=2,
-                per_row=True,
-            )
-        )
-        .with_panel(
-            sql_stat(
-                "Savings this month",
-                per_currency(SAVINGS, SITE_ENERGY + THIS_MONTH),
-                decimals=2,
-                per_row=True,
-            )
-        )
+        .with_panel(money_stat("Savings today", SAVINGS, SITE_ENERGY + TODAY))
+        .with_panel(money_stat("Net grid cost today", NET_COST, SITE_ENERGY + TODAY))
+        .with_panel(money_stat("Savings this month", SAVINGS, SITE_ENERGY + THIS_MONTH))
         # What the node holds until the hub confirms it (its heartbeat says; null from
         # agents that do not). Growing while the node is online raises NodeBacklogStuck.
         .with_panel(_backlog_stat("Buffered samples", "buffer_depth", "none", "not reported"))

@@ -13,7 +13,7 @@ reads only the hours it needs.
 
 from __future__ import annotations
 
-from grafana_foundation_sdk.builders import barchart, dashboard, table
+from grafana_foundation_sdk.builders import barchart, dashboard, stat, table
 
 from contract.fields import (
     BATTERY_CHARGE_KWH,
@@ -66,6 +66,11 @@ def per_currency(amount: str, where: str) -> str:
     """
 
 
+def money_stat(title: str, amount: str, where: str) -> stat.Panel:
+    """A stat of an amount per currency (one value a currency) over rows matching `where`."""
+    return sql_stat(title, per_currency(amount, where), decimals=2, per_row=True)
+
+
 def _total(column: str) -> str:
     return f"SELECT coalesce(sum({column}), 0) AS value FROM energy_1h WHERE {IN_RANGE}"
 
@@ -88,20 +93,9 @@ def savings() -> dashboard.Dashboard:
         )
         .time("now-30d", "now")
         .with_variable(node_variable(multi=True))
-        .with_panel(sql_stat("Savings", per_currency(SAVINGS, IN_RANGE), decimals=2, per_row=True))
-        .with_panel(
-            sql_stat(
-                "Net grid cost (import - export)",
-                per_currency(NET_COST, IN_RANGE),
-                decimals=2,
-                per_row=True,
-            )
-        )
-        .with_panel(
-            sql_stat(
-                "Grid-only cost", per_currency(GRID_ONLY_COST, IN_RANGE), decimals=2, per_row=True
-            )
-        )
+        .with_panel(money_stat("Savings", SAVINGS, IN_RANGE))
+        .with_panel(money_stat("Net grid cost (import - export)", NET_COST, IN_RANGE))
+        .with_panel(money_stat("Grid-only cost", GRID_ONLY_COST, IN_RANGE))
         .with_panel(
             sql_stat(
                 "Saved vs grid-only",
