@@ -347,7 +347,7 @@ class TestAgainstTimescale:
         changes = self.query(
             database, world["role_a"], panel_sql(dashboard, "Inventory changes"), node=node
         )
-        assert [c for _, c in changes][0] == "inverter.firmware: 2.4.1 -> 2.4.2"
+        assert changes[0][1] == "inverter.firmware: 2.4.1 -> 2.4.2"
         assert "inverter.serial: - -> A-1" in changes[1][1]
         assert one("Remote access").startswith("OPEN until ")
         assert one("Buffered samples") == 240
