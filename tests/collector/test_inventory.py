@@ -184,7 +184,7 @@ def test_hostile_inventories_are_dead_letters_and_ingest_goes_on(
     collector_factory().start()
     client = mqtt_client(broker, node.id, node.password)
     now = datetime.now(UTC)
-    bodies = [
+    bodies: list[bytes | str] = [
         b"{not json",
         json.dumps(inventory(node.id, now, battery={"capacity_wh": "lots"})),
         json.dumps(inventory(node.id, now, firmware="\x07beep")),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -119,8 +120,8 @@ def test_the_agent_reports_its_inventory_and_a_firmware_update(
     node = Node(issued["node_id"], tenant["id"], issued["mqtt_password"])
     inverter = SimulatedInverter(Site(seed=7), SIMULATOR_UNIT)
 
-    def inventory() -> dict | None:
-        found: dict | None = client.get(f"/nodes/{node.id}").json()["inventory"]
+    def inventory() -> dict[str, Any] | None:
+        found: dict[str, Any] | None = client.get(f"/nodes/{node.id}").json()["inventory"]
         return found
 
     with modbus_server(inverter) as port:
