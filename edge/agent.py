@@ -243,6 +243,7 @@ class Agent:
             "prices_now": price_json(self.prices.at(self.clock())),
             "commands": list(self.commands_handler.last_results),
             "tunnel": self.tunnel.snapshot() if self.tunnel else None,
+            "inventory": self.inventory.content() if self.inventory else None,
         }
 
     def _follow_staged_changes(self) -> None:
@@ -315,8 +316,9 @@ class Agent:
         """Publishes the device inventory (retained) once on each connection and again
         whenever it changes. It is read again every `inventory_interval_s`, and at once
         after the inverter comes back from an outage (a firmware update restarts it);
-        nothing is sent before the inverter first answers."""
-        if not self.publisher.connected.is_set() or not self.device_available:
+        nothing is sent before the inverter first answers. Read while the broker is
+        away too: the status page shows it."""
+        if not self.device_available:
             return
         now = self.monotonic()
         read_at = self._inventory_read_at
@@ -329,7 +331,7 @@ class Agent:
             except (InverterError, ValidationError) as exc:
                 log.warning("inventory not read: %s", exc)
                 return
-        if self.inventory is None:
+        if self.inventory is None or not self.publisher.connected.is_set():
             return
         reported = (self.publisher.connections, self.inventory.content())
         if reported == self._inventory_reported:
