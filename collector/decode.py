@@ -18,6 +18,7 @@ from pydantic_core import from_json
 
 from collector.telemetry_row import Decision, decision, telemetry_row
 from contract.fields import PG_INTEGER_RANGES
+from contract.inventory import MAX_INVENTORY_BYTES, NodeInventory
 from contract.telemetry import (
     IMPLAUSIBLE_ERROR_TYPES,
     NODE_STATUS,
@@ -86,10 +87,10 @@ class DecodedMessage:
     """One received message, decoded: what the batch writer commits for it.
 
     Its accepted samples as telemetry rows (tenant not set yet), the decisions of those
-    that carry one, or its status; and its dead letters. `live` is False for a replayed
-    backlog, whose timestamps say nothing about the node's clock. The payload stays for
-    the dead letters only the writer can file (unknown or disabled node, data the
-    database refuses)."""
+    that carry one, or its status, or its inventory; and its dead letters. `live` is
+    False for a replayed backlog, whose timestamps say nothing about the node's clock.
+    The payload stays for the dead letters only the writer can file (unknown or
+    disabled node, data the database refuses)."""
 
     topic: str
     payload: bytes
@@ -99,6 +100,7 @@ class DecodedMessage:
     decisions: list[Decision] = field(default_factory=list)
     live: bool = True
     status: NodeStatus | None = None
+    inventory: NodeInventory | None = None
     dead: list[DeadLetter] = field(default_factory=list)
 
 
@@ -127,9 +129,9 @@ class Decoder:
         self.limits = limits
 
     def decode(self, topic: str, payload: bytes, received_at: datetime) -> DecodedMessage:
-        """Validates a message from `nodes/{id}/telemetry` or `nodes/{id}/status`."""
+        """Validates a message from `nodes/{id}/telemetry`, `/status` or `/inventory`."""
         parsed = parse_node_topic(topic)
-        if parsed is None or parsed[1] not in ("telemetry", "status"):
+        if parsed is None or parsed[1] not in ("telemetry", "status", "inventory"):
             out = DecodedMessage(topic, payload, received_at, None)
             return self._reject(out, Reason.UNEXPECTED_TOPIC, "not a node topic")
         node_id, kind = parsed
@@ -144,7 +146,31 @@ class Decoder:
             )
         if kind == "status":
             return self._decode_status(out)
+        if kind == "inventory":
+            return self._decode_inventory(out)
         return self._decode_telemetry(out)
+
+    def _decode_inventory(self, out: DecodedMessage) -> DecodedMessage:
+        """An inventory names its own node and is no later than its arrival (a report
+        from the future would hide every later one: collector/inventory.py keeps the
+        newest by the node's clock)."""
+        if len(out.payload) > MAX_INVENTORY_BYTES:
+            size = f"{len(out.payload)} bytes > {MAX_INVENTORY_BYTES} for an inventory"
+            return self._reject(out, Reason.PAYLOAD_TOO_LARGE, size)
+        try:
+            inventory = NodeInventory.model_validate_json(out.payload)
+        except ValidationError as exc:
+            return self._reject(out, *_reason_for(exc))
+        if inventory.node_id != out.node_id:
+            detail = f"payload node_id {inventory.node_id!r} on topic {out.topic!r}"
+            return self._reject(out, Reason.NODE_ID_MISMATCH, detail)
+        if inventory.ts > out.received_at + self.limits.future_tolerance:
+            detail = (
+                f"{inventory.ts.isoformat()} is ahead of receive time {out.received_at.isoformat()}"
+            )
+            return self._reject(out, Reason.TIMESTAMP_IN_FUTURE, detail)
+        out.inventory = inventory
+        return out
 
     def _decode_status(self, out: DecodedMessage) -> DecodedMessage:
         try:

@@ -27,6 +27,7 @@ from collector.conflicts import (
     stored_time_conflicts,
 )
 from collector.decode import DeadLetter, DecodedMessage, Reason
+from collector.inventory import record_inventory
 from collector.telemetry_row import (
     DECISION_KEY_COLUMNS,
     DECISION_SIGHTING_COLUMNS,
@@ -350,7 +351,7 @@ class BatchWriter:
             confirmed = SeqsByNode()
             for item in batch:
                 dead.extend((item.received_at, d) for d in item.dead)
-                if not (item.rows or item.status) or item.node_id is None:
+                if not (item.rows or item.status or item.inventory) or item.node_id is None:
                     if item.node_id is not None and item.dead:
                         known = nodes.get(item.node_id)
                         if known is not None and known.enabled:
@@ -365,6 +366,9 @@ class BatchWriter:
                     continue
                 if item.status is not None:
                     statuses.append((item, node.tenant_id))
+                    continue
+                if item.inventory is not None:
+                    record_inventory(cur, item.inventory, item.received_at)
                     continue
                 for row in item.rows:
                     row[TENANT_ID_INDEX] = node.tenant_id

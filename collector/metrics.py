@@ -17,7 +17,7 @@ class ReceivedCounts(Collector):
     takes a lock on every increment: at tens of thousands of messages a second that
     was a few percent of the collector's CPU."""
 
-    KINDS = ("telemetry", "status", "other")
+    KINDS = ("telemetry", "status", "inventory", "other")
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self._counts = dict.fromkeys(self.KINDS, 0)

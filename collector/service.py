@@ -71,7 +71,7 @@ class Collector:
         self._committer = Committer(
             self._writer_process, metrics, settings.db_retry_max_s, self._stopping
         )
-        kinds = ("telemetry", "status")
+        kinds = ("telemetry", "status", "inventory")
         if settings.shared_subscription:
             filters = [topics.shared_subscription(kind) for kind in kinds]
         else:

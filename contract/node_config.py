@@ -162,6 +162,9 @@ class NodeConfig(ServiceSettings, MqttSettings):
     # this long, or the agent rolls back to the previous file.
     config_apply_deadline_s: Seconds = 120.0
     heartbeat_interval_s: Seconds = 60.0
+    # How often to read the device inventory again (contract/inventory.py): a firmware
+    # update shows at the hub within this long (or at once, if the inverter restarts).
+    inventory_interval_s: Seconds = 300.0
 
     # SELF_UPDATE installs wattfleet==<version> with pip from here (default: PyPI);
     # find_links alone (an https URL or a local folder of wheels) means no index at all.

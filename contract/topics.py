@@ -11,7 +11,7 @@ SHARED_GROUP = "collector"
 NODE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 _NODE_ID = re.compile(NODE_ID_PATTERN)
 
-KINDS = ("telemetry", "status", "commands", "acks", "logs", "ingested", "config")
+KINDS = ("telemetry", "status", "commands", "acks", "logs", "ingested", "config", "inventory")
 
 
 def node_topic(node_id: str, kind: str) -> str:
@@ -51,6 +51,11 @@ def ingested(node_id: str) -> str:
 def config(node_id: str) -> str:
     """Where the node reports the config it runs, retained (node_config.ReportedConfig)."""
     return node_topic(node_id, "config")
+
+
+def inventory(node_id: str) -> str:
+    """Where the node reports what it is talking to, retained (inventory.NodeInventory)."""
+    return node_topic(node_id, "inventory")
 
 
 def all_nodes(kind: str) -> str:

@@ -79,7 +79,7 @@ def collector_role() -> dict[str, Any]:
     """The shared subscription, or the plain one of a single collector (see
     `shared_subscription` in collector/config.py), and the nodes' ingest confirmations."""
     acls = []
-    for kind in ("telemetry", "status"):
+    for kind in ("telemetry", "status", "inventory"):
         acls.append(_acl("subscribeLiteral", topics.shared_subscription(kind)))
         acls.append(_acl("subscribeLiteral", topics.all_nodes(kind)))
         acls.append(_acl("publishClientReceive", topics.all_nodes(kind)))
@@ -121,11 +121,11 @@ def node_role_name(node_id: str) -> str:
 
 
 def node_role(node_id: str) -> dict[str, Any]:
-    """Node X writes only its own status/telemetry/acks/logs/config, reads its commands,
-    its ingest confirmations and the hub's broadcasts."""
+    """Node X writes only its own status, telemetry, acks, logs, config and inventory,
+    reads its commands, its ingest confirmations and the hub's broadcasts."""
     acls = [
         _acl("publishClientSend", topics.node_topic(node_id, kind))
-        for kind in ("status", "telemetry", "acks", "logs", "config")
+        for kind in ("status", "telemetry", "acks", "logs", "config", "inventory")
     ]
     acls += _receive(topics.commands(node_id)) + _receive(topics.ingested(node_id))
     acls += _receive(topics.BROADCAST)

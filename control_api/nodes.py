@@ -43,8 +43,11 @@ SELECT_NODES = """
 SELECT n.id, n.tenant_id, n.display_name, n.timezone,
     coalesce(n.timezone, t.timezone) AS effective_timezone, n.enabled, n.created_at,
     coalesce(s.state, 'unknown') AS state, s.last_seen_at, s.agent_version, s.clock_drift_s,
-    s.tunnel_state, s.tunnel_until, s.tunnel_remote_port, s.tunnel_detail, s.tunnel_public_key
+    s.tunnel_state, s.tunnel_until, s.tunnel_remote_port, s.tunnel_detail, s.tunnel_public_key,
+    CASE WHEN i.node_id IS NOT NULL THEN i.inventory || jsonb_build_object(
+        'reported_at', i.reported_at, 'received_at', i.received_at) END AS inventory
 FROM nodes n JOIN tenants t ON t.id = n.tenant_id LEFT JOIN node_status s ON s.node_id = n.id
+LEFT JOIN node_inventory i ON i.node_id = n.id
 """
 BROKER_DOWN = "the broker did not take the change; nothing was changed: {}"
 RESERVED = "node id {!r} is reserved: the hub's own broker accounts and client ids use it"
@@ -104,14 +107,45 @@ def detail(conn: Connection, node_id: str) -> dict[str, Any]:
     )
 
 
-def list_visible(conn: Connection, user: Principal) -> list[dict[str, Any]]:
-    """Every node for an admin, the user's tenant's otherwise, with live status."""
-    if user.is_admin:
-        result = conn.execute(text(SELECT_NODES + " ORDER BY n.id"))
-    else:
-        result = conn.execute(
-            text(SELECT_NODES + " WHERE n.tenant_id = :t ORDER BY n.id"), {"t": user.tenant_id}
-        )
+@dataclass(frozen=True)
+class InventoryFilter:
+    """GET /nodes?model=&firmware=: each an exact value, or a prefix when it ends in `*`
+    (validated where the request enters: control_api/schemas.py)."""
+
+    model: str | None = None
+    firmware: str | None = None
+
+    def where(self) -> tuple[list[str], dict[str, Any]]:
+        """SQL conditions on the inventory (alias `i`) and their parameters."""
+        conditions: list[str] = []
+        params: dict[str, Any] = {}
+        for column, value in (("model", self.model), ("firmware", self.firmware)):
+            if value is None:
+                continue
+            if value.endswith("*"):
+                conditions.append(f"i.{column} LIKE :{column} ESCAPE '\\'")
+                params[column] = _like_escaped(value[:-1]) + "%"
+            else:
+                conditions.append(f"i.{column} = :{column}")
+                params[column] = value
+        return conditions, params
+
+
+def _like_escaped(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def list_visible(
+    conn: Connection, user: Principal, inventory: InventoryFilter | None = None
+) -> list[dict[str, Any]]:
+    """Every node for an admin, the user's tenant's otherwise, with live status and
+    inventory; only those whose inventory matches `inventory`, if given."""
+    conditions, params = (inventory or InventoryFilter()).where()
+    if not user.is_admin:
+        conditions.append("n.tenant_id = :t")
+        params["t"] = user.tenant_id
+    where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+    result = conn.execute(text(SELECT_NODES + where + " ORDER BY n.id"), params)
     return [dict(r) for r in result.mappings()]
 
 

@@ -10,6 +10,13 @@ from fastapi import Path, Query
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from contract.commands import MAX_COMMAND_ID_CHARS, MAX_LOG_CHUNKS
+from contract.inventory import (
+    PRINTABLE,
+    AgentInventory,
+    BatteryInventory,
+    InverterInventory,
+    MeterInventory,
+)
 from contract.tariff import TariffVersion, TimeZoneName
 from contract.text import STORABLE
 from contract.topics import NODE_ID_PATTERN
@@ -49,6 +56,14 @@ CommandIdQuery = Annotated[str, Query(min_length=1, max_length=MAX_COMMAND_ID_CH
 # A page of a command's log chunks: where it starts, and how many chunks at most.
 LogChunkQuery = Annotated[int, Query(ge=0, lt=MAX_LOG_CHUNKS)]
 LogLimitQuery = Annotated[int, Query(ge=1, le=MAX_LOG_CHUNKS)]
+# GET /nodes?model=&firmware=: an inverter model or firmware version, exact, or a
+# prefix when it ends in `*` (the only place a `*` may be).
+InventoryFilterQuery = Annotated[
+    str,
+    Query(min_length=1, max_length=33, pattern=r"^[^*]+\*?$"),
+    STORABLE,
+    PRINTABLE,
+]
 # Database ids are bigint: a larger number is not an id, not a server error.
 MAX_DB_ID = 2**63 - 1
 DbId = Annotated[int, Field(ge=1, le=MAX_DB_ID)]
@@ -199,6 +214,18 @@ class DatabaseRoleOut(SecretOut):
     password: str
 
 
+class InventoryOut(BaseModel):
+    """The node's newest device inventory (contract/inventory.py): `reported_at` is when
+    the node read it (its clock), `received_at` when the hub stored it."""
+
+    reported_at: datetime
+    received_at: datetime
+    inverter: InverterInventory
+    battery: BatteryInventory | None
+    meter: MeterInventory | None
+    agent: AgentInventory
+
+
 class NodeOut(BaseModel):
     id: str
     tenant_id: int
@@ -220,6 +247,8 @@ class NodeOut(BaseModel):
     tunnel_remote_port: int | None = None
     tunnel_detail: str | None = None
     tunnel_public_key: str | None = None
+    # What the node talks to, as it last reported (null: never reported).
+    inventory: InventoryOut | None = None
 
 
 class NodeChangeOut(NodeOut):

@@ -17,6 +17,7 @@ from pymodbus.client import ModbusSerialClient, ModbusTcpClient
 
 from contract.failure_log import FailureLog
 from contract.fields import GRID_PRICE, LOAD_POWER_W, NODE_ID, TS, wire_body
+from contract.inventory import NodeInventory
 from contract.node_config import ReportedConfig, effective_config
 from contract.telemetry import TELEMETRY_SAMPLE
 from edge.buffer import SampleBuffer
@@ -27,6 +28,7 @@ from edge.coordinator import Coordination, CoordinatorServer, decision_json
 from edge.energy_meter import EnergyMeter
 from edge.energy_today import EnergyToday
 from edge.http_fallback import HttpFallback
+from edge.inventory import agent_inventory, read_inventory
 from edge.inverter import InverterError, Reading, SunSpecDevice
 from edge.prices import Prices, SitePrices
 from edge.publisher import Publisher
@@ -104,6 +106,7 @@ class Agent:
         markers (by default the config file's folder, else the buffer's)."""
         self.settings = settings
         self.clock = clock
+        self.monotonic = monotonic
         self.metrics = EdgeMetrics(CollectorRegistry())
         self.buffer = SampleBuffer(
             settings.buffer_path, settings.buffer_max_samples, settings.buffer_max_age
@@ -188,6 +191,12 @@ class Agent:
         self.last_seq: int | None = None
         # (connection, version) the config was last reported for.
         self._config_reported: tuple[int, int | None] | None = None
+        self._agent_inventory = agent_inventory(self.publisher.agent_version)
+        self.inventory: NodeInventory | None = None
+        # When the inventory was last read (monotonic; None: read it at the next chance),
+        # and the (connection, content) it was last published for.
+        self._inventory_read_at: float | None = None
+        self._inventory_reported: tuple[int, dict[str, Any]] | None = None
 
     @staticmethod
     def _tunnel(
@@ -234,6 +243,7 @@ class Agent:
             "prices_now": price_json(self.prices.at(self.clock())),
             "commands": list(self.commands_handler.last_results),
             "tunnel": self.tunnel.snapshot() if self.tunnel else None,
+            "inventory": self.inventory.content() if self.inventory else None,
         }
 
     def _follow_staged_changes(self) -> None:
@@ -301,6 +311,33 @@ class Agent:
             version=version, ts=self.clock(), config=effective_config(self.settings)
         )
         self.publisher.send("config", report.model_dump(mode="json"), retain=True)
+
+    def report_inventory(self) -> None:
+        """Publishes the device inventory (retained) once on each connection and again
+        whenever it changes. It is read again every `inventory_interval_s`, and at once
+        after the inverter comes back from an outage (a firmware update restarts it);
+        nothing is sent before the inverter first answers. Read while the broker is
+        away too: the status page shows it."""
+        if not self.device_available:
+            return
+        now = self.monotonic()
+        read_at = self._inventory_read_at
+        if read_at is None or now - read_at >= self.settings.inventory_interval_s:
+            self._inventory_read_at = now
+            try:
+                self.inventory = read_inventory(
+                    self.device, self.settings.node_id, self.clock(), self._agent_inventory
+                )
+            except (InverterError, ValidationError) as exc:
+                log.warning("inventory not read: %s", exc)
+                return
+        if self.inventory is None or not self.publisher.connected.is_set():
+            return
+        reported = (self.publisher.connections, self.inventory.content())
+        if reported == self._inventory_reported:
+            return
+        self._inventory_reported = reported
+        self.publisher.send("inventory", self.inventory.model_dump(mode="json"), retain=True)
 
     def oldest_unconfirmed_age_s(self) -> int | None:
         """Seconds since the oldest buffered sample (not yet confirmed by the hub) was
@@ -420,6 +457,7 @@ class Agent:
             return None
         if self._device_failures.recover():
             log.info("inverter available again")
+            self._inventory_read_at = None
         self.last_reading = reading
         self.last_reading_at = now
         energy, point = self.energy_meter.measure(reading, now)
@@ -458,6 +496,7 @@ class Agent:
                     self.heartbeat()
                     next_heartbeat = now + self.settings.heartbeat_interval_s
                 self.report_config()
+                self.report_inventory()
                 backlog = self.publisher.pump()
                 if self.http_fallback is not None:
                     backlog = self.http_fallback.pump() or backlog

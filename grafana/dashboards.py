@@ -92,6 +92,19 @@ WHERE latest_ts > now() - interval '15 minutes'
 """
 
 
+# The energy in a battery now: its latest SOC (recent only, as LATEST_POWER) times the
+# nameplate capacity its node reports (node_inventory, migration 0018), in kWh. `s`:
+# node_status, `i`: node_inventory.
+STORED_KWH = (
+    f"CASE WHEN s.latest_ts > now() - interval '15 minutes'"
+    f" THEN s.{SOC_PERCENT.column} * i.battery_capacity_wh / 100000 END"
+)
+# What a fleet table shows of each node's inventory (`s`, `i` as above).
+INVENTORY_COLUMNS = f"""
+    i.model AS "inverter model", i.firmware, i.serial,
+    i.battery_capacity_wh / 1000 AS "battery kWh", {STORED_KWH} AS "stored kWh"
+"""
+
 # Sites offline first, then those never heard from, then the rest; by name within.
 STATE_ORDER = (
     "CASE coalesce(s.state, 'unknown') WHEN 'offline' THEN 0 WHEN 'unknown' THEN 1 ELSE 2 END"
@@ -144,9 +157,11 @@ def fleet_overview() -> dashboard.Dashboard:
                     f"""
                     SELECT n.id AS node, n.display_name AS name, t.slug AS tenant,
                         coalesce(s.state, 'unknown') AS state, s.last_seen_at AS "last seen",
-                        s.agent_version AS agent, s.clock_drift_s AS "clock drift s"
+                        s.agent_version AS agent, s.clock_drift_s AS "clock drift s",
+                        {INVENTORY_COLUMNS}
                     FROM nodes n JOIN tenants t ON t.id = n.tenant_id
                     LEFT JOIN node_status s ON s.node_id = n.id
+                    LEFT JOIN node_inventory i ON i.node_id = n.id
                     ORDER BY {STATE_ORDER}, 3, 1
                     """
                 )
@@ -168,8 +183,8 @@ def sites() -> dashboard.Dashboard:
     return base(
         "wattfleet-sites",
         "Sites",
-        "Every site of this organization: state, battery, PV, and its savings today and"
-        " this month (local days).",
+        "Every site of this organization: state, battery, PV, its savings today and this"
+        " month (local days), and its inverter and battery.",
     ).with_panel(
         table.Panel()
         .title("Sites")
@@ -181,9 +196,10 @@ def sites() -> dashboard.Dashboard:
                     coalesce(s.state, 'unknown') AS state, s.last_seen_at AS "last seen",
                     l.{SOC_PERCENT.column} AS "SOC %", l.{SOLAR_POWER_W.column} AS "PV W",
                     m.today AS "savings today", m.month AS "savings this month", m.currency,
-                    m.coverage AS "coverage today %"
+                    m.coverage AS "coverage today %", {INVENTORY_COLUMNS}
                 FROM nodes n
                 LEFT JOIN node_status s ON s.node_id = n.id
+                LEFT JOIN node_inventory i ON i.node_id = n.id
                 LEFT JOIN LATERAL (
                     SELECT s.{SOC_PERCENT.column}, s.{SOLAR_POWER_W.column}
                     WHERE s.latest_ts > now() - interval '15 minutes'
@@ -263,13 +279,40 @@ FROM node_status WHERE {NODE_FILTER_ONE}
 """
 
 
+def _inventory(columns: str) -> str:
+    """The node's inventory as it last reported (node_inventory)."""
+    return f"SELECT {columns} FROM node_inventory WHERE {NODE_FILTER_ONE}"
+
+
+# The latest SOC as energy: STORED_KWH for the one node.
+STORED_NOW = f"""
+SELECT {STORED_KWH} AS "kWh"
+FROM node_status s JOIN node_inventory i ON i.node_id = s.node_id WHERE s.{NODE_FILTER_ONE}
+"""
+# The battery's energy over time: its SOC times the capacity it reports now (a
+# replaced battery rescales its history).
+STORED_SERIES = (
+    f"avg({SOC_AVG.column}) * (SELECT battery_capacity_wh / 100000 FROM node_inventory"
+    f' WHERE {NODE_FILTER_ONE}) AS "stored kWh"'
+)
+# Each change of the node's inventory, newest first: `path: from -> to; ...`.
+INVENTORY_CHANGES = f"""
+SELECT h.changed_at AS time,
+    (SELECT string_agg(format('%s: %s -> %s', c.path, coalesce(c.change->>'from', '-'),
+                              coalesce(c.change->>'to', '-')), '; ' ORDER BY c.path)
+     FROM jsonb_each(h.changes) AS c(path, change)) AS changes
+FROM node_inventory_history h WHERE h.{NODE_FILTER_ONE}
+ORDER BY h.changed_at DESC LIMIT 20
+"""
+
+
 def site() -> dashboard.Dashboard:
     return (
         base(
             "wattfleet-site",
             "Site",
             "One site: battery, PV, load, grid, prices, savings, decisions, commands,"
-            " unconfirmed backlog, remote access.",
+            " unconfirmed backlog, remote access, inverter and battery.",
         )
         .with_variable(node_variable(multi=False))
         .with_panel(sql_stat("State", f"SELECT state FROM node_status WHERE {NODE_FILTER_ONE}"))
@@ -290,6 +333,22 @@ def site() -> dashboard.Dashboard:
                 f"SELECT agent_version AS version FROM node_status WHERE {NODE_FILTER_ONE}",
             )
         )
+        .with_panel(
+            sql_stat(
+                "Inverter", _inventory("concat_ws(' ', manufacturer, model) AS inverter")
+            ).no_value("not reported")
+        )
+        .with_panel(sql_stat("Firmware", _inventory("firmware")).no_value("not reported"))
+        .with_panel(sql_stat("Serial number", _inventory("serial")).no_value("not reported"))
+        .with_panel(
+            sql_stat(
+                "Battery capacity",
+                _inventory('battery_capacity_wh / 1000 AS "kWh"'),
+                "kwatth",
+                1,
+            ).no_value("not reported")
+        )
+        .with_panel(sql_stat("Battery energy now", STORED_NOW, "kwatth", 1))
         .with_panel(money_stat("Savings today", SAVINGS, SITE_ENERGY + TODAY))
         .with_panel(money_stat("Net grid cost today", NET_COST, SITE_ENERGY + TODAY))
         .with_panel(money_stat("Savings this month", SAVINGS, SITE_ENERGY + THIS_MONTH))
@@ -319,6 +378,7 @@ def site() -> dashboard.Dashboard:
                 "percent",
             )
         )
+        .with_panel(series("Battery energy (kWh)", _site_series(STORED_SERIES), "kwatth"))
         .with_panel(
             series(
                 "Power",
@@ -426,6 +486,14 @@ def site() -> dashboard.Dashboard:
                 )
             )
             .height(8)
+            .span(24)
+        )
+        .with_panel(
+            table.Panel()
+            .title("Inventory changes")
+            .datasource(TIMESCALE)
+            .with_target(Sql(INVENTORY_CHANGES))
+            .height(6)
             .span(24)
         )
     )

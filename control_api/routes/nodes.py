@@ -23,6 +23,7 @@ from control_api.deps import (
 )
 from control_api.schemas import (
     CommandIdQuery,
+    InventoryFilterQuery,
     LogChunkQuery,
     LogLimitQuery,
     NodeChangeOut,
@@ -50,8 +51,16 @@ def _credentials_out(
 
 
 @router.get("", response_model=list[NodeOut])
-def list_nodes(user: CurrentUser, conn: DbConn) -> Any:
-    return nodes.list_visible(conn, user)
+def list_nodes(
+    user: CurrentUser,
+    conn: DbConn,
+    model: InventoryFilterQuery | None = None,
+    firmware: InventoryFilterQuery | None = None,
+) -> Any:
+    """The nodes the caller may see, with live status and inventory. `model` and
+    `firmware` keep those whose inverter reports that model or firmware version: the
+    exact value, or a prefix when it ends in `*` (`firmware=1.2*`)."""
+    return nodes.list_visible(conn, user, nodes.InventoryFilter(model, firmware))
 
 
 @router.post(

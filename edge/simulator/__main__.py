@@ -1,5 +1,5 @@
-"""`wattfleet-simulator --host 127.0.0.1 --port P [--unit-id U] [--seed S] [--at HH:MM]`
-(or `python -m edge.simulator ...`)
+"""`wattfleet-simulator --host 127.0.0.1 --port P [--unit-id U] [--seed S] [--at HH:MM]
+[--firmware V]` (or `python -m edge.simulator ...`)
 
 Serves one simulated site as a SunSpec Modbus TCP device until SIGTERM or Ctrl-C. Run
 several with different ports (and seeds) for a fleet. With `--serial /dev/ttyX` it serves
@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 
 from edge.simulator.coordinator import coordinate, http_url
-from edge.simulator.device import SimulatedInverter
+from edge.simulator.device import FIRMWARE, SimulatedInverter
 from edge.simulator.site import Site
 
 
@@ -38,6 +38,7 @@ async def serve(args: argparse.Namespace) -> None:
         fixed = frozen_clock(args.at)
         clock = lambda: fixed  # noqa: E731 - a constant clock
     inverter = SimulatedInverter(Site(seed=args.seed, soc_percent=args.soc), args.unit_id, clock)
+    inverter.firmware = args.firmware
     server: ModbusSerialServer | ModbusTcpServer
     if args.serial:
         server = inverter.serial_server(args.serial, args.baudrate)
@@ -71,6 +72,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1, help="site variation (PV size, load)")
     parser.add_argument("--soc", type=float, default=50.0, help="initial state of charge, %%")
     parser.add_argument("--at", metavar="HH:MM", help="freeze the simulated clock (UTC)")
+    parser.add_argument(
+        "--firmware", default=FIRMWARE, help="the inverter's firmware version (common model Vr)"
+    )
     parser.add_argument(
         "--coordinator",
         type=http_url,

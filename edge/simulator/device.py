@@ -1,9 +1,11 @@
 """A SunSpec register image of a simulated hybrid inverter, served by pymodbus.
 
 Models, in chain order after "SunS" at 40000: 1 (common), 103 (inverter), 124 (storage),
-160 (MPPT, two strings), 203 (grid meter), end. Every read refreshes the dynamic points
-from the site physics; writes are accepted only on model 124's writable controls, and
-the physics follows them from the next read on. The lifetime energy counters (103 WH,
+802 (battery nameplate), 160 (MPPT, two strings), 203 (grid meter), end. Every read
+refreshes the dynamic points from the site physics, and the common model's firmware
+version from `SimulatedInverter.firmware` (a test changes it to play a firmware
+update); writes are accepted only on model 124's writable controls, and the physics
+follows them from the next read on. The lifetime energy counters (103 WH,
 160 DCWH per string, 203 TotWhImp / TotWhExp) integrate the simulated powers between
 reads, starting from seeded lifetime totals, and wrap as acc32 points do.
 """
@@ -30,9 +32,22 @@ from edge.registers import (
 from edge.simulator.site import Site
 
 BASE = 40_000
-CHAIN = (1, 103, 124, 160, 203)
+CHAIN = (1, 103, 124, 802, 160, 203)
 # Fixed scale factors of this device (10^sf).
-SCALES = {"ChaState_SF": -1, "InBatV_SF": -1, "InOutWRte_SF": -1, "MinRsvPct_SF": -1}
+SCALES = {
+    "ChaState_SF": -1,
+    "InBatV_SF": -1,
+    "InOutWRte_SF": -1,
+    "MinRsvPct_SF": -1,
+    "AHRtg_SF": -1,
+    "WHRtg_SF": 1,
+}
+MANUFACTURER = "wattfleet"
+MODEL = "simulated hybrid"
+OPTIONS = "battery"
+FIRMWARE = "1.0.0"
+# The battery's nominal voltage, for its amp-hour rating.
+NOMINAL_BATTERY_V = 51.2
 # Each string's share of the PV power.
 STRING_SHARES = (0.6, 0.4)
 STORCTL_CHARGE, STORCTL_DISCHARGE = 0b01, 0b10
@@ -42,7 +57,7 @@ CHAST_DISCHARGING, CHAST_CHARGING, CHAST_HOLDING = 3, 4, 6
 class SunSpecImage:
     """Registers from BASE on, and where each model's points live."""
 
-    def __init__(self, regmap: RegisterMap, unit_id: int, serial: str) -> None:
+    def __init__(self, regmap: RegisterMap, serial: str, site: Site) -> None:
         self.regmap = regmap
         self.starts: dict[int, int] = {}
         regs = list(SUNS_MARKER)
@@ -60,10 +75,15 @@ class SunSpecImage:
             for name, point in regmap.models[model_id].points.items():
                 if point.type == "sunssf":
                     self.set(self.registers, model_id, name, SCALES.get(name, 0))
-        self.set(self.registers, 1, "Mn", "wattfleet")
-        self.set(self.registers, 1, "Md", "simulated hybrid inverter")
-        self.set(self.registers, 1, "Vr", "1.0")
+        self.set(self.registers, 1, "Mn", MANUFACTURER)
+        self.set(self.registers, 1, "Md", MODEL)
+        self.set(self.registers, 1, "Opt", OPTIONS)
+        self.set(self.registers, 1, "Vr", FIRMWARE)
         self.set(self.registers, 1, "SN", serial)
+        self.set(self.registers, 802, "WHRtg", site.capacity_wh)
+        self.set(self.registers, 802, "AHRtg", site.capacity_wh / NOMINAL_BATTERY_V)
+        self.set(self.registers, 802, "WChaRteMax", site.max_battery_w)
+        self.set(self.registers, 802, "WDisChaRteMax", site.max_battery_w)
         self.set(self.registers, 160, "N", len(STRING_SHARES))
         self.set(self.registers, 103, "St", 4)  # MPPT: producing
         self.set(self.registers, 103, "Evt1", 0)
@@ -116,7 +136,9 @@ class SimulatedInverter:
         self.site = site
         self.unit_id = unit_id
         self.clock = clock
-        self.image = SunSpecImage(sunspec_map(), unit_id, f"SIM-{site.seed:06d}")
+        self.image = SunSpecImage(sunspec_map(), f"SIM-{site.seed:06d}", site)
+        # The firmware version the common model shows (Vr) from the next read on.
+        self.firmware = FIRMWARE
         self.energy_wh = 0.0
         # Lifetime counters, Wh (a test may set them, e.g. near the wrap).
         self.string_wh = [1_000_000.0 * (i + 1) + site.seed for i in range(len(STRING_SHARES))]
@@ -196,6 +218,7 @@ class SimulatedInverter:
                 self.string_wh[i] += string_w * hours
         self._last_s = now
         img, site = self.image, self.site
+        img.set(registers, 1, "Vr", self.firmware)
         img.set(registers, 103, "W", ac_w)
         img.set(registers, 103, "DCW", snap.pv_w)
         img.set(registers, 103, "WH", acc32(self.energy_wh))

@@ -36,6 +36,7 @@ def test_node_role_names_only_its_own_topics():
         ("publishClientSend", "nodes/n1/acks"),
         ("publishClientSend", "nodes/n1/logs"),
         ("publishClientSend", "nodes/n1/config"),
+        ("publishClientSend", "nodes/n1/inventory"),
         ("subscribeLiteral", "nodes/n1/commands"),
         ("publishClientReceive", "nodes/n1/commands"),
         ("subscribeLiteral", "nodes/n1/ingested"),

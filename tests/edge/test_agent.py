@@ -46,6 +46,7 @@ def test_agent_publishes_what_the_inverter_reads(database, site):
     assert status["device_available"] is True
     assert status["soc_percent"] == pytest.approx(62.5)
     assert status["last_seq"] >= 4
+    assert status["inventory"]["inverter"]["serial"] == "SIM-000007"
     assert "wattfleet_edge_broker_connected 1.0" in metrics
     assert "wattfleet_edge_oldest_unconfirmed_age_seconds" in metrics
     assert "oldest_unconfirmed_age_s" in status

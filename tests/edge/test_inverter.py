@@ -33,7 +33,14 @@ def _signed(value: int) -> int:
 
 
 def test_discovery_walks_the_model_chain(device):
-    assert device.discover() == {1: 40004, 103: 40072, 124: 40124, 160: 40150, 203: 40200}
+    assert device.discover() == {
+        1: 40004,
+        103: 40072,
+        124: 40124,
+        802: 40150,
+        160: 40214,
+        203: 40264,
+    }
     common = device.read_model(1)
     assert (common["Mn"], common["SN"]) == ("wattfleet", "SIM-000007")
 

@@ -14,6 +14,8 @@ import psycopg
 import pytest
 from sqlalchemy import create_engine
 
+from collector.inventory import record_inventory
+from contract.inventory import NodeInventory
 from control_api.audit import AuditEntry, append
 from grafana import build
 from tests.support.fleet import create_node, create_tenant, unique
@@ -26,6 +28,25 @@ from timescale.database import sqlalchemy_url
 
 DASHBOARDS = REPO / "grafana" / "dashboards"
 ADMIN_ROLE = "wattfleet_grafana_admin"
+
+
+def site_inventory(node_id: str, firmware: str, ts: datetime) -> NodeInventory:
+    return NodeInventory.model_validate(
+        {
+            "node_id": node_id,
+            "ts": ts,
+            "inverter": {
+                "manufacturer": "Acme",
+                "model": "HY-10",
+                "firmware": firmware,
+                "serial": "A-1",
+                "sunspec_model": 103,
+            },
+            "battery": {"sunspec_model": 802, "capacity_wh": 10_000.0},
+            "agent": {"version": "0.1.0", "python": "3.11.2", "os": "Linux"},
+        },
+        strict=False,
+    )
 
 
 def load(uid: str) -> dict[str, Any]:
@@ -143,6 +164,10 @@ class TestAgainstTimescale:
                 " expires_at) VALUES (%s, %s, %s, 'FORCE_CHARGE', '{}', 'succeeded', %s, %s)",
                 (unique("cmd"), node_a, tenant_a, now, now + timedelta(minutes=5)),
             )
+            # A's inventory: a 10 kWh battery, its firmware updated from 2.4.1 to 2.4.2 now.
+            for firmware, at in (("2.4.1", now - timedelta(days=3)), ("2.4.2", now)):
+                with conn.cursor() as cur:
+                    record_inventory(cur, site_inventory(node_a, firmware, at), at)
             refresh_all(conn)
             # As an operator does for the admin organization's datasource.
             conn.execute(f"ALTER ROLE {ADMIN_ROLE} LOGIN PASSWORD 'grafana-admin-test'")
@@ -306,6 +331,24 @@ class TestAgainstTimescale:
         )
         assert price == (0.80 if datetime.now(UTC).hour < 12 else 0.40, 0.10, "PLN")
         assert one("Agent version") == "0.1.0"
+        assert one("Inverter") == "Acme HY-10"
+        assert one("Firmware") == "2.4.2"
+        assert one("Serial number") == "A-1"
+        assert one("Battery capacity") == 10.0
+        assert one("Battery energy now") == pytest.approx(7.15)  # 71.5 % of 10 kWh
+        stored = self.query(
+            database,
+            world["role_a"],
+            panel_sql(dashboard, "Battery energy (kWh)"),
+            world["day"],
+            node=node,
+        )
+        assert {round(r[1], 3) for r in stored} == {4.0, 8.0}  # SOC 40 and 80 %
+        changes = self.query(
+            database, world["role_a"], panel_sql(dashboard, "Inventory changes"), node=node
+        )
+        assert changes[0][1] == "inverter.firmware: 2.4.1 -> 2.4.2"
+        assert "inverter.serial: - -> A-1" in changes[1][1]
         assert one("Remote access").startswith("OPEN until ")
         assert one("Buffered samples") == 240
         assert one("Oldest unconfirmed") == 1300
@@ -338,6 +381,9 @@ class TestAgainstTimescale:
         [own] = self.query(database, world["role_a"], sql)
         assert own[:3] == (world["node_a"], world["node_a"], "online")
         assert own[4:6] == (71.5, 2500.0)  # the live sample
+        # Its inverter and battery: model, firmware, serial, kWh, and the SOC as energy.
+        assert own[-5:-1] == ("HY-10", "2.4.2", "A-1", 10.0)
+        assert own[-1] == pytest.approx(7.15)
         every = self.query(database, self.admin(), sql)
         ours = [r[0] for r in every if r[0] in (world["node_a"], world["node_b"])]
         assert ours == [world["node_b"], world["node_a"]]  # offline first
@@ -350,6 +396,9 @@ class TestAgainstTimescale:
         by_node = {r[0]: r for r in rows}
         assert by_node[world["node_a"]][3] == "online"
         assert by_node[world["node_b"]][3] == "offline"
+        assert by_node[world["node_a"]][-5:-1] == ("HY-10", "2.4.2", "A-1", 10.0)
+        assert by_node[world["node_a"]][-1] == pytest.approx(7.15)
+        assert by_node[world["node_b"]][-5:] == (None,) * 5  # never reported one
         [(pv,)] = self.query(database, self.admin(), panel_sql(dashboard, "PV power now"))
         assert pv >= 2500
 

@@ -25,11 +25,12 @@ WHERE (n.nspname = 'public' AND c.relname IN ('tenants', 'nodes', 'node_status',
        'optimizer_decisions', 'node_events', 'dead_letters', 'telemetry_5m', 'telemetry_1h',
        'telemetry_1d', 'tenant_roles', 'users', 'commands', 'command_events', 'node_configs',
        'audit_log', 'node_alerts', 'node_logs', 'node_reported_configs', 'tariffs',
-       'site_zones', 'site_tariffs', 'energy_5m', 'energy_1h'))
+       'site_zones', 'site_tariffs', 'energy_5m', 'energy_1h', 'node_inventory',
+       'node_inventory_history'))
    OR n.nspname = 'tenant_view' AND c.relkind = 'v'
 """
-# 20 tables and aggregates, 4 analytics views, 13 tenant views.
-EXPECTED_OBJECTS = 20 + 4 + 13
+# 22 tables and aggregates, 4 analytics views, 15 tenant views.
+EXPECTED_OBJECTS = 22 + 4 + 15
 # What a tenant's role can read of the nodes table: never the command keys.
 TENANT_NODE_COLUMNS = (
     "SELECT string_agg(column_name, ',' ORDER BY ordinal_position)"

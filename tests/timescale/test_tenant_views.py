@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
+from collector.inventory import record_inventory
+from contract.inventory import NodeInventory
 from tests.support.aggregates import materialize
 from tests.support.fleet import create_node, create_tenant, unique
 from tests.support.tenants import as_role, create_tenant_role
@@ -23,6 +25,8 @@ TENANT_VIEWS = (
     "optimizer_decisions",
     "node_events",
     "commands",
+    "node_inventory",
+    "node_inventory_history",
 )
 BASE_RELATIONS = (
     "telemetry",
@@ -40,6 +44,8 @@ BASE_RELATIONS = (
     "users",
     "audit_log",
     "node_alerts",
+    "node_inventory",
+    "node_inventory_history",
 )
 
 
@@ -73,6 +79,17 @@ def _seed(database, tenant):
             " expires_at) VALUES (%s, %s, %s, 'RESTART_AGENT', '{}', 'sent', %s, %s)",
             (unique("cmd"), node, tenant, ts, ts + timedelta(minutes=5)),
         )
+        inventory = NodeInventory.model_validate(
+            {
+                "node_id": node,
+                "ts": ts,
+                "inverter": {"sunspec_model": 103},
+                "agent": {"version": "1", "python": "3.11", "os": "Linux"},
+            },
+            strict=False,
+        )
+        with conn.cursor() as cur:
+            record_inventory(cur, inventory, ts)
     return node
 
 
