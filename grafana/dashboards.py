@@ -261,6 +261,25 @@ SELECT CASE
 END AS "remote access"
 FROM node_status WHERE {NODE_FILTER_ONE}
 """
+# The safety lock and dynamic strategy as the node's newest heartbeat said (migration
+# 0021): "LOCKED (local: why)" while control commands are refused.
+SAFETY_LOCK = f"""
+SELECT CASE
+    WHEN safety_locked THEN 'LOCKED (' || safety_lock_source
+        || coalesce(': ' || safety_lock_reason, '') || ')'
+    WHEN safety_locked IS NULL THEN 'not reported'
+    ELSE 'off'
+END AS "safety lock"
+FROM node_status WHERE {NODE_FILTER_ONE}
+"""
+STRATEGY = f"""
+SELECT CASE
+    WHEN strategy_enabled THEN 'on: ' || strategy
+    WHEN strategy_enabled IS NULL THEN 'not reported'
+    ELSE 'off (self-consumption)'
+END AS "strategy"
+FROM node_status WHERE {NODE_FILTER_ONE}
+"""
 
 
 def site() -> dashboard.Dashboard:
@@ -269,11 +288,13 @@ def site() -> dashboard.Dashboard:
             "wattfleet-site",
             "Site",
             "One site: battery, PV, load, grid, prices, savings, decisions, commands,"
-            " unconfirmed backlog, remote access.",
+            " unconfirmed backlog, remote access, safety lock, dynamic strategy.",
         )
         .with_variable(node_variable(multi=False))
         .with_panel(sql_stat("State", f"SELECT state FROM node_status WHERE {NODE_FILTER_ONE}"))
         .with_panel(sql_stat("Remote access", REMOTE_ACCESS).no_value("off"))
+        .with_panel(sql_stat("Safety lock", SAFETY_LOCK).no_value("not reported"))
+        .with_panel(sql_stat("Dynamic strategy", STRATEGY).no_value("not reported"))
         .with_panel(
             sql_stat(
                 "Last seen",

@@ -133,6 +133,13 @@ class TestAgainstTimescale:
                 " WHERE node_id = %s",
                 (now + timedelta(minutes=30), node_a),
             )
+            # A is safety-locked on site, its dynamic strategy off.
+            conn.execute(
+                "UPDATE node_status SET safety_locked = true, safety_lock_source = 'local',"
+                " safety_lock_reason = 'installer at work', strategy_enabled = false,"
+                " strategy = 'time_of_use' WHERE node_id = %s",
+                (node_a,),
+            )
             conn.execute(
                 "INSERT INTO optimizer_decisions (ts, node_id, tenant_id, decision)"
                 " VALUES (%s, %s, %s, 'charge from PV')",
@@ -307,6 +314,8 @@ class TestAgainstTimescale:
         assert price == (0.80 if datetime.now(UTC).hour < 12 else 0.40, 0.10, "PLN")
         assert one("Agent version") == "0.1.0"
         assert one("Remote access").startswith("OPEN until ")
+        assert one("Safety lock") == "LOCKED (local: installer at work)"
+        assert one("Dynamic strategy") == "off (self-consumption)"
         assert one("Buffered samples") == 240
         assert one("Oldest unconfirmed") == 1300
         assert one("Backlog growing since") == world["now"] - timedelta(minutes=20)
