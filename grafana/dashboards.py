@@ -97,6 +97,12 @@ STATE_ORDER = (
     "CASE coalesce(s.state, 'unknown') WHEN 'offline' THEN 0 WHEN 'unknown' THEN 1 ELSE 2 END"
 )
 
+# A table's cell for a site that reports itself safety-locked (empty otherwise).
+LOCKED_CELL = (
+    "CASE WHEN s.safety_locked THEN 'locked (' || s.safety_lock_source || ')' END"
+    ' AS "safety lock"'
+)
+
 
 def fleet_overview() -> dashboard.Dashboard:
     counts = (
@@ -144,7 +150,8 @@ def fleet_overview() -> dashboard.Dashboard:
                     f"""
                     SELECT n.id AS node, n.display_name AS name, t.slug AS tenant,
                         coalesce(s.state, 'unknown') AS state, s.last_seen_at AS "last seen",
-                        s.agent_version AS agent, s.clock_drift_s AS "clock drift s"
+                        s.agent_version AS agent, s.clock_drift_s AS "clock drift s",
+                        {LOCKED_CELL}
                     FROM nodes n JOIN tenants t ON t.id = n.tenant_id
                     LEFT JOIN node_status s ON s.node_id = n.id
                     ORDER BY {STATE_ORDER}, 3, 1
@@ -181,7 +188,7 @@ def sites() -> dashboard.Dashboard:
                     coalesce(s.state, 'unknown') AS state, s.last_seen_at AS "last seen",
                     l.{SOC_PERCENT.column} AS "SOC %", l.{SOLAR_POWER_W.column} AS "PV W",
                     m.today AS "savings today", m.month AS "savings this month", m.currency,
-                    m.coverage AS "coverage today %"
+                    m.coverage AS "coverage today %", {LOCKED_CELL}
                 FROM nodes n
                 LEFT JOIN node_status s ON s.node_id = n.id
                 LEFT JOIN LATERAL (

@@ -347,6 +347,7 @@ class TestAgainstTimescale:
         [own] = self.query(database, world["role_a"], sql)
         assert own[:3] == (world["node_a"], world["node_a"], "online")
         assert own[4:6] == (71.5, 2500.0)  # the live sample
+        assert own[-1] == "locked (local)"
         every = self.query(database, self.admin(), sql)
         ours = [r[0] for r in every if r[0] in (world["node_a"], world["node_b"])]
         assert ours == [world["node_b"], world["node_a"]]  # offline first
@@ -359,6 +360,10 @@ class TestAgainstTimescale:
         by_node = {r[0]: r for r in rows}
         assert by_node[world["node_a"]][3] == "online"
         assert by_node[world["node_b"]][3] == "offline"
+        assert (by_node[world["node_a"]][-1], by_node[world["node_b"]][-1]) == (
+            "locked (local)",
+            None,
+        )
         [(pv,)] = self.query(database, self.admin(), panel_sql(dashboard, "PV power now"))
         assert pv >= 2500
 
