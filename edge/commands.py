@@ -47,7 +47,6 @@ from contract.commands import (
     LogChunk,
     OpenTunnelParams,
     PowerParams,
-    SafetyLockParams,
     SelfUpdateParams,
     SetModeParams,
     refused_while_locked,
@@ -57,7 +56,7 @@ from contract.commands import (
 from contract.text import storable
 from edge.config_push import ConfigPush, ConfigPushError
 from edge.inverter import InverterError, SunSpecDevice
-from edge.safety_lock import SafetyLock
+from edge.safety_lock import SafetyLock, SafetyLockError
 from edge.self_update import SelfUpdate, SelfUpdateError
 from edge.tunnel import Tunnel, TunnelError
 
@@ -213,8 +212,11 @@ class CommandHandler:
                 self._stage_update(envelope.id, params)
                 self.restart()
                 return
-            detail = self._execute(envelope.id, envelope.type, params)
-        except (CommandFailedError, InverterError) as exc:
+            if envelope.type is CommandType.SAFETY_LOCK:
+                detail = self.safety_lock.apply_remote(envelope.id, envelope.issued_at, params)
+            else:
+                detail = self._execute(envelope.id, envelope.type, params)
+        except (CommandFailedError, InverterError, SafetyLockError) as exc:
             self.ack(envelope.id, "failed", str(exc))
             return
         self.ack(envelope.id, "succeeded", detail)
@@ -267,8 +269,6 @@ class CommandHandler:
             return self._close_tunnel(params)
         if command_type is CommandType.RESTART_AGENT:
             return "restarting"
-        if command_type is CommandType.SAFETY_LOCK:
-            return self._safety_lock(command_id, params)
         raise CommandFailedError(f"{command_type.value} is not supported by this agent version")
 
     def _open_tunnel(self, params: OpenTunnelParams) -> str:
@@ -283,9 +283,6 @@ class CommandHandler:
         if self.tunnel.close(f"closed by {params.requested_by}"):
             return "tunnel closed"
         return "no tunnel was open"
-
-    def _safety_lock(self, command_id: str, params: SafetyLockParams) -> str:
-        return self.safety_lock.apply_remote(command_id, params)
 
     def _stage_config(self, command_id: str, params: ConfigPushParams) -> None:
         if self.config_push is None:

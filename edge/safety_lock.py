@@ -32,7 +32,8 @@ CONFIG_REASON = "safety_lock: true in the agent's config file"
 
 
 class SafetyLockError(Exception):
-    """A local unlock that cannot be done (the config file holds the lock)."""
+    """A local unlock that cannot be done (the config file holds the lock), or a change
+    that could not be written to disk."""
 
 
 class SafetyLock:
@@ -67,8 +68,13 @@ class SafetyLock:
         return state if isinstance(state, dict) else {}
 
     def _write(self) -> None:
-        write_atomically(self.path, json.dumps(self._state))
+        """Keeps the state; SafetyLockError when the file cannot be written (the change
+        holds in memory, so a lock still locks until the agent restarts)."""
         self.changes += 1
+        try:
+            write_atomically(self.path, json.dumps(self._state))
+        except OSError as exc:
+            raise SafetyLockError(f"the lock state could not be kept: {exc}") from exc
 
     @property
     def locked(self) -> bool:
@@ -132,10 +138,15 @@ class SafetyLock:
             self._write()
         log.warning("safety lock lifted on site (the hub's lock with it)")
 
-    def apply_remote(self, command_id: str, params: SafetyLockParams) -> str:
-        """Takes the hub's lock or unlock; what it leaves in force, for the ack."""
+    def apply_remote(self, command_id: str, issued_at: datetime, params: SafetyLockParams) -> str:
+        """Takes the hub's lock or unlock; what it leaves in force, for the ack. One
+        issued before the last applied (a retry that arrived late) changes nothing."""
         with self._lock:
+            last = self._state.get("remote") or {}
+            if last.get("issued_at") and issued_at < datetime.fromisoformat(last["issued_at"]):
+                return f"ignored: the hub's lock command {last['command_id']} is newer"
             self._state["remote"] = {
+                "issued_at": issued_at.isoformat(),
                 "locked": params.locked,
                 "by": params.requested_by,
                 "reason": params.reason,

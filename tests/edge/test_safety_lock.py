@@ -7,7 +7,7 @@ import json
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.message import Message
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ def lock(tmp_path: Path, config_locked: bool = False) -> SafetyLock:
 def test_the_hubs_lock_is_reported_and_lifted_by_the_hubs_unlock(tmp_path):
     site = lock(tmp_path)
     assert site.status() == {"locked": False, "remote_command_id": None}
-    assert site.apply_remote("cmd-1", LOCK) == "locked by the hub"
+    assert site.apply_remote("cmd-1", T0, LOCK) == "locked by the hub"
     assert site.status() == {
         "locked": True,
         "source": "remote",
@@ -45,15 +45,19 @@ def test_the_hubs_lock_is_reported_and_lifted_by_the_hubs_unlock(tmp_path):
     }
     # What the heartbeat carries is what the contract takes.
     NODE_STATUS.validate_python({"state": "online", "ts": T0, "safety_lock": site.status()})
-    assert site.apply_remote("cmd-2", UNLOCK) == "unlocked"
+    assert site.apply_remote("cmd-2", T0, UNLOCK) == "unlocked"
+    assert site.status() == {"locked": False, "remote_command_id": "cmd-2"}
+    # A lock issued before that unlock, arriving late, changes nothing.
+    late = site.apply_remote("cmd-0", T0 - timedelta(seconds=1), LOCK)
+    assert late == "ignored: the hub's lock command cmd-2 is newer"
     assert site.status() == {"locked": False, "remote_command_id": "cmd-2"}
 
 
 def test_a_local_lock_wins_over_the_hubs_unlock(tmp_path):
     site = lock(tmp_path)
-    site.apply_remote("cmd-1", LOCK)
+    site.apply_remote("cmd-1", T0, LOCK)
     site.lock_locally("installer on the roof")
-    detail = site.apply_remote("cmd-2", UNLOCK)
+    detail = site.apply_remote("cmd-2", T0, UNLOCK)
     assert detail == f"the hub's lock lifted; the site still holds its own ({LOCAL_BY_PAGE})"
     status = site.status()
     assert (status["locked"], status["source"], status["reason"]) == (
@@ -69,12 +73,12 @@ def test_a_local_lock_wins_over_the_hubs_unlock(tmp_path):
 
 def test_a_local_unlock_lifts_the_hubs_lock_too_and_survives_a_restart(tmp_path):
     site = lock(tmp_path)
-    site.apply_remote("cmd-1", LOCK)
+    site.apply_remote("cmd-1", T0, LOCK)
     site.lock_locally("checking the wiring")
     site.unlock_locally()
     # The report keeps the hub's command id: the hub sees its lock was seen, then lifted.
     assert site.status() == {"locked": False, "remote_command_id": "cmd-1"}
-    site.apply_remote("cmd-2", LOCK)
+    site.apply_remote("cmd-2", T0, LOCK)
     assert lock(tmp_path).status()["by"] == "admin@example.com"  # a restart keeps it
 
 
@@ -83,7 +87,7 @@ def test_the_config_files_lock_is_lifted_only_in_the_file(tmp_path):
     assert site.status()["by"] == LOCAL_BY_CONFIG
     with pytest.raises(SafetyLockError, match="set safety_lock: false"):
         site.unlock_locally()
-    site.apply_remote("cmd-1", UNLOCK)
+    site.apply_remote("cmd-1", T0, UNLOCK)
     assert site.locked
     assert lock(tmp_path, config_locked=True).status()["since"] == T0.isoformat()
     assert not lock(tmp_path, config_locked=False).locked
