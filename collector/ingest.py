@@ -191,6 +191,21 @@ WHERE node_id = %(node_id)s AND tunnel_state IN ('open', 'opening')
     AND (tunnel_reported_at IS NULL OR tunnel_reported_at < %(ts)s)
 """
 
+# The lock and strategy columns hold what the node's newest status said (newest by its
+# own `ts`); a status without them (the will, an older agent) leaves them as they are:
+# a site stays locked while its agent is away.
+UPDATE_SITE_CONTROL = """
+UPDATE node_status SET
+    safety_locked = %(locked)s, safety_lock_source = %(source)s, safety_lock_by = %(by)s,
+    safety_lock_reason = %(reason)s, safety_locked_since = %(since)s,
+    safety_lock_command_id = %(command_id)s,
+    strategy_enabled = coalesce(%(strategy_enabled)s::boolean, strategy_enabled),
+    strategy = coalesce(%(strategy)s::text, strategy),
+    safety_lock_reported_at = %(ts)s
+WHERE node_id = %(node_id)s
+    AND (safety_lock_reported_at IS NULL OR safety_lock_reported_at < %(ts)s)
+"""
+
 
 def _copy_rows(cur: psycopg.Cursor[Any], statement: str, rows: list[list[Any]]) -> None:
     with cur.copy(statement) as copy:
@@ -495,6 +510,14 @@ class BatchWriter:
                 for k, v in tunnel.items()
                 if k != "public_key"
             }
+        lock = status.get("safety_lock")
+        strategy = status.get("strategy")
+        if lock is not None:
+            # node_events holds the lock's history too: who locked and unlocked the
+            # site, and when (the agent publishes a status at each change).
+            detail["safety_lock"] = {
+                k: v.isoformat() if isinstance(v, datetime) else v for k, v in lock.items()
+            }
         cur.execute(
             INSERT_EVENT,
             (status["ts"], item.node_id, tenant_id, status["state"], Jsonb(detail)),
@@ -535,6 +558,21 @@ class BatchWriter:
             )
         elif status["state"] == "offline":
             cur.execute(CLOSE_TUNNEL_OFFLINE, at)
+        if lock is not None:
+            cur.execute(
+                UPDATE_SITE_CONTROL,
+                {
+                    **at,
+                    "locked": lock["locked"],
+                    "source": lock.get("source"),
+                    "by": lock.get("by"),
+                    "reason": lock.get("reason"),
+                    "since": lock.get("since"),
+                    "command_id": lock.get("remote_command_id"),
+                    "strategy_enabled": strategy["enabled"] if strategy else None,
+                    "strategy": strategy["name"] if strategy else None,
+                },
+            )
 
     @staticmethod
     def _insert_dead(cur: psycopg.Cursor[Any], dead: list[tuple[datetime, DeadLetter]]) -> None:

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from contract.site_control import LockHolder, LockReason
 from contract.telemetry import MAX_POWER_W
 from contract.text import STORABLE
 from contract.tunnel import (
@@ -42,6 +43,38 @@ class CommandType(StrEnum):
     FETCH_LOGS = "FETCH_LOGS"
     OPEN_TUNNEL = "OPEN_TUNNEL"
     CLOSE_TUNNEL = "CLOSE_TUNNEL"
+    SAFETY_LOCK = "SAFETY_LOCK"
+
+
+class CommandKind(StrEnum):
+    """What a command does to a site, which decides whether the safety lock refuses it
+    (contract/site_control.py): the agent and the hub both read `COMMAND_KINDS`."""
+
+    # Changes what the site does, runs or lets in: refused while the site is locked.
+    CONTROL = "control"
+    # Reads and changes nothing.
+    READ_ONLY = "read_only"
+    # The lock itself, and taking remote access away: never refused by the lock.
+    SAFETY = "safety"
+
+
+COMMAND_KINDS: dict[CommandType, CommandKind] = {
+    CommandType.FORCE_CHARGE: CommandKind.CONTROL,
+    CommandType.DISCHARGE: CommandKind.CONTROL,
+    CommandType.SET_MODE: CommandKind.CONTROL,
+    CommandType.RESTART_AGENT: CommandKind.CONTROL,
+    CommandType.CONFIG_PUSH: CommandKind.CONTROL,
+    CommandType.SELF_UPDATE: CommandKind.CONTROL,
+    # A shell on the Pi can change anything on it.
+    CommandType.OPEN_TUNNEL: CommandKind.CONTROL,
+    CommandType.FETCH_LOGS: CommandKind.READ_ONLY,
+    CommandType.CLOSE_TUNNEL: CommandKind.SAFETY,
+    CommandType.SAFETY_LOCK: CommandKind.SAFETY,
+}
+
+
+def refused_while_locked(command_type: CommandType) -> bool:
+    return COMMAND_KINDS[command_type] is CommandKind.CONTROL
 
 
 class _Params(BaseModel):
@@ -97,6 +130,15 @@ class CloseTunnelParams(_Params):
     requested_by: Requester
 
 
+class SafetyLockParams(_Params):
+    """The hub's (remote) safety lock on (`locked`) or off, by whom and why. Turning it
+    off never clears a lock the site holds itself (contract/site_control.py)."""
+
+    locked: bool
+    requested_by: LockHolder
+    reason: LockReason
+
+
 PARAMS_BY_TYPE: dict[CommandType, type[_Params]] = {
     CommandType.FORCE_CHARGE: PowerParams,
     CommandType.DISCHARGE: PowerParams,
@@ -107,6 +149,7 @@ PARAMS_BY_TYPE: dict[CommandType, type[_Params]] = {
     CommandType.FETCH_LOGS: FetchLogsParams,
     CommandType.OPEN_TUNNEL: OpenTunnelParams,
     CommandType.CLOSE_TUNNEL: CloseTunnelParams,
+    CommandType.SAFETY_LOCK: SafetyLockParams,
 }
 
 

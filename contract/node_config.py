@@ -31,6 +31,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from contract.fields import MAX_ABS_PRICE_PER_KWH
 from contract.settings import MqttSettings, Port, ServiceSettings
+from contract.site_control import StrategyName
 from contract.tariff import TariffVersions, TimeZoneName
 from contract.telemetry import NodeId
 from contract.text import refuse_unstorable, storable
@@ -39,8 +40,9 @@ from contract.text import refuse_unstorable, storable
 # agent keeps its own when it applies one.
 NODE_HELD_SECRETS = ("node_secret", "mqtt_password")
 # The site's own choice, never the hub's: a CONFIG_PUSH leaves them as the node's file
-# has them (edge/config_push.py), so the hub cannot turn remote access on by itself.
-SITE_HELD_KEYS = ("tunnel_enabled", "tunnel_local_port")
+# has them (edge/config_push.py), so the hub cannot turn remote access on, nor lift the
+# site's own safety lock, by itself.
+SITE_HELD_KEYS = ("tunnel_enabled", "tunnel_local_port", "safety_lock")
 # Where a tunnel leads on the Pi: its own sshd.
 SSHD_PORT = 22
 # A reported config (below) is a few KiB; the hub reads none larger.
@@ -219,7 +221,17 @@ class NodeConfig(ServiceSettings, MqttSettings):
     # The coordinator interface (edge/coordinator.py), on 127.0.0.1 only; None: off.
     coordinator_port: int | None = Field(default=None, ge=1024, le=65535)
 
-    # -- Remote debug access (edge/tunnel.py): site-held keys (SITE_HELD_KEYS) --------
+    # The dynamic strategy (contract/site_control.py), handed to the coordinator: off,
+    # it may only keep the inverter in self-consumption, and the agent puts the inverter
+    # back there when the strategy is switched off.
+    strategy_enabled: bool = True
+    strategy: StrategyName = "time_of_use"
+
+    # -- Site-held keys (SITE_HELD_KEYS) ------------------------------------------------
+    # The site's own safety lock: while true every control command is refused, whatever
+    # the hub says (docs/edge.md); only the file on the Pi sets it.
+    safety_lock: bool = False
+    # Remote debug access (edge/tunnel.py).
     # Off: OPEN_TUNNEL is refused, and no tunnel key is made.
     tunnel_enabled: bool = False
     # The tunnel forwards to 127.0.0.1 on this port: the Pi's sshd, and nothing else

@@ -35,6 +35,7 @@ from contract.fields import (
     NodeId,
     ShortText,
 )
+from contract.site_control import SafetyLockStatus, StrategyStatus
 from contract.tunnel import TunnelStatus
 
 # Imported from here by the settings and command contracts.
@@ -162,6 +163,10 @@ class NodeStatus(TypedDict):
     oldest_unconfirmed_age_s: NotRequired[StoredCount]
     # The remote debug tunnel (contract/tunnel.py); absent from agents that predate it.
     tunnel: NotRequired[TunnelStatus]
+    # The safety lock and the dynamic strategy (contract/site_control.py); absent from
+    # agents that predate them.
+    safety_lock: NotRequired[SafetyLockStatus]
+    strategy: NotRequired[StrategyStatus]
 
 
 TELEMETRY_SAMPLE: TypeAdapter[TelemetrySample] = TypeAdapter(_SAMPLE)

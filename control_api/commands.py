@@ -1,7 +1,8 @@
 """Commands to a node: the rules of issuing one (idempotent under a key, refused for a
-disabled node, and for an offline one unless queued), the command store, and node config
-pushes. A command is stored and audited (committed) before the dispatcher
-(control_api/dispatcher.py, which also describes the states) signs and publishes it.
+disabled node, for an offline one unless queued, and a control command for a
+safety-locked site), the command store, and node config pushes. A command is stored and
+audited (committed) before the dispatcher (control_api/dispatcher.py, which also
+describes the states) signs and publishes it.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import IntegrityError
 
-from contract.commands import CommandType, ConfigPushParams
+from contract.commands import CommandType, ConfigPushParams, refused_while_locked
 from contract.node_config import SITE_HELD_KEYS
-from control_api import node_config, node_logs, site_settings
+from control_api import node_config, node_logs, safety_lock, site_settings
 from control_api.audit import RecordChange
 from control_api.auth import Principal
 from control_api.errors import ConflictError, NotFoundError, NotVisibleError
@@ -89,7 +90,8 @@ def issue(
     any), then has the dispatcher sign and publish it: `sent` once the broker has it,
     `pending` while the dispatcher retries. A repeated Idempotency-Key returns the first
     command. ConflictError when the key was used for another command, or the node is
-    disabled, or not online and `queue` is off."""
+    disabled, or not online and `queue` is off, or the command is a control command
+    and the site is safety-locked (control_api/safety_lock.py)."""
     conn, node = sender.conn, sender.node
     if sender.idempotency_key:
         earlier = find_by_idempotency_key(conn, sender.user.id, sender.idempotency_key)
@@ -103,6 +105,8 @@ def issue(
             return CommandAcceptedOut(id=earlier["id"], state=earlier["state"])
     if not node.enabled:
         raise ConflictError(f"node {node.id} is disabled")
+    if refused_while_locked(command_type):
+        safety_lock.refuse_if_locked(conn, node.id, command_type)
     state = (
         conn.execute(
             text("SELECT state FROM node_status WHERE node_id = :id"), {"id": node.id}
@@ -168,8 +172,8 @@ def _refuse_hub_keys(config: dict[str, Any]) -> None:
     held = [key for key in SITE_HELD_KEYS if key in config]
     if held:
         raise node_config.NodeConfigError(
-            f"{', '.join(held)}: the site's own (remote access); only the agent's config"
-            " file on the Pi sets them"
+            f"{', '.join(held)}: the site's own (remote access, safety lock); only the"
+            " agent's config file on the Pi sets them"
         )
 
 

@@ -44,6 +44,7 @@ SELECT n.id, n.tenant_id, n.display_name, n.timezone,
     coalesce(n.timezone, t.timezone) AS effective_timezone, n.enabled, n.created_at,
     coalesce(s.state, 'unknown') AS state, s.last_seen_at, s.agent_version, s.clock_drift_s,
     s.tunnel_state, s.tunnel_until, s.tunnel_remote_port, s.tunnel_detail, s.tunnel_public_key,
+    s.safety_locked, s.safety_lock_source, s.safety_lock_reason, s.strategy_enabled, s.strategy,
     CASE WHEN i.node_id IS NOT NULL THEN i.inventory || jsonb_build_object(
         'reported_at', i.reported_at, 'received_at', i.received_at) END AS inventory
 FROM nodes n JOIN tenants t ON t.id = n.tenant_id LEFT JOIN node_status s ON s.node_id = n.id

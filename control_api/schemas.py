@@ -17,6 +17,7 @@ from contract.inventory import (
     InverterInventory,
     MeterInventory,
 )
+from contract.site_control import LockReason
 from contract.tariff import TariffVersion, TimeZoneName
 from contract.text import STORABLE
 from contract.topics import NODE_ID_PATTERN
@@ -249,10 +250,42 @@ class NodeOut(BaseModel):
     tunnel_public_key: str | None = None
     # What the node talks to, as it last reported (null: never reported).
     inventory: InventoryOut | None = None
+    # The safety lock and dynamic strategy as the newest heartbeat reported them (null:
+    # never reported); GET /nodes/{id}/safety-lock adds a hub lock on its way.
+    safety_locked: bool | None = None
+    safety_lock_source: str | None = None
+    safety_lock_reason: str | None = None
+    strategy_enabled: bool | None = None
+    strategy: str | None = None
 
 
 class NodeChangeOut(NodeOut):
     config_pushes: ConfigPushesOut
+
+
+class SafetyLockIn(_In):
+    """PUT /nodes/{id}/safety-lock: why (audited, and shown on the site)."""
+
+    reason: LockReason
+
+
+class SafetyLockOut(BaseModel):
+    """A site's safety lock as the hub sees it: locked when the site reports it, or
+    while the hub's lock command is on its way (`pending_command_id`). `source` local:
+    the site holds it (only the site lifts it); remote: an admin does. `reported_*`:
+    the site's last heartbeat (null: never reported); `strategy_*`: its dynamic
+    strategy as reported."""
+
+    locked: bool
+    source: str | None
+    by: str | None
+    reason: str | None
+    since: datetime | None
+    pending_command_id: str | None
+    reported_locked: bool | None
+    reported_at: datetime | None
+    strategy_enabled: bool | None
+    strategy: str | None
 
 
 class TunnelIn(_In):

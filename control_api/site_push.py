@@ -12,6 +12,8 @@ the reason in the answer, when:
   it gets the settings when it next reports its config (below);
 - its config already carries the settings (from today on: versions that have ended
   do not count);
+- the site is safety-locked (control_api/safety_lock.py): a push is a control command
+  it would refuse; the agent reports its config again when the lock is lifted;
 - the newest push to it carries them and has not expired: it is on its way, or it ended
   (a failed one is not repeated by itself: PATCH /nodes/{id}/config `{}` pushes again).
 
@@ -30,13 +32,14 @@ from typing import Any
 from sqlalchemy import Connection, text
 
 from contract.commands import CommandType, ConfigPushParams
-from control_api import commands, node_config
+from control_api import commands, node_config, safety_lock
 from control_api.errors import NotFoundError
 from control_api.site_settings import Site, SiteSettings, of_site
 
 NO_CONFIG = "no config known yet: it gets them once it reports its config"
 DISABLED = "disabled: it gets them once enabled and reporting its config"
 UP_TO_DATE = "its config carries them already"
+LOCKED = "safety-locked: it gets them when it next reports its config once unlocked"
 
 
 @dataclass(frozen=True)
@@ -137,6 +140,8 @@ def _plan(conn: Connection, site: Site, settings: SiteSettings) -> dict[str, Any
         return NO_CONFIG
     if settings.carried_by(current):
         return UP_TO_DATE
+    if safety_lock.view(conn, site.id).locked:
+        return LOCKED
     last = conn.execute(
         text(
             "SELECT c.id, c.state, v.config FROM node_configs v"

@@ -21,7 +21,7 @@ from contract.inventory import NodeInventory
 from contract.node_config import ReportedConfig, effective_config
 from contract.telemetry import TELEMETRY_SAMPLE
 from edge.buffer import SampleBuffer
-from edge.commands import CommandHandler, LogRing, SeenCommands
+from edge.commands import CommandFailedError, CommandHandler, LogRing, SeenCommands
 from edge.config import EdgeSettings
 from edge.config_push import ConfigPush
 from edge.coordinator import Coordination, CoordinatorServer, decision_json
@@ -33,8 +33,10 @@ from edge.inverter import InverterError, Reading, SunSpecDevice
 from edge.prices import Prices, SitePrices
 from edge.publisher import Publisher
 from edge.registers import sunspec_map
+from edge.safety_lock import SafetyLock
 from edge.self_update import SelfUpdate, installed_version
 from edge.status_page import EdgeMetrics, StatusServer
+from edge.strategy import Strategy
 from edge.tunnel import Tunnel, TunnelError
 
 log = logging.getLogger(__name__)
@@ -145,7 +147,11 @@ class Agent:
         self.coordination = Coordination()
         self.coordinator_server = (
             CoordinatorServer(
-                settings.coordinator_port, self.coordination, self.coordinator_context, clock
+                settings.coordinator_port,
+                self.coordination,
+                self.coordinator_context,
+                clock,
+                settings.strategy_enabled,
             )
             if settings.coordinator_port is not None
             else None
@@ -154,6 +160,10 @@ class Agent:
         logging.getLogger().addHandler(self.log_ring)
         if state_dir is None:
             state_dir = config_path.parent if config_path else settings.buffer_path.parent
+        self.safety_lock = SafetyLock(state_dir, settings.safety_lock, clock)
+        # The lock's change count as last published: a change is published at once.
+        self._lock_reported: int | None = None
+        self.strategy = Strategy(state_dir, settings.strategy_enabled, settings.strategy)
         self.config_push = ConfigPush(config_path, state_dir) if config_path else None
         # Only a push staged before this process started is this process's to confirm:
         # one staged now is confirmed by the agent it restarts into.
@@ -177,6 +187,7 @@ class Agent:
             self.publisher.send,
             clock,
             self._request_restart,
+            self.safety_lock,
             self.config_push,
             self.self_update,
             settings.config_apply_deadline_s,
@@ -186,11 +197,15 @@ class Agent:
         self._stop = threading.Event()
         self.metrics.buffer_dropped_total.inc(self.buffer.dropped_total())
         self.status_server = StatusServer(
-            settings.status_host, settings.status_port, self.snapshot, self.metrics.registry
+            settings.status_host,
+            settings.status_port,
+            self.snapshot,
+            self.metrics.registry,
+            self.safety_lock,
         )
         self.last_seq: int | None = None
-        # (connection, version) the config was last reported for.
-        self._config_reported: tuple[int, int | None] | None = None
+        # (connection, version, locked) the config was last reported for.
+        self._config_reported: tuple[int, int | None, bool] | None = None
         self._agent_inventory = agent_inventory(self.publisher.agent_version)
         self.inventory: NodeInventory | None = None
         # When the inventory was last read (monotonic; None: read it at the next chance),
@@ -244,6 +259,8 @@ class Agent:
             "commands": list(self.commands_handler.last_results),
             "tunnel": self.tunnel.snapshot() if self.tunnel else None,
             "inventory": self.inventory.content() if self.inventory else None,
+            "safety_lock": self.safety_lock.status(),
+            "strategy": self.strategy.status(),
         }
 
     def _follow_staged_changes(self) -> None:
@@ -303,7 +320,9 @@ class Agent:
         """Publishes the config this agent runs (retained, secrets left out) once on
         each connection, and again once a push it runs is confirmed (a new version)."""
         version = self.config_push.applied_version if self.config_push else None
-        reported = (self.publisher.connections, version)
+        # Again when the lock is lifted: the hub holds back its settings push from a
+        # locked site until the site next reports its config (control_api/site_push.py).
+        reported = (self.publisher.connections, version, self.safety_lock.locked)
         if not self.publisher.connected.is_set() or reported == self._config_reported:
             return
         self._config_reported = reported
@@ -348,14 +367,33 @@ class Agent:
         return max(0, int((self.clock() - oldest).total_seconds()))
 
     def heartbeat(self) -> None:
-        """The retained online status with the buffer's depth, oldest sample's age and
-        the tunnel's state."""
+        """The retained online status with the buffer's depth, oldest sample's age, the
+        tunnel's state, the safety lock and the strategy."""
         tunnel = self.tunnel.status() if self.tunnel else None
+        lock_changes = self.safety_lock.changes
         self.publisher.publish_status(
-            self.buffer.depth(), self.oldest_unconfirmed_age_s(), tunnel=tunnel
+            self.buffer.depth(),
+            self.oldest_unconfirmed_age_s(),
+            tunnel=tunnel,
+            safety_lock=self.safety_lock.status(),
+            strategy=self.strategy.status(),
         )
         if self.publisher.connected.is_set():
             self._tunnel_reported = tunnel
+            self._lock_reported = lock_changes
+
+    def _lock_changed(self) -> bool:
+        """True when the lock changed since it was last published and it can be now."""
+        return self.publisher.connected.is_set() and self.safety_lock.changes != self._lock_reported
+
+    def _return_to_self_consumption(self) -> None:
+        """Once the strategy is switched off: the inverter back in its own mode."""
+        try:
+            self.commands_handler.self_consumption()
+        except (CommandFailedError, InverterError) as exc:
+            log.warning("dynamic strategy off, self-consumption not set yet: %s", exc)
+            return
+        self.strategy.returned_to_self_consumption()
 
     def _tunnel_changed(self) -> bool:
         """True when the tunnel changed since it was last published and it can be now."""
@@ -398,10 +436,10 @@ class Agent:
             "clock": now.isoformat(),
             "timezone": self.settings.timezone,
             "local_time": now.astimezone(self.prices.zone).isoformat(),
-            # The site's strategy switch: a later version lets the hub turn the site's
-            # optimization off (then a coordinator should leave the battery to the
-            # inverter); until then it is always on.
-            "strategy": {"enabled": True},
+            # Off: a coordinator must leave the battery to the inverter's own
+            # self-consumption (any other decision is refused).
+            "strategy": self.strategy.status(),
+            "safety_lock": self.safety_lock.status(),
             "prices_now": price_json(self.prices.at(now)),
             "prices_today": [
                 {"start": start.isoformat(), **price_json(prices)}
@@ -469,6 +507,8 @@ class Agent:
         self.energy_meter.advance(point)
         self.last_seq = seq
         self.publisher.publish_live(seq, stored)
+        if self.strategy.owes_self_consumption:
+            self._return_to_self_consumption()
         return seq
 
     def run(self, stop: threading.Event) -> None:
@@ -492,7 +532,7 @@ class Agent:
                     self._update_metrics()
                     self._follow_staged_changes()
                     next_poll = max(next_poll + interval, now)
-                if now >= next_heartbeat or self._tunnel_changed():
+                if now >= next_heartbeat or self._tunnel_changed() or self._lock_changed():
                     self.heartbeat()
                     next_heartbeat = now + self.settings.heartbeat_interval_s
                 self.report_config()

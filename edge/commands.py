@@ -6,10 +6,11 @@ Every command is checked, in this order, before anything runs: readable within b
 deep, integers of thousands of digits, NaN, invalid UTF-8 and lone surrogates are
 refused, never raised), a well-formed envelope and a whitelisted type, HMAC-SHA256
 signature under this node's secret, not expired, not seen before (ids are remembered on
-disk until they expire), typed parameters. A refusal is acked `rejected` with the
-reason, under the command's id whenever one can be read; an accepted command is acked
-`received`, then `succeeded` or `failed` with the device's answer. No command runs a
-shell string.
+disk until they expire), typed parameters, and not a control command while the site is
+safety-locked (edge/safety_lock.py; `contract.commands.COMMAND_KINDS`). A refusal is
+acked `rejected` with the reason, under the command's id whenever one can be read; an
+accepted command is acked `received`, then `succeeded` or `failed` with the device's
+answer. No command runs a shell string.
 """
 
 from __future__ import annotations
@@ -48,12 +49,14 @@ from contract.commands import (
     PowerParams,
     SelfUpdateParams,
     SetModeParams,
+    refused_while_locked,
     validate_params,
     verify,
 )
 from contract.text import storable
 from edge.config_push import ConfigPush, ConfigPushError
 from edge.inverter import InverterError, SunSpecDevice
+from edge.safety_lock import SafetyLock, SafetyLockError
 from edge.self_update import SelfUpdate, SelfUpdateError
 from edge.tunnel import Tunnel, TunnelError
 
@@ -150,6 +153,7 @@ class CommandHandler:
         send: Callable[[str, dict[str, Any]], None],
         clock: Callable[[], datetime],
         restart: Callable[[], None],
+        safety_lock: SafetyLock,
         config_push: ConfigPush | None = None,
         self_update: SelfUpdate | None = None,
         apply_deadline_s: float = 120.0,
@@ -164,6 +168,7 @@ class CommandHandler:
         self.send = send  # (kind, body): publishes on nodes/{id}/{kind}
         self.clock = clock
         self.restart = restart
+        self.safety_lock = safety_lock
         self.config_push = config_push
         self.self_update = self_update
         self.apply_deadline_s = apply_deadline_s
@@ -207,8 +212,11 @@ class CommandHandler:
                 self._stage_update(envelope.id, params)
                 self.restart()
                 return
-            detail = self._execute(envelope.id, envelope.type, params)
-        except (CommandFailedError, InverterError) as exc:
+            if envelope.type is CommandType.SAFETY_LOCK:
+                detail = self.safety_lock.apply_remote(envelope.id, envelope.issued_at, params)
+            else:
+                detail = self._execute(envelope.id, envelope.type, params)
+        except (CommandFailedError, InverterError, SafetyLockError) as exc:
             self.ack(envelope.id, "failed", str(exc))
             return
         self.ack(envelope.id, "succeeded", detail)
@@ -236,6 +244,10 @@ class CommandHandler:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
             raise CommandRejectedError(f"bad params: {where}: {first['msg']}") from exc
+        # Checked when the command arrives, so one queued or in flight before the lock
+        # was set is refused too.
+        if refused_while_locked(envelope.type) and self.safety_lock.locked:
+            raise CommandRejectedError(self.safety_lock.refusal(envelope.type))
         if envelope.type in _TUNNEL_COMMANDS and self.tunnel is None:
             raise CommandRejectedError("remote access is off on this node (tunnel_enabled: false)")
         return envelope, params
@@ -322,6 +334,11 @@ class CommandHandler:
             }
         )
         return f"{rate_point}={percent:.1f}% of {max_w:g} W for {params.duration_s} s"
+
+    def self_consumption(self) -> None:
+        """Puts the inverter in its own self-consumption mode (SET_MODE SELF_CONSUMPTION);
+        raises CommandFailedError or InverterError when it did not take it."""
+        self._write_verified({"StorCtl_Mod": STORCTL_AUTO})
 
     def _set_mode(self, params: SetModeParams) -> str:
         if params.mode == "PASSIVE":

@@ -5,10 +5,12 @@ An HTTP server on 127.0.0.1:`coordinator_port` (standard library, its own thread
 poll loop never waits for it):
 - `POST /decision` with a JSON `Decision` (below): validated strictly, at most
   MAX_BODY_BYTES; answers 200 with the decision and when it expires, or 400 / 411 / 413
-  / 415 with `{"error": reason}`, changing nothing.
+  / 415 with `{"error": reason}`, changing nothing; 409 for any decision but
+  SELF_CONSUMPTION while the site's dynamic strategy is off (`strategy_enabled`).
 - `GET /decision`: the decision in force (null when none is).
 - `GET /context`: the site's time zone, tariffs, prices now and for each hour of the
-  local day, the latest reading, the decision in force and the site's strategy setting.
+  local day, the latest reading, the decision in force, the site's strategy setting and
+  its safety lock.
 The decision in force travels in every sample's `optimizer` part until it expires
 (`valid_for_s`); an expired one is not sent. Kept in memory: a coordinator posts again
 after an agent restart within its own period.
@@ -27,6 +29,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from contract.fields import BATTERY_SETPOINT_W, DECISION, MODE, REASON, TARGET_SOC_PERCENT
+from contract.site_control import SELF_CONSUMPTION_MODE
 from contract.text import STORABLE
 
 log = logging.getLogger(__name__)
@@ -38,6 +41,10 @@ MAX_VALID_FOR_S = 24 * 3600
 # A client that stalls mid-request holds one thread this long at most.
 REQUEST_TIMEOUT_S = 5.0
 HOST = "127.0.0.1"
+STRATEGY_OFF = (
+    "the site's dynamic strategy is off (strategy_enabled: false): the inverter stays in"
+    f" self-consumption, only {SELF_CONSUMPTION_MODE!r} is taken, not {{!r}}"
+)
 
 
 # The bounds are the telemetry fields' own (contract/fields.py), so whatever is accepted
@@ -135,7 +142,10 @@ class CoordinatorServer:
         coordination: Coordination,
         context: Callable[[], dict[str, Any]],
         clock: Callable[[], datetime],
+        strategy_enabled: bool,
     ) -> None:
+        """`strategy_enabled`: the site's dynamic strategy (a config key: it changes only
+        with a restart)."""
         outer = self
         self.coordination = coordination
         self.clock = clock
@@ -162,6 +172,9 @@ class CoordinatorServer:
                     return
                 except ValidationError as exc:
                     outer._reply(self, 400, {"error": _validation_reason(exc)})
+                    return
+                if not strategy_enabled and decision.mode != SELF_CONSUMPTION_MODE:
+                    outer._reply(self, 409, {"error": STRATEGY_OFF.format(decision.mode)})
                     return
                 now = clock()
                 before = coordination.in_force(now)

@@ -138,6 +138,8 @@ class Publisher:
         buffer_depth: int | None = None,
         oldest_unconfirmed_age_s: int | None = None,
         tunnel: Mapping[str, Any] | None = None,
+        safety_lock: Mapping[str, Any] | None = None,
+        strategy: Mapping[str, Any] | None = None,
     ) -> str:
         """The contract's NodeStatus, validated here as the collector will."""
         status = NodeStatus(state=state, ts=self.clock(), agent_version=self.agent_version)
@@ -147,6 +149,10 @@ class Publisher:
             status["oldest_unconfirmed_age_s"] = oldest_unconfirmed_age_s
         if tunnel is not None:
             status["tunnel"] = tunnel  # type: ignore[typeddict-item]  # validated below
+        if safety_lock is not None:
+            status["safety_lock"] = safety_lock  # type: ignore[typeddict-item]  # likewise
+        if strategy is not None:
+            status["strategy"] = strategy  # type: ignore[typeddict-item]
         return NODE_STATUS.dump_json(NODE_STATUS.validate_python(status)).decode()
 
     def publish_status(
@@ -154,13 +160,23 @@ class Publisher:
         buffer_depth: int | None = None,
         oldest_unconfirmed_age_s: int | None = None,
         tunnel: Mapping[str, Any] | None = None,
+        safety_lock: Mapping[str, Any] | None = None,
+        strategy: Mapping[str, Any] | None = None,
     ) -> None:
         """The retained heartbeat: online, the Pi's clock (`ts`), its buffer depth, the
-        age of its oldest buffered sample and the tunnel's state (contract/tunnel.py)."""
+        age of its oldest buffered sample, the tunnel's state (contract/tunnel.py), the
+        safety lock and the strategy (contract/site_control.py)."""
         if self.connected.is_set():
             self.link.publish(
                 topics.status(self.settings.node_id),
-                self._status_body("online", buffer_depth, oldest_unconfirmed_age_s, tunnel),
+                self._status_body(
+                    "online",
+                    buffer_depth,
+                    oldest_unconfirmed_age_s,
+                    tunnel,
+                    safety_lock,
+                    strategy,
+                ),
                 retain=True,
             )
 

@@ -3,6 +3,14 @@
 Standard library HTTP only (the Pi carries no web framework) and no assets from the
 internet, so it works with the uplink down. `/` is `status_page.html`, one
 self-contained page that refreshes itself from `/status.json` every second.
+
+Its one action, `POST /safety-lock` (`{"locked": true, "reason": "..."}` or
+`{"locked": false}`), sets or lifts the site's own safety lock (edge/safety_lock.py).
+The page is on the LAN without a login, so the action is taken only from the Pi itself:
+a loopback peer, a `Host` naming the loopback (so a web page the Pi's browser opens
+cannot reach it under another name) and `Content-Type: application/json` (which a
+cross-site form cannot send without the preflight this server never answers). Anything
+else is refused with 403 / 400 / 411 / 413 / 415 and `{"error": reason}`.
 """
 
 from __future__ import annotations
@@ -10,6 +18,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable
+from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import Any
@@ -21,6 +30,48 @@ from prometheus_client import (
     Gauge,
     generate_latest,
 )
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from contract.site_control import LockReason
+from edge.safety_lock import SafetyLock, SafetyLockError
+
+LOOPBACK_PEERS = frozenset({"127.0.0.1", "::1", "::ffff:127.0.0.1"})
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]"})
+MAX_ACTION_BYTES = 1024
+
+
+class LockAction(BaseModel):
+    """The page's lock action: a lock needs a reason, an unlock none."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    locked: bool
+    reason: LockReason | None = None
+
+
+class ActionError(Exception):
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+def _host_name(host_header: str) -> str:
+    """The Host header without its port (`[::1]:8080` -> `[::1]`)."""
+    if host_header.startswith("["):
+        return host_header.split("]")[0] + "]"
+    return host_header.rsplit(":", 1)[0] if host_header.count(":") == 1 else host_header
+
+
+def check_local(peer: str, headers: Message) -> None:
+    """ActionError unless the request comes from the Pi itself, as the page's own JSON
+    request does (see the module's docstring)."""
+    if peer not in LOOPBACK_PEERS:
+        raise ActionError(403, "the safety lock is set only on the Pi itself (127.0.0.1)")
+    if _host_name(headers.get("Host", "").lower()) not in LOOPBACK_HOSTS:
+        raise ActionError(403, "open the page as http://127.0.0.1 to set the safety lock")
+    if headers.get("Content-Type", "").split(";")[0].strip().lower() != "application/json":
+        raise ActionError(415, "send the action as Content-Type: application/json")
+
 
 # Package data, read once at import: an installation without it fails at start, not
 # when someone opens the page.
@@ -82,7 +133,8 @@ class EdgeMetrics:
 
 
 class StatusServer:
-    """Serves `/`, `/status.json` (whatever `snapshot()` returns) and `/metrics`."""
+    """Serves `/`, `/status.json` (whatever `snapshot()` returns) and `/metrics`, and
+    takes the local safety lock action."""
 
     def __init__(
         self,
@@ -90,10 +142,35 @@ class StatusServer:
         port: int,
         snapshot: Callable[[], dict[str, Any]],
         registry: CollectorRegistry,
+        safety_lock: SafetyLock,
     ) -> None:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = 5.0
+
+            def do_POST(self) -> None:
+                if self.path != "/safety-lock":
+                    self.send_error(404)
+                    return
+                try:
+                    check_local(self.client_address[0], self.headers)
+                    action = LockAction.model_validate_json(outer._body(self))
+                    if action.locked:
+                        if action.reason is None:
+                            raise ActionError(400, "a lock needs a reason")
+                        safety_lock.lock_locally(action.reason)
+                    else:
+                        safety_lock.unlock_locally()
+                except ActionError as exc:
+                    outer._reply_json(self, exc.status, {"error": str(exc)})
+                except ValidationError as exc:
+                    outer._reply_json(self, 400, {"error": exc.errors()[0]["msg"]})
+                except SafetyLockError as exc:
+                    outer._reply_json(self, 409, {"error": str(exc)})
+                else:
+                    outer._reply_json(self, 200, safety_lock.status())
+
             def do_GET(self) -> None:
                 if self.path in ("/", "/index.html"):
                     outer._reply(self, "text/html; charset=utf-8", PAGE)
@@ -111,6 +188,31 @@ class StatusServer:
         self.server = ThreadingHTTPServer((host, port), Handler)
         self.server.daemon_threads = True
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @staticmethod
+    def _body(handler: BaseHTTPRequestHandler) -> bytes:
+        length = handler.headers.get("Content-Length")
+        if length is None or not length.isdigit():
+            raise ActionError(411, "a Content-Length is required")
+        if int(length) > MAX_ACTION_BYTES:
+            raise ActionError(413, f"the body is over {MAX_ACTION_BYTES} bytes")
+        try:
+            return handler.rfile.read(int(length))
+        except TimeoutError as exc:
+            raise ActionError(400, "the body did not arrive in time") from exc
+
+    @staticmethod
+    def _reply_json(handler: BaseHTTPRequestHandler, status: int, body: Any) -> None:
+        data = json.dumps(body, default=str).encode()
+        handler.send_response(status)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(data)))
+        handler.send_header("Cache-Control", "no-store")
+        if status >= 400:
+            handler.send_header("Connection", "close")
+            handler.close_connection = True
+        handler.end_headers()
+        handler.wfile.write(data)
 
     @staticmethod
     def _reply(handler: BaseHTTPRequestHandler, content_type: str, body: bytes) -> None:

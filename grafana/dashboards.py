@@ -110,6 +110,12 @@ STATE_ORDER = (
     "CASE coalesce(s.state, 'unknown') WHEN 'offline' THEN 0 WHEN 'unknown' THEN 1 ELSE 2 END"
 )
 
+# A table's cell for a site that reports itself safety-locked (empty otherwise).
+LOCKED_CELL = (
+    "CASE WHEN s.safety_locked THEN 'locked (' || s.safety_lock_source || ')' END"
+    ' AS "safety lock"'
+)
+
 
 def fleet_overview() -> dashboard.Dashboard:
     counts = (
@@ -158,7 +164,7 @@ def fleet_overview() -> dashboard.Dashboard:
                     SELECT n.id AS node, n.display_name AS name, t.slug AS tenant,
                         coalesce(s.state, 'unknown') AS state, s.last_seen_at AS "last seen",
                         s.agent_version AS agent, s.clock_drift_s AS "clock drift s",
-                        {INVENTORY_COLUMNS}
+                        {LOCKED_CELL}, {INVENTORY_COLUMNS}
                     FROM nodes n JOIN tenants t ON t.id = n.tenant_id
                     LEFT JOIN node_status s ON s.node_id = n.id
                     LEFT JOIN node_inventory i ON i.node_id = n.id
@@ -196,7 +202,7 @@ def sites() -> dashboard.Dashboard:
                     coalesce(s.state, 'unknown') AS state, s.last_seen_at AS "last seen",
                     l.{SOC_PERCENT.column} AS "SOC %", l.{SOLAR_POWER_W.column} AS "PV W",
                     m.today AS "savings today", m.month AS "savings this month", m.currency,
-                    m.coverage AS "coverage today %", {INVENTORY_COLUMNS}
+                    m.coverage AS "coverage today %", {LOCKED_CELL}, {INVENTORY_COLUMNS}
                 FROM nodes n
                 LEFT JOIN node_status s ON s.node_id = n.id
                 LEFT JOIN node_inventory i ON i.node_id = n.id
@@ -277,6 +283,25 @@ SELECT CASE
 END AS "remote access"
 FROM node_status WHERE {NODE_FILTER_ONE}
 """
+# The safety lock and dynamic strategy as the node's newest heartbeat said (migration
+# 0019): "LOCKED (local: why)" while control commands are refused.
+SAFETY_LOCK = f"""
+SELECT CASE
+    WHEN safety_locked THEN 'LOCKED (' || safety_lock_source
+        || coalesce(': ' || safety_lock_reason, '') || ')'
+    WHEN safety_locked IS NULL THEN 'not reported'
+    ELSE 'off'
+END AS "safety lock"
+FROM node_status WHERE {NODE_FILTER_ONE}
+"""
+STRATEGY = f"""
+SELECT CASE
+    WHEN strategy_enabled THEN 'on: ' || strategy
+    WHEN strategy_enabled IS NULL THEN 'not reported'
+    ELSE 'off (self-consumption)'
+END AS "strategy"
+FROM node_status WHERE {NODE_FILTER_ONE}
+"""
 
 
 def _inventory(columns: str) -> str:
@@ -312,11 +337,14 @@ def site() -> dashboard.Dashboard:
             "wattfleet-site",
             "Site",
             "One site: battery, PV, load, grid, prices, savings, decisions, commands,"
-            " unconfirmed backlog, remote access, inverter and battery.",
+            " unconfirmed backlog, remote access, safety lock, dynamic strategy, inverter and"
+            " battery.",
         )
         .with_variable(node_variable(multi=False))
         .with_panel(sql_stat("State", f"SELECT state FROM node_status WHERE {NODE_FILTER_ONE}"))
         .with_panel(sql_stat("Remote access", REMOTE_ACCESS).no_value("off"))
+        .with_panel(sql_stat("Safety lock", SAFETY_LOCK).no_value("not reported"))
+        .with_panel(sql_stat("Dynamic strategy", STRATEGY).no_value("not reported"))
         .with_panel(
             sql_stat(
                 "Last seen",

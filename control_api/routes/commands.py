@@ -5,14 +5,16 @@ agent updates (SELF_UPDATE). The rules are in control_api/commands.py."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from fastapi import APIRouter, Body, Depends, Header, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from contract.commands import PARAMS_BY_TYPE, CommandType, SelfUpdateParams
-from control_api import commands, node_config, tunnels
+from contract.commands import PARAMS_BY_TYPE, CommandType, SafetyLockParams, SelfUpdateParams
+from contract.site_control import LockReason
+from control_api import commands, node_config, safety_lock, tunnels
 from control_api.deps import (
     AdminUser,
     Audited,
@@ -32,6 +34,8 @@ from control_api.schemas import (
     ConfigPushOut,
     NodeConfigIn,
     NodeConfigOut,
+    SafetyLockIn,
+    SafetyLockOut,
     TunnelIn,
 )
 
@@ -58,8 +62,14 @@ def _body_model(command_type: CommandType, params_model: type[BaseModel]) -> typ
 # One body model per whitelisted type, generated from the shared whitelist so the API
 # cannot drift from what nodes accept. CONFIG_PUSH goes through PUT /nodes/{id}/config,
 # which validates and versions the config; the tunnel's through the admin's
-# /nodes/{id}/tunnel, which names the bastion and the requester itself.
-OWN_ROUTES = (CommandType.CONFIG_PUSH, CommandType.OPEN_TUNNEL, CommandType.CLOSE_TUNNEL)
+# /nodes/{id}/tunnel and the lock's through /nodes/{id}/safety-lock, which name the
+# requester themselves.
+OWN_ROUTES = (
+    CommandType.CONFIG_PUSH,
+    CommandType.OPEN_TUNNEL,
+    CommandType.CLOSE_TUNNEL,
+    CommandType.SAFETY_LOCK,
+)
 if TYPE_CHECKING:
     CommandBody = _CommandBody
 else:
@@ -71,7 +81,10 @@ else:
     ]
 
 ISSUED: dict[int | str, dict[str, Any]] = {
-    409: {"description": "node offline or disabled, or Idempotency-Key reused"}
+    409: {
+        "description": "node offline or disabled, Idempotency-Key reused, or a control"
+        " command for a safety-locked site"
+    }
 }
 
 
@@ -188,3 +201,49 @@ def close_tunnel(_: AdminUser, sender: CommandSender) -> CommandAcceptedOut:
 def update_agent(body: SelfUpdateParams, sender: CommandSender) -> CommandAcceptedOut:
     """Asks the agent to install `version` and restart (SELF_UPDATE)."""
     return commands.issue(sender, CommandType.SELF_UPDATE, body.model_dump(mode="json"))
+
+
+@router.get("/nodes/{node_id}/safety-lock", response_model=SafetyLockOut)
+def get_safety_lock(node: ScopedNode, conn: DbConn) -> Any:
+    """The site's safety lock as the hub sees it (the site's report, or the hub's lock
+    on its way), and its dynamic strategy as reported."""
+    return safety_lock.view(conn, node.id).out()
+
+
+def _set_lock(sender: commands.Sender, locked: bool, reason: str) -> CommandAcceptedOut:
+    # Queued whatever the node's state: a lock waits in the broker for a node away.
+    params = SafetyLockParams(locked=locked, requested_by=sender.user.email, reason=reason)
+    return commands.issue(
+        dataclasses.replace(sender, queue=True),
+        CommandType.SAFETY_LOCK,
+        params.model_dump(mode="json"),
+    )
+
+
+@router.put(
+    "/nodes/{node_id}/safety-lock",
+    response_model=CommandAcceptedOut,
+    status_code=202,
+    responses=ISSUED,
+)
+def lock_site(body: SafetyLockIn, _: AdminUser, sender: CommandSender) -> CommandAcceptedOut:
+    """Admins only: locks the site (SAFETY_LOCK, audited with the admin and the reason):
+    from now on the hub refuses control commands for it with 409, and the agent refuses
+    any that reach it."""
+    return _set_lock(sender, True, body.reason)
+
+
+@router.delete(
+    "/nodes/{node_id}/safety-lock",
+    response_model=CommandAcceptedOut,
+    status_code=202,
+    responses=ISSUED,
+)
+def unlock_site(
+    reason: Annotated[LockReason, Query(description="why the lock is lifted (audited)")],
+    _: AdminUser,
+    sender: CommandSender,
+) -> CommandAcceptedOut:
+    """Admins only: lifts the hub's lock. A lock the site holds itself stays: only the
+    site lifts it (GET /nodes/{id}/safety-lock shows which holds)."""
+    return _set_lock(sender, False, reason)

@@ -39,7 +39,15 @@ def admin_client(api, database):
 
 
 def enrolled_agent(
-    client, database, broker, simulator, tmp_path, via_proxy=False, supervised=False, tenant=None
+    client,
+    database,
+    broker,
+    simulator,
+    tmp_path,
+    via_proxy=False,
+    supervised=False,
+    tenant=None,
+    **settings,
 ):
     tenant = tenant or client.post("/tenants", json={"slug": unique("t"), "name": "Site"}).json()
     credentials = client.post("/nodes", json={"id": unique("node"), "tenant_id": tenant["id"]})
@@ -55,6 +63,7 @@ def enrolled_agent(
         via_proxy=via_proxy,
         node_secret=issued["node_secret"],
         poll_interval_s=1.0,
+        **settings,
     )
     return node, agent.supervise() if supervised else agent.start()
 

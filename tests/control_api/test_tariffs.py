@@ -14,7 +14,7 @@ import pytest
 
 from contract.node_config import NodeConfig, effective_config
 from contract.tariff import MAX_VERSIONS_IN_CONFIG, TariffVersion
-from control_api.site_push import NO_CONFIG
+from control_api.site_push import LOCKED, NO_CONFIG
 from tests.support.control_api import audit_rows, last_audit_id
 from tests.support.fake_node import online_node
 from tests.support.fleet import unique
@@ -370,6 +370,37 @@ def test_a_change_pushes_the_merged_config_to_the_nodes_concerned(api, actors, d
         reported(api, admin, silent.id, modbus_port=1502)
         issued = api.get(f"/nodes/{silent.id}/commands", headers=admin.headers).json()
         assert [c["id"] for c in issued] == [healed["id"]]
+
+
+def test_a_safety_locked_site_gets_no_push_and_no_control_command(api, actors, database, broker):
+    admin = actors.admin
+    tenant = new_tenant(api, admin, WARSAW)
+    with online_node(api, admin, tenant["id"], database, broker) as node:
+        report(node, timezone=WARSAW)
+        reported(api, admin, node.id, timezone=WARSAW)
+        lock = api.put(
+            f"/nodes/{node.id}/safety-lock", json={"reason": "storm"}, headers=admin.headers
+        )
+        assert lock.status_code == 202, lock.text
+        [sent] = node.received()
+        assert (sent["type"], sent["params"]["locked"]) == ("SAFETY_LOCK", True)
+
+        body = g12(today_in(WARSAW) + timedelta(days=1))
+        set_ = api.post(f"/tenants/{tenant['id']}/tariffs", json=body, headers=admin.headers)
+        assert set_.status_code == 201, set_.text
+        assert set_.json()["config_pushes"] == {
+            "pushed": [],
+            "skipped": [{"node_id": node.id, "reason": LOCKED}],
+        }
+        charge = {"type": "FORCE_CHARGE", "params": {"power_w": 1000, "duration_s": 60}}
+        refused = api.post(f"/nodes/{node.id}/commands", json=charge, headers=admin.headers)
+        assert refused.status_code == 409
+        assert "is safety-locked (remote, by " in refused.json()["detail"]
+        logs = {"type": "FETCH_LOGS", "params": {"lines": 10}}
+        assert (
+            api.post(f"/nodes/{node.id}/commands", json=logs, headers=admin.headers).status_code
+            == 202
+        )
 
 
 def test_operator_configs_carry_the_hubs_zone_and_tariffs(api, actors, node):

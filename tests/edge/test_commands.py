@@ -36,6 +36,7 @@ from contract.commands import (
 )
 from edge.commands import CommandHandler, LogRing, SeenCommands
 from edge.config_push import MARKER_NAME, ConfigPush, adopt_legacy_marker
+from edge.safety_lock import SafetyLock
 from tests.conftest import SIMULATOR_UNIT
 from tests.support.agent import AgentProcess
 from tests.support.fleet import Node, dynsec, mqtt_client, publish_all, publish_json, unique
@@ -267,6 +268,7 @@ def _fetch_logs(tmp_path, lines: list[str], wanted: int) -> tuple[list[bytes], A
         lambda kind, body: sent.append((kind, body)),
         lambda: datetime.now(UTC),
         lambda: None,
+        SafetyLock(tmp_path, False, lambda: datetime.now(UTC)),
     )
     now = datetime.now(UTC)
     command = build_command(

@@ -178,7 +178,8 @@ def test_the_context_has_what_a_coordinator_needs(site):
     assert status == 200
     assert context["timezone"] == "Europe/Warsaw"
     assert context["local_time"] == "2026-06-01T14:00:00+02:00"
-    assert context["strategy"] == {"enabled": True}
+    assert context["strategy"] == {"enabled": True, "name": "time_of_use"}
+    assert context["safety_lock"] == {"locked": False, "remote_command_id": None}
     assert context["prices_now"] == {
         "import_per_kwh": 0.6,
         "export_per_kwh": 0.2,

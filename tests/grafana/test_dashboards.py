@@ -154,6 +154,13 @@ class TestAgainstTimescale:
                 " WHERE node_id = %s",
                 (now + timedelta(minutes=30), node_a),
             )
+            # A is safety-locked on site, its dynamic strategy off.
+            conn.execute(
+                "UPDATE node_status SET safety_locked = true, safety_lock_source = 'local',"
+                " safety_lock_reason = 'installer at work', strategy_enabled = false,"
+                " strategy = 'time_of_use' WHERE node_id = %s",
+                (node_a,),
+            )
             conn.execute(
                 "INSERT INTO optimizer_decisions (ts, node_id, tenant_id, decision)"
                 " VALUES (%s, %s, %s, 'charge from PV')",
@@ -350,6 +357,8 @@ class TestAgainstTimescale:
         assert changes[0][1] == "inverter.firmware: 2.4.1 -> 2.4.2"
         assert "inverter.serial: - -> A-1" in changes[1][1]
         assert one("Remote access").startswith("OPEN until ")
+        assert one("Safety lock") == "LOCKED (local: installer at work)"
+        assert one("Dynamic strategy") == "off (self-consumption)"
         assert one("Buffered samples") == 240
         assert one("Oldest unconfirmed") == 1300
         assert one("Backlog growing since") == world["now"] - timedelta(minutes=20)
@@ -381,7 +390,9 @@ class TestAgainstTimescale:
         [own] = self.query(database, world["role_a"], sql)
         assert own[:3] == (world["node_a"], world["node_a"], "online")
         assert own[4:6] == (71.5, 2500.0)  # the live sample
-        # Its inverter and battery: model, firmware, serial, kWh, and the SOC as energy.
+        # Its lock, then its inverter and battery: model, firmware, serial, kWh, and the
+        # SOC as energy.
+        assert own[-6] == "locked (local)"
         assert own[-5:-1] == ("HY-10", "2.4.2", "A-1", 10.0)
         assert own[-1] == pytest.approx(7.15)
         every = self.query(database, self.admin(), sql)
@@ -399,6 +410,10 @@ class TestAgainstTimescale:
         assert by_node[world["node_a"]][-5:-1] == ("HY-10", "2.4.2", "A-1", 10.0)
         assert by_node[world["node_a"]][-1] == pytest.approx(7.15)
         assert by_node[world["node_b"]][-5:] == (None,) * 5  # never reported one
+        assert (by_node[world["node_a"]][-6], by_node[world["node_b"]][-6]) == (
+            "locked (local)",
+            None,
+        )
         [(pv,)] = self.query(database, self.admin(), panel_sql(dashboard, "PV power now"))
         assert pv >= 2500
 

@@ -26,6 +26,7 @@ from control_api.dispatcher import FINAL_STATES
 from edge.commands import CommandHandler, LogRing, SeenCommands
 from edge.inverter import SunSpecDevice
 from edge.registers import sunspec_map
+from edge.safety_lock import SafetyLock
 from tests.support.api_client import api_client
 from tests.support.fleet import create_node, create_tenant
 from tests.support.services import Broker, Database, free_port
@@ -75,6 +76,7 @@ class Agent:
             lambda kind, body: self.sent.append((kind, body)),
             lambda: datetime.now(UTC),
             self._restart,
+            SafetyLock(state_dir, False, lambda: datetime.now(UTC)),
         )
 
     def _restart(self) -> None:

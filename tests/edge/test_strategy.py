@@ -1,0 +1,77 @@
+"""The dynamic strategy on the agent, with the coordinator interface over real HTTP and
+the simulated inverter: switched off, the inverter goes back to self-consumption, the
+coordinator's context says so, and only a self-consumption decision is taken."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from edge.commands import STORCTL_AUTO, STORCTL_CHARGE
+from edge.strategy import STATE_NAME
+from tests.edge.simulated_site import simulated_site
+from tests.edge.test_coordinator import DECISION, call, post
+from tests.support.services import free_port
+
+pytestmark = pytest.mark.integration
+
+NOON = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+
+
+def test_strategy_off_puts_the_inverter_back_in_self_consumption_and_refuses_others(tmp_path):
+    port = free_port()
+    with simulated_site(
+        tmp_path, NOON, coordinator_port=port, strategy_enabled=False, strategy="peak_shaving"
+    ) as (agent, _inverter, _clock):
+        # The coordinator had the battery charging from the grid before the switch.
+        agent.device.discover()
+        agent.device.write(124, {"InWRte": 50.0, "StorCtl_Mod": STORCTL_CHARGE})
+        assert agent.strategy.owes_self_consumption
+        assert agent.poll() is not None
+        assert agent.device.read_model(124)["StorCtl_Mod"] == STORCTL_AUTO
+        assert not agent.strategy.owes_self_consumption
+        assert json.loads((tmp_path / STATE_NAME).read_text()) == {"enabled": False}
+
+        assert agent.coordinator_server is not None
+        agent.coordinator_server.start()
+        try:
+            status, context = call(port, "GET", "/context")
+            assert status == 200
+            assert context["strategy"] == {"enabled": False, "name": "peak_shaving"}
+            assert context["safety_lock"]["locked"] is False
+            status, refused = post(port, DECISION)
+            assert status == 409
+            assert "dynamic strategy is off" in refused["error"]
+            assert call(port, "GET", "/decision") == (200, None)
+            status, _ = post(port, {"mode": "SELF_CONSUMPTION", "reason": "strategy off"})
+            assert status == 200
+        finally:
+            agent.coordinator_server.stop()
+        assert agent.snapshot()["strategy"] == {"enabled": False, "name": "peak_shaving"}
+
+    # Restarted still off: the inverter is the site's again, the agent leaves it be.
+    with simulated_site(tmp_path, NOON, strategy_enabled=False) as (agent, _inverter, _clock):
+        assert not agent.strategy.owes_self_consumption
+    # Switched on, then off again: owed once more.
+    with simulated_site(tmp_path, NOON, strategy_enabled=True) as (agent, _inverter, _clock):
+        assert agent.snapshot()["strategy"]["enabled"]
+    with simulated_site(tmp_path, NOON, strategy_enabled=False) as (agent, _inverter, _clock):
+        assert agent.strategy.owes_self_consumption
+
+
+def test_strategy_on_takes_any_decision(tmp_path):
+    port = free_port()
+    with simulated_site(tmp_path, NOON, coordinator_port=port) as (agent, _inverter, _clock):
+        assert not agent.strategy.owes_self_consumption
+        assert agent.coordinator_server is not None
+        agent.coordinator_server.start()
+        try:
+            assert call(port, "GET", "/context")[1]["strategy"] == {
+                "enabled": True,
+                "name": "time_of_use",
+            }
+            assert post(port, DECISION)[0] == 200
+        finally:
+            agent.coordinator_server.stop()
