@@ -125,7 +125,7 @@ def _daylight(hour: float, day_of_year: int) -> float:
     """Clear-sky PV as a fraction of peak: a bell between sunrise and sunset, the day
     longer in summer."""
     half = 6.0 + 2.5 * math.sin(2 * math.pi * (day_of_year - 80) / 365)
-    x = (hour - 13.0) / half  # solar noon about 13:00 UTC+1
+    x = (hour - 11.0) / half  # hour in UTC: solar noon in central Europe
     return math.cos(x * math.pi / 2) ** 1.5 if abs(x) < 1 else 0.0
 
 

@@ -108,22 +108,25 @@ FIXED_POINT = {
 }
 
 
+AS_0001 = Candidate("segmentby node_id, orderby ts DESC (migration 0001)", "node_id", "ts DESC")
+# What migration 0019 chose.
+CHOSEN = Candidate(
+    "segmentby node_id, orderby ts DESC, seq DESC (0019)", "node_id", "ts DESC, seq DESC"
+)
+TYPED = Candidate(
+    "as 0019, floats as fixed-point integers (schema change)",
+    "node_id",
+    "ts DESC, seq DESC",
+    retyped=FIXED_POINT,
+)
 CANDIDATES = (
-    Candidate("segmentby node_id, orderby ts DESC (migration 0001)", "node_id", "ts DESC"),
+    AS_0001,
     Candidate("segmentby node_id, orderby ts", "node_id", "ts"),
-    Candidate(
-        "segmentby node_id, orderby ts DESC, seq DESC (0019)", "node_id", "ts DESC, seq DESC"
-    ),
+    CHOSEN,
     Candidate("as 0001, 6-hour chunks", "node_id", "ts DESC", timedelta(hours=6)),
     Candidate("no segmentby, orderby node_id, ts DESC", "", "node_id, ts DESC"),
-    Candidate(
-        "as 0019, floats as fixed-point integers (schema change)",
-        "node_id",
-        "ts DESC, seq DESC",
-        retyped=FIXED_POINT,
-    ),
+    TYPED,
 )
-CHOSEN = CANDIDATES[2]
 AGGREGATES = (
     ("telemetry_5m", timedelta(minutes=5)),
     ("telemetry_1h", timedelta(hours=1)),
@@ -366,16 +369,33 @@ def _chunk_interval(conn: Any, table: str) -> timedelta:
 
 
 def measure_aggregate(
-    conn: Any, view: str, width: timedelta, first: datetime, last: datetime, sites: int
+    conn: Any,
+    view: str,
+    width: timedelta,
+    first: datetime,
+    last: datetime,
+    sites: int,
+    as_real: bool = False,
 ) -> tuple[Measured, float]:
     """(bytes uncompressed and compressed, rows per site and day) of the aggregate's
     rows over the full days [first, last), repeated along time to fill one chunk of its
-    interval from that chunk's start."""
+    interval from that chunk's start. `as_real`: its double precision columns stored as
+    real (a schema change, measured to say what it would take)."""
     table = _materialization(conn, view)
     chunk = _chunk_interval(conn, table)
     span = last - first
     rows_per_site_day = DAY / width
-    with scratch(conn, table, "bucket", chunk) as copy:
+    schema, _, name = table.rpartition(".")
+    doubles = [
+        column
+        for (column,) in conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = %s"
+            " AND table_name = %s AND data_type = 'double precision'",
+            (schema, name),
+        ).fetchall()
+    ]
+    retyped = {column: ("real", column) for column in doubles} if as_real else {}
+    with scratch(conn, table, "bucket", chunk, retyped) as copy:
         others = [c.name for c in conn.execute(f"SELECT * FROM {table} LIMIT 0").description]
         others.remove("bucket")
         origin = _floor(first, chunk)
@@ -421,7 +441,10 @@ def measure_table(conn: Any, first: datetime, last: datetime) -> tuple[Measured,
         totals[0] += rows
         totals[1] += before
         totals[2] += after
-    return Measured(*found[False], {}), Measured(*found[True], {})
+    plain, compressed = (
+        Measured(rows, before, after, {}) for rows, before, after in (found[False], found[True])
+    )
+    return plain, compressed
 
 
 # -- The steady state ------------------------------------------------------------------
@@ -539,7 +562,7 @@ def run(
     first = start
     last = _floor(end, DAY) - DAY  # the daily aggregate holds the days before yesterday
     node = sites[0].node_id
-    results: dict[str, Any] = {"candidates": {}, "aggregates": {}}
+    results: dict[str, Any] = {"candidates": {}, "aggregates": {}, "aggregates as real": {}}
     with db.connect() as conn:
         current = policies(conn)
         plain, compressed = measure_table(conn, first, _floor(end, DAY))
@@ -570,7 +593,7 @@ def run(
                 f"  {candidate.name:<56} {m.before_per_row:>6.1f} {m.after_per_row:>10.1f}"
                 f" {m.ratio:>5.1f}x {m.pages['a site day']:>18} {m.pages['100 seqs']:>9}"
             )
-        m = results["candidates"][CANDIDATES[0].name]
+        m = results["candidates"][AS_0001.name]
         print(
             f"  {'(uncompressed, as inserted)':<56} {'':>6} {'':>10} {'':>6}"
             f" {m.pages['a site day uncompressed']:>18} {m.pages['100 seqs uncompressed']:>9}"
@@ -582,15 +605,20 @@ def run(
                 print(f"  {name:<30} {size / chosen.rows:>6.2f}")
         data = sum(chosen.columns.values()) / chosen.rows
         print(f"  {'(all columns)':<30} {data:>6.2f} of {chosen.after_per_row:.2f}")
-        print("\naggregates (compressed: segmentby node_id, orderby bucket, one full chunk):")
+        print(
+            "\naggregates (compressed: segmentby node_id, orderby bucket, one full chunk;"
+            " as real: compressed with its double precision columns as real):"
+        )
         print(
             f"  {'view':<13} {'rows/site-day':>13} {'B/row':>6} {'compressed':>10} {'ratio':>6}"
-            f" {'kB/site-day':>12} {'compressed':>10}"
+            f" {'kB/site-day':>12} {'compressed':>10} {'as real':>8}"
         )
         figures = Figures({"telemetry": per_site_day}, {}, {})
         for view, width in AGGREGATES:
             m, rows_per_day = measure_aggregate(conn, view, width, first, last, len(sites))
+            real, _ = measure_aggregate(conn, view, width, first, last, len(sites), True)
             results["aggregates"][view] = m
+            results["aggregates as real"][view] = real
             figures.rows_per_site_day[view] = rows_per_day
             figures.raw[view] = m.before_per_row
             figures.compressed[view] = m.after_per_row
@@ -599,9 +627,10 @@ def run(
                 f" {m.after_per_row:>10.1f} {m.ratio:>5.1f}x"
                 f" {rows_per_day * m.before_per_row / 1000:>12.2f}"
                 f" {rows_per_day * m.after_per_row / 1000:>10.2f}"
+                f" {rows_per_day * real.after_per_row / 1000:>8.2f}"
             )
     measured = results["candidates"]
-    as_0001 = measured[CANDIDATES[0].name]
+    as_0001 = measured[AS_0001.name]
     figures.raw["telemetry"] = plain.before_per_row if plain.rows else as_0001.before_per_row
     figures.compressed["telemetry"] = (
         compressed.after_per_row if compressed.rows else as_0001.after_per_row
@@ -610,6 +639,21 @@ def run(
     before.compressed["telemetry"] = as_0001.after_per_row
     results["before"] = report_steady_state("as migrations 0001 and 0016 set it", before, BEFORE)
     results["now"] = report_steady_state("as the database is set now", figures, current)
+    fixed = measured[TYPED.name]
+    typed = Figures(
+        figures.rows_per_site_day,
+        {"telemetry": fixed.before_per_row},
+        {"telemetry": fixed.after_per_row},
+    )
+    for view, real in results["aggregates as real"].items():
+        typed.raw[view] = real.before_per_row
+        typed.compressed[view] = real.after_per_row
+    results["typed"] = report_steady_state(
+        "as set now, if telemetry's floats were fixed-point integers and the aggregates'"
+        " real (schema changes, not made)",
+        typed,
+        current,
+    )
     return results
 
 

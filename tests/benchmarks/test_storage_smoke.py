@@ -38,4 +38,5 @@ def test_every_setting_is_measured_on_compressed_samples():
     assert all(0 < m.after < m.before for m in results["aggregates"].values())
     # Compressing after a day instead of a week is the larger part of the saving.
     assert 0 < results["now"] < results["before"]
+    assert 0 < results["typed"] < results["now"]
     assert again["now"] == pytest.approx(results["now"], rel=0.05)
