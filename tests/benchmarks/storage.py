@@ -25,7 +25,11 @@ aggregates take, compressed and not, and the steady state the retention gives.
    the retention of each table, the part younger than its compress_after uncompressed
    (nominal), and at worst (compress_after + one chunk + the job's schedule interval
    uncompressed; the retention job likewise late); hourly and daily for one year each.
-   Figures are for the settings in the database and for the chosen ones (CHOSEN).
+   Figures are for the settings of migrations 0001 and 0016 (BEFORE), for those in the
+   database, and for them with two schema changes not made: telemetry's floats as
+   fixed-point integers (TYPED) and the aggregates' as real.
+Also printed: where a compressed row's bytes go, column by column (CHOSEN: what
+migration 0019 set).
 Bytes per row include each chunk's fixed cost (its indexes' first pages, an empty
 compressed chunk's relations): it is shared by every site in a chunk, so a fleet of
 hundreds of sites pays less per site than these few do.
