@@ -39,10 +39,11 @@ from collector.telemetry_row import (
 )
 from contract.fields import wire_body
 
-# Seqs are checked against the rows stored for the last 7 days: the chunks the
-# compression policy (migration 0001: after 7 days) has not compressed yet, where the
-# (node_id, seq) index finds them. A compressed chunk would be decompressed for every
-# lookup; a seq reused after 7 days is not found.
+# Seqs are checked against the rows stored for the last 7 days (an agent's buffer
+# replays up to a week). The newest chunks are uncompressed, where the (node_id, seq)
+# index finds them; older ones are compressed (migration 0019: after a day) with batches
+# ordered by seq after ts, each keeping its seq range, so a lookup opens only the batches
+# that hold those seqs. A seq reused after 7 days is not found.
 SEQ_CHECK_WINDOW = timedelta(days=7)
 
 # Each run of consecutive seqs is one index range scan. OFFSET 0 keeps the subquery from

@@ -58,7 +58,7 @@ def test_retention_and_compression_jobs(database):
                 " FROM timescaledb_information.chunks c"
                 " WHERE c.hypertable_name = 'telemetry' AND c.range_end <= %s"
                 " GROUP BY 1",
-                (now - timedelta(days=7), now),
+                (now - timedelta(days=1), now),
             ).fetchall()
         )
         recent_chunk_compressed = conn.execute(
@@ -68,19 +68,20 @@ def test_retention_and_compression_jobs(database):
         ).fetchone()[0]
     assert kept == [2, 3, 4]  # 45 and 35 days old: dropped; 20, 10 and 1: kept
     assert dead == 1
-    assert compressed[False] is True  # every chunk older than 7 days is compressed
+    assert compressed[False] is True  # every chunk older than a day is compressed
     assert recent_chunk_compressed is False
-    # Compressed rows stay readable, and segmentby node_id is configured.
+    # Compressed rows stay readable; segmented by node, ordered by time, then seq.
     with database.connect() as conn:
-        segmentby = conn.execute(
-            "SELECT attname FROM timescaledb_information.compression_settings"
-            " WHERE hypertable_name = 'telemetry' AND segmentby_column_index = 1"
-        ).fetchone()
-    assert segmentby == ("node_id",)
+        settings = conn.execute(
+            "SELECT attname, segmentby_column_index, orderby_column_index, orderby_asc"
+            " FROM timescaledb_information.compression_settings"
+            " WHERE hypertable_name = 'telemetry' ORDER BY orderby_column_index NULLS FIRST"
+        ).fetchall()
+    assert settings == [("node_id", 1, None, None), ("ts", None, 1, False), ("seq", None, 2, False)]
 
 
 def test_late_samples_insert_idempotently_into_compressed_chunks(database):
-    """An edge backlog may reach past the 7-day compression horizon."""
+    """An edge backlog (up to a week) reaches past the 1-day compression horizon."""
     tenant = create_tenant(database)
     node = create_node(database, tenant)
     old = datetime.now(UTC) - timedelta(days=9)
