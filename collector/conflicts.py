@@ -41,7 +41,7 @@ from contract.fields import wire_body
 
 # Seqs are checked against the rows stored for the last 7 days (an agent's buffer
 # replays up to a week). The newest chunks are uncompressed, where the (node_id, seq)
-# index finds them; older ones are compressed (migration 0019: after a day) with batches
+# index finds them; older ones are compressed (migration 0020: after a day) with batches
 # ordered by seq after ts, each keeping its seq range, so a lookup opens only the batches
 # that hold those seqs. A seq reused after 7 days is not found.
 SEQ_CHECK_WINDOW = timedelta(days=7)

@@ -29,7 +29,7 @@ aggregates take, compressed and not, and the steady state the retention gives.
    database, and for them with two schema changes not made: telemetry's floats as
    fixed-point integers (TYPED) and the aggregates' as real.
 Also printed: where a compressed row's bytes go, column by column (CHOSEN: what
-migration 0019 set).
+migration 0020 set).
 Bytes per row include each chunk's fixed cost (its indexes' first pages, an empty
 compressed chunk's relations): it is shared by every site in a chunk, so a fleet of
 hundreds of sites pays less per site than these few do.
@@ -113,12 +113,12 @@ FIXED_POINT = {
 
 
 AS_0001 = Candidate("segmentby node_id, orderby ts DESC (migration 0001)", "node_id", "ts DESC")
-# What migration 0019 chose.
+# What migration 0020 chose.
 CHOSEN = Candidate(
-    "segmentby node_id, orderby ts DESC, seq DESC (0019)", "node_id", "ts DESC, seq DESC"
+    "segmentby node_id, orderby ts DESC, seq DESC (0020)", "node_id", "ts DESC, seq DESC"
 )
 TYPED = Candidate(
-    "as 0019, floats as fixed-point integers (schema change)",
+    "as 0020, floats as fixed-point integers (schema change)",
     "node_id",
     "ts DESC, seq DESC",
     retyped=FIXED_POINT,
@@ -512,7 +512,7 @@ def policies(conn: Any) -> dict[str, Compression]:
     return found
 
 
-# What migrations 0001 and 0016 set, before issue 18's storage part (migration 0019).
+# What migrations 0001 and 0016 set, before issue 18's storage part (migration 0020).
 BEFORE = {
     "telemetry": Compression(DAY, timedelta(days=7), timedelta(days=30)),
     "telemetry_5m": Compression(timedelta(days=10), timedelta(days=14), timedelta(days=400)),

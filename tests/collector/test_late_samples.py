@@ -1,4 +1,4 @@
-"""Late samples land in compressed chunks (migration 0019 compresses raw telemetry after
+"""Late samples land in compressed chunks (migration 0020 compresses raw telemetry after
 a day; an agent's buffer replays up to a week): the collector's writer stores them,
 skips what is stored already and dead-letters conflicts there as anywhere else."""
 

@@ -18,15 +18,15 @@ batches by seq after ts (issue 18, docs/benchmarks.md "Storage per site").
   its horizon. New settings apply to chunks compressed from now on; compressed chunks
   keep theirs.
 
-Revision ID: 0019
-Revises: 0017
+Revision ID: 0020
+Revises: 0019
 Create Date: 2026-12-01
 """
 
 from alembic import op
 
-revision = "0019"
-down_revision = "0017"
+revision = "0020"
+down_revision = "0019"
 branch_labels = None
 depends_on = None
 
