@@ -40,6 +40,8 @@ BASE_RELATIONS = (
     "users",
     "audit_log",
     "node_alerts",
+    "money_1d",
+    "money_1d_pending",
 )
 
 
