@@ -116,10 +116,10 @@ def priced_energy(span: Span, nodes: str) -> str:
     range's start) and from `cut` on, the earliest of: 26 hours before the range's end,
     before where the job stopped, and the first hour it must price again for these sites
     (money_1d_pending). Every hour between lies in a priced day taken whole."""
+    day_start = "e.local_day::timestamp AT TIME ZONE e.timezone"
     hour_columns = COLUMNS.replace(
         "day_start, day_end",
-        "local_day::timestamp AT TIME ZONE timezone AS day_start,"
-        " (local_day + 1)::timestamp AT TIME ZONE timezone AS day_end",
+        f"{day_start} AS day_start, (local_day + 1)::timestamp AT TIME ZONE timezone AS day_end",
     )
     return f"""(
     SELECT {COLUMNS} FROM money_1d WHERE {nodes} AND {span.days}
@@ -140,9 +140,10 @@ def priced_energy(span: Span, nodes: str) -> str:
         WHERE {nodes} AND {span.hours} AND e.{BUCKET.column} >= r.first_hour
             AND e.{BUCKET.column} < r.past_hour
             AND NOT EXISTS (
+                -- The day's row(s) by the index's (node_id, day_start, tenant_id).
                 SELECT FROM money_1d d WHERE d.node_id = e.node_id
-                    AND d.tenant_id = e.tenant_id AND d.local_day = e.local_day
-                    AND {span.days}
+                    AND d.day_start = {day_start} AND d.tenant_id = e.tenant_id
+                    AND d.local_day = e.local_day AND {span.days}
             )
         OFFSET 0
     ) h
