@@ -295,6 +295,17 @@ def test_money_panels_match_energy_1h_through_every_change(fleet):
     _run_job(db)
     _check_every_panel(fleet)
 
+    # A site created with an id that already has history (telemetry is kept by id).
+    late, first = f"md-{warsaw}-late", datetime(2026, 11, 2, tzinfo=UTC)
+    with db.connect() as conn:
+        insert_samples(conn, _samples(late, warsaw, first, first + timedelta(days=3), 7))
+    materialize(db, first, first + timedelta(days=3))
+    sites["late"] = create_node(db, warsaw, late)
+    assert _pending(db) == {late: first}  # from its first hour
+    _check_every_panel(fleet)
+    _run_job(db)
+    _check_every_panel(fleet)
+
 
 def test_a_tenant_reads_only_its_own_priced_days(fleet):
     db = fleet["db"]

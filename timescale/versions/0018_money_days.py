@@ -9,11 +9,13 @@ from it and only the rest (the range's edge hours, today, days not priced yet) f
 
 - `refresh_money_1d`, a TimescaleDB job every hour, prices the local days that ended
   before both now and telemetry_1h's materialization watermark (all of them on its first
-  run), and each run prices again the last `reprice` (10 days: the aggregate's 9-day
-  refresh window and a day) so late samples follow within a run, as in the aggregates.
+  run, and all since the last run after a longer pause), and each run prices again the
+  last `reprice` (10 days: the aggregate's 9-day refresh window and a day) so late
+  samples follow within a run, as in the aggregates.
 - What prices history again invalidates at once: a tariff version inserted, changed or
   deleted (the sites it applies to, from the day before its `valid_from`), a site's or a
-  tenant's time zone changed, a site moved to another tenant or created (all its days).
+  tenant's time zone changed, a site moved to another tenant (all its days), a site
+  created with an id that has history.
   A trigger deletes the site's days from there and leaves a mark in `money_1d_pending`
   (site, tenant of the rows, since): readers take `energy_1h` from the lowest mark of
   the sites they read, the job prices those days again and clears the marks.
@@ -211,14 +213,28 @@ END
 $$
 """
 
-# A site's zone or tenant changed (or it is new, perhaps with an old id's telemetry):
-# all its days. A tenant's zone: its sites' days, and those of sites that moved away
-# (their history with it stays in its zone).
+# A site's zone or tenant changed: all its days. A site created with an id that has
+# history (telemetry is kept by node id): from its first hour; a new id has none, and
+# marks nothing (a mark slows every fleet-wide figure until the next run). A tenant's
+# zone: its sites' days, and those of sites that moved away (their history with it
+# stays in its zone).
 NODE_TRIGGER = """
 CREATE OR REPLACE FUNCTION nodes_invalidate_money() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM public.invalidate_money_days(ARRAY[NEW.id], '-infinity');
+    RETURN NULL;
+END
+$$
+"""
+NODE_CREATED_TRIGGER = """
+CREATE OR REPLACE FUNCTION nodes_created_money() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM public.invalidate_money_days(ARRAY[NEW.id], first_hour)
+    FROM (SELECT min(bucket) AS first_hour FROM public.telemetry_1h
+          WHERE node_id = NEW.id) history
+    WHERE first_hour IS NOT NULL;
     RETURN NULL;
 END
 $$
@@ -241,7 +257,7 @@ TRIGGERS = {
     " WHEN (OLD.timezone IS DISTINCT FROM NEW.timezone OR OLD.tenant_id <> NEW.tenant_id)"
     " EXECUTE FUNCTION nodes_invalidate_money()",
     "nodes_money_created": "AFTER INSERT ON nodes FOR EACH ROW"
-    " EXECUTE FUNCTION nodes_invalidate_money()",
+    " EXECUTE FUNCTION nodes_created_money()",
     "tenants_money_zone": "AFTER UPDATE OF timezone ON tenants FOR EACH ROW"
     " WHEN (OLD.timezone IS DISTINCT FROM NEW.timezone)"
     " EXECUTE FUNCTION tenants_invalidate_money()",
@@ -289,6 +305,7 @@ def upgrade() -> None:
         INVALIDATE,
         TARIFF_TRIGGER,
         NODE_TRIGGER,
+        NODE_CREATED_TRIGGER,
         TENANT_TRIGGER,
         *(f"CREATE OR REPLACE TRIGGER {name} {spec}" for name, spec in TRIGGERS.items()),
         # Sites created before this migration: priced from scratch by the first run.
@@ -309,6 +326,7 @@ def downgrade() -> None:
         *(f"DROP TRIGGER IF EXISTS {name} ON {TRIGGER_TABLES[name]}" for name in TRIGGERS),
         "DROP FUNCTION IF EXISTS tariffs_invalidate_money()",
         "DROP FUNCTION IF EXISTS nodes_invalidate_money()",
+        "DROP FUNCTION IF EXISTS nodes_created_money()",
         "DROP FUNCTION IF EXISTS tenants_invalidate_money()",
         "DROP FUNCTION IF EXISTS invalidate_money_days(text[], timestamptz)",
         f"DROP PROCEDURE IF EXISTS {JOB}(integer, jsonb)",
