@@ -140,7 +140,8 @@ def priced_energy(span: Span, nodes: str) -> str:
         WHERE {nodes} AND {span.hours} AND e.{BUCKET.column} >= r.first_hour
             AND e.{BUCKET.column} < r.past_hour
             AND NOT EXISTS (
-                -- The day's row(s) by the index's (node_id, day_start, tenant_id).
+                -- The day's row(s) by the index's (node_id, day_start, tenant_id); the
+                -- span's day condition names d's columns (the innermost relation).
                 SELECT FROM money_1d d WHERE d.node_id = e.node_id
                     AND d.day_start = {day_start} AND d.tenant_id = e.tenant_id
                     AND d.local_day = e.local_day AND {span.days}
