@@ -2,11 +2,11 @@
 grafana/panels.py, energy and money in grafana/money.py).
 
 Panels over ranges longer than a few minutes read the continuous aggregates
-(`telemetry_5m`, `_1h`) or the energy views over them (`energy_1h`), never raw rows; raw
-`telemetry` is read only for the latest sample of a node. Days, months and tariff hours
-are each site's local ones. Columns of `telemetry`, its aggregates and
-`optimizer_decisions` are named through the field table (`contract.fields`), so a
-dashboard cannot name one the table does not have.
+(`telemetry_5m`, `_1h`), the energy views over them (`energy_1h`) or the local days
+priced from those (`money_1d`), never raw rows; raw `telemetry` is read only for the
+latest sample of a node. Days, months and tariff hours are each site's local ones.
+Columns of `telemetry`, its aggregates and `optimizer_decisions` are named through the
+field table (`contract.fields`), so a dashboard cannot name one the table does not have.
 """
 
 from __future__ import annotations
