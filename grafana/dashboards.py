@@ -2,11 +2,11 @@
 grafana/panels.py, energy and money in grafana/money.py).
 
 Panels over ranges longer than a few minutes read the continuous aggregates
-(`telemetry_5m`, `_1h`) or the energy views over them (`energy_1h`), never raw rows; raw
-`telemetry` is read only for the latest sample of a node. Days, months and tariff hours
-are each site's local ones. Columns of `telemetry`, its aggregates and
-`optimizer_decisions` are named through the field table (`contract.fields`), so a
-dashboard cannot name one the table does not have.
+(`telemetry_5m`, `_1h`), the energy views over them (`energy_1h`) or the local days
+priced from those (`money_1d`), never raw rows; raw `telemetry` is read only for the
+latest sample of a node. Days, months and tariff hours are each site's local ones.
+Columns of `telemetry`, its aggregates and `optimizer_decisions` are named through the
+field table (`contract.fields`), so a dashboard cannot name one the table does not have.
 """
 
 from __future__ import annotations
@@ -46,11 +46,13 @@ from contract.fields import (
 )
 from grafana.datasources import ALERTMANAGER_UID, PROMETHEUS_UID
 from grafana.money import (
+    LOCAL_TODAY,
     NET_COST,
     SAVINGS,
     THIS_MONTH,
     TODAY,
     money_stat,
+    priced_energy,
     savings,
 )
 from grafana.panels import (
@@ -136,8 +138,12 @@ def fleet_overview() -> dashboard.Dashboard:
                 "watt",
             )
         )
-        .with_panel(money_stat("Fleet savings today (each site's local day)", SAVINGS, TODAY))
-        .with_panel(money_stat("Fleet savings this month", SAVINGS, THIS_MONTH))
+        .with_panel(
+            money_stat("Fleet savings today (each site's local day)", SAVINGS, "energy_1h", TODAY)
+        )
+        .with_panel(
+            money_stat("Fleet savings this month", SAVINGS, priced_energy(THIS_MONTH, "true"))
+        )
         .with_panel(
             piechart.Panel()
             .title("Nodes by state")
@@ -210,19 +216,20 @@ def sites() -> dashboard.Dashboard:
                     SELECT s.{SOC_PERCENT.column}, s.{SOLAR_POWER_W.column}
                     WHERE s.latest_ts > now() - interval '15 minutes'
                 ) l ON true
-                LEFT JOIN LATERAL (
-                    SELECT sum({SAVINGS}) FILTER (WHERE {TODAY}) AS today,
+                LEFT JOIN (
+                    SELECT node_id, sum({SAVINGS}) FILTER (WHERE {LOCAL_TODAY}) AS today,
                         -- One currency, or no amount: never a sum across currencies.
                         CASE WHEN count(DISTINCT currency) <= 1 THEN sum({SAVINGS}) END
                             AS month,
                         CASE WHEN count(DISTINCT currency) <= 1 THEN max(currency)
                             ELSE 'mixed' END AS currency,
-                        100 * sum(covered_s) FILTER (WHERE {TODAY})
+                        100 * sum(covered_s) FILTER (WHERE {LOCAL_TODAY})
                             / extract(epoch FROM now() - date_trunc('day', now()
                               AT TIME ZONE max(timezone)) AT TIME ZONE max(timezone))
                             AS coverage
-                    FROM energy_1h e WHERE e.node_id = n.id AND {THIS_MONTH}
-                ) m ON true
+                    FROM {priced_energy(THIS_MONTH, "true")}
+                    GROUP BY node_id
+                ) m ON m.node_id = n.id
                 WHERE n.enabled
                 ORDER BY {STATE_ORDER}, 2, 1
                 """
@@ -270,7 +277,7 @@ FROM site_tariffs t CROSS JOIN LATERAL (
 WHERE t.{NODE_FILTER_ONE} AND now() >= t.starts_at
     AND (t.ends_at IS NULL OR now() < t.ends_at)
 """
-SITE_ENERGY = f"{NODE_FILTER_ONE} AND "
+SITE_TODAY = f"{NODE_FILTER_ONE} AND {TODAY}"
 # The remote debug tunnel as the node's newest heartbeat said (migration 0015): "OPEN
 # until ..." while an admin can log in to the Pi, else how the last one ended; "off"
 # when remote access is not enabled on the node.
@@ -377,9 +384,11 @@ def site() -> dashboard.Dashboard:
             ).no_value("not reported")
         )
         .with_panel(sql_stat("Battery energy now", STORED_NOW, "kwatth", 1))
-        .with_panel(money_stat("Savings today", SAVINGS, SITE_ENERGY + TODAY))
-        .with_panel(money_stat("Net grid cost today", NET_COST, SITE_ENERGY + TODAY))
-        .with_panel(money_stat("Savings this month", SAVINGS, SITE_ENERGY + THIS_MONTH))
+        .with_panel(money_stat("Savings today", SAVINGS, "energy_1h", SITE_TODAY))
+        .with_panel(money_stat("Net grid cost today", NET_COST, "energy_1h", SITE_TODAY))
+        .with_panel(
+            money_stat("Savings this month", SAVINGS, priced_energy(THIS_MONTH, NODE_FILTER_ONE))
+        )
         # What the node holds until the hub confirms it (its heartbeat says; null from
         # agents that do not). Growing while the node is online raises NodeBacklogStuck.
         .with_panel(_backlog_stat("Buffered samples", "buffer_depth", "none", "not reported"))

@@ -4,14 +4,19 @@ month" figures other dashboards show.
 Energy a meter counted over a gap (`gap_*`: the site was not observed) is shown apart and
 never priced: add it to the observed energy to compare with the meter or the bill.
 
-Every figure reads `energy_1h` (migration 0013): hourly energies with each site's local
-time and the tariff in force, priced as docs/energy-and-money.md says. Days and months
-are each site's local ones; amounts are summed per currency, never across currencies.
-A range filters on `bucket` (what the aggregate is ordered and chunked by), so a query
-reads only the hours it needs.
+Every figure sums local days priced once by a job (`money_1d`, migration 0021) and hours
+priced at query time (`energy_1h`, migration 0013: hourly energies with each site's local
+time and the tariff in force, priced as docs/energy-and-money.md says): `priced_energy`
+takes each whole local day in range that the job has priced from `money_1d`, every other
+hour (the range's edges, today, days not priced yet or invalidated by a tariff or zone
+change) from `energy_1h`; the sums are the same. Days and months are each site's local
+ones; amounts are summed per currency, never across currencies. Ranges filter on
+`bucket` and `day_start` (what the two are ordered and chunked by).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from grafana_foundation_sdk.builders import barchart, dashboard, stat, table
 
@@ -40,39 +45,133 @@ IMPORT_COST, EXPORT_REVENUE, GRID_ONLY_COST, SAVINGS = (
 NET_COST = f"({IMPORT_COST} - {EXPORT_REVENUE})"
 CURRENCY = "coalesce(currency, 'no tariff')"
 
-# The site's local day and month, now; `bucket` bounds let the query skip older hours.
-TODAY = (
-    f"local_day = (now() AT TIME ZONE timezone)::date"
-    f" AND {BUCKET.column} > now() - interval '26 hours'"
+KWH = tuple(
+    str(column.column)
+    for column in (
+        PV_KWH,
+        GRID_IMPORT_KWH,
+        GRID_EXPORT_KWH,
+        LOAD_KWH,
+        BATTERY_CHARGE_KWH,
+        BATTERY_DISCHARGE_KWH,
+        GAP_PV_KWH,
+        GAP_GRID_IMPORT_KWH,
+        GAP_GRID_EXPORT_KWH,
+    )
 )
-THIS_MONTH = (
-    "date_trunc('month', local_day) = date_trunc('month', now() AT TIME ZONE timezone)"
-    f" AND {BUCKET.column} > now() - interval '32 days'"
+# What priced_energy's rows have: energy_1h's and money_1d's columns alike.
+COLUMNS = (
+    "node_id, tenant_id, timezone, local_day, day_start, day_end, currency, period,"
+    f" covered_s, {', '.join(KWH)}, {IMPORT_COST}, {EXPORT_REVENUE}, {GRID_ONLY_COST},"
+    f" {SAVINGS}"
 )
-IN_RANGE = f"$__timeFilter({BUCKET.column}) AND {NODE_FILTER_MANY}"
+# A local day lasts at most 25 hours: one ending after an instant starts after it less
+# this (an hour of margin).
+DAY_MARGIN = "interval '26 hours'"
+
+
+@dataclass(frozen=True)
+class Span:
+    """Which hours a figure sums: `hours`, a condition on energy_1h's rows whose buckets it
+    bounds to [`start`, `end`] (SQL instants); `days`, the condition on money_1d's rows
+    (local days) that holds exactly for the days whose every hour `hours` takes."""
+
+    hours: str
+    days: str
+    start: str
+    end: str
+
+
+# The dashboard's time range ($__timeFilter is inclusive at both ends). A day's last
+# hourly bucket starts before its end, on a whole UTC hour.
+PICKED = Span(
+    hours=f"$__timeFilter({BUCKET.column})",
+    days="day_start >= $__timeFrom()::timestamptz"
+    " AND day_end <= date_trunc('hour', $__timeTo()::timestamptz) + interval '1 hour'",
+    start="$__timeFrom()::timestamptz",
+    end="$__timeTo()::timestamptz",
+)
+# The site's local month, now; `bucket` bounds let the query skip older hours.
+MONTH = "date_trunc('month', local_day) = date_trunc('month', now() AT TIME ZONE timezone)"
+THIS_MONTH = Span(
+    hours=f"{MONTH} AND {BUCKET.column} > now() - interval '32 days'",
+    days=f"{MONTH} AND day_start > now() - interval '32 days'",
+    start="now() - interval '32 days'",
+    end="now()",
+)
+# The site's local day, now: never a whole priced day, so energy_1h's hours only.
+LOCAL_TODAY = "local_day = (now() AT TIME ZONE timezone)::date"
+TODAY = f"{LOCAL_TODAY} AND {BUCKET.column} > now() - interval '26 hours'"
 # Seconds in a site's local day: 23, 24 or 25 hours.
-DAY_SECONDS = (
-    "extract(epoch FROM ((local_day + 1)::timestamp AT TIME ZONE timezone)"
-    " - (local_day::timestamp AT TIME ZONE timezone))"
-)
+DAY_SECONDS = "extract(epoch FROM day_end - day_start)"
 SELECTED_NODES = "cardinality(ARRAY[$node]::text[])"
 
 
-def per_currency(amount: str, where: str) -> str:
-    """An amount summed per currency over energy_1h rows matching `where`."""
+def priced_energy(span: Span, nodes: str) -> str:
+    """The rows (COLUMNS) whose sums are the figures of `span` for the sites `nodes` (a
+    condition on node_id): money_1d's days that `span` takes whole, and energy_1h's hours
+    of `span` outside them.
+
+    energy_1h is read over two ranges only: the first 26 hours (the days cut by the
+    range's start) and from `cut` on, the earliest of: 26 hours before the range's end,
+    before where the job stopped, and the first hour it must price again for these sites
+    (money_1d_pending). Every hour between lies in a priced day taken whole."""
+    day_start = "e.local_day::timestamp AT TIME ZONE e.timezone"
+    hour_columns = COLUMNS.replace(
+        "day_start, day_end",
+        f"{day_start} AS day_start, (local_day + 1)::timestamp AT TIME ZONE timezone AS day_end",
+    )
+    return f"""(
+    SELECT {COLUMNS} FROM money_1d WHERE {nodes} AND {span.days}
+    UNION ALL
+    SELECT h.* FROM (
+        SELECT least(
+            (SELECT priced_until FROM money_1d_state) - {DAY_MARGIN},
+            (SELECT min(since) FROM money_1d_pending WHERE {nodes}),
+            {span.end} - {DAY_MARGIN}
+        ) AS cut
+    ) c
+    CROSS JOIN LATERAL (
+        VALUES ({span.start}, least({span.start} + {DAY_MARGIN}, c.cut)),
+            (c.cut, 'infinity'::timestamptz)
+    ) r (first_hour, past_hour)
+    CROSS JOIN LATERAL (
+        SELECT {hour_columns} FROM energy_1h e
+        WHERE {nodes} AND {span.hours} AND e.{BUCKET.column} >= r.first_hour
+            AND e.{BUCKET.column} < r.past_hour
+            AND NOT EXISTS (
+                -- The day's row(s) by the index's (node_id, day_start, tenant_id); the
+                -- span's day condition names d's columns (the innermost relation).
+                SELECT FROM money_1d d WHERE d.node_id = e.node_id
+                    AND d.day_start = {day_start} AND d.tenant_id = e.tenant_id
+                    AND d.local_day = e.local_day AND {span.days}
+            )
+        OFFSET 0
+    ) h
+) e"""
+
+
+def per_currency(amount: str, source: str, where: str | None = None) -> str:
+    """An amount summed per currency over `source`'s rows (energy_1h or priced_energy's)
+    matching `where`."""
     return f"""
     SELECT {CURRENCY} AS currency, coalesce(sum({amount}), 0) AS amount
-    FROM energy_1h WHERE {where} GROUP BY 1 ORDER BY 1
+    FROM {source}{f" WHERE {where}" if where else ""} GROUP BY 1 ORDER BY 1
     """
 
 
-def money_stat(title: str, amount: str, where: str) -> stat.Panel:
-    """A stat of an amount per currency (one value a currency) over rows matching `where`."""
-    return sql_stat(title, per_currency(amount, where), decimals=2, per_row=True)
+def money_stat(title: str, amount: str, source: str, where: str | None = None) -> stat.Panel:
+    """A stat of an amount per currency (one value a currency) over `source`'s rows
+    matching `where`."""
+    return sql_stat(title, per_currency(amount, source, where), decimals=2, per_row=True)
+
+
+# The savings dashboard's rows: the sites picked, over the time range.
+IN_RANGE = priced_energy(PICKED, NODE_FILTER_MANY)
 
 
 def _total(column: str) -> str:
-    return f"SELECT coalesce(sum({column}), 0) AS value FROM energy_1h WHERE {IN_RANGE}"
+    return f"SELECT coalesce(sum({column}), 0) AS value FROM {IN_RANGE}"
 
 
 def savings() -> dashboard.Dashboard:
@@ -102,7 +201,7 @@ def savings() -> dashboard.Dashboard:
                 f"""
                 SELECT {CURRENCY} AS currency,
                     100 * sum({SAVINGS}) / nullif(sum({GRID_ONLY_COST}), 0) AS "saved %"
-                FROM energy_1h WHERE {IN_RANGE} GROUP BY 1 ORDER BY 1
+                FROM {IN_RANGE} GROUP BY 1 ORDER BY 1
                 """,
                 "percent",
                 1,
@@ -127,7 +226,7 @@ def savings() -> dashboard.Dashboard:
                 SELECT 100 * coalesce(sum(covered_s), 0) / ({SELECTED_NODES}
                     * extract(epoch FROM $__timeTo()::timestamptz - $__timeFrom()::timestamptz))
                     AS "coverage %"
-                FROM energy_1h WHERE {IN_RANGE}
+                FROM {IN_RANGE}
                 """,
                 "percent",
                 1,
@@ -145,7 +244,7 @@ def savings() -> dashboard.Dashboard:
                         sum({load}) AS "load",
                         sum({BATTERY_CHARGE_KWH.column}) AS "battery charge",
                         sum({BATTERY_DISCHARGE_KWH.column}) AS "battery discharge"
-                    FROM energy_1h WHERE {IN_RANGE}
+                    FROM {IN_RANGE}
                     GROUP BY local_day ORDER BY local_day
                     """
                 )
@@ -165,7 +264,7 @@ def savings() -> dashboard.Dashboard:
                         sum({IMPORT_COST}) AS "import cost",
                         sum({EXPORT_REVENUE}) AS "export revenue",
                         sum({GRID_ONLY_COST}) AS "grid-only cost", sum({SAVINGS}) AS savings
-                    FROM energy_1h WHERE {IN_RANGE}
+                    FROM {IN_RANGE}
                     GROUP BY local_day, currency ORDER BY local_day, currency
                     """
                 )
@@ -184,7 +283,7 @@ def savings() -> dashboard.Dashboard:
                         100 * coalesce(sum(covered_s), 0) / ({SELECTED_NODES} * max(day_s))
                             AS "coverage %"
                     FROM (SELECT local_day, covered_s, {DAY_SECONDS} AS day_s
-                          FROM energy_1h WHERE {IN_RANGE}) d
+                          FROM {IN_RANGE}) d
                     GROUP BY local_day ORDER BY local_day
                     """
                 )
@@ -207,7 +306,7 @@ def savings() -> dashboard.Dashboard:
                         sum({GAP_PV_KWH.column}) AS "PV kWh in gaps",
                         sum({GAP_GRID_IMPORT_KWH.column}) AS "import kWh in gaps",
                         sum({GAP_GRID_EXPORT_KWH.column}) AS "export kWh in gaps"
-                    FROM energy_1h WHERE {IN_RANGE}
+                    FROM {IN_RANGE}
                     GROUP BY 1, 2 ORDER BY 1, 2
                     """
                 )
@@ -225,7 +324,7 @@ def savings() -> dashboard.Dashboard:
                     SELECT coalesce(period, 'no tariff') AS period, {CURRENCY} AS currency,
                         sum({imported}) AS "import kWh", sum({exported}) AS "export kWh",
                         sum({load}) AS "load kWh", {money}
-                    FROM energy_1h WHERE {IN_RANGE}
+                    FROM {IN_RANGE}
                     GROUP BY 1, 2 ORDER BY 1, 2
                     """
                 )

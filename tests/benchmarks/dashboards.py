@@ -12,8 +12,9 @@
    as with real 5-second data (the raw table 1/60 of it).
 2. Materializes telemetry_5m, then _1h, then _1d over the whole range (in windows of
    `--refresh-days`; the newest buckets are left to real-time aggregation, as the
-   refresh policies leave them), runs the compression policy's job on telemetry,
-   ANALYZE; prints the times and the sizes (bytes per site and per row).
+   refresh policies leave them), runs the compression policy's job on telemetry and
+   the job pricing local days into money_1d, ANALYZE; prints the times and the sizes
+   (bytes per site and per row).
 3. Times every SQL query of every dashboard (grafana/dashboards/*/*.json, variables'
    queries included) rendered as Grafana renders it for the last 24 h, 7 d, 30 d and
    90 d, as one tenant's role (the site dashboard on one of its sites, the savings one
@@ -376,13 +377,21 @@ def materialize(
         began = time.perf_counter()
         conn.execute("CALL run_job(%s)", (job,))
         say(f"compression job on telemetry: {time.perf_counter() - began:.1f} s")
+        # Prices the completed local days the refresh materialized, as its hourly job does.
+        [job] = conn.execute(
+            "SELECT job_id FROM timescaledb_information.jobs WHERE proc_name = 'refresh_money_1d'"
+        ).fetchone()
+        began = time.perf_counter()
+        conn.execute("CALL run_job(%s)", (job,))
+        say(f"money_1d job: {time.perf_counter() - began:.1f} s")
         began = time.perf_counter()
         conn.execute("ANALYZE")
         say(f"ANALYZE: {time.perf_counter() - began:.1f} s")
 
 
 def storage(db: Database, sites: int) -> list[tuple[str, int, int]]:
-    """(relation, rows, bytes) of telemetry and each aggregate's materialized rows."""
+    """(relation, rows, bytes) of telemetry, each aggregate's materialized rows and the
+    priced local days."""
     found = []
     with db.connect() as conn:
         rows, size = conn.execute(
@@ -400,6 +409,10 @@ def storage(db: Database, sites: int) -> list[tuple[str, int, int]]:
                 f"SELECT (SELECT count(*) FROM {table}), hypertable_size(%s::regclass)", (table,)
             ).fetchone()
             found.append((view, rows, size or 0))
+        rows, size = conn.execute(
+            "SELECT (SELECT count(*) FROM money_1d), hypertable_size('money_1d')"
+        ).fetchone()
+        found.append(("money_1d", rows, size or 0))
         compressed = conn.execute(
             "SELECT number_compressed_chunks, total_chunks, before_compression_total_bytes,"
             " after_compression_total_bytes FROM hypertable_compression_stats('telemetry')"

@@ -26,11 +26,11 @@ WHERE (n.nspname = 'public' AND c.relname IN ('tenants', 'nodes', 'node_status',
        'telemetry_1d', 'tenant_roles', 'users', 'commands', 'command_events', 'node_configs',
        'audit_log', 'node_alerts', 'node_logs', 'node_reported_configs', 'tariffs',
        'site_zones', 'site_tariffs', 'energy_5m', 'energy_1h', 'node_inventory',
-       'node_inventory_history'))
+       'node_inventory_history', 'money_1d', 'money_1d_pending', 'money_1d_state'))
    OR n.nspname = 'tenant_view' AND c.relkind = 'v'
 """
-# 22 tables and aggregates, 4 analytics views, 15 tenant views.
-EXPECTED_OBJECTS = 22 + 4 + 15
+# 25 tables and aggregates, 4 analytics views, 18 tenant views.
+EXPECTED_OBJECTS = 25 + 4 + 18
 # What a tenant's role can read of the nodes table: never the command keys.
 TENANT_NODE_COLUMNS = (
     "SELECT string_agg(column_name, ',' ORDER BY ordinal_position)"
@@ -66,7 +66,7 @@ def test_upgrade_rerun_downgrade_and_upgrade_again(fresh_database):
     db = fresh_database
     migrate(db)
     assert _count(db, OBJECTS) == EXPECTED_OBJECTS
-    assert _count(db, JOBS) == 10
+    assert _count(db, JOBS) == 11
 
     assert _count(db, TENANT_NODE_COLUMNS) == "id,tenant_id,display_name,enabled,created_at"
     (_, table), (_, view) = _rows(db, NODE_STATUS_COLUMNS)
@@ -77,7 +77,7 @@ def test_upgrade_rerun_downgrade_and_upgrade_again(fresh_database):
     command.stamp(alembic_config(db), "base")
     migrate(db)
     assert _count(db, OBJECTS) == EXPECTED_OBJECTS
-    assert _count(db, JOBS) == 10
+    assert _count(db, JOBS) == 11
     assert _count(db, TENANT_NODE_COLUMNS) == "id,tenant_id,display_name,enabled,created_at"
 
     downgrade(db, "base")
@@ -86,7 +86,7 @@ def test_upgrade_rerun_downgrade_and_upgrade_again(fresh_database):
 
     migrate(db)
     assert _count(db, OBJECTS) == EXPECTED_OBJECTS
-    assert _count(db, JOBS) == 10
+    assert _count(db, JOBS) == 11
 
 
 def test_upgrading_across_0013_keeps_every_figure(fresh_database):

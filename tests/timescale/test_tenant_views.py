@@ -46,6 +46,8 @@ BASE_RELATIONS = (
     "node_alerts",
     "node_inventory",
     "node_inventory_history",
+    "money_1d",
+    "money_1d_pending",
 )
 
 
