@@ -4,7 +4,8 @@ and OS, as the contract's `NodeInventory` (contract/inventory.py).
 
 The battery's nameplate comes from the battery model 802 when the device has it, else
 from the storage model 124 (its maximum charge rate only). Device text is cleaned where
-it enters: empty points are None, and characters that are not printable become U+FFFD,
+it enters: empty points are None (edge/registers.py reads a string of all 0xFFFF as
+empty too), and characters that are not printable become U+FFFD,
 so an odd byte in a serial number does not cost the whole report.
 """
 
