@@ -25,6 +25,7 @@ from contract.inventory import (
     MeterInventory,
     NodeInventory,
 )
+from contract.text import printable
 from edge.inverter import INVERTER_MODELS, METER_MODELS, InverterError, SunSpecDevice
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 def _text(value: Any, max_length: int) -> str | None:
     if not isinstance(value, str):
         return None
-    cleaned = "".join(c if c.isprintable() else "\ufffd" for c in value).strip()
+    cleaned = printable(value).strip()
     return cleaned[:max_length] or None
 
 
