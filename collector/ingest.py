@@ -372,7 +372,7 @@ class BatchWriter:
                     continue
                 if item.inventory is not None:
                     result.inventory_history_pruned += record_inventory(
-                        cur, item.inventory, item.received_at
+                        cur, item.inventory, node.tenant_id, item.received_at
                     )
                     continue
                 for row in item.rows:

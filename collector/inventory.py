@@ -1,7 +1,7 @@
 """Storing node inventories (`nodes/{id}/inventory`, contract/inventory.py): the
 current one per node in `node_inventory`, and a `node_inventory_history` row for each
-change, with what changed (migration 0018); the newest MAX_HISTORY_ROWS_PER_NODE of
-each node's are kept.
+change, with what changed and the tenant it was recorded under (migrations 0018, 0022);
+the newest MAX_HISTORY_ROWS_PER_NODE of each node's are kept.
 
 Runs in the batch writer's transaction. Idempotent: the newest report by the node's own
 clock wins, so a redelivered or late report (retained, or from another collector of the
@@ -50,8 +50,9 @@ ON CONFLICT (node_id) DO UPDATE SET
     os = EXCLUDED.os, inventory = EXCLUDED.inventory
 """
 INSERT_HISTORY = """
-INSERT INTO node_inventory_history (node_id, changed_at, received_at, changes, inventory)
-VALUES (%s, %s, %s, %s, %s)
+INSERT INTO node_inventory_history (node_id, tenant_id, changed_at, received_at, changes,
+    inventory)
+VALUES (%s, %s, %s, %s, %s, %s)
 """
 PRUNE_HISTORY = """
 DELETE FROM node_inventory_history WHERE id IN (
@@ -110,11 +111,12 @@ def _columns(inventory: NodeInventory) -> dict[str, Any]:
 
 
 def record_inventory(
-    cur: psycopg.Cursor[Any], inventory: NodeInventory, received_at: datetime
+    cur: psycopg.Cursor[Any], inventory: NodeInventory, tenant_id: int, received_at: datetime
 ) -> int:
     """Makes the report the node's current inventory unless a report as new or newer
-    is stored; adds a history row when its content differs, and drops the node's
-    oldest beyond MAX_HISTORY_ROWS_PER_NODE. Returns how many it dropped."""
+    is stored; adds a history row, under the node's tenant now (`tenant_id`: it stays
+    there if the node moves), when its content differs, and drops the node's oldest
+    beyond MAX_HISTORY_ROWS_PER_NODE. Returns how many it dropped."""
     current = cur.execute(SELECT_CURRENT, (inventory.node_id,)).fetchone()
     if current is not None and current[0] >= inventory.ts:
         return 0
@@ -134,7 +136,14 @@ def record_inventory(
         return 0
     cur.execute(
         INSERT_HISTORY,
-        (inventory.node_id, inventory.ts, received_at, Jsonb(changed), Jsonb(content)),
+        (
+            inventory.node_id,
+            tenant_id,
+            inventory.ts,
+            received_at,
+            Jsonb(changed),
+            Jsonb(content),
+        ),
     )
     cur.execute(PRUNE_HISTORY, (inventory.node_id, MAX_HISTORY_ROWS_PER_NODE))
     return cur.rowcount

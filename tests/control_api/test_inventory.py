@@ -38,7 +38,10 @@ def store(database, node_id: str, model: str, firmware: str, ts: datetime) -> No
         strict=False,
     )
     with database.connect() as conn, conn.cursor() as cur:
-        record_inventory(cur, inventory, ts)
+        [tenant_id] = cur.execute(
+            "SELECT tenant_id FROM nodes WHERE id = %s", (node_id,)
+        ).fetchone()
+        record_inventory(cur, inventory, tenant_id, ts)
 
 
 def ids(response) -> list[str]:
