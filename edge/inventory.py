@@ -48,14 +48,15 @@ def agent_inventory(agent_version: str) -> AgentInventory:
 
 def _battery(device: SunSpecDevice) -> BatteryInventory | None:
     """The nameplate, None when the device has no storage model or rates it out of
-    bounds (logged: the rest of the inventory still goes)."""
+    bounds (logged: the rest of the inventory still goes). A capacity rated 0 is no
+    rating, not a battery holding nothing: None too."""
     try:
         if 802 in device.models:
             m = device.read_model(802)
             return BatteryInventory(
                 sunspec_model=802,
-                capacity_wh=m.get("WHRtg"),
-                capacity_ah=m.get("AHRtg"),
+                capacity_wh=m.get("WHRtg") or None,
+                capacity_ah=m.get("AHRtg") or None,
                 max_charge_w=m.get("WChaRteMax"),
                 max_discharge_w=m.get("WDisChaRteMax"),
             )

@@ -121,3 +121,21 @@ def test_a_buggy_devices_garbage_is_left_out_not_fatal():
     assert inventory.battery is not None
     assert inventory.battery.capacity_wh is None
     assert inventory.battery.max_charge_w == pytest.approx(5_000)
+
+
+def test_a_battery_rated_at_0_wh_has_no_capacity():
+    # Taken as a capacity, 0 would show a battery at 60 % holding 0 kWh (dashboards).
+    inverter = BuggyInverter({(802, 0): [0, 0]})  # AHRtg, WHRtg
+    with modbus_server(inverter) as port:
+        client = ModbusTcpClient("127.0.0.1", port=port, timeout=2, retries=0)
+        client.connect()
+        try:
+            device = SunSpecDevice(client, unit_id=SIMULATOR_UNIT, regmap=sunspec_map())
+            battery = read_inventory(
+                device, "site-7", datetime.now(UTC), agent_inventory("1")
+            ).battery
+        finally:
+            client.close()
+    assert battery is not None
+    assert (battery.capacity_wh, battery.capacity_ah) == (None, None)
+    assert battery.max_charge_w == pytest.approx(5_000)
