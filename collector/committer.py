@@ -115,6 +115,7 @@ class Committer:
         m.batch_size.observe(messages)
         m.samples_written_total.inc(result.inserted)
         m.samples_duplicate_total.inc(result.attempted - result.inserted)
+        m.inventory_history_pruned_total.inc(result.inventory_history_pruned)
         for reason, count in result.dead.items():
             m.dead_letters_total.labels(reason.value).inc(count)
         for lag in result.lags_s:

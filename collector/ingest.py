@@ -286,9 +286,12 @@ class WriteResult:
     # The dead letters filed, for a writer that names them to its client (only with
     # BatchWriter's keep_letters: the MQTT intake counts them and pipes no payloads).
     letters: list[DeadLetter] = field(default_factory=list)
+    # Inventory history rows dropped to keep each node's bound (collector/inventory.py).
+    inventory_history_pruned: int = 0
 
     def add(self, other: WriteResult) -> None:
         self.attempted += other.attempted
+        self.inventory_history_pruned += other.inventory_history_pruned
         self.inserted += other.inserted
         self.dead.update(other.dead)
         self.lags_s.extend(other.lags_s)
@@ -383,7 +386,9 @@ class BatchWriter:
                     statuses.append((item, node.tenant_id))
                     continue
                 if item.inventory is not None:
-                    record_inventory(cur, item.inventory, item.received_at)
+                    result.inventory_history_pruned += record_inventory(
+                        cur, item.inventory, node.tenant_id, item.received_at
+                    )
                     continue
                 for row in item.rows:
                     row[TENANT_ID_INDEX] = node.tenant_id

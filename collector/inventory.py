@@ -1,6 +1,7 @@
 """Storing node inventories (`nodes/{id}/inventory`, contract/inventory.py): the
 current one per node in `node_inventory`, and a `node_inventory_history` row for each
-change, with what changed (migration 0018).
+change, with what changed and the tenant it was recorded under (migrations 0018, 0022);
+the newest MAX_HISTORY_ROWS_PER_NODE of each node's are kept.
 
 Runs in the batch writer's transaction. Idempotent: the newest report by the node's own
 clock wins, so a redelivered or late report (retained, or from another collector of the
@@ -18,6 +19,11 @@ from psycopg.types.json import Jsonb
 
 from contract.inventory import NodeInventory
 
+# The history a node keeps: an honest node changes a few times a year, so this bound
+# only meets a flapping or hostile one, whose oldest rows go (counted:
+# wattfleet_collector_inventory_history_pruned_total) rather than the table growing
+# without end.
+MAX_HISTORY_ROWS_PER_NODE = 1_000
 SELECT_CURRENT = "SELECT reported_at, inventory FROM node_inventory WHERE node_id = %s FOR UPDATE"
 UPSERT = """
 INSERT INTO node_inventory (node_id, reported_at, received_at, manufacturer, model, options,
@@ -44,8 +50,14 @@ ON CONFLICT (node_id) DO UPDATE SET
     os = EXCLUDED.os, inventory = EXCLUDED.inventory
 """
 INSERT_HISTORY = """
-INSERT INTO node_inventory_history (node_id, changed_at, received_at, changes, inventory)
-VALUES (%s, %s, %s, %s, %s)
+INSERT INTO node_inventory_history (node_id, tenant_id, changed_at, received_at, changes,
+    inventory)
+VALUES (%s, %s, %s, %s, %s, %s)
+"""
+PRUNE_HISTORY = """
+DELETE FROM node_inventory_history WHERE id IN (
+    SELECT id FROM node_inventory_history WHERE node_id = %s
+    ORDER BY changed_at DESC, id DESC OFFSET %s)
 """
 
 
@@ -99,13 +111,15 @@ def _columns(inventory: NodeInventory) -> dict[str, Any]:
 
 
 def record_inventory(
-    cur: psycopg.Cursor[Any], inventory: NodeInventory, received_at: datetime
-) -> bool:
+    cur: psycopg.Cursor[Any], inventory: NodeInventory, tenant_id: int, received_at: datetime
+) -> int:
     """Makes the report the node's current inventory unless a report as new or newer
-    is stored; adds a history row when its content differs. True if it changed."""
+    is stored; adds a history row, under the node's tenant now (`tenant_id`: it stays
+    there if the node moves), when its content differs, and drops the node's oldest
+    beyond MAX_HISTORY_ROWS_PER_NODE. Returns how many it dropped."""
     current = cur.execute(SELECT_CURRENT, (inventory.node_id,)).fetchone()
     if current is not None and current[0] >= inventory.ts:
-        return False
+        return 0
     content = inventory.content()
     changed = changes(None if current is None else current[1], content)
     cur.execute(
@@ -118,9 +132,18 @@ def record_inventory(
             "inventory": Jsonb(content),
         },
     )
-    if changed:
-        cur.execute(
-            INSERT_HISTORY,
-            (inventory.node_id, inventory.ts, received_at, Jsonb(changed), Jsonb(content)),
-        )
-    return bool(changed)
+    if not changed:
+        return 0
+    cur.execute(
+        INSERT_HISTORY,
+        (
+            inventory.node_id,
+            tenant_id,
+            inventory.ts,
+            received_at,
+            Jsonb(changed),
+            Jsonb(content),
+        ),
+    )
+    cur.execute(PRUNE_HISTORY, (inventory.node_id, MAX_HISTORY_ROWS_PER_NODE))
+    return cur.rowcount

@@ -52,6 +52,11 @@ class CollectorMetrics:
             "Samples already stored (redeliveries, replays), skipped by the idempotent insert.",
             registry=registry,
         )
+        self.inventory_history_pruned_total = Counter(
+            "wattfleet_collector_inventory_history_pruned_total",
+            "Inventory history rows dropped, oldest first, to keep a node's bound.",
+            registry=registry,
+        )
         self.dead_letters_total = Counter(
             "wattfleet_collector_dead_letters_total",
             "Payloads or samples quarantined in dead_letters, by reason.",

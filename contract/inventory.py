@@ -17,10 +17,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
-from pydantic_core import PydanticCustomError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 from contract.fields import MAX_POWER_W, NodeId
+from contract.text import PRINTABLE
 
 # A full inventory is a few hundred bytes; the hub reads none larger.
 MAX_INVENTORY_BYTES = 4_096
@@ -29,20 +29,6 @@ MAX_CAPACITY_WH = 10_000_000.0
 MAX_CAPACITY_AH = 1_000_000.0
 
 
-def printable(value: str) -> str:
-    """The text unchanged, unless it holds a character that is not printable (control
-    characters, NUL, lone surrogates, line breaks)."""
-    for char in value:
-        if not char.isprintable():
-            raise PydanticCustomError(
-                "not_printable",
-                "text must be printable (found U+{code})",
-                {"code": f"{ord(char):04X}"},
-            )
-    return value
-
-
-PRINTABLE = AfterValidator(printable)
 # SunSpec common model 1 strings are 16 or 32 bytes; the agent's texts a little longer.
 Text16 = Annotated[str, StringConstraints(min_length=1, max_length=16), PRINTABLE]
 Text32 = Annotated[str, StringConstraints(min_length=1, max_length=32), PRINTABLE]

@@ -10,6 +10,11 @@ answer. Every string field of a request is declared as
 (bounded, then checked here), and a pushed config's model checks every key and value
 with `refuse_unstorable` (contract/node_config.py), so such a value is refused where it
 enters, with a message naming the character.
+
+Text a device names itself with (the inventory, contract/inventory.py) must also be
+PRINTABLE: no control characters, line breaks or invisible format characters (a bidi
+override in a serial number would reorder what an operator reads); the agent cleans it
+with `printable` before sending.
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pydantic import BeforeValidator
+from pydantic import AfterValidator, BeforeValidator
+from pydantic_core import PydanticCustomError
 
 # NUL, and every UTF-16 surrogate code point (in a Python str they are always lone).
 UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
@@ -56,3 +62,25 @@ def storable_json(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [storable_json(v) for v in value]
     return value
+
+
+def refuse_unprintable(value: str) -> str:
+    """The text unchanged, unless it holds a character that is not printable (control
+    characters, NUL, lone surrogates, line breaks, format characters)."""
+    for char in value:
+        if not char.isprintable():
+            raise PydanticCustomError(
+                "not_printable",
+                "text must be printable (found U+{code})",
+                {"code": f"{ord(char):04X}"},
+            )
+    return value
+
+
+PRINTABLE = AfterValidator(refuse_unprintable)
+
+
+def printable(value: str) -> str:
+    """The text with each character that is not printable replaced by U+FFFD: device
+    text cleaned so it passes PRINTABLE."""
+    return "".join(c if c.isprintable() else "\ufffd" for c in value)

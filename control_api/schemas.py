@@ -11,7 +11,6 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 
 from contract.commands import MAX_COMMAND_ID_CHARS, MAX_LOG_CHUNKS
 from contract.inventory import (
-    PRINTABLE,
     AgentInventory,
     BatteryInventory,
     InverterInventory,
@@ -19,7 +18,7 @@ from contract.inventory import (
 )
 from contract.site_control import LockReason
 from contract.tariff import TariffVersion, TimeZoneName
-from contract.text import STORABLE
+from contract.text import PRINTABLE, STORABLE
 from contract.topics import NODE_ID_PATTERN
 from contract.tunnel import DEFAULT_TUNNEL_DURATION, Reason, RemotePort, TunnelSeconds
 from control_api.identity import normalized_email

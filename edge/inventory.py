@@ -4,7 +4,8 @@ and OS, as the contract's `NodeInventory` (contract/inventory.py).
 
 The battery's nameplate comes from the battery model 802 when the device has it, else
 from the storage model 124 (its maximum charge rate only). Device text is cleaned where
-it enters: empty points are None, and characters that are not printable become U+FFFD,
+it enters: empty points are None (edge/registers.py reads a string of all 0xFFFF as
+empty too), and characters that are not printable become U+FFFD,
 so an odd byte in a serial number does not cost the whole report.
 """
 
@@ -24,6 +25,7 @@ from contract.inventory import (
     MeterInventory,
     NodeInventory,
 )
+from contract.text import printable
 from edge.inverter import INVERTER_MODELS, METER_MODELS, InverterError, SunSpecDevice
 
 log = logging.getLogger(__name__)
@@ -32,7 +34,7 @@ log = logging.getLogger(__name__)
 def _text(value: Any, max_length: int) -> str | None:
     if not isinstance(value, str):
         return None
-    cleaned = "".join(c if c.isprintable() else "\ufffd" for c in value).strip()
+    cleaned = printable(value).strip()
     return cleaned[:max_length] or None
 
 
@@ -46,14 +48,15 @@ def agent_inventory(agent_version: str) -> AgentInventory:
 
 def _battery(device: SunSpecDevice) -> BatteryInventory | None:
     """The nameplate, None when the device has no storage model or rates it out of
-    bounds (logged: the rest of the inventory still goes)."""
+    bounds (logged: the rest of the inventory still goes). A capacity rated 0 is no
+    rating, not a battery holding nothing: None too."""
     try:
         if 802 in device.models:
             m = device.read_model(802)
             return BatteryInventory(
                 sunspec_model=802,
-                capacity_wh=m.get("WHRtg"),
-                capacity_ah=m.get("AHRtg"),
+                capacity_wh=m.get("WHRtg") or None,
+                capacity_ah=m.get("AHRtg") or None,
                 max_charge_w=m.get("WChaRteMax"),
                 max_discharge_w=m.get("WDisChaRteMax"),
             )

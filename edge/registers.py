@@ -30,6 +30,10 @@ _NOT_IMPLEMENTED = {
     "acc32": 0,
 }
 _SIGNED = {"int16", "sunssf"}
+# SunSpec scale factors are -10..10: a buggy device's 0x7FFF would overflow 10.0**sf.
+_SCALE_FACTORS = range(-10, 11)
+# The string a buggy device serves for an empty point (SunSpec's own is all NULs).
+_EMPTY_STRING_REGISTER = 0xFFFF
 
 
 class RegisterMapError(Exception):
@@ -98,8 +102,11 @@ def sunspec_map(path: Path = DEFAULT_MAP) -> RegisterMap:
 
 
 def decode(point: Point, registers: list[int], scale: int | None = None) -> float | str | None:
-    """A point's value from its registers; None when not implemented."""
+    """A point's value from its registers; None when not implemented (or, for a scale
+    factor, outside SunSpec's -10..10)."""
     if point.type == "string":
+        if all(r == _EMPTY_STRING_REGISTER for r in registers[: point.size]):
+            return None
         raw = b"".join(r.to_bytes(2, "big") for r in registers[: point.size])
         return raw.split(b"\0", 1)[0].decode("utf-8", "replace").strip()
     value = registers[0]
@@ -109,6 +116,8 @@ def decode(point: Point, registers: list[int], scale: int | None = None) -> floa
         return None
     if point.type in _SIGNED and value >= 0x8000:
         value -= 0x10000
+    if point.type == "sunssf" and value not in _SCALE_FACTORS:
+        return None
     if point.sf is None:
         return value
     if scale is None:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from collector.decode import Decoder, Limits
-from collector.inventory import changes
+from collector.inventory import MAX_HISTORY_ROWS_PER_NODE, changes
 from contract import topics
 from contract.inventory import MAX_INVENTORY_BYTES
 from tests.support.fleet import (
@@ -21,6 +21,7 @@ from tests.support.fleet import (
     mqtt_client,
     publish_all,
     publish_json,
+    scrape,
     wait_rows,
 )
 from tests.support.services import wait_for
@@ -214,3 +215,41 @@ def test_hostile_inventories_are_dead_letters_and_ingest_goes_on(
         count_rows(database, "SELECT count(*) FROM node_inventory WHERE node_id = %s", (other.id,))
         == 0
     )
+
+
+@pytest.mark.integration
+def test_a_node_flooding_changes_keeps_only_its_newest_history(database, broker, collector_factory):
+    tenant = create_tenant(database)
+    node, quiet = enroll(database, broker, tenant, count=2)
+    collector = collector_factory().start()
+    start = datetime.now(UTC) - timedelta(hours=1)
+    publish_json(
+        mqtt_client(broker, quiet.id, quiet.password),
+        topics.inventory(quiet.id),
+        inventory(quiet.id, start),
+    )
+    # A flapping (or hostile) node: every report changes the firmware.
+    flood = MAX_HISTORY_ROWS_PER_NODE + 5
+    reports = [
+        (
+            topics.inventory(node.id),
+            json.dumps(inventory(node.id, start + timedelta(seconds=i), firmware=f"1.{i}")),
+        )
+        for i in range(flood)
+    ]
+    publish_all(mqtt_client(broker, node.id, node.password), reports)
+
+    query = "SELECT count(*) FROM node_inventory_history WHERE node_id = %s"
+    wait_for(
+        lambda: (_current(database, node.id) or [None, None, None])[2] == f"1.{flood - 1}",
+        60,
+        "the last report stored",
+    )
+    assert count_rows(database, query, (node.id,)) == MAX_HISTORY_ROWS_PER_NODE
+    # The newest kept, the oldest gone; another node's history untouched.
+    kept = _history(database, node.id)
+    assert kept[0][0] == start + timedelta(seconds=5)
+    assert kept[-1][1] == {"inverter.firmware": {"from": f"1.{flood - 2}", "to": f"1.{flood - 1}"}}
+    assert count_rows(database, query, (quiet.id,)) == 1
+    metrics = scrape(collector.metrics_port)
+    assert metrics["wattfleet_collector_inventory_history_pruned_total"] == 5

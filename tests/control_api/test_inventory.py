@@ -38,7 +38,10 @@ def store(database, node_id: str, model: str, firmware: str, ts: datetime) -> No
         strict=False,
     )
     with database.connect() as conn, conn.cursor() as cur:
-        record_inventory(cur, inventory, ts)
+        [tenant_id] = cur.execute(
+            "SELECT tenant_id FROM nodes WHERE id = %s", (node_id,)
+        ).fetchone()
+        record_inventory(cur, inventory, tenant_id, ts)
 
 
 def ids(response) -> list[str]:
@@ -77,6 +80,8 @@ def test_nodes_include_their_inventory_and_filter_by_model_and_firmware(api, act
     # LIKE's own wildcards are plain characters in a prefix.
     assert ids(api.get(f"/nodes?firmware={tag}%25*", headers=admin)) == []
     assert ids(api.get(f"/nodes?firmware={tag}_1.9", headers=admin)) == []
+    # In a prefix too: unescaped, `_` would match the `.` of "<tag>.1.9".
+    assert ids(api.get(f"/nodes?firmware={tag}_1*", headers=admin)) == []
 
 
 @pytest.mark.parametrize(

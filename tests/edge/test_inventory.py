@@ -13,8 +13,10 @@ from pymodbus.client import ModbusTcpClient
 from edge.inventory import agent_inventory, read_inventory
 from edge.inverter import SunSpecDevice
 from edge.registers import sunspec_map
-from edge.simulator.device import FIRMWARE, MANUFACTURER, MODEL, OPTIONS
+from edge.simulator.device import BASE, FIRMWARE, MANUFACTURER, MODEL, OPTIONS, SimulatedInverter
+from edge.simulator.site import Site
 from tests.conftest import SIMULATOR_UNIT
+from tests.edge.simulated_site import modbus_server
 
 pytestmark = pytest.mark.integration
 
@@ -79,4 +81,61 @@ def test_without_a_battery_model_the_storage_model_rates_the_battery(device):
     battery = read_inventory(device, "site-7", datetime.now(UTC), agent_inventory("1.2.3")).battery
     assert battery is not None
     assert (battery.sunspec_model, battery.capacity_wh) == (124, None)
+    assert battery.max_charge_w == pytest.approx(5_000)
+
+
+class BuggyInverter(SimulatedInverter):
+    """The simulator with some registers overwritten after each refresh, as a buggy
+    device serves them: {(model id, offset): registers}."""
+
+    def __init__(self, overrides: dict[tuple[int, int], list[int]]) -> None:
+        super().__init__(Site(seed=7), SIMULATOR_UNIT)
+        self.overrides = overrides
+
+    def refresh(self, registers: list[int]) -> None:
+        super().refresh(registers)
+        for (model_id, offset), values in self.overrides.items():
+            start = self.image.starts[model_id] - BASE + offset
+            registers[start : start + len(values)] = values
+
+
+def test_a_buggy_devices_garbage_is_left_out_not_fatal():
+    inverter = BuggyInverter(
+        {
+            (1, 0): [0xFFFF] * 16,  # Mn: every register "not implemented"
+            (1, 48): [0x1B5B, 0x3259, 0xE280, 0xAE41, 0],  # SN: ESC, a bidi override
+            (802, 51): [0x7FFF],  # WHRtg_SF far outside -10..10
+        }
+    )
+    with modbus_server(inverter) as port:
+        client = ModbusTcpClient("127.0.0.1", port=port, timeout=2, retries=0)
+        client.connect()
+        try:
+            device = SunSpecDevice(client, unit_id=SIMULATOR_UNIT, regmap=sunspec_map())
+            inventory = read_inventory(device, "site-7", datetime.now(UTC), agent_inventory("1"))
+        finally:
+            client.close()
+    assert inventory.inverter.manufacturer is None
+    assert inventory.inverter.serial == "\ufffd[2Y\ufffdA"
+    assert inventory.inverter.model == MODEL
+    assert inventory.battery is not None
+    assert inventory.battery.capacity_wh is None
+    assert inventory.battery.max_charge_w == pytest.approx(5_000)
+
+
+def test_a_battery_rated_at_0_wh_has_no_capacity():
+    # Taken as a capacity, 0 would show a battery at 60 % holding 0 kWh (dashboards).
+    inverter = BuggyInverter({(802, 0): [0, 0]})  # AHRtg, WHRtg
+    with modbus_server(inverter) as port:
+        client = ModbusTcpClient("127.0.0.1", port=port, timeout=2, retries=0)
+        client.connect()
+        try:
+            device = SunSpecDevice(client, unit_id=SIMULATOR_UNIT, regmap=sunspec_map())
+            battery = read_inventory(
+                device, "site-7", datetime.now(UTC), agent_inventory("1")
+            ).battery
+        finally:
+            client.close()
+    assert battery is not None
+    assert (battery.capacity_wh, battery.capacity_ah) == (None, None)
     assert battery.max_charge_w == pytest.approx(5_000)

@@ -49,3 +49,18 @@ def test_invalid_map_names_the_problem(tmp_path: Path):
     )
     with pytest.raises(RegisterMapError, match="unknown scale factor W_SF"):
         sunspec_map(bad)
+
+
+@pytest.mark.parametrize("raw", [11, 0x7FFF, 0x10000 - 11, 0x8001])
+def test_a_scale_factor_outside_sunspecs_range_reads_as_unknown(raw):
+    # SunSpec scale factors are -10..10; a buggy device's 0x7FFF would overflow 10.0**sf.
+    sf = Point(offset=0, type="sunssf")
+    assert decode(sf, [raw]) is None
+    assert decode(sf, [10]) == 10
+    assert decode(sf, [0x10000 - 10]) == -10
+
+
+def test_a_string_of_all_0xffff_is_not_implemented():
+    # What a buggy device returns for an empty string point instead of NULs.
+    assert decode(Point(offset=0, type="string", size=4), [0xFFFF] * 4) is None
+    assert decode(Point(offset=0, type="string", size=2), [0x41FF, 0xFFFF]) == "A\ufffd\ufffd\ufffd"

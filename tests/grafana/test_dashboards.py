@@ -174,7 +174,7 @@ class TestAgainstTimescale:
             # A's inventory: a 10 kWh battery, its firmware updated from 2.4.1 to 2.4.2 now.
             for firmware, at in (("2.4.1", now - timedelta(days=3)), ("2.4.2", now)):
                 with conn.cursor() as cur:
-                    record_inventory(cur, site_inventory(node_a, firmware, at), at)
+                    record_inventory(cur, site_inventory(node_a, firmware, at), tenant_a, at)
             refresh_all(conn)
             # As an operator does for the admin organization's datasource.
             conn.execute(f"ALTER ROLE {ADMIN_ROLE} LOGIN PASSWORD 'grafana-admin-test'")

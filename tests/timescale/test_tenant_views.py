@@ -91,7 +91,7 @@ def _seed(database, tenant):
             strict=False,
         )
         with conn.cursor() as cur:
-            record_inventory(cur, inventory, ts)
+            record_inventory(cur, inventory, tenant, ts)
     return node
 
 
@@ -213,3 +213,38 @@ def test_tenant_role_still_reads_the_schema_and_its_own_figures(database):
             "SELECT count(DISTINCT time_bucket('1 hour', ts)) FROM telemetry"
         ).fetchone()
         assert buckets == (1,)
+
+
+def test_a_moved_nodes_inventory_history_stays_with_the_tenant_it_was_recorded_under(database):
+    """As every history does (docs/control-api.md, PATCH /nodes/{id}); its current
+    inventory, like its status, goes with it."""
+    tenant_a, tenant_b = create_tenant(database), create_tenant(database)
+    node = _seed(database, tenant_a)
+    with database.connect() as conn:
+        conn.execute("UPDATE nodes SET tenant_id = %s WHERE id = %s", (tenant_b, node))
+        # A change the node reports after the move is the new tenant's.
+        later = NodeInventory.model_validate(
+            {
+                "node_id": node,
+                "ts": SEEDED_AT + timedelta(days=1),
+                "inverter": {"firmware": "2.0", "sunspec_model": 103},
+                "agent": {"version": "1", "python": "3.11", "os": "Linux"},
+            },
+            strict=False,
+        )
+        with conn.cursor() as cur:
+            record_inventory(cur, later, tenant_b, SEEDED_AT + timedelta(days=1))
+    roles = {}
+    for tenant in (tenant_a, tenant_b):
+        role = unique("tenant")
+        roles[tenant] = (role, create_tenant_role(database, tenant, role))
+
+    def seen(tenant: int, view: str, column: str) -> list[object]:
+        with as_role(database, *roles[tenant]) as conn:
+            return [r[0] for r in conn.execute(f"SELECT {column} FROM tenant_view.{view}")]
+
+    history = "node_inventory_history"
+    assert seen(tenant_a, history, "changed_at") == [SEEDED_AT]
+    assert seen(tenant_b, history, "changes->'inverter.firmware'->>'to'") == ["2.0"]
+    assert seen(tenant_a, "node_inventory", "node_id") == []
+    assert seen(tenant_b, "node_inventory", "firmware") == ["2.0"]
