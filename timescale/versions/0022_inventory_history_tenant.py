@@ -10,14 +10,14 @@ now (what 0018's view showed). The current inventory (`node_inventory`) goes wit
 node, as its status does.
 
 Revision ID: 0022
-Revises: 0018
+Revises: 0021
 Create Date: 2026-12-01
 """
 
 from alembic import op
 
 revision = "0022"
-down_revision = "0018"
+down_revision = "0021"
 branch_labels = None
 depends_on = None
 
