@@ -102,6 +102,34 @@ def test_an_unreadable_lock_file_keeps_the_site_locked(tmp_path):
     assert not lock(tmp_path).locked
 
 
+@pytest.mark.parametrize(
+    "content",
+    [
+        "[]",
+        "null",
+        "1",
+        '{"page": {}}',
+        '{"page": "yes"}',
+        '{"remote": "x"}',
+        '{"remote": {"locked": true, "issued_at": 5}}',
+        '{"page": {"reason": 1, "since": null}}',
+    ],
+)
+def test_a_lock_file_of_another_shape_keeps_the_site_locked(tmp_path, content):
+    # JSON that is not the lock's state is as damaged as a file that is not JSON: the
+    # site is not unlocked by it, and the agent does not fail on it.
+    (tmp_path / STATE_NAME).write_text(content)
+    site = lock(tmp_path)
+    assert site.locked
+    assert site.status()["reason"].startswith("unreadable lock state: ")
+    NODE_STATUS.validate_python({"state": "online", "ts": T0, "safety_lock": site.status()})
+    assert site.apply_remote("cmd-1", T0, UNLOCK) == (
+        f"the hub's lock lifted; the site still holds its own ({LOCAL_BY_PAGE})"
+    )
+    site.unlock_locally()
+    assert not lock(tmp_path).locked
+
+
 @pytest.fixture
 def page(tmp_path) -> Iterator[tuple[SafetyLock, int]]:
     site = lock(tmp_path)
