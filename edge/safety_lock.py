@@ -76,12 +76,13 @@ class SafetyLock:
         self.changes = 0
         self._state = self._read()
         # When the config key was first seen set: kept, so `since` survives restarts.
-        if config_locked and not self._state.get("config_since"):
-            self._state["config_since"] = clock().isoformat()
-            self._write()
-        elif not config_locked and self._state.get("config_since"):
-            self._state["config_since"] = None
-            self._write()
+        if bool(config_locked) != bool(self._state.get("config_since")):
+            self._state["config_since"] = clock().isoformat() if config_locked else None
+            try:
+                self._write()
+            except SafetyLockError as exc:
+                # The agent still starts and monitors; the lock holds in memory.
+                log.error("%s", exc)
 
     def _read(self) -> dict[str, Any]:
         try:

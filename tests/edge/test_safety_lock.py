@@ -130,6 +130,14 @@ def test_a_lock_file_of_another_shape_keeps_the_site_locked(tmp_path, content):
     assert not lock(tmp_path).locked
 
 
+def test_a_lock_state_that_cannot_be_written_at_start_still_locks(tmp_path):
+    # A directory where the file goes: neither read nor written. The agent still starts
+    # (it monitors the site), locked by the file it could not read and by the config.
+    (tmp_path / STATE_NAME).mkdir()
+    site = lock(tmp_path, config_locked=True)
+    assert site.status()["by"] == LOCAL_BY_CONFIG
+
+
 @pytest.fixture
 def page(tmp_path) -> Iterator[tuple[SafetyLock, int]]:
     site = lock(tmp_path)
