@@ -9,8 +9,9 @@ Its one action, `POST /safety-lock` (`{"locked": true, "reason": "..."}` or
 The page is on the LAN without a login, so the action is taken only from the Pi itself:
 a loopback peer, a `Host` naming the loopback (so a web page the Pi's browser opens
 cannot reach it under another name) and `Content-Type: application/json` (which a
-cross-site form cannot send without the preflight this server never answers). Anything
-else is refused with 403 / 400 / 411 / 413 / 415 and `{"error": reason}`.
+cross-site form cannot send without the preflight this server never answers); no
+other page may frame it. Anything else is refused with 403 / 400 / 411 / 413 / 415 and
+`{"error": reason}`.
 """
 
 from __future__ import annotations
@@ -220,6 +221,10 @@ class StatusServer:
         handler.send_header("Content-Type", content_type)
         handler.send_header("Content-Length", str(len(body)))
         handler.send_header("Cache-Control", "no-store")
+        # Never inside another page's frame, where a decoy could steer a click on the
+        # page's Unlock button (clickjacking); both headers, for older browsers too.
+        handler.send_header("X-Frame-Options", "DENY")
+        handler.send_header("Content-Security-Policy", "frame-ancestors 'none'")
         handler.end_headers()
         handler.wfile.write(body)
 

@@ -212,3 +212,12 @@ def test_a_peer_on_the_lan_may_not_set_the_lock():
     check_local("127.0.0.1", headers)
     with pytest.raises(ActionError, match="only on the Pi itself"):
         check_local("192.168.1.20", headers)
+
+
+def test_the_page_may_not_be_framed_by_another_page(page):
+    # A page the Pi's browser opens could otherwise show the status page in a frame
+    # under its own decoy and have the person at the Pi click Unlock (clickjacking).
+    _site, port = page
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as response:
+        assert response.headers["X-Frame-Options"] == "DENY"
+        assert response.headers["Content-Security-Policy"] == "frame-ancestors 'none'"
