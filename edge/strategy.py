@@ -53,7 +53,7 @@ class Strategy:
                 # Not worth stopping the agent (and the site's monitoring) for: an
                 # unremembered return is owed, and written, again after a restart. A
                 # file left saying "off" that cannot be rewritten "on" would skip the
-                # next return; a disk in that state fails the agent's buffer first.
+                # next return (a read-only disk, where the sample buffer fails too).
                 log.error("the strategy setting could not be remembered: %s", exc)
 
     def returned_to_self_consumption(self) -> None:
