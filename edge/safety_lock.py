@@ -139,9 +139,12 @@ class SafetyLock:
             "remote_command_id": command_id,
         }
 
-    def refusal(self, command_type: CommandType) -> str:
-        """The reason a control command is refused while locked."""
+    def refusal(self, command_type: CommandType) -> str | None:
+        """The reason a control command is refused, None when the site is not locked
+        (one look at the lock: it may be lifted on the page meanwhile)."""
         status = self.status()
+        if not status["locked"]:
+            return None
         return (
             f"the site is safety-locked ({status['source']}, by {status['by']}:"
             f" {status['reason']}): {command_type.value} refused; read-only commands still work"

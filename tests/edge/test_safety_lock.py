@@ -71,6 +71,16 @@ def test_a_local_lock_wins_over_the_hubs_unlock(tmp_path):
     )
 
 
+def test_an_unlocked_site_has_no_refusal(tmp_path):
+    # The command worker asks once: the lock may be lifted on the page (another thread)
+    # between two looks, and the second must not find a lock's fields gone.
+    site = lock(tmp_path)
+    assert site.refusal(CommandType.FORCE_CHARGE) is None
+    site.lock_locally("kept")
+    site.unlock_locally()
+    assert site.refusal(CommandType.FORCE_CHARGE) is None
+
+
 def test_a_local_unlock_lifts_the_hubs_lock_too_and_survives_a_restart(tmp_path):
     site = lock(tmp_path)
     site.apply_remote("cmd-1", T0, LOCK)
