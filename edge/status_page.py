@@ -34,10 +34,9 @@ from prometheus_client import (
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from contract.site_control import LockReason
+from edge.loopback import LOOPBACK_PEERS, names_loopback
 from edge.safety_lock import SafetyLock, SafetyLockError
 
-LOOPBACK_PEERS = frozenset({"127.0.0.1", "::1", "::ffff:127.0.0.1"})
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]"})
 MAX_ACTION_BYTES = 1024
 
 
@@ -56,19 +55,12 @@ class ActionError(Exception):
         self.status = status
 
 
-def _host_name(host_header: str) -> str:
-    """The Host header without its port (`[::1]:8080` -> `[::1]`)."""
-    if host_header.startswith("["):
-        return host_header.split("]")[0] + "]"
-    return host_header.rsplit(":", 1)[0] if host_header.count(":") == 1 else host_header
-
-
 def check_local(peer: str, headers: Message) -> None:
     """ActionError unless the request comes from the Pi itself, as the page's own JSON
     request does (see the module's docstring)."""
     if peer not in LOOPBACK_PEERS:
         raise ActionError(403, "the safety lock is set only on the Pi itself (127.0.0.1)")
-    if _host_name(headers.get("Host", "").lower()) not in LOOPBACK_HOSTS:
+    if not names_loopback(headers.get("Host", "")):
         raise ActionError(403, "open the page as http://127.0.0.1 to set the safety lock")
     if headers.get("Content-Type", "").split(";")[0].strip().lower() != "application/json":
         raise ActionError(415, "send the action as Content-Type: application/json")
