@@ -395,6 +395,13 @@ class Agent:
             return
         self.strategy.returned_to_self_consumption()
 
+    def _close_tunnel_while_locked(self) -> None:
+        """A shell reached through the tunnel is on the Pi itself, where it could lift
+        the site's own lock (the status page's action): no tunnel stays open while the
+        site is locked, whoever locked it (OPEN_TUNNEL is refused then)."""
+        if self.tunnel is not None and self.safety_lock.locked:
+            self.tunnel.close("the site is safety-locked")
+
     def _tunnel_changed(self) -> bool:
         """True when the tunnel changed since it was last published and it can be now."""
         return (
@@ -532,6 +539,7 @@ class Agent:
                     self._update_metrics()
                     self._follow_staged_changes()
                     next_poll = max(next_poll + interval, now)
+                self._close_tunnel_while_locked()
                 if now >= next_heartbeat or self._tunnel_changed() or self._lock_changed():
                     self.heartbeat()
                     next_heartbeat = now + self.settings.heartbeat_interval_s

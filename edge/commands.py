@@ -246,8 +246,10 @@ class CommandHandler:
             raise CommandRejectedError(f"bad params: {where}: {first['msg']}") from exc
         # Checked when the command arrives, so one queued or in flight before the lock
         # was set is refused too.
-        if refused_while_locked(envelope.type) and self.safety_lock.locked:
-            raise CommandRejectedError(self.safety_lock.refusal(envelope.type))
+        if refused_while_locked(envelope.type):
+            refusal = self.safety_lock.refusal(envelope.type)
+            if refusal is not None:
+                raise CommandRejectedError(refusal)
         if envelope.type in _TUNNEL_COMMANDS and self.tunnel is None:
             raise CommandRejectedError("remote access is off on this node (tunnel_enabled: false)")
         return envelope, params

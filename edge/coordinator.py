@@ -2,7 +2,8 @@
 Coordinator") hands the agent its decisions, and learns what it needs to make them.
 
 An HTTP server on 127.0.0.1:`coordinator_port` (standard library, its own threads; the
-poll loop never waits for it):
+poll loop never waits for it), answering 403 to a request whose `Host` does not name
+the loopback (edge/loopback.py):
 - `POST /decision` with a JSON `Decision` (below): validated strictly, at most
   MAX_BODY_BYTES; answers 200 with the decision and when it expires, or 400 / 411 / 413
   / 415 with `{"error": reason}`, changing nothing; 409 for any decision but
@@ -31,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from contract.fields import BATTERY_SETPOINT_W, DECISION, MODE, REASON, TARGET_SOC_PERCENT
 from contract.site_control import SELF_CONSUMPTION_MODE
 from contract.text import STORABLE
+from edge.loopback import names_loopback
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,7 @@ MAX_VALID_FOR_S = 24 * 3600
 # A client that stalls mid-request holds one thread this long at most.
 REQUEST_TIMEOUT_S = 5.0
 HOST = "127.0.0.1"
+FOREIGN_HOST = "ask as http://127.0.0.1 (the Host header)"
 STRATEGY_OFF = (
     "the site's dynamic strategy is off (strategy_enabled: false): the inverter stays in"
     f" self-consumption, only {SELF_CONSUMPTION_MODE!r} is taken, not {{!r}}"
@@ -154,6 +157,8 @@ class CoordinatorServer:
             timeout = REQUEST_TIMEOUT_S
 
             def do_GET(self) -> None:
+                if outer._foreign(self):
+                    return
                 if self.path == "/context":
                     outer._reply(self, 200, context())
                 elif self.path == "/decision":
@@ -162,6 +167,8 @@ class CoordinatorServer:
                     outer._reply(self, 404, {"error": f"no such route: GET {self.path[:100]}"})
 
             def do_POST(self) -> None:
+                if outer._foreign(self):
+                    return
                 if self.path != "/decision":
                     outer._reply(self, 404, {"error": f"no such route: POST {self.path[:100]}"})
                     return
@@ -195,6 +202,15 @@ class CoordinatorServer:
         self.server = ThreadingHTTPServer((HOST, port), Handler)
         self.server.daemon_threads = True
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @classmethod
+    def _foreign(cls, handler: BaseHTTPRequestHandler) -> bool:
+        """Refuses (403) a request whose Host does not name the loopback (edge/loopback.py:
+        a web page on the Pi reaching it under another name); True if it did."""
+        if names_loopback(handler.headers.get("Host", "")):
+            return False
+        cls._reply(handler, 403, {"error": FOREIGN_HOST})
+        return True
 
     @staticmethod
     def _body(handler: BaseHTTPRequestHandler) -> bytes:

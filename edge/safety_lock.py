@@ -21,14 +21,42 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from contract.commands import CommandType, SafetyLockParams
-from contract.site_control import LOCAL_BY_CONFIG, LOCAL_BY_PAGE
+from pydantic import AwareDatetime, TypeAdapter, ValidationError
+from typing_extensions import TypedDict
+
+from contract.commands import CommandId, CommandType, SafetyLockParams
+from contract.site_control import LOCAL_BY_CONFIG, LOCAL_BY_PAGE, LockHolder, LockReason
 from edge.atomic_file import write_atomically
 
 log = logging.getLogger(__name__)
 
 STATE_NAME = "safety-lock.json"
 CONFIG_REASON = "safety_lock: true in the agent's config file"
+
+
+class _PageLock(TypedDict):
+    reason: LockReason
+    since: AwareDatetime | None
+
+
+class _RemoteLock(TypedDict):
+    issued_at: AwareDatetime
+    locked: bool
+    by: LockHolder
+    reason: LockReason
+    since: AwareDatetime
+    command_id: CommandId
+
+
+class _State(TypedDict, total=False):
+    config_since: AwareDatetime | None
+    page: _PageLock | None
+    remote: _RemoteLock | None
+
+
+# The state file's shape, checked when it is read (strictly: a datetime is an ISO
+# string, as written); the state itself is kept as JSON, as read.
+_STATE = TypeAdapter(_State)
 
 
 class SafetyLockError(Exception):
@@ -48,24 +76,29 @@ class SafetyLock:
         self.changes = 0
         self._state = self._read()
         # When the config key was first seen set: kept, so `since` survives restarts.
-        if config_locked and not self._state.get("config_since"):
-            self._state["config_since"] = clock().isoformat()
-            self._write()
-        elif not config_locked and self._state.get("config_since"):
-            self._state["config_since"] = None
-            self._write()
+        if bool(config_locked) != bool(self._state.get("config_since")):
+            self._state["config_since"] = clock().isoformat() if config_locked else None
+            try:
+                self._write()
+            except SafetyLockError as exc:
+                # The agent still starts and monitors; the lock holds in memory.
+                log.error("%s", exc)
 
     def _read(self) -> dict[str, Any]:
         try:
-            state = json.loads(self.path.read_text())
+            text = self.path.read_text()
+            _STATE.validate_json(text, strict=True)
         except FileNotFoundError:
             return {}
         except (OSError, ValueError) as exc:
-            # A lock must not vanish with a damaged file: locked until someone on site
-            # unlocks it (and the file is written anew).
-            log.error("unreadable %s, the site stays locked: %s", self.path, exc)
-            return {"page": {"reason": f"unreadable lock state: {exc}"[:500], "since": None}}
-        return state if isinstance(state, dict) else {}
+            # A lock must not vanish with a damaged file, nor with one of another shape
+            # (ValidationError is a ValueError): locked until someone on site unlocks it
+            # (and the file is written anew).
+            why = _why(exc)
+            log.error("unreadable %s, the site stays locked: %s", self.path, why)
+            return {"page": {"reason": f"unreadable lock state: {why}"[:500], "since": None}}
+        state: dict[str, Any] = json.loads(text)
+        return state
 
     def _write(self) -> None:
         """Keeps the state; SafetyLockError when the file cannot be written (the change
@@ -106,9 +139,12 @@ class SafetyLock:
             "remote_command_id": command_id,
         }
 
-    def refusal(self, command_type: CommandType) -> str:
-        """The reason a control command is refused while locked."""
+    def refusal(self, command_type: CommandType) -> str | None:
+        """The reason a control command is refused, None when the site is not locked
+        (one look at the lock: it may be lifted on the page meanwhile)."""
         status = self.status()
+        if not status["locked"]:
+            return None
         return (
             f"the site is safety-locked ({status['source']}, by {status['by']}:"
             f" {status['reason']}): {command_type.value} refused; read-only commands still work"
@@ -160,3 +196,11 @@ class SafetyLock:
         if status["locked"]:
             return f"the hub's lock lifted; the site still holds its own ({status['by']})"
         return "unlocked"
+
+
+def _why(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        return f"{where}: {first['msg']}" if where else first["msg"]
+    return str(exc)

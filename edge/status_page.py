@@ -9,8 +9,9 @@ Its one action, `POST /safety-lock` (`{"locked": true, "reason": "..."}` or
 The page is on the LAN without a login, so the action is taken only from the Pi itself:
 a loopback peer, a `Host` naming the loopback (so a web page the Pi's browser opens
 cannot reach it under another name) and `Content-Type: application/json` (which a
-cross-site form cannot send without the preflight this server never answers). Anything
-else is refused with 403 / 400 / 411 / 413 / 415 and `{"error": reason}`.
+cross-site form cannot send without the preflight this server never answers); no
+other page may frame it. Anything else is refused with 403 / 400 / 411 / 413 / 415 and
+`{"error": reason}`.
 """
 
 from __future__ import annotations
@@ -33,10 +34,9 @@ from prometheus_client import (
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from contract.site_control import LockReason
+from edge.loopback import LOOPBACK_PEERS, names_loopback
 from edge.safety_lock import SafetyLock, SafetyLockError
 
-LOOPBACK_PEERS = frozenset({"127.0.0.1", "::1", "::ffff:127.0.0.1"})
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]"})
 MAX_ACTION_BYTES = 1024
 
 
@@ -55,19 +55,12 @@ class ActionError(Exception):
         self.status = status
 
 
-def _host_name(host_header: str) -> str:
-    """The Host header without its port (`[::1]:8080` -> `[::1]`)."""
-    if host_header.startswith("["):
-        return host_header.split("]")[0] + "]"
-    return host_header.rsplit(":", 1)[0] if host_header.count(":") == 1 else host_header
-
-
 def check_local(peer: str, headers: Message) -> None:
     """ActionError unless the request comes from the Pi itself, as the page's own JSON
     request does (see the module's docstring)."""
     if peer not in LOOPBACK_PEERS:
         raise ActionError(403, "the safety lock is set only on the Pi itself (127.0.0.1)")
-    if _host_name(headers.get("Host", "").lower()) not in LOOPBACK_HOSTS:
+    if not names_loopback(headers.get("Host", "")):
         raise ActionError(403, "open the page as http://127.0.0.1 to set the safety lock")
     if headers.get("Content-Type", "").split(";")[0].strip().lower() != "application/json":
         raise ActionError(415, "send the action as Content-Type: application/json")
@@ -220,6 +213,10 @@ class StatusServer:
         handler.send_header("Content-Type", content_type)
         handler.send_header("Content-Length", str(len(body)))
         handler.send_header("Cache-Control", "no-store")
+        # Never inside another page's frame, where a decoy could steer a click on the
+        # page's Unlock button (clickjacking); both headers, for older browsers too.
+        handler.send_header("X-Frame-Options", "DENY")
+        handler.send_header("Content-Security-Policy", "frame-ancestors 'none'")
         handler.end_headers()
         handler.wfile.write(body)
 

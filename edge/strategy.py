@@ -47,7 +47,14 @@ class Strategy:
 
     def _remember(self) -> None:
         if self._last_enabled() is not self.enabled:
-            write_atomically(self.path, json.dumps({"enabled": self.enabled}))
+            try:
+                write_atomically(self.path, json.dumps({"enabled": self.enabled}))
+            except OSError as exc:
+                # Not worth stopping the agent (and the site's monitoring) for: an
+                # unremembered return is owed, and written, again after a restart. A
+                # file left saying "off" that cannot be rewritten "on" would skip the
+                # next return (a read-only disk, where the sample buffer fails too).
+                log.error("the strategy setting could not be remembered: %s", exc)
 
     def returned_to_self_consumption(self) -> None:
         """The inverter took self-consumption: not owed again until switched on and off."""

@@ -16,7 +16,9 @@ import pytest
 import yaml
 
 from contract.commands import COMMAND_KINDS, CommandKind
+from contract.node_config import SITE_HELD_KEYS
 from contract.site_control import LOCAL_BY_CONFIG
+from control_api.site_settings import HUB_KEYS
 from tests.control_api.test_end_to_end import CHARGE, admin_client, command_state, enrolled_agent
 from tests.control_api.test_tunnel_routes import BASTION, OPEN
 from tests.support.control_api import ApiProcess
@@ -46,6 +48,21 @@ def hub_view(client, node_id: str) -> dict[str, Any]:
 
 def issue_each_control_command(client, node_id: str) -> dict[str, str]:
     """One command of every control type, queued; their ids by type."""
+    sent = control_requests(client, node_id)
+    for response in sent.values():
+        assert response.status_code == 202, response.text
+    return {kind: response.json()["id"] for kind, response in sent.items()}
+
+
+def whole_config(client, node_id: str) -> dict[str, Any]:
+    """The node's reported config as a PUT may carry it (no site-held nor hub key)."""
+    config: dict[str, Any] = client.get(f"/nodes/{node_id}/config").json()["config"]
+    return {k: v for k, v in config.items() if k not in (*SITE_HELD_KEYS, *HUB_KEYS)}
+
+
+def control_requests(client, node_id: str) -> dict[str, Any]:
+    """A request for a command of every control type, each through its own route,
+    queued; the answers by type."""
     queued = {"queue": "true"}
     sent = {
         "FORCE_CHARGE": client.post(f"/nodes/{node_id}/commands", params=queued, json=CHARGE),
@@ -72,9 +89,7 @@ def issue_each_control_command(client, node_id: str) -> dict[str, str]:
         ),
         "OPEN_TUNNEL": client.post(f"/nodes/{node_id}/tunnel", params=queued, json=OPEN),
     }
-    for response in sent.values():
-        assert response.status_code == 202, response.text
-    return {kind: response.json()["id"] for kind, response in sent.items()}
+    return sent
 
 
 def audit(client, action: str, node_id: str) -> list[dict[str, Any]]:
@@ -136,6 +151,33 @@ def test_a_site_locked_on_site_refuses_every_control_command_and_the_hub_then_qu
             f"node {node.id} is safety-locked (local, by {LOCAL_BY_CONFIG}:"
         )
         assert "FORCE_CHARGE is refused" in refused.json()["detail"]
+        # Every control route, not only the generic one; and none of them stored a command.
+        with database.connect() as conn:
+            stored_before = conn.execute(
+                "SELECT count(*) FROM commands WHERE node_id = %s", (node.id,)
+            ).fetchone()
+        answers = {
+            **control_requests(client, node.id),
+            # The whole config, as against the patch.
+            "CONFIG_PUSH (PUT)": client.put(
+                f"/nodes/{node.id}/config",
+                params={"queue": "true"},
+                json={"config": whole_config(client, node.id)},
+            ),
+        }
+        for route, answer in answers.items():
+            assert answer.status_code == 409, (route, answer.text)
+            assert "is safety-locked (local, by " in answer.json()["detail"], route
+        with database.connect() as conn:
+            assert (
+                conn.execute(
+                    "SELECT count(*) FROM commands WHERE node_id = %s", (node.id,)
+                ).fetchone()
+                == stored_before
+            )
+        # Taking remote access away is not control.
+        close = client.delete(f"/nodes/{node.id}/tunnel")
+        assert close.status_code == 202, close.text
 
         # Read-only commands still work.
         logs = client.post(f"/nodes/{node.id}/commands", json=LOGS)

@@ -62,12 +62,16 @@ def call(
     path: str,
     body: bytes | None = None,
     content_type: str = "application/json",
+    host: str | None = None,
 ) -> tuple[int, Any]:
+    headers = {"Content-Type": content_type}
+    if host is not None:
+        headers["Host"] = host
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}{path}",
         method=method,
         data=body,
-        headers={"Content-Type": content_type},
+        headers=headers,
     )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
@@ -83,6 +87,20 @@ def post(port: int, decision: Any) -> tuple[int, Any]:
 def last_sample(agent: Agent) -> dict[str, Any]:
     pending, _ = agent.buffer.pending(10_000)
     return dict(json.loads(pending[-1][1]))
+
+
+@pytest.mark.parametrize("host", ["attacker.example", "attacker.example:8081", "192.168.1.5"])
+def test_a_request_under_another_name_is_refused(site, host):
+    # A web page the Pi's browser opens could reach 127.0.0.1 under its own name (DNS
+    # rebinding) and, being same-origin then, post decisions or read the site's context.
+    _agent, _clock, port = site
+    decision = json.dumps(DECISION).encode()
+    status, answer = call(port, "POST", "/decision", decision, host=host)
+    assert (status, answer) == (403, {"error": "ask as http://127.0.0.1 (the Host header)"})
+    assert call(port, "GET", "/decision") == (200, None)
+    assert call(port, "GET", "/context", host=host)[0] == 403
+    for loopback in ("127.0.0.1", "localhost:8081", "[::1]:8081"):
+        assert call(port, "GET", "/decision", host=loopback) == (200, None)
 
 
 def test_a_decision_travels_in_every_sample_until_it_expires(site):
@@ -162,7 +180,7 @@ def test_oversized_unlengthed_and_non_json_bodies_are_refused(site):
     assert status == 415
     with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
         conn.sendall(
-            b"POST /decision HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"POST /decision HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             b"Transfer-Encoding: chunked\r\n\r\n"
         )
         assert conn.recv(1000).startswith(b"HTTP/1.0 411")

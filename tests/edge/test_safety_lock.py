@@ -71,6 +71,16 @@ def test_a_local_lock_wins_over_the_hubs_unlock(tmp_path):
     )
 
 
+def test_an_unlocked_site_has_no_refusal(tmp_path):
+    # The command worker asks once: the lock may be lifted on the page (another thread)
+    # between two looks, and the second must not find a lock's fields gone.
+    site = lock(tmp_path)
+    assert site.refusal(CommandType.FORCE_CHARGE) is None
+    site.lock_locally("kept")
+    site.unlock_locally()
+    assert site.refusal(CommandType.FORCE_CHARGE) is None
+
+
 def test_a_local_unlock_lifts_the_hubs_lock_too_and_survives_a_restart(tmp_path):
     site = lock(tmp_path)
     site.apply_remote("cmd-1", T0, LOCK)
@@ -100,6 +110,42 @@ def test_an_unreadable_lock_file_keeps_the_site_locked(tmp_path):
     assert site.status()["source"] == "local"
     site.unlock_locally()
     assert not lock(tmp_path).locked
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "[]",
+        "null",
+        "1",
+        '{"page": {}}',
+        '{"page": "yes"}',
+        '{"remote": "x"}',
+        '{"remote": {"locked": true, "issued_at": 5}}',
+        '{"page": {"reason": 1, "since": null}}',
+    ],
+)
+def test_a_lock_file_of_another_shape_keeps_the_site_locked(tmp_path, content):
+    # JSON that is not the lock's state is as damaged as a file that is not JSON: the
+    # site is not unlocked by it, and the agent does not fail on it.
+    (tmp_path / STATE_NAME).write_text(content)
+    site = lock(tmp_path)
+    assert site.locked
+    assert site.status()["reason"].startswith("unreadable lock state: ")
+    NODE_STATUS.validate_python({"state": "online", "ts": T0, "safety_lock": site.status()})
+    assert site.apply_remote("cmd-1", T0, UNLOCK) == (
+        f"the hub's lock lifted; the site still holds its own ({LOCAL_BY_PAGE})"
+    )
+    site.unlock_locally()
+    assert not lock(tmp_path).locked
+
+
+def test_a_lock_state_that_cannot_be_written_at_start_still_locks(tmp_path):
+    # A directory where the file goes: neither read nor written. The agent still starts
+    # (it monitors the site), locked by the file it could not read and by the config.
+    (tmp_path / STATE_NAME).mkdir()
+    site = lock(tmp_path, config_locked=True)
+    assert site.status()["by"] == LOCAL_BY_CONFIG
 
 
 @pytest.fixture
@@ -176,3 +222,12 @@ def test_a_peer_on_the_lan_may_not_set_the_lock():
     check_local("127.0.0.1", headers)
     with pytest.raises(ActionError, match="only on the Pi itself"):
         check_local("192.168.1.20", headers)
+
+
+def test_the_page_may_not_be_framed_by_another_page(page):
+    # A page the Pi's browser opens could otherwise show the status page in a frame
+    # under its own decoy and have the person at the Pi click Unlock (clickjacking).
+    _site, port = page
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as response:
+        assert response.headers["X-Frame-Options"] == "DENY"
+        assert response.headers["Content-Security-Policy"] == "frame-ancestors 'none'"

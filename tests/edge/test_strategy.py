@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import pytest
 
 from edge.commands import STORCTL_AUTO, STORCTL_CHARGE
-from edge.strategy import STATE_NAME
+from edge.strategy import STATE_NAME, Strategy
 from tests.edge.simulated_site import simulated_site
 from tests.edge.test_coordinator import DECISION, call, post
 from tests.support.services import free_port
@@ -75,3 +75,15 @@ def test_strategy_on_takes_any_decision(tmp_path):
             assert post(port, DECISION)[0] == 200
         finally:
             agent.coordinator_server.stop()
+
+
+def test_a_strategy_state_that_cannot_be_written_stops_nothing(tmp_path):
+    # A directory where the file goes (as a full or read-only disk would): the agent
+    # still starts and polls; the return to self-consumption is owed again after the
+    # next restart, which only repeats a write of the inverter's default.
+    (tmp_path / STATE_NAME).mkdir()
+    assert Strategy(tmp_path, True, "time_of_use").enabled
+    off = Strategy(tmp_path, False, "time_of_use")
+    assert off.owes_self_consumption
+    off.returned_to_self_consumption()
+    assert not off.owes_self_consumption

@@ -17,7 +17,13 @@ from pydantic import ValidationError
 from selenium.webdriver.common.by import By
 
 from contract import topics
-from contract.commands import CloseTunnelParams, CommandType, OpenTunnelParams, build_command
+from contract.commands import (
+    CloseTunnelParams,
+    CommandType,
+    OpenTunnelParams,
+    SafetyLockParams,
+    build_command,
+)
 from contract.node_config import NodeConfig
 from contract.telemetry import NODE_STATUS
 from edge.config_push import ConfigPush
@@ -145,6 +151,23 @@ def test_open_reaches_the_pi_side_and_close_ends_it(setup, broker, tmp_path):
     assert tunnel_shown(agent)["state"] == "closed"
     assert tunnel_shown(agent)["detail"] == "closed by ops@example.com"
     wait_for(lambda: (statuses.tunnel() or {}).get("state") == "closed", 20, "closed reported")
+
+
+def test_locking_the_site_closes_an_open_tunnel(setup):
+    # A shell reached through the tunnel is on the Pi itself: from there it could lift
+    # the site's own lock (POST /safety-lock from the loopback). So no tunnel stays
+    # open while the site is locked, whoever locked it.
+    agent, hub, ssh_server, _echo_port = setup
+    remote_port = authorized(agent, ssh_server)
+    opened = hub.send(CommandType.OPEN_TUNNEL, open_params(ssh_server, remote_port))
+    assert hub.outcome(opened, timeout=40)["state"] == "succeeded"
+    assert echoes(remote_port)
+
+    lock = SafetyLockParams(locked=True, requested_by="admin@example.com", reason="storm")
+    assert hub.outcome(hub.send(CommandType.SAFETY_LOCK, lock))["state"] == "succeeded"
+    wait_for(lambda: tunnel_shown(agent)["state"] == "closed", 10, "the tunnel closed")
+    assert tunnel_shown(agent)["detail"] == "the site is safety-locked"
+    wait_for(lambda: not listening(remote_port), 10, "the bastion's port closed")
 
 
 def test_the_tunnel_closes_at_its_expiry(setup):
