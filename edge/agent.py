@@ -152,6 +152,7 @@ class Agent:
                 self.coordinator_context,
                 clock,
                 settings.strategy_enabled,
+                lambda: self.safety_lock.holder(),
             )
             if settings.coordinator_port is not None
             else None

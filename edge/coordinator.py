@@ -7,7 +7,9 @@ the loopback (edge/loopback.py):
 - `POST /decision` with a JSON `Decision` (below): validated strictly, at most
   MAX_BODY_BYTES; answers 200 with the decision and when it expires, or 400 / 411 / 413
   / 415 with `{"error": reason}`, changing nothing; 409 for any decision but
-  SELF_CONSUMPTION while the site's dynamic strategy is off (`strategy_enabled`).
+  SELF_CONSUMPTION while the site's dynamic strategy is off (`strategy_enabled`) or
+  the site is safety-locked (the lock binds the site's own optimizer too: whoever
+  locked it wants the inverter left alone).
 - `GET /decision`: the decision in force (null when none is).
 - `GET /context`: the site's time zone, tariffs, prices now and for each hour of the
   local day, the latest reading, the decision in force, the site's strategy setting and
@@ -47,6 +49,10 @@ FOREIGN_HOST = "ask as http://127.0.0.1 (the Host header)"
 STRATEGY_OFF = (
     "the site's dynamic strategy is off (strategy_enabled: false): the inverter stays in"
     f" self-consumption, only {SELF_CONSUMPTION_MODE!r} is taken, not {{!r}}"
+)
+LOCKED = (
+    "the site is safety-locked ({}): the inverter stays in self-consumption, only"
+    f" {SELF_CONSUMPTION_MODE!r} is taken, not {{!r}}"
 )
 
 
@@ -146,9 +152,11 @@ class CoordinatorServer:
         context: Callable[[], dict[str, Any]],
         clock: Callable[[], datetime],
         strategy_enabled: bool,
+        locked_by: Callable[[], str | None],
     ) -> None:
         """`strategy_enabled`: the site's dynamic strategy (a config key: it changes only
-        with a restart)."""
+        with a restart); `locked_by`: who holds the site's safety lock and why, None
+        while it is not locked (asked at every decision: it changes at any time)."""
         outer = self
         self.coordination = coordination
         self.clock = clock
@@ -180,9 +188,14 @@ class CoordinatorServer:
                 except ValidationError as exc:
                     outer._reply(self, 400, {"error": _validation_reason(exc)})
                     return
-                if not strategy_enabled and decision.mode != SELF_CONSUMPTION_MODE:
-                    outer._reply(self, 409, {"error": STRATEGY_OFF.format(decision.mode)})
-                    return
+                if decision.mode != SELF_CONSUMPTION_MODE:
+                    holder = locked_by()
+                    if holder is not None:
+                        outer._reply(self, 409, {"error": LOCKED.format(holder, decision.mode)})
+                        return
+                    if not strategy_enabled:
+                        outer._reply(self, 409, {"error": STRATEGY_OFF.format(decision.mode)})
+                        return
                 now = clock()
                 before = coordination.in_force(now)
                 expires_at = coordination.decide(decision, now)

@@ -139,15 +139,22 @@ class SafetyLock:
             "remote_command_id": command_id,
         }
 
-    def refusal(self, command_type: CommandType) -> str | None:
-        """The reason a control command is refused, None when the site is not locked
-        (one look at the lock: it may be lifted on the page meanwhile)."""
+    def holder(self) -> str | None:
+        """Who holds the lock and why (`source, by who: reason`), None when the site is
+        not locked (one look at the lock: it may be lifted on the page meanwhile)."""
         status = self.status()
         if not status["locked"]:
             return None
+        return f"{status['source']}, by {status['by']}: {status['reason']}"
+
+    def refusal(self, command_type: CommandType) -> str | None:
+        """The reason a control command is refused, None when the site is not locked."""
+        holder = self.holder()
+        if holder is None:
+            return None
         return (
-            f"the site is safety-locked ({status['source']}, by {status['by']}:"
-            f" {status['reason']}): {command_type.value} refused; read-only commands still work"
+            f"the site is safety-locked ({holder}): {command_type.value} refused;"
+            " read-only commands still work"
         )
 
     def lock_locally(self, reason: str) -> None:

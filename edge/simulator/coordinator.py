@@ -2,9 +2,10 @@
 the Pi: it reads the agent's coordinator interface (`GET /context`), decides, posts the
 decision (`POST /decision`) and has the simulated battery follow it.
 
-The rule: self-consumption by day (the sun charges the battery); at night, charge from
-the grid while the import price is the cheapest of the local day (and cheaper than its
-dearest hour) and the battery is under TARGET_SOC_PERCENT; otherwise self-consumption.
+The rule: self-consumption while the site is safety-locked or its strategy is off, and
+by day (the sun charges the battery); at night, charge from the grid while the import
+price is the cheapest of the local day (and cheaper than its dearest hour) and the
+battery is under TARGET_SOC_PERCENT; otherwise self-consumption.
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ def decide(context: dict[str, Any], max_battery_w: float, valid_for_s: int) -> d
     currency = context["prices_now"]["currency"] or "per kWh"
     reading = context.get("reading") or {}
     soc, pv = reading.get("soc_percent"), reading.get("solar_power_w") or 0.0
-    if not context["strategy"]["enabled"]:
+    if context["safety_lock"]["locked"]:
+        mode, reason = SELF_CONSUMPTION, "the site is safety-locked"
+    elif not context["strategy"]["enabled"]:
         mode, reason = SELF_CONSUMPTION, "the site's strategy is off"
     elif pv >= DAYLIGHT_W:
         mode, reason = SELF_CONSUMPTION, f"daylight: the sun gives {pv:.0f} W"

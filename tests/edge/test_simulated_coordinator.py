@@ -26,6 +26,7 @@ from tests.support.services import (
 def context(hour_prices: list[float], now: float, soc: float | None, pv: float) -> dict[str, Any]:
     return {
         "strategy": {"enabled": True},
+        "safety_lock": {"locked": False},
         "prices_now": {"import_per_kwh": now, "currency": "PLN"},
         "prices_today": [{"import_per_kwh": p} for p in hour_prices],
         "reading": {"soc_percent": soc, "solar_power_w": pv},
@@ -45,6 +46,7 @@ NIGHT_CHEAP = [0.4] * 6 + [0.8] * 18
         (context(NIGHT_CHEAP, 0.4, None, 0), SELF_CONSUMPTION),  # charge unknown
         (context([0.5] * 24, 0.5, 50, 0), SELF_CONSUMPTION),  # one price all day
         ({**context(NIGHT_CHEAP, 0.4, 50, 0), "strategy": {"enabled": False}}, SELF_CONSUMPTION),
+        ({**context(NIGHT_CHEAP, 0.4, 50, 0), "safety_lock": {"locked": True}}, SELF_CONSUMPTION),
     ],
 )
 def test_the_rule(ctx, mode):

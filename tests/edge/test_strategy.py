@@ -87,3 +87,29 @@ def test_a_strategy_state_that_cannot_be_written_stops_nothing(tmp_path):
     assert off.owes_self_consumption
     off.returned_to_self_consumption()
     assert not off.owes_self_consumption
+
+
+def test_a_locked_site_takes_only_self_consumption_from_its_coordinator(tmp_path):
+    port = free_port()
+    with simulated_site(tmp_path, NOON, coordinator_port=port) as (agent, _inverter, _clock):
+        assert agent.coordinator_server is not None
+        agent.coordinator_server.start()
+        try:
+            assert post(port, DECISION)[0] == 200  # the strategy is on, the site unlocked
+            agent.safety_lock.lock_locally("installer at work")
+            status, context = call(port, "GET", "/context")
+            assert context["safety_lock"]["locked"] is True
+            status, refused = post(port, DECISION)
+            assert status == 409
+            assert (
+                "safety-locked (local, by site: status page: installer at work)"
+                in (refused["error"])
+            )
+            status, _ = post(port, {"mode": "SELF_CONSUMPTION", "reason": "locked"})
+            assert status == 200
+            assert call(port, "GET", "/decision")[1]["mode"] == "SELF_CONSUMPTION"
+
+            agent.safety_lock.unlock_locally()
+            assert post(port, DECISION)[0] == 200
+        finally:
+            agent.coordinator_server.stop()
