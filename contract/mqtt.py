@@ -35,6 +35,7 @@ paho's failures reach callers as `MqttError` (with paho's code) where they need 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import ssl
@@ -65,6 +66,8 @@ log = logging.getLogger(__name__)
 
 # The largest receive maximum MQTT 5 can say (a two-byte integer).
 MAX_RECEIVE_MAXIMUM = 65_535
+# How long `stop` waits for the broker to confirm the publishes made before it.
+STOP_CONFIRM_S = 2.0
 
 
 def _paho_log(_client: Client, _userdata: object, level: int, message: str) -> None:
@@ -138,6 +141,9 @@ class MqttLink:
         self._session_resumed_at = 0  # generation of the last connect that resumed one
         self._ack_lock = threading.Lock()
         self._stopping = False
+        # The newest QoS 1+ publish: the broker confirms in order, so once it is
+        # confirmed, all before it are (see `stop`).
+        self._last_publish: MQTTMessageInfo | None = None
         self._failures = FailureLog(log)
         self._subscriptions = [(f, SubscribeOptions(qos=qos)) for f, qos in subscriptions]
         self._subscribe_mid: int | None = None
@@ -198,8 +204,17 @@ class MqttLink:
 
     def stop(self) -> None:
         """Disconnects and stops the network thread. Acks given before this go out
-        before the DISCONNECT; unacknowledged messages stay in the broker's session."""
+        before the DISCONNECT; unacknowledged messages stay in the broker's session.
+
+        First it waits (up to STOP_CONFIRM_S) for the broker to confirm what was
+        published: a socket closed while the broker's confirmations are still arriving,
+        unread, is reset instead of closed, and the broker then drops what it had not
+        yet read of this client, acks included (so they would be redelivered)."""
         self._stopping = True
+        last = self._last_publish
+        if last is not None and self.connected.is_set():
+            with contextlib.suppress(RuntimeError, ValueError):
+                last.wait_for_publish(STOP_CONFIRM_S)
         self.client.disconnect()
         self.client.loop_stop()
 
@@ -210,7 +225,10 @@ class MqttLink:
     ) -> MQTTMessageInfo:
         """Queues a message without waiting; paho sends QoS 1 again after a reconnect
         until the broker confirms it (`on_publish`)."""
-        return self.client.publish(topic, payload, qos, retain)
+        info = self.client.publish(topic, payload, qos, retain)
+        if qos > 0:
+            self._last_publish = info
+        return info
 
     def publish_and_wait(
         self,
