@@ -1,4 +1,5 @@
-"""A local day starts at its first instant, also where midnight comes twice.
+"""Money days: a local day starts at its first instant, also where midnight comes twice;
+the job runs before anything is materialized, and after a pause prices late hours again.
 
 Migration 0021 set a priced day's `day_start` (and the day before's `day_end`) to
 `local_day::timestamp AT TIME ZONE timezone`. Where clocks go back at local midnight
@@ -9,6 +10,13 @@ that hour took the 25-hour day whole from `money_1d`, an hour before the range i
 `local_midnight(day, zone)` is the first instant of the local day; the job prices with
 it, grafana/money.py finds a priced hour's day with it, and the days priced with the old
 bounds are priced again (deleted and marked, as a zone change does).
+
+The job also failed ("timestamp out of range") while `telemetry_1h` had never been
+materialized (a fresh install, no telemetry yet): TimescaleDB's watermark is then its
+earliest time, 4714 BC, and 0021 subtracted `reprice` from it. It now prices nothing then.
+And each run prices again the `reprice` (10 days) before where the last run stopped, not
+only before now: after the job was stopped for more than a day, late hours the aggregate's
+policy materialized meanwhile were left as first priced.
 
 Revision ID: 0023
 Revises: 0022
@@ -60,6 +68,34 @@ def _load_0021() -> ModuleType:
     return module
 
 
+# Where 0021's job computes how far it prices; the guard goes right after.
+UPTO = "    upto := least(date_trunc('hour', now()), "
+# Nothing materialized: the watermark is TimescaleDB's earliest time (no telemetry is
+# that old), out of range once `reprice` is subtracted. Nothing to price: the run ends.
+NOTHING_MATERIALIZED = """
+    IF upto < '0001-01-01 00:00+00' THEN
+        RETURN;
+    END IF;"""
+
+
+# 0021 priced again the `reprice` before now, not before where the last run stopped: hours
+# the aggregate's policy materialized while the job was stopped (failing) for more than a
+# day, of days more than `reprice` before now, stayed as first priced.
+RECENT = "least(priced_until, upto - (config->>'reprice')::interval)"
+RECENT_FIXED = "least(priced_until, upto) - (config->>'reprice')::interval"
+
+
+def _refresh(fixed: bool) -> str:
+    sql: str = _load_0021().REFRESH
+    if not fixed:
+        return sql
+    start = sql.index(UPTO)
+    end = sql.index(";\n", start) + 1
+    sql = sql[:end] + NOTHING_MATERIALIZED + sql[end:]
+    assert RECENT in sql
+    return sql.replace(RECENT, RECENT_FIXED)
+
+
 def _price_days(bounds: tuple[str, str]) -> str:
     sql: str = _load_0021().PRICE_DAYS
     for old, new in zip(OLD_BOUNDS, bounds, strict=True):
@@ -91,6 +127,7 @@ def upgrade() -> None:
         [
             LOCAL_MIDNIGHT,
             _price_days(NEW_BOUNDS),
+            _refresh(fixed=True),
             _reprice_unless(
                 "public.local_midnight(local_day, timezone)",
                 "public.local_midnight(local_day + 1, timezone)",
@@ -103,6 +140,7 @@ def downgrade() -> None:
     _run(
         [
             _price_days(OLD_BOUNDS),
+            _refresh(fixed=False),
             _reprice_unless(
                 "local_day::timestamp AT TIME ZONE timezone",
                 "(local_day + 1)::timestamp AT TIME ZONE timezone",
