@@ -116,10 +116,11 @@ def priced_energy(span: Span, nodes: str) -> str:
     range's start) and from `cut` on, the earliest of: 26 hours before the range's end,
     before where the job stopped, and the first hour it must price again for these sites
     (money_1d_pending). Every hour between lies in a priced day taken whole."""
-    day_start = "e.local_day::timestamp AT TIME ZONE e.timezone"
+    # The first instant of each local day (migration 0023): its bounds in money_1d.
+    day_start = "public.local_midnight(e.local_day, e.timezone)"
     hour_columns = COLUMNS.replace(
         "day_start, day_end",
-        f"{day_start} AS day_start, (local_day + 1)::timestamp AT TIME ZONE timezone AS day_end",
+        f"{day_start} AS day_start, public.local_midnight(local_day + 1, timezone) AS day_end",
     )
     return f"""(
     SELECT {COLUMNS} FROM money_1d WHERE {nodes} AND {span.days}

@@ -327,3 +327,61 @@ def test_a_tenant_reads_only_its_own_priced_days(fleet):
         # The base table itself is denied to the role.
         with pytest.raises(Exception, match="permission denied"):
             _run_as(db, role, "SELECT count(*) FROM public.money_1d", False)
+
+
+def test_hours_materialized_late_are_priced_again_once_invalidated(fleet):
+    """A backfill older than the job's 10 days, materialized by hand: the job leaves its
+    days as priced (docs/runbook.md says so); invalidating them from the window's start,
+    as the runbook says, prices them again."""
+    db, node = fleet["db"], fleet["sites"]["gap"]
+    warsaw, _ = fleet["tenants"]
+    late = datetime(2026, 11, 5, 12, 7, tzinfo=UTC)
+    [savings] = [
+        sql for title, sql in sql_targets(load("wattfleet-savings")) if title == "Grid import"
+    ]
+    query = render(savings, late - timedelta(days=5), late + timedelta(days=5), {"node": [node]})
+    _run_job(db)
+    with db.connect() as conn:
+        row = sample_row(late, node, warsaw, 10**9, soc=50.0, battery_w=0.0, pv_w=0.0,
+                         grid_w=6000.0, load_w=6000.0, interval_s=600, covered_s=600)  # fmt: skip
+        insert_samples(conn, [row])
+    window = (late.replace(minute=0), late.replace(minute=0) + timedelta(hours=1))
+    materialize(db, *window, ("telemetry_5m", "telemetry_1h"))
+    _run_job(db)
+    truth = _run_as(db, ADMIN_ROLE, query, reference=True)
+    assert not _same(_run_as(db, ADMIN_ROLE, query, reference=False), truth)
+    with db.connect() as conn:
+        conn.execute("SELECT invalidate_money_days(ARRAY(SELECT id FROM nodes), %s)", (window[0],))
+    assert _same(_run_as(db, ADMIN_ROLE, query, reference=False), truth)
+    _run_job(db)
+    assert not _pending(db)
+    assert _same(_run_as(db, ADMIN_ROLE, query, reference=False), truth)
+
+
+def test_hours_materialized_while_the_job_was_stopped_are_priced_again(fleet):
+    """The job stopped for five days (failing, say) while the hourly aggregate's policy
+    materialized late samples of a day 12 days back, within its 9-day window then: the
+    next run prices again the 10 days before where the last one stopped too."""
+    db, node = fleet["db"], fleet["sites"]["kolkata"]
+    warsaw, _ = fleet["tenants"]
+    _run_job(db)
+    stopped = _now().replace(minute=0, second=0) - timedelta(days=5)
+    with db.connect() as conn:
+        # As the run five days ago left them.
+        conn.execute("UPDATE money_1d_state SET priced_until = %s", (stopped,))
+        conn.execute("DELETE FROM money_1d WHERE day_end > %s", (stopped,))
+        late = (_now() - timedelta(days=12)).replace(minute=7, second=0)
+        row = sample_row(late, node, warsaw, 2 * 10**9, soc=50.0, battery_w=0.0, pv_w=0.0,
+                         grid_w=6000.0, load_w=6000.0, interval_s=600, covered_s=600)  # fmt: skip
+        insert_samples(conn, [row])
+    hour = late.replace(minute=0)
+    materialize(db, hour, hour + timedelta(hours=1), ("telemetry_5m", "telemetry_1h"))
+    _run_job(db)
+    [grid_import] = [
+        sql for title, sql in sql_targets(load("wattfleet-savings")) if title == "Grid import"
+    ]
+    query = render(
+        grid_import, late - timedelta(days=4), late + timedelta(days=4), {"node": [node]}
+    )
+    rows = _run_as(db, ADMIN_ROLE, query, reference=False)
+    assert _same(rows, _run_as(db, ADMIN_ROLE, query, reference=True))
