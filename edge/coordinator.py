@@ -21,7 +21,6 @@ after an agent restart within its own period.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Callable
@@ -34,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from contract.fields import BATTERY_SETPOINT_W, DECISION, MODE, REASON, TARGET_SOC_PERCENT
 from contract.site_control import SELF_CONSUMPTION_MODE
 from contract.text import STORABLE
+from edge.json_reply import reply_json
 from edge.loopback import names_loopback
 
 log = logging.getLogger(__name__)
@@ -168,33 +168,33 @@ class CoordinatorServer:
                 if outer._foreign(self):
                     return
                 if self.path == "/context":
-                    outer._reply(self, 200, context())
+                    reply_json(self, 200, context())
                 elif self.path == "/decision":
-                    outer._reply(self, 200, decision_json(coordination.in_force(clock())))
+                    reply_json(self, 200, decision_json(coordination.in_force(clock())))
                 else:
-                    outer._reply(self, 404, {"error": f"no such route: GET {self.path[:100]}"})
+                    reply_json(self, 404, {"error": f"no such route: GET {self.path[:100]}"})
 
             def do_POST(self) -> None:
                 if outer._foreign(self):
                     return
                 if self.path != "/decision":
-                    outer._reply(self, 404, {"error": f"no such route: POST {self.path[:100]}"})
+                    reply_json(self, 404, {"error": f"no such route: POST {self.path[:100]}"})
                     return
                 try:
                     decision = Decision.model_validate_json(outer._body(self))
                 except RequestError as exc:
-                    outer._reply(self, exc.status, {"error": str(exc)})
+                    reply_json(self, exc.status, {"error": str(exc)})
                     return
                 except ValidationError as exc:
-                    outer._reply(self, 400, {"error": _validation_reason(exc)})
+                    reply_json(self, 400, {"error": _validation_reason(exc)})
                     return
                 if decision.mode != SELF_CONSUMPTION_MODE:
                     holder = locked_by()
                     if holder is not None:
-                        outer._reply(self, 409, {"error": LOCKED.format(holder, decision.mode)})
+                        reply_json(self, 409, {"error": LOCKED.format(holder, decision.mode)})
                         return
                     if not strategy_enabled:
-                        outer._reply(self, 409, {"error": STRATEGY_OFF.format(decision.mode)})
+                        reply_json(self, 409, {"error": STRATEGY_OFF.format(decision.mode)})
                         return
                 now = clock()
                 before = coordination.in_force(now)
@@ -207,7 +207,7 @@ class CoordinatorServer:
                     decision.mode,
                     decision.reason,
                 )
-                outer._reply(self, 200, decision_json((decision, expires_at)))
+                reply_json(self, 200, decision_json((decision, expires_at)))
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # a coordinator posting every minute would fill the journal
@@ -216,13 +216,13 @@ class CoordinatorServer:
         self.server.daemon_threads = True
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
-    @classmethod
-    def _foreign(cls, handler: BaseHTTPRequestHandler) -> bool:
+    @staticmethod
+    def _foreign(handler: BaseHTTPRequestHandler) -> bool:
         """Refuses (403) a request whose Host does not name the loopback (edge/loopback.py:
         a web page on the Pi reaching it under another name); True if it did."""
         if names_loopback(handler.headers.get("Host", "")):
             return False
-        cls._reply(handler, 403, {"error": FOREIGN_HOST})
+        reply_json(handler, 403, {"error": FOREIGN_HOST})
         return True
 
     @staticmethod
@@ -240,20 +240,6 @@ class CoordinatorServer:
             return handler.rfile.read(length)
         except TimeoutError as exc:
             raise RequestError(400, "the body did not arrive in time") from exc
-
-    @staticmethod
-    def _reply(handler: BaseHTTPRequestHandler, status: int, body: Any) -> None:
-        data = json.dumps(body, default=str).encode()
-        handler.send_response(status)
-        handler.send_header("Content-Type", "application/json")
-        handler.send_header("Content-Length", str(len(data)))
-        handler.send_header("Cache-Control", "no-store")
-        if status >= 400:
-            # What was left of a refused body is not read: the connection ends here.
-            handler.send_header("Connection", "close")
-            handler.close_connection = True
-        handler.end_headers()
-        handler.wfile.write(data)
 
     def start(self) -> None:
         self._thread.start()

@@ -34,6 +34,7 @@ from prometheus_client import (
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from contract.site_control import LockReason
+from edge.json_reply import reply_json
 from edge.loopback import LOOPBACK_PEERS, names_loopback
 from edge.safety_lock import SafetyLock, SafetyLockError
 
@@ -156,13 +157,13 @@ class StatusServer:
                     else:
                         safety_lock.unlock_locally()
                 except ActionError as exc:
-                    outer._reply_json(self, exc.status, {"error": str(exc)})
+                    reply_json(self, exc.status, {"error": str(exc)})
                 except ValidationError as exc:
-                    outer._reply_json(self, 400, {"error": exc.errors()[0]["msg"]})
+                    reply_json(self, 400, {"error": exc.errors()[0]["msg"]})
                 except SafetyLockError as exc:
-                    outer._reply_json(self, 409, {"error": str(exc)})
+                    reply_json(self, 409, {"error": str(exc)})
                 else:
-                    outer._reply_json(self, 200, safety_lock.status())
+                    reply_json(self, 200, safety_lock.status())
 
             def do_GET(self) -> None:
                 if self.path in ("/", "/index.html"):
@@ -193,19 +194,6 @@ class StatusServer:
             return handler.rfile.read(int(length))
         except TimeoutError as exc:
             raise ActionError(400, "the body did not arrive in time") from exc
-
-    @staticmethod
-    def _reply_json(handler: BaseHTTPRequestHandler, status: int, body: Any) -> None:
-        data = json.dumps(body, default=str).encode()
-        handler.send_response(status)
-        handler.send_header("Content-Type", "application/json")
-        handler.send_header("Content-Length", str(len(data)))
-        handler.send_header("Cache-Control", "no-store")
-        if status >= 400:
-            handler.send_header("Connection", "close")
-            handler.close_connection = True
-        handler.end_headers()
-        handler.wfile.write(data)
 
     @staticmethod
     def _reply(handler: BaseHTTPRequestHandler, content_type: str, body: bytes) -> None:
