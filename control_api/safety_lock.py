@@ -15,14 +15,13 @@ reported applying yet. While locked, it refuses to issue any control command
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, text
 
 from contract.commands import CommandType
 from control_api.errors import ConflictError
+from control_api.schemas import SafetyLockOut
 
 LOCKED = (
     "node {node} is safety-locked ({source}, by {by}: {reason}): {command} is refused until"
@@ -45,27 +44,8 @@ FROM node_status WHERE node_id = :node
 """
 
 
-@dataclass(frozen=True)
-class LockView:
-    """The site's lock as the hub sees it. `pending_command_id`: the hub's newest lock
-    command the site has not reported applying yet (None when the report is current)."""
-
-    locked: bool
-    source: str | None
-    by: str | None
-    reason: str | None
-    since: datetime | None
-    pending_command_id: str | None
-    reported_locked: bool | None
-    reported_at: datetime | None
-    strategy_enabled: bool | None
-    strategy: str | None
-
-    def out(self) -> dict[str, Any]:
-        return vars(self)
-
-
-def view(conn: Connection, node_id: str) -> LockView:
+def view(conn: Connection, node_id: str) -> SafetyLockOut:
+    """The site's lock as the hub sees it (see SafetyLockOut)."""
     row = conn.execute(text(_REPORTED), {"node": node_id}).mappings().first()
     reported: dict[str, Any] = dict(row) if row is not None else {}
     newest = conn.execute(text(_NEWEST_LOCK_COMMAND), {"node": node_id}).mappings().first()
@@ -82,20 +62,25 @@ def view(conn: Connection, node_id: str) -> LockView:
         "strategy": reported.get("strategy"),
     }
     if reported.get("safety_locked"):
-        return LockView(
-            True,
-            reported["safety_lock_source"],
-            reported["safety_lock_by"],
-            reported["safety_lock_reason"],
-            reported["safety_locked_since"],
+        return SafetyLockOut(
+            locked=True,
+            source=reported["safety_lock_source"],
+            by=reported["safety_lock_by"],
+            reason=reported["safety_lock_reason"],
+            since=reported["safety_locked_since"],
             **common,
         )
     if pending is not None and pending["params"].get("locked"):
         params = pending["params"]
-        return LockView(
-            True, "remote", params["requested_by"], params["reason"], pending["issued_at"], **common
+        return SafetyLockOut(
+            locked=True,
+            source="remote",
+            by=params["requested_by"],
+            reason=params["reason"],
+            since=pending["issued_at"],
+            **common,
         )
-    return LockView(False, None, None, None, None, **common)
+    return SafetyLockOut(locked=False, source=None, by=None, reason=None, since=None, **common)
 
 
 def refuse_if_locked(conn: Connection, node_id: str, command_type: CommandType) -> None:

@@ -204,10 +204,10 @@ def update_agent(body: SelfUpdateParams, sender: CommandSender) -> CommandAccept
 
 
 @router.get("/nodes/{node_id}/safety-lock", response_model=SafetyLockOut)
-def get_safety_lock(node: ScopedNode, conn: DbConn) -> Any:
+def get_safety_lock(node: ScopedNode, conn: DbConn) -> SafetyLockOut:
     """The site's safety lock as the hub sees it (the site's report, or the hub's lock
     on its way), and its dynamic strategy as reported."""
-    return safety_lock.view(conn, node.id).out()
+    return safety_lock.view(conn, node.id)
 
 
 def _set_lock(sender: commands.Sender, locked: bool, reason: str) -> CommandAcceptedOut:
