@@ -7,7 +7,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.support.api_client import api_client
-from tests.support.control_api import User, create_user, log_in
+from tests.support.control_api import ApiProcess, User, create_user, log_in
 from tests.support.fake_node import FakeNode, online_node
 from tests.support.fleet import create_tenant
 
@@ -22,6 +22,18 @@ class Actors:
     operator_b: User
     tenant_a: int
     tenant_b: int
+
+
+@pytest.fixture
+def api_process(database, broker, tmp_path) -> Iterator[ApiProcess]:
+    """The control API as a real `python -m control_api` process (for tests that kill
+    it, or need its HTTP port)."""
+    api = ApiProcess(database, broker, tmp_path / "api.log").start()
+    try:
+        yield api
+    finally:
+        if api.proc.poll() is None:
+            api.stop()
 
 
 @pytest.fixture

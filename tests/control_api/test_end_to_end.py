@@ -3,31 +3,19 @@ the simulator on real Mosquitto (dynamic security) and the database."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import yaml
 
 from contract.tariff import TariffVersion
 from tests.conftest import SIMULATOR_UNIT
 from tests.support.agent import AgentProcess
-from tests.support.control_api import PASSWORD, ApiProcess, create_user
+from tests.support.control_api import PASSWORD, create_user
 from tests.support.fleet import Node, unique
 from tests.support.services import stop_process, wait_for
 
 pytestmark = pytest.mark.e2e
 
 CHARGE = {"type": "FORCE_CHARGE", "params": {"power_w": 2000, "duration_s": 600}}
-
-
-@pytest.fixture
-def api_process(database, broker, tmp_path) -> Iterator[ApiProcess]:
-    api = ApiProcess(database, broker, tmp_path / "api.log").start()
-    try:
-        yield api
-    finally:
-        if api.proc.poll() is None:
-            api.stop()
 
 
 def admin_client(api, database):

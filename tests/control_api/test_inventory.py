@@ -5,7 +5,6 @@ caller's tenant. The end-to-end test runs the real agent on the simulator."""
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,7 +17,7 @@ from edge.simulator.site import Site
 from tests.conftest import SIMULATOR_UNIT
 from tests.edge.simulated_site import modbus_server
 from tests.support.agent import AgentProcess
-from tests.support.control_api import PASSWORD, ApiProcess, create_user
+from tests.support.control_api import PASSWORD, create_user
 from tests.support.fleet import Node, create_node, unique
 from tests.support.services import stop_process, wait_for
 
@@ -99,16 +98,6 @@ def test_invalid_inventory_filters_are_refused_with_a_reason(api, actors, query,
     response = api.get(f"/nodes?{query}", headers=actors.admin.headers)
     assert response.status_code == 422, response.text
     assert reason in response.text
-
-
-@pytest.fixture
-def api_process(database, broker, tmp_path) -> Iterator[ApiProcess]:
-    api = ApiProcess(database, broker, tmp_path / "api.log").start()
-    try:
-        yield api
-    finally:
-        if api.proc.poll() is None:
-            api.stop()
 
 
 @pytest.mark.e2e

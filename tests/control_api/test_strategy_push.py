@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,20 +16,9 @@ import pytest
 from edge.commands import STORCTL_AUTO, STORCTL_CHARGE
 from tests.control_api.test_end_to_end import CHARGE, admin_client, command_state, enrolled_agent
 from tests.edge.test_coordinator import DECISION
-from tests.support.control_api import ApiProcess
 from tests.support.services import free_port, wait_for
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def api_process(database, broker, tmp_path) -> Iterator[ApiProcess]:
-    api = ApiProcess(database, broker, tmp_path / "api.log").start()
-    try:
-        yield api
-    finally:
-        if api.proc.poll() is None:
-            api.stop()
 
 
 def coordinator(port: int, method: str, path: str, body: Any = None) -> tuple[int, Any]:
