@@ -61,6 +61,10 @@ CHANNEL = "http:"
 # What a dead letter's detail may take of an answer.
 MAX_DETAIL_CHARS = 1_024
 DATABASE_RETRY_AFTER_S = 5
+# A refused body up to this size is read to its end (and dropped) before the 413: a
+# client still sending it would otherwise meet a closed connection instead of the
+# answer. A larger one is not worth the bandwidth: the connection just ends.
+DRAIN_MAX_BYTES = 8 * 1_048_576
 # How long a request waits for a database connection before its 503: well inside the
 # agent's own timeout (edge/http_fallback.py), so it hears the 503, not a timeout.
 CONNECTION_WAIT_S = 5.0
@@ -212,17 +216,24 @@ def _refusal(exc: RequestRefusedError) -> JSONResponse:
 
 
 async def _bounded_body(request: Request, max_bytes: int) -> bytes:
-    """The body, refused (413) past `max_bytes` before more than that is read."""
+    """The body, refused (413) past `max_bytes`: no more than that is kept, and what
+    follows is read and dropped up to DRAIN_MAX_BYTES so the client gets the answer."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+    too_large = declared is not None and declared.isdigit() and int(declared) > max_bytes
+    if too_large and int(declared or 0) > DRAIN_MAX_BYTES:
         raise RequestRefusedError(413, f"body of {declared} bytes is over {max_bytes}")
     chunks = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > max_bytes:
-            raise RequestRefusedError(413, f"body is over {max_bytes} bytes")
-        chunks.append(chunk)
+        if size > DRAIN_MAX_BYTES:
+            break
+        if size <= max_bytes:
+            chunks.append(chunk)
+    if too_large:
+        raise RequestRefusedError(413, f"body of {declared} bytes is over {max_bytes}")
+    if size > max_bytes:
+        raise RequestRefusedError(413, f"body is over {max_bytes} bytes")
     return b"".join(chunks)
 
 
