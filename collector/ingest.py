@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from operator import itemgetter
@@ -510,19 +511,13 @@ class BatchWriter:
             # The node publishes a status at each change of its tunnel, so node_events
             # (kept without retention) holds the tunnel's history: opened, closed by
             # whom, expired, failed.
-            detail["tunnel"] = {
-                k: v.isoformat() if isinstance(v, datetime) else v
-                for k, v in tunnel.items()
-                if k != "public_key"
-            }
+            detail["tunnel"] = _event_detail(tunnel, leave_out="public_key")
         lock = status.get("safety_lock")
         strategy = status.get("strategy")
         if lock is not None:
             # node_events holds the lock's history too: who locked and unlocked the
             # site, and when (the agent publishes a status at each change).
-            detail["safety_lock"] = {
-                k: v.isoformat() if isinstance(v, datetime) else v for k, v in lock.items()
-            }
+            detail["safety_lock"] = _event_detail(lock)
         cur.execute(
             INSERT_EVENT,
             (status["ts"], item.node_id, tenant_id, status["state"], Jsonb(detail)),
@@ -592,3 +587,12 @@ class BatchWriter:
                 [d.payload for _, d in dead],
             ],
         )
+
+
+def _event_detail(part: Mapping[str, object], leave_out: str | None = None) -> dict[str, Any]:
+    """A status part as node_events' JSON detail: times as ISO text."""
+    return {
+        k: v.isoformat() if isinstance(v, datetime) else v
+        for k, v in part.items()
+        if k != leave_out
+    }

@@ -105,11 +105,12 @@ def issue(
             return CommandAcceptedOut(id=earlier["id"], state=earlier["state"])
     if not node.enabled:
         raise ConflictError(f"node {node.id} is disabled")
-    if refused_while_locked(command_type) or command_type is CommandType.SAFETY_LOCK:
+    control = refused_while_locked(command_type)
+    if control or command_type is CommandType.SAFETY_LOCK:
         # One at a time per node, to the commit: a control command checked while a lock
         # is being stored waits for it and sees it, rather than slipping in between.
         conn.execute(text("SELECT 1 FROM nodes WHERE id = :id FOR UPDATE"), {"id": node.id})
-    if refused_while_locked(command_type):
+    if control:
         safety_lock.refuse_if_locked(conn, node.id, command_type)
     state = (
         conn.execute(
