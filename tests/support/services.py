@@ -38,12 +38,33 @@ REPO = Path(__file__).resolve().parents[2]
 
 def collector_writer_pid(collector_pid: int) -> int:
     """The batch writer process of a running `python -m collector`: its multiprocessing
-    child that is not the resource tracker."""
-    tasks = Path(f"/proc/{collector_pid}/task").iterdir()
-    children = [int(c) for t in tasks for c in (t / "children").read_text().split()]
-    writers = [c for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
-    assert len(writers) == 1, f"expected one writer process among {children}"
+    child that is not the resource tracker. Found by parent pid in /proc/*/stat rather
+    than /proc/<pid>/task/*/children, whose per-thread files vanish as the collector's
+    short-lived threads end (that race once failed a test)."""
+    writers = [
+        pid for pid in _children(collector_pid) if b"spawn_main" in _read(f"/proc/{pid}/cmdline")
+    ]
+    assert len(writers) == 1, f"expected one writer process among {_children(collector_pid)}"
     return writers[0]
+
+
+def _children(parent: int) -> list[int]:
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            # Field 2, the command name, may hold spaces and ")"; ppid follows the last ")".
+            fields = _read(f"{entry}/stat").rpartition(b")")[2].split()
+            if len(fields) > 1 and int(fields[1]) == parent:
+                children.append(int(entry.name))
+    return children
+
+
+def _read(path: str) -> bytes:
+    """A /proc file, or nothing when its process ended while we looked."""
+    try:
+        return Path(path).read_bytes()
+    except (FileNotFoundError, ProcessLookupError):
+        return b""
 
 
 # -- TimescaleDB -------------------------------------------------------------------------
