@@ -20,14 +20,19 @@ aggregates take, compressed and not, and the steady state the retention gives.
 4. Aggregates: each one's materialized rows, bytes per row uncompressed, and compressed
    (segmentby node_id, orderby bucket) on a copy whose rows are repeated along time to
    fill one whole chunk of the aggregate's interval, so batches are as full as in a
-   steady state (a year of daily rows, 30 days of hourly ones, 10 of 5-minute ones).
+   steady state (a year of daily rows, 30 days of hourly ones, 10 of 5-minute ones);
+   likewise with its double precision columns stored as real, and as the integers of
+   their resolution (mWh, ms, 0.01 %, 0.1 W): schema changes, measured to say what they
+   would take.
 5. The steady state per site, computed: rows per site and day times bytes per row, over
    the retention of each table, the part younger than its compress_after uncompressed
    (nominal), and at worst (compress_after + one chunk + the job's schedule interval
    uncompressed; the retention job likewise late); hourly and daily for one year each.
    Figures are for the settings of migrations 0001 and 0016 (BEFORE), for those in the
-   database, and for them with two schema changes not made: telemetry's floats as
-   fixed-point integers (TYPED) and the aggregates' as real.
+   database, and for them with schema changes not made: telemetry's floats as
+   fixed-point integers (TYPED) and the aggregates' as real; telemetry's energy part
+   (ENERGY_TYPED) and the aggregates as integers; and everything as integers with raw
+   chunks of 6 hours compressed after 6 hours (TYPED_6H).
 Also printed: where a compressed row's bytes go, column by column (CHOSEN: what
 migration 0020 set).
 Bytes per row include each chunk's fixed cost (its indexes' first pages, an empty
@@ -88,7 +93,7 @@ def _fixed_point(columns: tuple[str, ...], pg_type: str, scale: int) -> dict[str
 # columns as the integers their resolution allows (Gorilla compresses a float whose
 # mantissa is full, such as 5.004 s or 3.459 Wh, to ~7 bytes; delta-of-delta compresses
 # a noisy integer series to 1-2).
-FIXED_POINT = {
+ENERGY_POINT = {
     **_fixed_point(("interval_s", "covered_s"), "integer", 1000),  # ms
     **_fixed_point(
         (
@@ -105,6 +110,9 @@ FIXED_POINT = {
         "bigint",
         1000,  # mWh, the agent's resolution
     ),
+}
+FIXED_POINT = {
+    **ENERGY_POINT,
     **_fixed_point(("soc_percent", "battery_voltage"), "smallint", 10),
     **_fixed_point(
         ("battery_power_w", "solar_power_w", "grid_power_w", "load_power_w"), "integer", 1
@@ -123,6 +131,14 @@ TYPED = Candidate(
     "ts DESC, seq DESC",
     retyped=FIXED_POINT,
 )
+# Only the columns no dashboard reads from telemetry (the energy part: the aggregates
+# read it): what retyping them alone would give.
+ENERGY_TYPED = replace(
+    TYPED, name="as 0020, energy part as integers (schema change)", retyped=ENERGY_POINT
+)
+TYPED_6H = replace(
+    TYPED, name="as 0020, fixed-point integers, 6-hour chunks", chunk=timedelta(hours=6)
+)
 CANDIDATES = (
     AS_0001,
     Candidate("segmentby node_id, orderby ts", "node_id", "ts"),
@@ -130,6 +146,8 @@ CANDIDATES = (
     Candidate("as 0001, 6-hour chunks", "node_id", "ts DESC", timedelta(hours=6)),
     Candidate("no segmentby, orderby node_id, ts DESC", "", "node_id, ts DESC"),
     TYPED,
+    ENERGY_TYPED,
+    TYPED_6H,
 )
 AGGREGATES = (
     ("telemetry_5m", timedelta(minutes=5)),
@@ -372,6 +390,26 @@ def _chunk_interval(conn: Any, table: str) -> timedelta:
     return timedelta(seconds=float(seconds))
 
 
+def _aggregate_integer(column: str) -> tuple[str, str]:
+    """An aggregate's double precision column as the integer of its resolution."""
+    if column.endswith("_kwh"):
+        return "bigint", f"round({column} * 1e6)"  # mWh, as the samples count them
+    if column == "covered_s":
+        return "bigint", f"round({column} * 1000)"  # ms
+    if column.startswith("soc_"):
+        return "smallint", f"round({column} * 100)"  # 0.01 %
+    return "integer", f"round({column} * 10)"  # mean power: 0.1 W
+
+
+# How an aggregate's double precision columns are stored: as they are, or (schema changes,
+# measured to say what they would take) as real or as the integers of their resolution.
+AGGREGATE_TYPES: dict[str, Callable[[str], tuple[str, str]] | None] = {
+    "double": None,
+    "real": lambda column: ("real", column),
+    "integers": _aggregate_integer,
+}
+
+
 def measure_aggregate(
     conn: Any,
     view: str,
@@ -379,12 +417,12 @@ def measure_aggregate(
     first: datetime,
     last: datetime,
     sites: int,
-    as_real: bool = False,
+    stored_as: str = "double",
 ) -> tuple[Measured, float]:
     """(bytes uncompressed and compressed, rows per site and day) of the aggregate's
     rows over the full days [first, last), repeated along time to fill one chunk of its
-    interval from that chunk's start. `as_real`: its double precision columns stored as
-    real (a schema change, measured to say what it would take)."""
+    interval from that chunk's start, its double precision columns `stored_as` one of
+    AGGREGATE_TYPES."""
     table = _materialization(conn, view)
     chunk = _chunk_interval(conn, table)
     span = last - first
@@ -398,15 +436,17 @@ def measure_aggregate(
             (schema, name),
         ).fetchall()
     ]
-    retyped = {column: ("real", column) for column in doubles} if as_real else {}
+    retype = AGGREGATE_TYPES[stored_as]
+    retyped = {column: retype(column) for column in doubles} if retype else {}
     with scratch(conn, table, "bucket", chunk, retyped) as copy:
         others = [c.name for c in conn.execute(f"SELECT * FROM {table} LIMIT 0").description]
         others.remove("bucket")
+        values = ", ".join(retyped[c][1] if c in retyped else c for c in others)
         origin = _floor(first, chunk)
         for k in range(math.ceil(chunk / span)):
             conn.execute(
                 f"INSERT INTO {copy} (bucket, {', '.join(others)})"
-                f" SELECT bucket + %s, {', '.join(others)} FROM {table}"
+                f" SELECT bucket + %s, {values} FROM {table}"
                 " WHERE bucket >= %s AND bucket < %s AND bucket + %s < %s",
                 (origin - first + k * span, first, last, origin - first + k * span, origin + chunk),
             )
@@ -566,7 +606,8 @@ def run(
     first = start
     last = _floor(end, DAY) - DAY  # the daily aggregate holds the days before yesterday
     node = sites[0].node_id
-    results: dict[str, Any] = {"candidates": {}, "aggregates": {}, "aggregates as real": {}}
+    results: dict[str, Any] = {"candidates": {}, "aggregates": {}}
+    stored_as: dict[str, dict[str, Measured]] = {"real": {}, "integers": {}}
     with db.connect() as conn:
         current = policies(conn)
         plain, compressed = measure_table(conn, first, _floor(end, DAY))
@@ -611,18 +652,18 @@ def run(
         print(f"  {'(all columns)':<30} {data:>6.2f} of {chosen.after_per_row:.2f}")
         print(
             "\naggregates (compressed: segmentby node_id, orderby bucket, one full chunk;"
-            " as real: compressed with its double precision columns as real):"
+            " as real, as integers: compressed with its double precision columns stored so):"
         )
         print(
             f"  {'view':<13} {'rows/site-day':>13} {'B/row':>6} {'compressed':>10} {'ratio':>6}"
-            f" {'kB/site-day':>12} {'compressed':>10} {'as real':>8}"
+            f" {'kB/site-day':>12} {'compressed':>10} {'as real':>8} {'as integers':>12}"
         )
         figures = Figures({"telemetry": per_site_day}, {}, {})
         for view, width in AGGREGATES:
             m, rows_per_day = measure_aggregate(conn, view, width, first, last, len(sites))
-            real, _ = measure_aggregate(conn, view, width, first, last, len(sites), True)
             results["aggregates"][view] = m
-            results["aggregates as real"][view] = real
+            for kind, found in stored_as.items():
+                found[view] = measure_aggregate(conn, view, width, first, last, len(sites), kind)[0]
             figures.rows_per_site_day[view] = rows_per_day
             figures.raw[view] = m.before_per_row
             figures.compressed[view] = m.after_per_row
@@ -631,8 +672,10 @@ def run(
                 f" {m.after_per_row:>10.1f} {m.ratio:>5.1f}x"
                 f" {rows_per_day * m.before_per_row / 1000:>12.2f}"
                 f" {rows_per_day * m.after_per_row / 1000:>10.2f}"
-                f" {rows_per_day * real.after_per_row / 1000:>8.2f}"
+                f" {rows_per_day * stored_as['real'][view].after_per_row / 1000:>8.2f}"
+                f" {rows_per_day * stored_as['integers'][view].after_per_row / 1000:>12.2f}"
             )
+    results["aggregates stored as"] = stored_as
     measured = results["candidates"]
     as_0001 = measured[AS_0001.name]
     figures.raw["telemetry"] = plain.before_per_row if plain.rows else as_0001.before_per_row
@@ -643,20 +686,40 @@ def run(
     before.compressed["telemetry"] = as_0001.after_per_row
     results["before"] = report_steady_state("as migrations 0001 and 0016 set it", before, BEFORE)
     results["now"] = report_steady_state("as the database is set now", figures, current)
-    fixed = measured[TYPED.name]
-    typed = Figures(
-        figures.rows_per_site_day,
-        {"telemetry": fixed.before_per_row},
-        {"telemetry": fixed.after_per_row},
-    )
-    for view, real in results["aggregates as real"].items():
-        typed.raw[view] = real.before_per_row
-        typed.compressed[view] = real.after_per_row
+
+    def retyped(raw: Candidate, aggregates: str) -> Figures:
+        found = Figures(
+            figures.rows_per_site_day,
+            {"telemetry": measured[raw.name].before_per_row},
+            {"telemetry": measured[raw.name].after_per_row},
+        )
+        for view, m in stored_as[aggregates].items():
+            found.raw[view] = m.before_per_row
+            found.compressed[view] = m.after_per_row
+        return found
+
     results["typed"] = report_steady_state(
         "as set now, if telemetry's floats were fixed-point integers and the aggregates'"
         " real (schema changes, not made)",
-        typed,
+        retyped(TYPED, "real"),
         current,
+    )
+    results["energy typed"] = report_steady_state(
+        "as set now, if telemetry's energy part and the aggregates were integers"
+        " (schema changes, not made)",
+        retyped(ENERGY_TYPED, "integers"),
+        current,
+    )
+    six_hours = timedelta(hours=6)
+    plan = {
+        **current,
+        "telemetry": replace(current["telemetry"], chunk=six_hours, compress_after=six_hours),
+    }
+    results["integers"] = report_steady_state(
+        "if telemetry's floats and the aggregates were integers and raw chunks of 6 hours"
+        " compressed after 6 hours (schema changes, not made)",
+        retyped(TYPED_6H, "integers"),
+        plan,
     )
     return results
 

@@ -39,4 +39,9 @@ def test_every_setting_is_measured_on_compressed_samples():
     # Compressing after a day instead of a week is the larger part of the saving.
     assert 0 < results["now"] < results["before"]
     assert 0 < results["typed"] < results["now"]
+    assert 0 < results["energy typed"] < results["now"]
+    assert results["integers"] > 0
+    # Means and sums with full mantissas are what the aggregates' compression cannot shrink.
+    for view, m in results["aggregates"].items():
+        assert 0 < results["aggregates stored as"]["integers"][view].after < m.after
     assert again["now"] == pytest.approx(results["now"], rel=0.05)
