@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from contract.node_time import NodeTime
 from contract.site_control import LockHolder, LockReason
 from contract.telemetry import MAX_POWER_W
 from contract.text import STORABLE
@@ -199,7 +200,7 @@ class Ack(BaseModel):
     detail: Annotated[
         str, StringConstraints(max_length=MAX_ACK_DETAIL_CHARS, pattern=_WITHOUT_NUL)
     ] = ""
-    ts: AwareDatetime
+    ts: NodeTime
 
 
 # A FETCH_LOGS answer's bounds. A chunk's JSON is at most MAX_LOG_CHUNK_BYTES (the hub

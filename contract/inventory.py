@@ -17,9 +17,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from contract.fields import MAX_POWER_W, NodeId
+from contract.node_time import NodeTime
 from contract.text import PRINTABLE
 
 # A full inventory is a few hundred bytes; the hub reads none larger.
@@ -92,7 +93,7 @@ class NodeInventory(BaseModel):
     model_config = _CONFIG
 
     node_id: NodeId
-    ts: AwareDatetime
+    ts: NodeTime
     inverter: InverterInventory
     battery: BatteryInventory | None = None
     meter: MeterInventory | None = None

@@ -19,7 +19,6 @@ from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
-    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -30,6 +29,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from contract.fields import MAX_ABS_PRICE_PER_KWH
+from contract.node_time import NodeTime
 from contract.settings import MqttSettings, Port, ServiceSettings
 from contract.site_control import StrategyName
 from contract.tariff import TariffVersions, TimeZoneName
@@ -294,7 +294,7 @@ class ReportedConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     version: int | None = Field(ge=1)
-    ts: AwareDatetime
+    ts: NodeTime
     config: dict[str, Any]
 
 

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, NotRequired
 
-from pydantic import AwareDatetime, ConfigDict, StringConstraints, with_config
+from pydantic import ConfigDict, StringConstraints, with_config
 from typing_extensions import TypedDict
 
+from contract.node_time import NodeTime
 from contract.text import STORABLE
 
 LockSource = Literal["local", "remote"]
@@ -51,7 +52,7 @@ class SafetyLockStatus(TypedDict):
     source: NotRequired[LockSource | None]
     by: NotRequired[LockHolder | None]
     reason: NotRequired[LockReason | None]
-    since: NotRequired[AwareDatetime | None]
+    since: NotRequired[NodeTime | None]
     remote_command_id: NotRequired[
         Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[^\x00]*$")] | None
     ]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, NotRequired
 
-from pydantic import AfterValidator, AwareDatetime, ConfigDict, Field, TypeAdapter, with_config
+from pydantic import AfterValidator, ConfigDict, Field, TypeAdapter, with_config
 from pydantic_core import PydanticCustomError
 
 # pydantic needs typing_extensions' TypedDict before Python 3.12.
@@ -35,6 +35,7 @@ from contract.fields import (
     NodeId,
     ShortText,
 )
+from contract.node_time import NodeTime
 from contract.site_control import SafetyLockStatus, StrategyStatus
 from contract.tunnel import TunnelStatus
 
@@ -154,7 +155,7 @@ class NodeStatus(TypedDict):
     """Retained on `nodes/{node_id}/status`; also the node's MQTT last will."""
 
     state: Literal["online", "offline"]
-    ts: AwareDatetime  # the node's clock when it said so
+    ts: NodeTime  # the node's clock when it said so
     agent_version: NotRequired[ShortText | None]
     # Samples waiting in the node's buffer (the heartbeat says it; the will does not).
     buffer_depth: NotRequired[StoredCount]

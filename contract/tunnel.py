@@ -14,9 +14,10 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Literal, NotRequired
 
-from pydantic import AwareDatetime, ConfigDict, Field, StringConstraints, with_config
+from pydantic import ConfigDict, Field, StringConstraints, with_config
 from typing_extensions import TypedDict
 
+from contract.node_time import NodeTime
 from contract.text import STORABLE
 
 DEFAULT_TUNNEL_DURATION = timedelta(minutes=30)
@@ -69,7 +70,7 @@ class TunnelStatus(TypedDict):
     bastion's authorized_keys; absent when the tunnel is disabled on the node."""
 
     state: TunnelState
-    until: NotRequired[AwareDatetime | None]
+    until: NotRequired[NodeTime | None]
     remote_port: NotRequired[RemotePort | None]
     bastion: NotRequired[BastionHost | None]
     detail: NotRequired[

@@ -4,7 +4,7 @@ its reason), stored as the current inventory plus a history row per change."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -27,6 +27,8 @@ from tests.support.fleet import (
 from tests.support.services import wait_for
 
 NOW = datetime(2026, 12, 1, 12, tzinfo=UTC)
+# Midnight of 1 January, year 1, at UTC+14: before year 1 in UTC.
+YEAR_ONE_EAST = datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=14)))
 
 
 def inventory(node_id: str, ts: datetime, firmware: str = "1.0.0", **parts: Any) -> dict[str, Any]:
@@ -85,6 +87,8 @@ HOSTILE: list[tuple[str, str, Any]] = [
     ("huge power", "implausible_value", inventory("n1", NOW, battery={"max_charge_w": 1e12})),
     ("another node's id", "node_id_mismatch", inventory("n2", NOW)),
     ("from the future", "timestamp_in_future", inventory("n1", NOW + timedelta(hours=1))),
+    # Stored as 1 BC, which no read of the row survives (GET /nodes answered 500).
+    ("before year 1 in UTC", "schema_violation", inventory("n1", YEAR_ONE_EAST)),
     ("oversize", "payload_too_large", inventory("n1", NOW, padding="x" * MAX_INVENTORY_BYTES)),
 ]
 
@@ -192,6 +196,7 @@ def test_hostile_inventories_are_dead_letters_and_ingest_goes_on(
         json.dumps(inventory(node.id, now, battery={"capacity_wh": 1e12})),
         json.dumps(inventory(other.id, now)),
         json.dumps(inventory(node.id, now, padding="x" * MAX_INVENTORY_BYTES)),
+        json.dumps(inventory(node.id, YEAR_ONE_EAST)),
     ]
     publish_all(client, [(topics.inventory(node.id), body) for body in bodies])
     # Another node's topic: the broker refuses the publish itself.
@@ -209,8 +214,10 @@ def test_hostile_inventories_are_dead_letters_and_ingest_goes_on(
         "implausible_value",
         "node_id_mismatch",
         "payload_too_large",
+        "schema_violation",
     ]
     assert "printable" in dead_letters(database, node.id)[2][1]
+    assert "the node's clock is wrong" in dead_letters(database, node.id)[6][1]
     assert (
         count_rows(database, "SELECT count(*) FROM node_inventory WHERE node_id = %s", (other.id,))
         == 0
