@@ -141,8 +141,27 @@ class NodeConfig(ServiceSettings, MqttSettings):
     """The agent's whole config; unknown keys are refused. Validating one reads nothing
     from the validating process's environment."""
 
-    # NaN and infinities are no setting.
-    model_config = SettingsConfigDict(extra="forbid", allow_inf_nan=False)
+    # NaN and infinities are no setting. Keys are matched as named (see _keys_as_named).
+    model_config = SettingsConfigDict(extra="forbid", allow_inf_nan=False, case_sensitive=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _keys_as_named(cls, data: Any) -> Any:
+        """Refuses a key in another case than its setting's, saying which. Matched
+        without regard to case (pydantic-settings' default), of two keys that differ
+        only so the first won: a pushed `SAFETY_LOCK: false` ahead of the file's
+        `safety_lock: true` lifted the site's own lock, which the push checks (by exact
+        name) had let through."""
+        if isinstance(data, dict):
+            named = {name.lower(): name for name in cls.model_fields}
+            wrong = [
+                f"{key} (the setting is {named[key.lower()]})"
+                for key in data
+                if isinstance(key, str) and key not in cls.model_fields and key.lower() in named
+            ]
+            if wrong:
+                raise ValueError(f"keys are lower case: {', '.join(wrong)}")
+        return data
 
     node_id: NodeId
     node_secret: SecretStr = SecretStr("change-me")

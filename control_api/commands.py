@@ -166,7 +166,10 @@ def patch_config(sender: Sender, patch: dict[str, Any]) -> ConfigPushOut:
 
 
 def _refuse_hub_keys(config: dict[str, Any]) -> None:
-    given = [key for key in site_settings.HUB_KEYS if key in config]
+    # In any case: a key in another case than its setting's is refused anyway (NodeConfig),
+    # but named here for what it is.
+    keys = {key.lower(): key for key in config if isinstance(key, str)}
+    given = [keys[key] for key in site_settings.HUB_KEYS if key in keys]
     if given:
         raise node_config.NodeConfigError(
             f"{', '.join(given)}: the hub's; set them with PATCH /nodes/{{id}} (timezone)"
@@ -174,7 +177,7 @@ def _refuse_hub_keys(config: dict[str, Any]) -> None:
         )
     # The node keeps its own whatever a push says (edge/config_push.py): refused here so
     # that no stored version claims what the node will not run.
-    held = [key for key in SITE_HELD_KEYS if key in config]
+    held = [keys[key] for key in SITE_HELD_KEYS if key in keys]
     if held:
         raise node_config.NodeConfigError(
             f"{', '.join(held)}: the site's own (remote access, safety lock); only the"

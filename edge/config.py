@@ -12,7 +12,12 @@ from typing import Any
 
 import yaml
 from pydantic import SecretStr, ValidationError
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from contract.node_config import NodeConfig
 from contract.settings import ConfigError
@@ -40,8 +45,10 @@ class EdgeSettings(NodeConfig):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The environment overrides the YAML file (passed in as init values).
-        return (env_settings, init_settings)
+        # The environment overrides the YAML file (passed in as init values). Its
+        # variables are matched without regard to case (WATTFLEET_EDGE_SAFETY_LOCK), the
+        # file's keys as named (NodeConfig).
+        return (EnvSettingsSource(settings_cls, case_sensitive=False), init_settings)
 
     @classmethod
     def from_file(cls, path: Path) -> EdgeSettings:

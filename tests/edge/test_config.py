@@ -80,6 +80,8 @@ def test_prod_refuses_example_secrets():
         ("node_id: a\ningest_url: http://hub:8443\n", "must be an https:// URL"),
         ("node_id: a\ningest_ca_file: ca.crt\n", "ingest_ca_file"),
         ("node_id: a\nhttp_fallback_after_s: 0\n", "http_fallback_after_s"),
+        # Keys are matched as named: of two in different cases the first used to win.
+        ("node_id: a\nSAFETY_LOCK: false\nsafety_lock: true\n", "keys are lower case: SAFETY_LOCK"),
     ],
 )
 def test_bad_files_say_what_is_wrong(tmp_path, text, message):

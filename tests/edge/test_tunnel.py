@@ -26,7 +26,7 @@ from contract.commands import (
 )
 from contract.node_config import NodeConfig
 from contract.telemetry import NODE_STATUS
-from edge.config_push import ConfigPush
+from edge.config_push import ConfigPush, ConfigPushError
 from tests.edge.test_commands import Hub, agent_and_hub
 from tests.edge.test_commands import node_agent as node_agent  # a fixture
 from tests.support.agent import AgentProcess
@@ -268,6 +268,19 @@ def test_a_config_push_never_changes_the_site_held_tunnel_keys(tmp_path):
     written = yaml.safe_load(config.read_text())
     assert written["tunnel_enabled"] is False
     assert "tunnel_local_port" not in written  # the default: the Pi's sshd
+
+
+def test_a_config_push_naming_a_site_held_key_in_another_case_is_refused(tmp_path):
+    """Keys once matched without regard to case: `TUNNEL_ENABLED`/`SAFETY_LOCK` went past
+    the by-name guard above and, first in the written file, won over the site's own."""
+    config = tmp_path / "config.yaml"
+    site = {"node_id": "site-1", "tunnel_enabled": False, "safety_lock": True}
+    config.write_text(yaml.safe_dump(site))
+    for key, value in (("TUNNEL_ENABLED", True), ("Safety_Lock", False)):
+        pushed = {"node_id": "site-1", key: value}
+        with pytest.raises(ConfigPushError, match=f"keys are lower case: {key}"):
+            ConfigPush(config, tmp_path).stage("c1", 2, pushed, "site-1", datetime.now(UTC))
+    assert yaml.safe_load(config.read_text()) == site
 
 
 def test_outside_dev_the_tunnel_leads_only_to_the_pis_sshd():
