@@ -48,6 +48,14 @@ class RecordChange(Protocol):
     ) -> None: ...
 
 
+class NoteAttempt(Protocol):
+    """Notes what the request attempts (a command's type and parameters), for its audit
+    row if it is refused (AuditMiddleware's): a refusal then says what was refused, as
+    the row of a change says what was changed."""
+
+    def __call__(self, params: dict[str, Any]) -> None: ...
+
+
 def _content(ts: datetime, entry: AuditEntry) -> dict[str, Any]:
     # PostgreSQL cannot hold NUL or a lone surrogate: an attempt that carried one is
     # still recorded, with U+FFFD in its place.

@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from contract.commands import CommandType, ConfigPushParams, refused_while_locked
 from contract.node_config import SITE_HELD_KEYS
 from control_api import node_config, node_logs, safety_lock, site_settings
-from control_api.audit import RecordChange
+from control_api.audit import NoteAttempt, RecordChange
 from control_api.auth import Principal
 from control_api.errors import ConflictError, NotFoundError, NotVisibleError
 from control_api.nodes import Node
@@ -78,6 +78,8 @@ class Sender:
     ttl: timedelta
     dispatcher: CommandDispatcher
     record: RecordChange
+    # What is attempted, for the audit row of a refusal.
+    attempt: NoteAttempt
 
 
 def issue(
@@ -91,8 +93,11 @@ def issue(
     `pending` while the dispatcher retries. A repeated Idempotency-Key returns the first
     command. ConflictError when the key was used for another command, or the node is
     disabled, or not online and `queue` is off, or the command is a control command
-    and the site is safety-locked (control_api/safety_lock.py)."""
+    and the site is safety-locked (control_api/safety_lock.py); the audit row of a
+    refusal says what was refused, as that of the command says what was sent."""
     conn, node = sender.conn, sender.node
+    attempt = {"type": command_type.value, "params": params, "queued": sender.queue}
+    sender.attempt(attempt)
     if sender.idempotency_key:
         earlier = find_by_idempotency_key(conn, sender.user.id, sender.idempotency_key)
         if earlier is not None:
@@ -126,15 +131,7 @@ def issue(
         if config is not None:
             version, pushed = config
             node_config.insert(conn, node.id, version, pushed, command.id, sender.user.id)
-        sender.record(
-            conn,
-            {
-                "command_id": command.id,
-                "type": command.type.value,
-                "params": command.params,
-                "queued": sender.queue,
-            },
-        )
+        sender.record(conn, {"command_id": command.id, **attempt})
         conn.commit()
     except IntegrityError as exc:
         conn.rollback()

@@ -23,7 +23,7 @@ from sqlalchemy import Connection, Engine
 
 from contract.commands import CommandType
 from control_api import auth, nodes, tenants
-from control_api.audit import RecordChange
+from control_api.audit import NoteAttempt, RecordChange
 from control_api.auth import Principal
 from control_api.broker_link import BrokerLink
 from control_api.config import ApiSettings
@@ -95,6 +95,16 @@ def change_recorder(request: Request) -> RecordChange:
 
 
 Audited = Annotated[RecordChange, Depends(change_recorder)]
+
+
+def attempt_noter(request: Request) -> NoteAttempt:
+    def note(params: dict[str, Any]) -> None:
+        request.state.audit_attempt = params
+
+    return note
+
+
+Attempted = Annotated[NoteAttempt, Depends(attempt_noter)]
 
 
 def current_user(

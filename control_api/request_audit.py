@@ -174,6 +174,8 @@ class AuditMiddleware(BaseHTTPMiddleware):
         params = {"path": dict(request.scope.get("path_params", {}))}
         if request.query_params:
             params["query"] = dict(request.query_params)
+        # What a refused change attempted, as its route noted it (audit.NoteAttempt).
+        params.update(getattr(request.state, "audit_attempt", {}))
         entry = _entry(request, route.name, response.status_code, params)
         try:
             await run_in_threadpool(_append, db, entry)

@@ -119,6 +119,13 @@ LOCKED_CELL = (
 )
 
 
+# Seconds since the site's local midnight (the first, where the clock goes back then:
+# migration 0023); none at that instant itself, rather than a division by zero that
+# would fail the whole table.
+SINCE_LOCAL_MIDNIGHT_S = """nullif(extract(epoch FROM now() - public.local_midnight(
+    (now() AT TIME ZONE max(timezone))::date, max(timezone))), 0)"""
+
+
 def fleet_overview() -> dashboard.Dashboard:
     counts = (
         "SELECT count(*) FILTER (WHERE s.state = '{state}') AS nodes"
@@ -224,9 +231,7 @@ def sites() -> dashboard.Dashboard:
                         CASE WHEN count(DISTINCT currency) <= 1 THEN max(currency)
                             ELSE 'mixed' END AS currency,
                         100 * sum(covered_s) FILTER (WHERE {LOCAL_TODAY})
-                            / extract(epoch FROM now() - date_trunc('day', now()
-                              AT TIME ZONE max(timezone)) AT TIME ZONE max(timezone))
-                            AS coverage
+                            / {SINCE_LOCAL_MIDNIGHT_S} AS coverage
                     FROM {priced_energy(THIS_MONTH, "true")}
                     GROUP BY node_id
                 ) m ON m.node_id = n.id

@@ -221,12 +221,13 @@ def savings() -> dashboard.Dashboard:
             )
         )
         .with_panel(
+            # A range of no time (from == to): no value, rather than a failed query.
             sql_stat(
                 "Data coverage",
                 f"""
-                SELECT 100 * coalesce(sum(covered_s), 0) / ({SELECTED_NODES}
-                    * extract(epoch FROM $__timeTo()::timestamptz - $__timeFrom()::timestamptz))
-                    AS "coverage %"
+                SELECT 100 * coalesce(sum(covered_s), 0) / nullif({SELECTED_NODES}
+                    * extract(epoch FROM $__timeTo()::timestamptz - $__timeFrom()::timestamptz),
+                    0) AS "coverage %"
                 FROM {IN_RANGE}
                 """,
                 "percent",

@@ -17,6 +17,7 @@ from contract.site_control import LockReason
 from control_api import commands, node_config, safety_lock, tunnels
 from control_api.deps import (
     AdminUser,
+    Attempted,
     Audited,
     CurrentUser,
     DbConn,
@@ -95,6 +96,7 @@ def command_sender(
     settings: Settings,
     dispatcher: Dispatcher,
     record: Audited,
+    attempt: Attempted,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)] = None,
     queue: Annotated[bool, Query(description="send even if the node is offline")] = False,
 ) -> commands.Sender:
@@ -107,6 +109,7 @@ def command_sender(
         timedelta(seconds=settings.command_ttl_s),
         dispatcher,
         record,
+        attempt,
     )
 
 

@@ -260,3 +260,62 @@ def test_a_node_flooding_changes_keeps_only_its_newest_history(database, broker,
     assert count_rows(database, query, (quiet.id,)) == 1
     metrics = scrape(collector.metrics_port)
     assert metrics["wattfleet_collector_inventory_history_pruned_total"] == 5
+
+
+@pytest.mark.integration
+def test_a_change_sent_after_the_nodes_clock_stepped_back_is_stored(
+    database, broker, collector_factory
+):
+    tenant = create_tenant(database)
+    (node,) = enroll(database, broker, tenant)
+    collector_factory().start()
+    client = mqtt_client(broker, node.id, node.password)
+    t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    topic = topics.inventory(node.id)
+    stepped = t0 - timedelta(minutes=30)
+
+    def send(*bodies: dict[str, Any]) -> None:
+        publish_all(client, [(topic, json.dumps(body)) for body in bodies])
+
+    send(inventory(node.id, t0), inventory(node.id, t0 + timedelta(minutes=5), firmware="1.0.1"))
+    wait_rows(
+        database, 2, "SELECT count(*) FROM node_inventory_history WHERE node_id = %s", (node.id,)
+    )
+    send(
+        # The clock stepped back (a Pi restoring a saved time), then a firmware update.
+        inventory(node.id, stepped, firmware="1.1.0"),
+        # Late copies of reports from before the step: two stored already, and one never
+        # stored (queued for a collector that was away), whose content the node had then.
+        inventory(node.id, t0),
+        inventory(node.id, t0 + timedelta(minutes=5), firmware="1.0.1"),
+        inventory(node.id, t0 + timedelta(minutes=2)),
+        # The current content, read earlier still: nothing to do.
+        inventory(node.id, stepped - timedelta(minutes=10), firmware="1.1.0"),
+        # The agent updated: the last report, to wait for.
+        inventory(
+            node.id, stepped + timedelta(minutes=1), firmware="1.1.0", agent={"version": "1.2.4"}
+        ),
+    )
+    wait_for(lambda: (_current(database, node.id) or [None])[-1] == "1.2.4", 20, "the last report")
+
+    assert _current(database, node.id) == (
+        stepped + timedelta(minutes=1),
+        "simulated hybrid",
+        "1.1.0",
+        "SIM-000007",
+        10000.0,
+        203,
+        "1.2.4",
+    )
+    # By the node's clock, as stored.
+    update, agent, first, second = _history(database, node.id)
+    assert first[0] == t0
+    assert second == (
+        t0 + timedelta(minutes=5),
+        {"inverter.firmware": {"from": "1.0.0", "to": "1.0.1"}},
+    )
+    assert update == (stepped, {"inverter.firmware": {"from": "1.0.1", "to": "1.1.0"}})
+    assert agent == (
+        stepped + timedelta(minutes=1),
+        {"agent.version": {"from": "1.2.3", "to": "1.2.4"}},
+    )

@@ -186,3 +186,47 @@ def test_metrics_count_requests_and_commands(api, actors, node):
     requests = 'wattfleet_api_requests_total{method="POST",route="/nodes/{node_id}/commands"'
     assert requests + ',status="202"} 1.0' in text
     assert "wattfleet_api_broker_connected 1.0" in text
+
+
+def test_a_refused_command_is_audited_with_what_was_attempted(api, actors, node, database):
+    lock = api.put(
+        f"/nodes/{node.id}/safety-lock",
+        json={"reason": "electrician on site"},
+        headers=actors.admin.headers,
+    )
+    assert lock.status_code == 202, lock.text
+    locked = api.post(f"/nodes/{node.id}/commands", json=CHARGE, headers=actors.operator_a.headers)
+    assert locked.status_code == 409, locked.text
+    assert "safety-locked" in locked.json()["detail"]
+    update = api.post(
+        f"/nodes/{node.id}/update", json={"version": "99.0"}, headers=actors.operator_a.headers
+    )
+    assert update.status_code == 409, update.text
+    set_state(database, node.id, "offline")
+    offline = api.post(
+        f"/nodes/{node.id}/commands",
+        json={"type": "FETCH_LOGS", "params": {"lines": 20}},
+        headers=actors.operator_a.headers,
+    )
+    assert offline.status_code == 409, offline.text
+
+    def refused(action: str) -> list[dict[str, object]]:
+        answer = api.get(
+            "/audit",
+            params={"action": action, "node_id": node.id, "outcome": "conflict"},
+            headers=actors.admin.headers,
+        )
+        assert answer.status_code == 200, answer.text
+        return [
+            {key: row["params"].get(key) for key in ("type", "params", "queued")}
+            for row in answer.json()["rows"]
+        ]
+
+    # Newest first.
+    assert refused("issue_command") == [
+        {"type": "FETCH_LOGS", "params": {"lines": 20}, "queued": False},
+        {"type": "FORCE_CHARGE", "params": {"power_w": 2500.0, "duration_s": 600}, "queued": False},
+    ]
+    assert refused("update_agent") == [
+        {"type": "SELF_UPDATE", "params": {"version": "99.0"}, "queued": False}
+    ]

@@ -246,6 +246,27 @@ class TestAgainstTimescale:
             assert all(v == 0 for v in flat if isinstance(v, int | float)), (title, rows)
             assert world["node_a"] not in json.dumps(rows, default=str), title
 
+    def test_coverage_over_no_time_is_no_value(self, database, world):
+        """A range of no time (a URL's `from=X&to=X`) and a local day's first instant
+        leave a coverage with nothing to divide by: no value, not a failed query."""
+        day, node = world["day"], world["node_a"]
+        noon = day + timedelta(hours=12)
+        savings = panel_sql(load("wattfleet-savings"), "Data coverage")
+        rows = self.query(database, world["role_a"], savings, time_range=(noon, noon), node=[node])
+        assert rows == [(None,)]
+        # The Sites table as it reads at the site's (UTC) midnight starting the day with
+        # data: that day's coverage so far is over no time.
+        sites = panel_sql(load("wattfleet-sites"), "Sites")
+        at_midnight = sites.replace("now()", f"'{day.isoformat()}'::timestamptz")
+        assert at_midnight != sites
+        [row] = self.query(database, world["role_a"], at_midnight)
+        assert row[0] == node
+        assert row[9] is None  # "coverage today %"
+        # A second later it has a value (the column is the right one).
+        later = sites.replace("now()", f"'{(day + timedelta(seconds=1)).isoformat()}'::timestamptz")
+        [row] = self.query(database, world["role_a"], later)
+        assert row[9] > 0
+
     def test_savings_for_the_hand_computed_day(self, database, world):
         dashboard = load("wattfleet-savings")
         day, node = world["day"], [world["node_a"]]

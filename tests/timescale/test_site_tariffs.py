@@ -3,14 +3,16 @@ site_tariffs: migration 0013)."""
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
 
+from tests.grafana.test_money_days import REFRESH_JOB
 from tests.support.aggregates import materialize
 from tests.support.fleet import create_node, create_tenant
+from tests.support.services import downgrade, empty_database, migrate
 from tests.support.tariffs import (
     flat_tariff,
     insert_samples,
@@ -68,6 +70,106 @@ def test_a_site_uses_its_own_versions_from_the_first_and_its_tenants_before(data
     # The same versions, from midnight where that site is.
     assert [row[3] for row in timelines[abroad]] == [_midnight(x, NEW_YORK) for x in (a, b, d)]
     assert zones == {plain: "Europe/Warsaw", abroad: "America/New_York"}
+
+
+def test_a_version_from_a_day_whose_midnight_comes_twice_starts_at_the_first(database):
+    """Atlantic/Azores goes back from UTC+0 to UTC-1 at 01:00 on 25 October 2026: midnight
+    comes twice, at 00:00 and 01:00 UTC. A version valid from that day prices the day's
+    first hour too (migration 0024), not the version before."""
+    tenant = create_tenant(database)
+    node = create_node(database, tenant)
+    before, day = date(2026, 10, 1), date(2026, 10, 25)
+    first = datetime(2026, 10, 25, 0, tzinfo=UTC)  # the first midnight; the second an hour on
+    with database.connect() as conn:
+        set_time_zone(conn, tenant, "Atlantic/Azores")
+        insert_tariff(conn, tenant, flat_tariff(before, 0.5, 0.1))
+        insert_tariff(conn, tenant, flat_tariff(day, 0.9, 0.2))
+        # A kWh imported in each 5 minutes from half an hour before the first midnight to
+        # two hours after it.
+        rows = [
+            sample_row(
+                first + timedelta(minutes=m), node, tenant, i, soc=50, battery_w=0, pv_w=0,
+                grid_w=12000, load_w=12000, interval_s=300, covered_s=300,
+            )
+            for i, m in enumerate(range(-30, 120, 5))
+        ]  # fmt: skip
+        insert_samples(conn, rows)
+        timeline = conn.execute(
+            "SELECT valid_from, starts_at, ends_at FROM site_tariffs WHERE node_id = %s"
+            " ORDER BY valid_from",
+            (node,),
+        ).fetchall()
+    materialize(
+        database,
+        first - timedelta(hours=1),
+        first + timedelta(hours=2),
+        ("telemetry_5m", "telemetry_1h"),
+    )
+    with database.connect() as conn:
+        hours = conn.execute(
+            "SELECT bucket, local_day, import_price, import_cost FROM energy_1h"
+            " WHERE node_id = %s ORDER BY bucket",
+            (node,),
+        ).fetchall()
+        buckets = conn.execute(
+            "SELECT bucket >= %s, local_day, import_price, count(*) FROM energy_5m"
+            " WHERE node_id = %s GROUP BY 1, 2, 3 ORDER BY 1",
+            (first, node),
+        ).fetchall()
+
+    october = _midnight(before, ZoneInfo("Atlantic/Azores"))
+    assert timeline == [(before, october, first), (day, first, None)]
+    assert [(h[0], h[1], h[2], round(h[3], 6)) for h in hours] == [
+        (first - timedelta(hours=1), date(2026, 10, 24), 0.5, 3.0),
+        (first, day, 0.9, 10.8),
+        (first + timedelta(hours=1), day, 0.9, 10.8),
+    ]
+    assert buckets == [(False, date(2026, 10, 24), 0.5, 6), (True, day, 0.9, 24)]
+
+
+def test_upgrade_prices_again_the_days_of_a_version_that_started_an_hour_late():
+    """money_1d's days priced with 0013's bounds (the Azores version from 25 October at
+    the second midnight) are priced again by 0024's upgrade, and by its downgrade."""
+    with empty_database("tariff_midnight") as db:
+        migrate(db, "0023")
+        tenant = create_tenant(db)
+        node = create_node(db, tenant)
+        start = datetime(2026, 10, 23, tzinfo=UTC)
+        with db.connect() as conn:
+            set_time_zone(conn, tenant, "Atlantic/Azores")
+            insert_tariff(conn, tenant, flat_tariff(date(2026, 10, 1), 0.5, 0.1))
+            insert_tariff(conn, tenant, flat_tariff(date(2026, 10, 25), 0.9, 0.2))
+            rows = [
+                sample_row(
+                    start + timedelta(hours=h), node, tenant, h, soc=50, battery_w=0, pv_w=0,
+                    grid_w=1000, load_w=1000, interval_s=3600, covered_s=3600,
+                )
+                # Four days, and one hour a month on: the job's later runs price again
+                # only the 10 days before it.
+                for h in (*range(96), 30 * 24)
+            ]  # fmt: skip
+            insert_samples(conn, rows)
+        materialize(db, start, start + timedelta(days=31))
+
+        def day_cost() -> list[tuple[object, ...]]:
+            with db.connect() as conn:
+                [(job,)] = conn.execute(REFRESH_JOB).fetchall()
+                conn.execute("CALL run_job(%s)", (job,))
+                return [
+                    (round(cost, 6), pending)
+                    for cost, pending in conn.execute(
+                        "SELECT sum(import_cost), (SELECT count(*) FROM money_1d_pending)"
+                        " FROM money_1d WHERE node_id = %s AND local_day = '2026-10-25'",
+                        (node,),
+                    ).fetchall()
+                ]
+
+        # 25 hours of a kWh: the first at the old version's price, then the new one's.
+        assert day_cost() == [(0.5 + 24 * 0.9, 0)]
+        migrate(db)
+        assert day_cost() == [(25 * 0.9, 0)]
+        downgrade(db, "0023")
+        assert day_cost() == [(0.5 + 24 * 0.9, 0)]
 
 
 def test_a_time_zone_the_database_does_not_know_is_refused(database):
