@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
-from contract.commands import CommandType
+from contract.commands import CommandType, refused_while_locked
 from control_api.errors import ConflictError
 from control_api.schemas import SafetyLockOut
 
@@ -36,6 +36,15 @@ ORDER BY c.issued_at DESC,
     (SELECT min(e.id) FROM command_events e WHERE e.command_id = c.id) DESC
 LIMIT 1
 """
+# Control commands the node has not received yet that were issued before the hub's lock:
+# the broker hands them over in order, so they reach the node before the lock and run.
+_AHEAD_OF_LOCK = """
+SELECT id FROM commands
+WHERE node_id = :node AND state IN ('pending', 'sent') AND type = ANY(:control)
+    AND issued_at <= :issued_at AND id <> :lock
+ORDER BY issued_at, id
+"""
+CONTROL_TYPES = [t.value for t in CommandType if refused_while_locked(t)]
 _REPORTED = """
 SELECT safety_locked, safety_lock_source, safety_lock_by, safety_lock_reason,
     safety_locked_since, safety_lock_command_id, safety_lock_reported_at,
@@ -54,8 +63,25 @@ def view(conn: Connection, node_id: str) -> SafetyLockOut:
         if newest is not None and newest["id"] != reported.get("safety_lock_command_id")
         else None
     )
+    locking = pending is not None and bool(pending["params"].get("locked"))
+    ahead = (
+        conn.execute(
+            text(_AHEAD_OF_LOCK),
+            {
+                "node": node_id,
+                "control": CONTROL_TYPES,
+                "issued_at": pending["issued_at"],
+                "lock": pending["id"],
+            },
+        )
+        .scalars()
+        .all()
+        if locking and pending is not None
+        else []
+    )
     common = {
         "pending_command_id": pending["id"] if pending is not None else None,
+        "ahead_of_lock": list(ahead),
         "reported_locked": reported.get("safety_locked"),
         "reported_at": reported.get("safety_lock_reported_at"),
         "strategy_enabled": reported.get("strategy_enabled"),
@@ -70,7 +96,7 @@ def view(conn: Connection, node_id: str) -> SafetyLockOut:
             since=reported["safety_locked_since"],
             **common,
         )
-    if pending is not None and pending["params"].get("locked"):
+    if locking and pending is not None:
         params = pending["params"]
         return SafetyLockOut(
             locked=True,

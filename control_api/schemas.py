@@ -273,7 +273,8 @@ class SafetyLockOut(BaseModel):
     while the hub's lock command is on its way (`pending_command_id`). `source` local:
     the site holds it (only the site lifts it); remote: an admin does. `reported_*`:
     the site's last heartbeat (null: never reported); `strategy_*`: its dynamic
-    strategy as reported."""
+    strategy as reported. `ahead_of_lock`: the control commands issued before the
+    pending lock that the node has not received yet: they reach it first, and run."""
 
     locked: bool
     source: str | None
@@ -281,6 +282,7 @@ class SafetyLockOut(BaseModel):
     reason: str | None
     since: datetime | None
     pending_command_id: str | None
+    ahead_of_lock: list[str]
     reported_locked: bool | None
     reported_at: datetime | None
     strategy_enabled: bool | None

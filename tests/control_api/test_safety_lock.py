@@ -219,6 +219,48 @@ def page_action(agent, body: dict[str, Any]) -> dict[str, Any]:
         return answer
 
 
+def test_the_hub_names_the_control_commands_its_lock_cannot_overtake(
+    api_process, database, broker, simulator, collector_factory, tmp_path
+):
+    """The broker hands a node its commands in order: one queued for a node that is away
+    reaches it before a lock issued later, and runs. The hub says which are still on
+    their way (the probe found the docs claiming they were refused)."""
+    collector_factory().start()
+    client = admin_client(api_process, database)
+    node, agent = enrolled_agent(client, database, broker, simulator, tmp_path)
+    try:
+        wait_for(
+            lambda: hub_view(client, node.id)["reported_locked"] is False,
+            30,
+            "the node's first lock report",
+        )
+        assert hub_view(client, node.id)["ahead_of_lock"] == []
+        stop_process(agent.proc)
+        charge = client.post(f"/nodes/{node.id}/commands", params={"queue": "true"}, json=CHARGE)
+        assert charge.status_code == 202, charge.text
+        logs = client.post(f"/nodes/{node.id}/commands", params={"queue": "true"}, json=LOGS)
+        assert logs.status_code == 202, logs.text
+        lock = client.put(f"/nodes/{node.id}/safety-lock", json={"reason": "storm warning"})
+        assert lock.status_code == 202, lock.text
+        view = hub_view(client, node.id)
+        assert (view["locked"], view["pending_command_id"]) == (True, lock.json()["id"])
+        # Read-only commands are not in the way of anything.
+        assert view["ahead_of_lock"] == [charge.json()["id"]]
+
+        agent.start()
+        assert command_state(client, charge.json()["id"], "succeeded")
+        assert command_state(client, lock.json()["id"], "succeeded")
+        view = wait_for(
+            lambda: (v := hub_view(client, node.id))["reported_locked"] and v,
+            30,
+            "the site to report the hub's lock",
+        )
+        assert (view["pending_command_id"], view["ahead_of_lock"]) == (None, [])
+    finally:
+        stop_process(agent.proc)
+        agent.release()
+
+
 def test_an_admins_lock_is_audited_and_lifted_on_site(
     api_process, database, broker, simulator, collector_factory, tmp_path
 ):
