@@ -219,7 +219,9 @@ async def _bounded_body(request: Request, max_bytes: int) -> bytes:
     """The body, refused (413) past `max_bytes`: no more than that is kept, and what
     follows is read and dropped up to DRAIN_MAX_BYTES so the client gets the answer."""
     declared = request.headers.get("content-length")
-    too_large = declared is not None and declared.isdigit() and int(declared) > max_bytes
+    # ASCII digits only: str.isdigit takes "²" too, which int() refuses.
+    number = declared is not None and declared.isascii() and declared.isdigit()
+    too_large = number and int(declared or 0) > max_bytes
     if too_large and int(declared or 0) > DRAIN_MAX_BYTES:
         raise RequestRefusedError(413, f"body of {declared} bytes is over {max_bytes}")
     chunks = []

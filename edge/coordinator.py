@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from contract.fields import BATTERY_SETPOINT_W, DECISION, MODE, REASON, TARGET_SOC_PERCENT
 from contract.site_control import SELF_CONSUMPTION_MODE
 from contract.text import STORABLE
-from edge.json_reply import reply_json
+from edge.json_reply import declared_length, reply_json
 from edge.loopback import names_loopback
 
 log = logging.getLogger(__name__)
@@ -230,10 +230,9 @@ class CoordinatorServer:
         content_type = handler.headers.get("Content-Type", "")
         if content_type.split(";")[0].strip().lower() != "application/json":
             raise RequestError(415, "send the decision as Content-Type: application/json")
-        length_header = handler.headers.get("Content-Length")
-        if length_header is None or not length_header.isdigit():
+        length = declared_length(handler)
+        if length is None:
             raise RequestError(411, "a Content-Length is required")
-        length = int(length_header)
         if length > MAX_BODY_BYTES:
             raise RequestError(413, f"the body is over {MAX_BODY_BYTES} bytes")
         try:

@@ -1,5 +1,5 @@
-"""The JSON answer of the Pi's local HTTP servers (the status page's lock action, the
-coordinator interface)."""
+"""The JSON requests and answers of the Pi's local HTTP servers (the status page's lock
+action, the coordinator interface)."""
 
 from __future__ import annotations
 
@@ -21,3 +21,13 @@ def reply_json(handler: BaseHTTPRequestHandler, status: int, body: Any) -> None:
         handler.close_connection = True
     handler.end_headers()
     handler.wfile.write(data)
+
+
+def declared_length(handler: BaseHTTPRequestHandler) -> int | None:
+    """The request's Content-Length, None when absent or not a decimal number. ASCII
+    digits only: `str.isdigit` takes "²" too, which `int` then refuses (the connection
+    dropped without an answer)."""
+    length = handler.headers.get("Content-Length")
+    if length is None or not (length.isascii() and length.isdigit()):
+        return None
+    return int(length)

@@ -34,7 +34,7 @@ from prometheus_client import (
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from contract.site_control import LockReason
-from edge.json_reply import reply_json
+from edge.json_reply import declared_length, reply_json
 from edge.loopback import LOOPBACK_PEERS, names_loopback
 from edge.safety_lock import SafetyLock, SafetyLockError
 
@@ -185,13 +185,13 @@ class StatusServer:
 
     @staticmethod
     def _body(handler: BaseHTTPRequestHandler) -> bytes:
-        length = handler.headers.get("Content-Length")
-        if length is None or not length.isdigit():
+        length = declared_length(handler)
+        if length is None:
             raise ActionError(411, "a Content-Length is required")
-        if int(length) > MAX_ACTION_BYTES:
+        if length > MAX_ACTION_BYTES:
             raise ActionError(413, f"the body is over {MAX_ACTION_BYTES} bytes")
         try:
-            return handler.rfile.read(int(length))
+            return handler.rfile.read(length)
         except TimeoutError as exc:
             raise ActionError(400, "the body did not arrive in time") from exc
 

@@ -184,6 +184,13 @@ def test_oversized_unlengthed_and_non_json_bodies_are_refused(site):
             b"Transfer-Encoding: chunked\r\n\r\n"
         )
         assert conn.recv(1000).startswith(b"HTTP/1.0 411")
+    # A superscript digit passes str.isdigit, not int(): no answer at all, once.
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(
+            b"POST /decision HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            + "Content-Length: \u00b2\r\n\r\n".encode("latin-1")
+        )
+        assert conn.recv(1000).startswith(b"HTTP/1.0 411")
     assert call(port, "GET", "/decision") == (200, None)
     assert call(port, "GET", "/nowhere")[0] == 404
 

@@ -4,6 +4,7 @@ restarts, and the status page's local-only lock action over real HTTP."""
 from __future__ import annotations
 
 import json
+import socket
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -212,6 +213,22 @@ def test_the_status_page_refuses_what_is_not_the_pages_own_request(
     answer = action(port, body, host, content_type)
     assert answer[0] == status
     assert error in answer[1]["error"]
+    assert site.status()["reason"] == "kept"
+
+
+@pytest.mark.parametrize("length", ["²", "1e3", "-1", " "])
+def test_a_content_length_that_is_no_number_is_answered(page, length):
+    """A superscript digit passed str.isdigit and then failed int(): the connection was
+    dropped without an answer, a traceback in the agent's log."""
+    site, port = page
+    site.lock_locally("kept")
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(
+            b"POST /safety-lock HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json"
+            # Header bytes are Latin-1: 0xB2 is "²".
+            + f"\r\nContent-Length: {length}\r\n\r\n".encode("latin-1")
+        )
+        assert conn.recv(1000).startswith(b"HTTP/1.0 411")
     assert site.status()["reason"] == "kept"
 
 
