@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -44,6 +45,27 @@ def hub_view(client, node_id: str) -> dict[str, Any]:
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
+
+
+@contextmanager
+def reporting_site(
+    api_process, database, broker, simulator, collector_factory, tmp_path
+) -> Iterator[tuple[Any, Any, Any]]:
+    """(admin client, node, agent) once the agent has reported its lock; the agent is
+    stopped after."""
+    collector_factory().start()
+    client = admin_client(api_process, database)
+    node, agent = enrolled_agent(client, database, broker, simulator, tmp_path)
+    try:
+        wait_for(
+            lambda: hub_view(client, node.id)["reported_locked"] is False,
+            30,
+            "the node's first lock report",
+        )
+        yield client, node, agent
+    finally:
+        stop_process(agent.proc)
+        agent.release()
 
 
 def issue_each_control_command(client, node_id: str) -> dict[str, str]:
@@ -102,15 +124,11 @@ def audit(client, action: str, node_id: str) -> list[dict[str, Any]]:
 def test_a_site_locked_on_site_refuses_every_control_command_and_the_hub_then_queues_none(
     api_process, database, broker, simulator, inverter, collector_factory, tmp_path
 ):
-    collector_factory().start()
-    client = admin_client(api_process, database)
-    node, agent = enrolled_agent(client, database, broker, simulator, tmp_path)
-    try:
-        wait_for(
-            lambda: hub_view(client, node.id)["reported_locked"] is False,
-            30,
-            "the node's first lock report",
-        )
+    with reporting_site(api_process, database, broker, simulator, collector_factory, tmp_path) as (
+        client,
+        node,
+        agent,
+    ):
         wait_for(
             lambda: client.get(f"/nodes/{node.id}/config").status_code == 200,
             30,
@@ -200,9 +218,6 @@ def test_a_site_locked_on_site_refuses_every_control_command_and_the_hub_then_qu
         assert row["params"]["params"]["requested_by"] == row["actor_email"]
         assert row["params"]["params"]["reason"] == "storm is over"
         assert row["params"]["params"]["locked"] is False
-    finally:
-        stop_process(agent.proc)
-        agent.release()
 
 
 def page_action(agent, body: dict[str, Any]) -> dict[str, Any]:
@@ -225,15 +240,11 @@ def test_the_hub_names_the_control_commands_its_lock_cannot_overtake(
     """The broker hands a node its commands in order: one queued for a node that is away
     reaches it before a lock issued later, and runs. The hub says which are still on
     their way (the probe found the docs claiming they were refused)."""
-    collector_factory().start()
-    client = admin_client(api_process, database)
-    node, agent = enrolled_agent(client, database, broker, simulator, tmp_path)
-    try:
-        wait_for(
-            lambda: hub_view(client, node.id)["reported_locked"] is False,
-            30,
-            "the node's first lock report",
-        )
+    with reporting_site(api_process, database, broker, simulator, collector_factory, tmp_path) as (
+        client,
+        node,
+        agent,
+    ):
         assert hub_view(client, node.id)["ahead_of_lock"] == []
         stop_process(agent.proc)
         charge = client.post(f"/nodes/{node.id}/commands", params={"queue": "true"}, json=CHARGE)
@@ -256,9 +267,6 @@ def test_the_hub_names_the_control_commands_its_lock_cannot_overtake(
             "the site to report the hub's lock",
         )
         assert (view["pending_command_id"], view["ahead_of_lock"]) == (None, [])
-    finally:
-        stop_process(agent.proc)
-        agent.release()
 
 
 def test_an_admins_lock_is_audited_and_lifted_on_site(

@@ -128,38 +128,35 @@ def test_the_node_shows_its_reported_tunnel(api, actors, node, database):
     assert shown["tunnel_public_key"] == HOST_KEY
 
 
-def test_a_config_push_cannot_set_the_sites_own_tunnel_keys(api, actors, node):
-    for key, value in (("tunnel_enabled", True), ("tunnel_local_port", 22)):
-        for method in ("PUT", "PATCH"):
-            refused = api.request(
-                method,
-                f"/nodes/{node.id}/config",
-                json={"config": {key: value}},
-                headers=actors.admin.headers,
-            )
-            assert refused.status_code == 422, refused.text
-            assert "the site's own" in refused.json()["detail"]
+@pytest.mark.parametrize(
+    ("key", "value", "why"),
+    [
+        ("tunnel_enabled", True, "tunnel_enabled: the site's own"),
+        ("tunnel_local_port", 22, "tunnel_local_port: the site's own"),
+        # Settings once matched keys without regard to case, so `SAFETY_LOCK: false` went
+        # past this check (by exact name) and, first in the pushed file, won over the
+        # site's own `safety_lock: true` on the Pi.
+        ("SAFETY_LOCK", False, "SAFETY_LOCK: the site's own"),
+        ("Tunnel_Enabled", True, "Tunnel_Enabled: the site's own"),
+        ("TIMEZONE", "Europe/Warsaw", "TIMEZONE: the hub's"),
+    ],
+)
+def test_a_config_push_cannot_set_the_sites_own_nor_the_hubs_keys(
+    api, actors, node, key, value, why
+):
+    for method in ("PUT", "PATCH"):
+        refused = api.request(
+            method,
+            f"/nodes/{node.id}/config",
+            json={"config": {key: value}},
+            headers=actors.admin.headers,
+        )
+        assert refused.status_code == 422, refused.text
+        assert why in refused.json()["detail"]
     assert node.commands == []
 
 
 def test_a_config_push_cannot_name_a_setting_in_another_case(api, actors, node):
-    """Settings once matched keys without regard to case, so `SAFETY_LOCK: false` went
-    past the push checks (which compared exact names) and, first in the pushed file, won
-    over the site's own `safety_lock: true` on the Pi."""
-    for key, value, why in (
-        ("SAFETY_LOCK", False, "SAFETY_LOCK: the site's own"),
-        ("Tunnel_Enabled", True, "Tunnel_Enabled: the site's own"),
-        ("TIMEZONE", "Europe/Warsaw", "TIMEZONE: the hub's"),
-    ):
-        for method in ("PUT", "PATCH"):
-            refused = api.request(
-                method,
-                f"/nodes/{node.id}/config",
-                json={"config": {key: value}},
-                headers=actors.admin.headers,
-            )
-            assert refused.status_code == 422, refused.text
-            assert why in refused.json()["detail"]
     refused = api.put(
         f"/nodes/{node.id}/config",
         json={"config": {"Strategy": "peak_shaving"}},
