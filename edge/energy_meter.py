@@ -12,7 +12,10 @@ part, contract/fields.py), in Wh.
   went down wrapped when the increase that implies could have flowed in the interval (it
   was near the top of its range); else it was reset (a device replaced) and, like an
   increase no device could have made in the interval, that interval falls back to power;
-  so does a counter whose steps are coarser than a flow could carry in the interval.
+  so does a counter whose steps are coarser than a flow could carry in the interval. A
+  device may update a counter's register less often than it is polled (every 30 or 60
+  s): the polls in between count nothing, and the increase that follows is judged over
+  the time since that counter last changed (up to MAX_COUNTER_UPDATE_S), not one poll.
 - Otherwise from power: the trapezoid of the two samples' powers over `covered_s` (so
   nothing across a gap). Load, battery charge (- battery power) and discharge (+), grid
   import (+ grid power) and export (-) split by sign.
@@ -26,7 +29,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -66,6 +69,12 @@ class MeterPoint:
     pv_counter: Counter | None
     grid_import_counter: Counter | None
     grid_export_counter: Counter | None
+    # When each counter (by attribute name) was first read at its value, if before `at`:
+    # the register had not changed since.
+    counter_since: dict[str, datetime] = field(default_factory=dict)
+
+    def since(self, counter: str) -> datetime:
+        return self.counter_since.get(counter, self.at)
 
     @classmethod
     def of(cls, reading: Reading, at: datetime) -> MeterPoint:
@@ -81,7 +90,8 @@ class MeterPoint:
         )
 
     def to_json(self) -> str:
-        return json.dumps({**asdict(self), "at": self.at.isoformat()})
+        since = {name: at.isoformat() for name, at in self.counter_since.items()}
+        return json.dumps({**asdict(self), "at": self.at.isoformat(), "counter_since": since})
 
     @classmethod
     def from_json(cls, text: str) -> MeterPoint:
@@ -100,6 +110,14 @@ class MeterPoint:
                 return None
             return Counter(float(value["wh"]), float(value["wraps_at_wh"]))
 
+        since = {}
+        # Points stored before counter_since existed have none: as if read at `at`.
+        for name, text in dict(data.get("counter_since") or {}).items():
+            first = datetime.fromisoformat(text)
+            if name not in COUNTERS or first.tzinfo is None:
+                raise ValueError(f"counter_since: {name!r} at {text!r}")
+            since[name] = first
+
         return cls(
             at,
             power("solar_power_w"),
@@ -109,6 +127,7 @@ class MeterPoint:
             counter("pv_counter"),
             counter("grid_import_counter"),
             counter("grid_export_counter"),
+            since,
         )
 
 
@@ -120,16 +139,28 @@ def _negative(w: float | None) -> float | None:
     return None if w is None else max(0.0, -w)
 
 
-# Each flow: its energy field, the power part it is from, and its counter if any.
+# Each flow: its energy field, the power part it is from, and its counter (MeterPoint's
+# attribute) if any.
 PowerPart = Callable[[MeterPoint], float | None]
-FLOWS: tuple[tuple[str, PowerPart, Callable[[MeterPoint], Counter | None] | None], ...] = (
-    (PV_WH.column, lambda p: _positive(p.solar_power_w), lambda p: p.pv_counter),
-    (GRID_IMPORT_WH.column, lambda p: _positive(p.grid_power_w), lambda p: p.grid_import_counter),
-    (GRID_EXPORT_WH.column, lambda p: _negative(p.grid_power_w), lambda p: p.grid_export_counter),
+FLOWS: tuple[tuple[str, PowerPart, str | None], ...] = (
+    (PV_WH.column, lambda p: _positive(p.solar_power_w), "pv_counter"),
+    (GRID_IMPORT_WH.column, lambda p: _positive(p.grid_power_w), "grid_import_counter"),
+    (GRID_EXPORT_WH.column, lambda p: _negative(p.grid_power_w), "grid_export_counter"),
     (LOAD_WH.column, lambda p: p.load_power_w, None),
     (BATTERY_CHARGE_WH.column, lambda p: _negative(p.battery_power_w), None),
     (BATTERY_DISCHARGE_WH.column, lambda p: _positive(p.battery_power_w), None),
 )
+COUNTERS = tuple(counter for _, _, counter in FLOWS if counter is not None)
+# The longest a device is taken to leave a counter's register unchanged while energy
+# flows (some update theirs every 30 or 60 s): an increase after a still register may
+# span that much more than one poll, and no more (a replaced meter's jump stays caught).
+MAX_COUNTER_UPDATE_S = 300.0
+
+
+def _counter(point: MeterPoint, name: str | None) -> Counter | None:
+    return None if name is None else getattr(point, name)
+
+
 # Where a counted flow's increase over a gap goes.
 GAP_OF = {
     PV_WH.column: GAP_PV_WH.column,
@@ -153,16 +184,33 @@ def counter_step_wh(counter: Counter) -> float:
     return counter.wraps_at_wh / COUNTER_RAW_RANGE
 
 
-def counter_increase(before: Counter, now: Counter, interval_s: float) -> float | None:
-    """Wh counted between two reads of a counter, a wrap included; None when the counter
-    was reset (or jumped further than any flow could in the interval), or counts in
-    steps too coarse for the interval."""
+def counter_increase(
+    before: Counter, now: Counter, interval_s: float, span_s: float | None = None
+) -> float | None:
+    """Wh counted between two reads of a counter `interval_s` apart, a wrap included;
+    None when the counter was reset (or jumped further than any flow could in `span_s`,
+    the time the increase may cover: by default the interval), or counts in steps too
+    coarse for the interval."""
     if counter_step_wh(now) > _most_wh(interval_s):
         return None
     increase = now.wh - before.wh
     if increase < 0:
         increase += now.wraps_at_wh
-    return increase if 0 <= increase <= _most_wh(interval_s) else None
+    most = _most_wh(interval_s if span_s is None else span_s)
+    return increase if 0 <= increase <= most else None
+
+
+def carry_since(prev: MeterPoint | None, now: MeterPoint) -> MeterPoint:
+    """`now`, with when each of its counters was first read at its value: as at `prev`
+    when the value is the same (the register has not changed), else now."""
+    if prev is None or not prev.at <= now.at:
+        return now
+    since = {}
+    for name in COUNTERS:
+        before, counter = _counter(prev, name), _counter(now, name)
+        if before is not None and counter is not None and before.wh == counter.wh:
+            since[name] = prev.since(name)
+    return replace(now, counter_since=since)
 
 
 def energy_between(prev: MeterPoint | None, now: MeterPoint, max_gap_s: float) -> dict[str, Any]:
@@ -174,9 +222,9 @@ def energy_between(prev: MeterPoint | None, now: MeterPoint, max_gap_s: float) -
         interval = 0.0
     covered = interval if interval <= max_gap_s else 0.0
     energy: dict[str, Any] = {INTERVAL_S.column: interval, COVERED_S.column: covered}
-    for column, power_of, counter_of in FLOWS:
+    for column, power_of, counter_name in FLOWS:
         power = power_of(now)
-        counter = counter_of(now) if counter_of else None
+        counter = _counter(now, counter_name)
         gap_column = GAP_OF.get(column)
         if gap_column is not None:
             # Only a counter measures a gap; without one, nothing is known of it.
@@ -186,10 +234,14 @@ def energy_between(prev: MeterPoint | None, now: MeterPoint, max_gap_s: float) -
             continue
         wh = None
         if not fresh and prev is not None:
-            before = counter_of(prev) if counter_of else None
+            before = _counter(prev, counter_name)
             increase = None
-            if before is not None and counter is not None:
-                increase = counter_increase(before, counter, interval)
+            if before is not None and counter is not None and counter_name is not None:
+                # The register may have stood still since before `prev`: the increase
+                # covers the time since it last changed, plus a poll.
+                still_s = (now.at - prev.since(counter_name)).total_seconds()
+                span = interval + min(still_s, MAX_COUNTER_UPDATE_S)
+                increase = counter_increase(before, counter, interval, span)
             if increase is not None and covered:
                 wh = increase
             elif increase is not None and gap_column is not None:
@@ -225,7 +277,7 @@ class EnergyMeter:
 
     def measure(self, reading: Reading, at: datetime) -> tuple[dict[str, Any], MeterPoint]:
         """The sample's energy part (keyed by column) and the point to advance to."""
-        point = MeterPoint.of(reading, at)
+        point = carry_since(self.last, MeterPoint.of(reading, at))
         return energy_between(self.last, point, self.max_gap_s), point
 
     def advance(self, point: MeterPoint) -> None:

@@ -5,6 +5,7 @@ point it is measured from kept across a restart."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -145,6 +146,48 @@ def test_a_jump_no_flow_could_make_in_the_interval_falls_back_to_power():
     before = reading(grid=400, import_wh=1_000)
     after = reading(grid=400, import_wh=900_000)  # 900 kWh in 10 s
     assert energy(before, after, 10)["grid_import_wh"] == pytest.approx(400 * 10 / 3600, abs=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("import_w", "update_s"), [(9_000, 60), (20_000, 30), (5_000, 60), (7_000, 5)]
+)
+def test_a_counter_updated_less_often_than_polled_counts_all_it_counted(import_w, update_s):
+    """A device that updates its counter register every 30 or 60 s: the polls between
+    count nothing, and the catch-up increase used to be judged against one 5-second poll
+    (at 9 kW a minute's 150 Wh is more than 100 kW carry in 5 s) and replaced by 5 s of
+    power: 0.75 kWh kept of 9."""
+    meter = EnergyMeter(timedelta(seconds=GAP_S), None, T0, timedelta(days=8))
+    counted = 0.0
+    for i in range(0, 3601, 5):
+        registered = (i // update_s) * update_s * import_w // 3600  # whole Wh at its update
+        at = T0 + timedelta(seconds=i)
+        e, point = meter.measure(reading(grid=import_w, import_wh=registered), at)
+        meter.advance(point)
+        counted += e["grid_import_wh"]
+    assert counted == import_w  # an hour of it, all of it counted
+
+
+def test_a_still_counter_keeps_catching_a_replaced_meter():
+    """The span a still register allows is bounded: a replaced meter that reads far
+    higher after an hour without change is still no flow."""
+    meter = EnergyMeter(timedelta(seconds=GAP_S), None, T0, timedelta(days=8))
+    for i in range(0, 3601, 5):
+        e, point = meter.measure(reading(grid=0, import_wh=1_000), T0 + timedelta(seconds=i))
+        meter.advance(point)
+    e, point = meter.measure(reading(grid=400, import_wh=900_000), T0 + timedelta(seconds=3605))
+    assert e["grid_import_wh"] == pytest.approx(200 * 5 / 3600, abs=1e-3)  # the trapezoid
+
+
+def test_when_a_counter_stood_still_survives_a_restart():
+    before = dataclasses.replace(
+        MeterPoint.of(reading(import_wh=1_000), T0 + timedelta(seconds=50)),
+        counter_since={"grid_import_counter": T0},
+    )
+    assert MeterPoint.from_json(before.to_json()) == before
+    # A point stored before counter_since existed reads as read at its time.
+    old = json.loads(before.to_json())
+    del old["counter_since"]
+    assert MeterPoint.from_json(json.dumps(old)).since("grid_import_counter") == before.at
 
 
 def test_a_counter_that_appears_or_vanishes_falls_back_to_power():
