@@ -105,6 +105,12 @@ class TenantSync:
                     " WHERE NOT disabled AND tenant_id IS NOT NULL ORDER BY email"
                 )
             ).all()
+            tenant_emails = {
+                email.lower()
+                for (email,) in conn.execute(
+                    text("SELECT email FROM users WHERE tenant_id IS NOT NULL")
+                )
+            }
         api = self._api()
         orgs = {o["name"]: int(o["id"]) for o in api.organizations.list_organization()}
         wanted = {org_name(slug): (tenant_id, zone) for tenant_id, slug, zone in tenants}
@@ -122,7 +128,22 @@ class TenantSync:
                 if name.startswith(ORG_PREFIX) and name not in wanted:
                     api.organizations.delete_organization(org_id)
                     report.deleted_orgs.append(name)
+        for name, org_id in orgs.items():
+            if not name.startswith(ORG_PREFIX):
+                self._remove_tenant_users(api, org_id, name, tenant_emails, report)
         return report
+
+    def _remove_tenant_users(
+        self, api: GrafanaApi, org_id: int, name: str, tenant_emails: set[str], report: SyncReport
+    ) -> None:
+        """A tenant's user belongs to its tenant's organization only: never to the admin
+        one (whose datasource reads every tenant) nor any other. Grafana puts a user it
+        creates without an organization into its auto-assign one (by default the admin
+        organization, as a Viewer), which earlier syncs did."""
+        for member in api.organizations.organization_user_list(org_id):
+            if member["email"].lower() in tenant_emails:
+                api.organizations.organization_user_delete(org_id, member["userId"])
+                report.removed_members.append(f"{name}/{member['email']}")
 
     def _sync_org(
         self,
@@ -201,13 +222,22 @@ class TenantSync:
             member = members.get(email.lower())
             if member is None:
                 if _get_or_none(lambda e=email: api.users.find_user(e)) is None:
-                    # Their login comes from the operator's SSO, or a password reset.
-                    api.admin.create_user(
-                        {"email": email, "login": email, "password": secrets.token_urlsafe(24)}
+                    # Their login comes from the operator's SSO, or a password reset. Made
+                    # in the tenant's organization (with Grafana's default role, set to
+                    # Viewer below), not in Grafana's auto-assign one.
+                    created = api.admin.create_user(
+                        {
+                            "email": email,
+                            "login": email,
+                            "password": secrets.token_urlsafe(24),
+                            "OrgId": org_id,
+                        }
                     )
-                api.organizations.organization_user_add(
-                    org_id, {"loginOrEmail": email, "role": "Viewer"}
-                )
+                    api.organizations.organization_user_update(org_id, created["id"], "Viewer")
+                else:
+                    api.organizations.organization_user_add(
+                        org_id, {"loginOrEmail": email, "role": "Viewer"}
+                    )
                 report.added_members.append(f"{name}/{email}")
             elif member["role"] != "Viewer":
                 api.organizations.organization_user_update(org_id, member["userId"], "Viewer")

@@ -100,6 +100,30 @@ def test_each_tenant_gets_an_org_with_its_datasource_dashboards_and_viewers(
     members_b = {state.users[uid]["email"] for uid in state.members[org_b]}
     assert bob.email in members_b
     assert alice.email not in members_b
+    # The admin organization (its datasource reads every tenant) has no tenant user.
+    assert {state.users[uid]["email"] for uid in state.members[1]} == {"admin@localhost"}
+
+
+def test_a_tenant_user_in_the_admin_organization_is_taken_out(own_database, grafana, sync):
+    """Earlier syncs created tenant users without an organization: Grafana put them in
+    its auto-assign one, the admin organization, as Viewers of every tenant's data."""
+    db = own_database
+    user = create_user(db, "viewer", create_tenant(db))
+    admin = create_user(db, "admin", None)
+    sync.run()
+    state = grafana.state
+    uid = next(u for u, v in state.users.items() if v["email"] == user.email)
+    state.members[1][uid] = "Viewer"
+    report = sync.run()
+    assert uid not in state.members[1]
+    assert f"Main Org./{user.email}" in report.removed_members
+    # Also once the user is disabled: no way back in through the admin organization.
+    with db.connect() as conn:
+        conn.execute("UPDATE users SET disabled = true WHERE id = %s", (user.id,))
+    state.members[1][uid] = "Viewer"
+    sync.run()
+    assert uid not in state.members[1]
+    assert admin.email not in {state.users[u]["email"] for u in state.members[1]}
 
 
 def test_a_second_run_changes_nothing(own_database, grafana, sync):
