@@ -279,14 +279,20 @@ def visible(conn: Connection, user: Principal, command_id: str) -> dict[str, Any
     return {**row, "events": [dict(e) for e in events], "logs": logs}
 
 
-def list_for_node(conn: Connection, node_id: str, limit: int) -> list[dict[str, Any]]:
-    """The node's newest commands first."""
+def list_for_node(
+    conn: Connection, user: Principal, node_id: str, limit: int
+) -> list[dict[str, Any]]:
+    """The node's newest commands first, those the caller may see: a tenant's users see
+    the ones issued while the node was their tenant's (a node moved between tenants
+    leaves its history with the tenant it was recorded under), admins all."""
     rows = (
         conn.execute(
             text(
-                "SELECT * FROM commands WHERE node_id = :node ORDER BY issued_at DESC, id LIMIT :n"
+                "SELECT * FROM commands WHERE node_id = :node"
+                " AND (:admin OR tenant_id = :tenant)"
+                " ORDER BY issued_at DESC, id LIMIT :n"
             ),
-            {"node": node_id, "n": limit},
+            {"node": node_id, "admin": user.is_admin, "tenant": user.tenant_id, "n": limit},
         )
         .mappings()
         .all()

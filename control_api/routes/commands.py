@@ -130,9 +130,12 @@ def issue_command(
 
 @router.get("/nodes/{node_id}/commands", response_model=list[CommandOut])
 def list_commands(
-    node: ScopedNode, conn: DbConn, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+    node: ScopedNode,
+    user: CurrentUser,
+    conn: DbConn,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Any:
-    return commands.list_for_node(conn, node.id, limit)
+    return commands.list_for_node(conn, user, node.id, limit)
 
 
 @router.get("/commands/{command_id}", response_model=CommandDetailOut)

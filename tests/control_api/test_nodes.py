@@ -132,6 +132,33 @@ def test_moving_a_node_to_another_tenant_moves_who_sees_it(api, actors):
     assert api.get("/nodes", headers=actors.operator_a.headers).json() == []
 
 
+def test_a_moved_nodes_command_history_stays_with_the_tenant_it_was_issued_under(api, actors):
+    """The list used to select by node only: the new tenant read the old one's commands
+    (a CONFIG_PUSH's params carry that tenant's tariffs), which GET /commands/{id} hid."""
+    node = enroll(api, actors)
+    path = f"/nodes/{node['node_id']}/commands"
+    logs = {"type": "FETCH_LOGS", "params": {"lines": 20}}
+    queued = {"queue": "true"}
+    before = api.post(path, params=queued, json=logs, headers=actors.operator_a.headers)
+    assert before.status_code == 202, before.text
+    moved = api.patch(
+        f"/nodes/{node['node_id']}",
+        json={"tenant_id": actors.tenant_b},
+        headers=actors.admin.headers,
+    )
+    assert moved.status_code == 200, moved.text
+    assert api.get(path, headers=actors.operator_b.headers).json() == []
+    after = api.post(path, params=queued, json=logs, headers=actors.operator_b.headers)
+    assert after.status_code == 202, after.text
+    assert [c["id"] for c in api.get(path, headers=actors.operator_b.headers).json()] == [
+        after.json()["id"]
+    ]
+    assert {c["id"] for c in api.get(path, headers=actors.admin.headers).json()} == {
+        before.json()["id"],
+        after.json()["id"],
+    }
+
+
 def test_a_missing_tenant_is_refused_for_enrolling_moving_and_users(api, actors):
     missing = 2_000_000_000
     headers = actors.admin.headers
