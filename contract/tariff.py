@@ -37,14 +37,18 @@ MAX_PERIODS = 32
 MAX_VERSIONS_IN_CONFIG = 16
 
 
+# Files of the zone database that are no zone of their own (PostgreSQL knows neither).
+NOT_ZONES = frozenset({"localtime", "posixrules", "Factory"})
+
+
 @cache
 def _known_zones() -> frozenset[str]:
-    return frozenset(zoneinfo.available_timezones())
+    return frozenset(zoneinfo.available_timezones()) - NOT_ZONES
 
 
 def _time_zone(name: str) -> str:
     if name not in _known_zones():
-        raise ValueError(f"{name!r} is not an IANA time zone (e.g. 'Europe/Warsaw', 'UTC')")
+        raise ValueError("this is not an IANA time zone (e.g. 'Europe/Warsaw', 'UTC')")
     return name
 
 

@@ -66,10 +66,23 @@ def error_response(
     return JSONResponse({"detail": storable_json(detail)}, status_code=status_code, headers=headers)
 
 
+# The longest reason an error answer carries: pydantic's and the database's messages may
+# quote what they refused.
+MAX_REASON_CHARS = 300
+
+
+def _reason(error: Any) -> str:
+    if error["type"] == "union_tag_invalid":
+        # pydantic's message quotes the tag it refused, whatever its size.
+        ctx = error.get("ctx") or {}
+        return f"{ctx.get('discriminator', 'the tag')} must be one of {ctx.get('expected_tags')}"
+    return str(error["msg"])[:MAX_REASON_CHARS]
+
+
 def validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     """What was invalid, where, and why; never the input itself, which may be a password,
     or a value (NaN, a lone surrogate) that JSON or UTF-8 cannot carry back."""
-    return [{"type": e["type"], "loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()]
+    return [{"type": e["type"], "loc": list(e["loc"]), "msg": _reason(e)} for e in exc.errors()]
 
 
 def make_engine(settings: ApiSettings) -> Engine:
@@ -192,7 +205,10 @@ def create_app(settings: ApiSettings) -> FastAPI:
     async def data_error(_request: Request, exc: DataError) -> JSONResponse:
         # Input the database cannot hold that validation let through (a number out of
         # range): still the caller's mistake, never a server error.
-        return error_response(f"invalid value: {exc.orig}", 422)
+        # The primary message only: not its CONTEXT (our functions' internals).
+        diag = getattr(exc.orig, "diag", None)
+        message = getattr(diag, "message_primary", None) or "out of range"
+        return error_response(f"invalid value: {message[:MAX_REASON_CHARS]}", 422)
 
     @app.exception_handler(RefusedError)
     async def refused(request: Request, exc: RefusedError) -> JSONResponse:

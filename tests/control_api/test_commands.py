@@ -170,6 +170,17 @@ def test_invalid_params_are_refused_with_the_field(api, actors, node):
         headers=actors.operator_a.headers,
     )
     assert unknown.status_code == 422
+    # The refusal names the tags, never the one refused (it was echoed whole: 200 kB).
+    hostile = api.post(
+        f"/nodes/{node.id}/commands",
+        json={"type": "<script>" + "X" * 200_000, "params": {}},
+        headers=actors.operator_a.headers,
+    )
+    assert hostile.status_code == 422
+    assert "<script>" not in hostile.text
+    assert len(hostile.content) < 2_000
+    [error] = hostile.json()["detail"]
+    assert error["msg"].startswith("'type' must be one of 'FORCE_CHARGE'")
     assert node.commands == []
 
 
