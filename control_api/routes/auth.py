@@ -7,9 +7,10 @@ import json
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
+from starlette.requests import ClientDisconnect
 
 from control_api import auth, tokens, users
 from control_api.deps import Audited, CurrentUser, DbConn, Settings, client_addr
@@ -67,6 +68,10 @@ async def _login_body(request: Request) -> LoginIn:
     except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8, or nested too deep
         invalid = {"type": "json_invalid", "loc": ("body",), "msg": f"JSON decode error: {exc}"}
         raise RequestValidationError([invalid]) from exc
+    except ClientDisconnect as exc:
+        # Gone before its body arrived whole: the client's doing (400, as FastAPI answers
+        # it on every other route), not a server error.
+        raise HTTPException(400, "There was an error parsing the body") from exc
 
 
 LoginBody = Annotated[LoginIn, Depends(_login_body)]

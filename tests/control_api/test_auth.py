@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 
 import pyotp
@@ -13,7 +14,7 @@ from control_api.config import ApiSettings
 from tests.support.api_client import api_client
 from tests.support.control_api import PASSWORD, create_user, log_in
 from tests.support.fleet import create_tenant, unique
-from tests.support.services import alembic_config, empty_database, migrate
+from tests.support.services import alembic_config, empty_database, migrate, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -242,3 +243,23 @@ def test_tokens_issued_before_a_password_change_or_a_disable_stop_working(
     assert fresh.status_code == 200
     headers = {"Authorization": f"Bearer {fresh.json()['access_token']}"}
     assert api.get("/auth/me", headers=headers).status_code == 200
+
+
+@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "application/json"])
+def test_a_client_gone_before_its_login_body_arrived_is_no_server_error(api_process, content_type):
+    """It answered 500 (a ClientDisconnect traceback, an audit row with outcome error)."""
+    with socket.create_connection(("127.0.0.1", api_process.port), timeout=10) as conn:
+        conn.sendall(
+            b"POST /auth/login HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            + f"Content-Type: {content_type}\r\nContent-Length: 1000\r\n\r\n".encode()
+            + b"username=a"
+        )
+    route = 'wattfleet_api_requests_total{method="POST",route="/auth/login"'
+
+    def counted() -> str | None:
+        text = api_process.client().get("/metrics").text
+        return text if route in text else None
+
+    text = wait_for(counted, 10, "the login request counted")
+    assert route + ',status="400"} 1.0' in text
+    assert route + ',status="500"}' not in text
