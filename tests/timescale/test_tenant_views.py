@@ -177,6 +177,13 @@ FLEET_FIGURES = (
     "SELECT pg_relation_size('public.telemetry')",
     "SELECT pg_database_size(current_database())",
     "SELECT pg_current_wal_lsn()",
+    # The transaction counter a minute apart is the fleet's write rate (migration 0025).
+    "SELECT txid_current()",
+    "SELECT pg_current_xact_id()",
+    "SELECT pg_current_snapshot()",
+    "SELECT * FROM pg_control_checkpoint()",
+    "SELECT * FROM pg_control_system()",
+    "SELECT count(*) FROM pg_locks",
 )
 
 
