@@ -188,7 +188,11 @@ def create_app(settings: ApiSettings) -> FastAPI:
         settings.login_limit_per_account, settings.login_limit_per_address
     )
     app.add_middleware(
-        AuditMiddleware, engine=engine, metrics=metrics, audit_reads=settings.api_audit_reads
+        AuditMiddleware,
+        engine=engine,
+        metrics=metrics,
+        audit_reads=settings.api_audit_reads,
+        jwt_secret=settings.jwt_secret.get_secret_value(),
     )
     app.add_middleware(
         CORSMiddleware,

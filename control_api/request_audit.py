@@ -27,10 +27,11 @@ from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoin
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute
 
-from control_api import audit
+from control_api import audit, auth
 from control_api.api_docs import DOCS_PATHS
 from control_api.metrics import ApiMetrics
 from control_api.schemas import SecretOut
+from control_api.tokens import InvalidTokenError, subject_of
 
 log = logging.getLogger(__name__)
 
@@ -135,12 +136,32 @@ def audit_change(conn: Connection, request: Request, params: dict[str, Any]) -> 
     request.state.audited = True
 
 
+# Answers given before a route's dependencies ran (its body too large, not JSON, or nested
+# too deep), so before the caller was authenticated: its row names them from the token.
+REFUSED_BEFORE_AUTH = frozenset({400, 413, 422})
+
+
+def _bearer_principal(db: RequestConnection, request: Request, secret: str) -> Any:
+    """Whom a request's bearer token names, when it is valid (else None)."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return None
+    try:
+        subject = subject_of(token.strip(), secret)
+    except InvalidTokenError:
+        return None
+    return auth.principal(db.get(), subject)
+
+
 class AuditMiddleware(BaseHTTPMiddleware):
-    def __init__(self, app: Any, engine: Engine, metrics: ApiMetrics, audit_reads: bool) -> None:
+    def __init__(
+        self, app: Any, engine: Engine, metrics: ApiMetrics, audit_reads: bool, jwt_secret: str
+    ) -> None:
         super().__init__(app)
         self.engine = engine
         self.metrics = metrics
         self.audit_reads = audit_reads
+        self.jwt_secret = jwt_secret
 
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
         db = RequestConnection(self.engine)
@@ -176,6 +197,13 @@ class AuditMiddleware(BaseHTTPMiddleware):
             params["query"] = dict(request.query_params)
         # What a refused change attempted, as its route noted it (audit.NoteAttempt).
         params.update(getattr(request.state, "audit_attempt", {}))
+        state = request.state
+        if getattr(state, "principal", None) is None and (
+            response.status_code in REFUSED_BEFORE_AUTH
+        ):
+            state.principal = await run_in_threadpool(
+                _bearer_principal, db, request, self.jwt_secret
+            )
         entry = _entry(request, route.name, response.status_code, params)
         try:
             await run_in_threadpool(_append, db, entry)

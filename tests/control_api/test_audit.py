@@ -96,6 +96,32 @@ def test_a_probe_of_another_tenants_node_is_recorded_under_the_prober(api, actor
     assert row["id"] not in {r["id"] for r in b_rows}
 
 
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [(b'{"type": "FETCH_LOGS"', 422), (b"[" * 20_000 + b"]" * 20_000, 400), (b"\xff", 400)],
+)
+def test_a_body_refused_before_authentication_is_audited_under_its_token(
+    api, actors, database, node, body, status
+):
+    """A body that is not JSON is refused before the route's dependencies run, so before
+    the caller is known: its row had no actor and no tenant, and a user could send
+    hostile bodies in no one's name. The row now names whom a valid token names."""
+    before = last_audit_id(database)
+    headers = {**actors.operator_a.headers, "Content-Type": "application/json"}
+    response = api.post(f"/nodes/{node.id}/commands", content=body, headers=headers)
+    assert response.status_code == status, response.text
+    [row] = audit_rows(database, before)
+    assert (row["actor_email"], row["tenant_id"]) == (actors.operator_a.email, actors.tenant_a)
+    # Without a valid token, no one is named.
+    forged = {"Authorization": "Bearer not.a.token", "Content-Type": "application/json"}
+    before = last_audit_id(database)
+    assert api.post(f"/nodes/{node.id}/commands", content=body, headers=forged).status_code in (
+        status,
+        401,
+    )
+    assert [r["actor_email"] for r in audit_rows(database, before)] in ([None], [])
+
+
 def test_a_tenant_user_cannot_tell_another_tenants_node_from_a_missing_one(api, actors):
     """The prober reads its own rows: a look at tenant B's node and at no node at all
     must read the same there; only admins see which was which."""
