@@ -152,10 +152,17 @@ class Tariff(BaseModel):
         return self.import_price.grid()[1]
 
 
+# The days a version may start on. A timeline's instants are computed from them in the
+# site's zone: at year 9999 one west of UTC falls in year 10000, which neither Python nor
+# the hub's reads can hold (GET /nodes/{id}/tariff answered 422).
+EARLIEST_VALID_FROM = date(2000, 1, 1)
+LATEST_VALID_FROM = date(2099, 12, 31)
+
+
 class TariffVersion(Tariff):
     """A tariff in force from local midnight of `valid_from` until the next version's."""
 
-    valid_from: date
+    valid_from: Annotated[date, Field(ge=EARLIEST_VALID_FROM, le=LATEST_VALID_FROM)]
 
 
 def _versions_in_order(versions: list[TariffVersion]) -> list[TariffVersion]:
