@@ -150,7 +150,11 @@ def _bearer_principal(db: RequestConnection, request: Request, secret: str) -> A
         subject = subject_of(token.strip(), secret)
     except InvalidTokenError:
         return None
-    return auth.principal(db.get(), subject)
+    try:
+        return auth.principal(db.get(), subject)
+    except Exception:  # the database away: the row itself cannot be written either (503)
+        log.exception("could not look up the caller of a refused request")
+        return None
 
 
 class AuditMiddleware(BaseHTTPMiddleware):
