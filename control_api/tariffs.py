@@ -208,8 +208,8 @@ def effective(conn: Connection, node_id: str) -> dict[str, Any]:
     site = site_settings.site(conn, node_id)
     today = site_settings.local_today(site.timezone)
     timeline = site_settings.site_timeline(conn, site)
-    ends: list[date | None] = [v.valid_from for v in timeline[1:]]
-    ends.append(None)
+    # Each version lasts until the next one starts; the last, until further notice.
+    ends: list[date | None] = [*(v.valid_from for v in timeline[1:]), None][: len(timeline)]
     return {
         "node_id": node_id,
         "timezone": site.timezone,

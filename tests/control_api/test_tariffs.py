@@ -238,6 +238,13 @@ def test_bad_tariffs_are_refused(api, actors, change, message):
     assert message in json.dumps(response.json())
 
 
+def test_a_site_without_any_tariff_has_an_empty_timeline(api, actors, node):
+    """It answered 500 (the API schema test met it): no version, so nothing ends."""
+    timeline = api.get(f"/nodes/{node.id}/tariff", headers=actors.operator_a.headers)
+    assert timeline.status_code == 200, timeline.text
+    assert timeline.json()["versions"] == []
+
+
 def test_only_admins_set_and_only_the_tenant_reads(api, actors, node):
     body = g12(today_in("UTC") + timedelta(days=3))
     tenant_path = f"/tenants/{actors.tenant_a}/tariffs"
