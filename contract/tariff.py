@@ -152,9 +152,8 @@ class Tariff(BaseModel):
         return self.import_price.grid()[1]
 
 
-# The days a version may start on. A timeline's instants are computed from them in the
-# site's zone: at year 9999 one west of UTC falls in year 10000, which neither Python nor
-# the hub's reads can hold (GET /nodes/{id}/tariff answered 422).
+# The days a version may start on. Anything else is a typing error (a probe set years 1
+# and 9999), and a day's end past year 9999 is beyond Python's dates.
 EARLIEST_VALID_FROM = date(2000, 1, 1)
 LATEST_VALID_FROM = date(2099, 12, 31)
 
