@@ -132,7 +132,7 @@ def record_inventory(
     content = inventory.content()
     # Equal content: only a newer report moves the times forward.
     if current is not None and (
-        current[0] >= inventory.ts if current[1] == content else _late_copy(cur, inventory)
+        current[0] >= inventory.ts if current[1] == content else _late_copy(cur, inventory, content)
     ):
         return 0
     changed = changes(None if current is None else current[1], content)
@@ -163,7 +163,7 @@ def record_inventory(
     return cur.rowcount
 
 
-def _late_copy(cur: psycopg.Cursor[Any], inventory: NodeInventory) -> bool:
+def _late_copy(cur: psycopg.Cursor[Any], inventory: NodeInventory, content: Any) -> bool:
     """Whether a report whose content is not the current one is a late copy of one sent
     before the current one: the history reaches its `ts` (a change recorded then or
     later by the node's clock) and says the node had this content at that `ts`.
@@ -191,4 +191,4 @@ def _late_copy(cur: psycopg.Cursor[Any], inventory: NodeInventory) -> bool:
     node's clock stands within that version's time again is ignored (as every report
     older than the current one was before)."""
     had = cur.execute(SELECT_HAD_AT, {"node_id": inventory.node_id, "ts": inventory.ts}).fetchone()
-    return had is not None and had[0] == inventory.content()
+    return had is not None and had[0] == content
