@@ -99,18 +99,15 @@ class TenantSync:
         report = SyncReport()
         with self.engine.connect() as conn:
             tenants = conn.execute(text("SELECT id, slug, timezone FROM tenants ORDER BY id")).all()
-            users = conn.execute(
+            tenant_users = conn.execute(
                 text(
-                    "SELECT email, tenant_id FROM users"
-                    " WHERE NOT disabled AND tenant_id IS NOT NULL ORDER BY email"
+                    "SELECT email, tenant_id, disabled FROM users"
+                    " WHERE tenant_id IS NOT NULL ORDER BY email"
                 )
             ).all()
-            tenant_emails = {
-                email.lower()
-                for (email,) in conn.execute(
-                    text("SELECT email FROM users WHERE tenant_id IS NOT NULL")
-                )
-            }
+        users = [(email, t) for email, t, disabled in tenant_users if not disabled]
+        # Disabled ones too: no way back in through another organization.
+        tenant_emails = {email.lower() for email, _, _ in tenant_users}
         api = self._api()
         orgs = {o["name"]: int(o["id"]) for o in api.organizations.list_organization()}
         wanted = {org_name(slug): (tenant_id, zone) for tenant_id, slug, zone in tenants}
