@@ -63,20 +63,21 @@ def view(conn: Connection, node_id: str) -> SafetyLockOut:
         if newest is not None and newest["id"] != reported.get("safety_lock_command_id")
         else None
     )
-    locking = pending is not None and bool(pending["params"].get("locked"))
+    # The hub's lock on its way (not an unlock).
+    locking = pending if pending is not None and pending["params"].get("locked") else None
     ahead = (
         conn.execute(
             text(_AHEAD_OF_LOCK),
             {
                 "node": node_id,
                 "control": CONTROL_TYPES,
-                "issued_at": pending["issued_at"],
-                "lock": pending["id"],
+                "issued_at": locking["issued_at"],
+                "lock": locking["id"],
             },
         )
         .scalars()
         .all()
-        if locking and pending is not None
+        if locking is not None
         else []
     )
     common = {
@@ -96,14 +97,14 @@ def view(conn: Connection, node_id: str) -> SafetyLockOut:
             since=reported["safety_locked_since"],
             **common,
         )
-    if locking and pending is not None:
-        params = pending["params"]
+    if locking is not None:
+        params = locking["params"]
         return SafetyLockOut(
             locked=True,
             source="remote",
             by=params["requested_by"],
             reason=params["reason"],
-            since=pending["issued_at"],
+            since=locking["issued_at"],
             **common,
         )
     return SafetyLockOut(locked=False, source=None, by=None, reason=None, since=None, **common)
