@@ -209,7 +209,7 @@ def effective(conn: Connection, node_id: str) -> dict[str, Any]:
     today = site_settings.local_today(site.timezone)
     timeline = site_settings.site_timeline(conn, site)
     # Each version lasts until the next one starts; the last, until further notice.
-    ends: list[date | None] = [*(v.valid_from for v in timeline[1:]), None][: len(timeline)]
+    ends: list[date | None] = [v.valid_from for v in timeline[1:]] + ([None] if timeline else [])
     return {
         "node_id": node_id,
         "timezone": site.timezone,
