@@ -12,7 +12,7 @@ from control_api.audit import RecordChange
 from control_api.errors import RateLimitedError, RefusedError, WrongCredentialsError
 from control_api.login_limits import LoginLimits
 from control_api.schemas import LoginIn, TotpSetupIn
-from control_api.tokens import TokenSubject
+from control_api.tokens import InvalidTokenError, TokenSubject, subject_of
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,16 @@ class Principal:
 
     def sees_tenant(self, tenant_id: int) -> bool:
         return self.is_admin or self.tenant_id == tenant_id
+
+
+def bearer_principal(conn: Connection, token: str, secret: str) -> Principal | None:
+    """The user a bearer token names, unless the token is invalid (expired, forged) or
+    names no current account (see `principal`)."""
+    try:
+        subject = subject_of(token, secret)
+    except InvalidTokenError:
+        return None
+    return principal(conn, subject)
 
 
 def principal(conn: Connection, subject: TokenSubject) -> Principal | None:

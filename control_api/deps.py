@@ -31,7 +31,6 @@ from control_api.dispatcher import CommandDispatcher
 from control_api.request_audit import RequestConnection, audit_change
 from control_api.schemas import NodeIdPath
 from control_api.site_push import SitePusher
-from control_api.tokens import InvalidTokenError, subject_of
 
 _bearer = OAuth2PasswordBearer(tokenUrl="/auth/login", auto_error=False)
 
@@ -120,11 +119,7 @@ def current_user(
     )
     if not token:
         raise unauthorized
-    try:
-        subject = subject_of(token, settings.jwt_secret.get_secret_value())
-    except InvalidTokenError as exc:
-        raise unauthorized from exc
-    principal = auth.principal(conn, subject)
+    principal = auth.bearer_principal(conn, token, settings.jwt_secret.get_secret_value())
     if principal is None:
         raise unauthorized
     request.state.principal = principal
