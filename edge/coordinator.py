@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from contract.fields import BATTERY_SETPOINT_W, DECISION, MODE, REASON, TARGET_SOC_PERCENT
 from contract.site_control import SELF_CONSUMPTION_MODE
 from contract.text import STORABLE
-from edge.json_reply import declared_length, reply_json
+from edge.json_reply import RequestRefusedError, read_body, reply_json
 from edge.loopback import names_loopback
 
 log = logging.getLogger(__name__)
@@ -127,12 +127,6 @@ def decision_json(current: tuple[Decision, datetime] | None) -> dict[str, Any] |
     return {**decision.model_dump(exclude={"valid_for_s"}), "expires_at": expires_at.isoformat()}
 
 
-class RequestError(Exception):
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-
-
 def _validation_reason(exc: ValidationError) -> str:
     parts = []
     for error in exc.errors(include_url=False)[:3]:
@@ -182,7 +176,7 @@ class CoordinatorServer:
                     return
                 try:
                     decision = Decision.model_validate_json(outer._body(self))
-                except RequestError as exc:
+                except RequestRefusedError as exc:
                     reply_json(self, exc.status, {"error": str(exc)})
                     return
                 except ValidationError as exc:
@@ -229,16 +223,8 @@ class CoordinatorServer:
     def _body(handler: BaseHTTPRequestHandler) -> bytes:
         content_type = handler.headers.get("Content-Type", "")
         if content_type.split(";")[0].strip().lower() != "application/json":
-            raise RequestError(415, "send the decision as Content-Type: application/json")
-        length = declared_length(handler)
-        if length is None:
-            raise RequestError(411, "a Content-Length is required")
-        if length > MAX_BODY_BYTES:
-            raise RequestError(413, f"the body is over {MAX_BODY_BYTES} bytes")
-        try:
-            return handler.rfile.read(length)
-        except TimeoutError as exc:
-            raise RequestError(400, "the body did not arrive in time") from exc
+            raise RequestRefusedError(415, "send the decision as Content-Type: application/json")
+        return read_body(handler, MAX_BODY_BYTES)
 
     def start(self) -> None:
         self._thread.start()

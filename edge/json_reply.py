@@ -23,6 +23,14 @@ def reply_json(handler: BaseHTTPRequestHandler, status: int, body: Any) -> None:
     handler.wfile.write(data)
 
 
+class RequestRefusedError(Exception):
+    """A request answered `status` with this reason (`{"error": reason}`)."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
 def declared_length(handler: BaseHTTPRequestHandler) -> int | None:
     """The request's Content-Length, None when absent or not a decimal number. ASCII
     digits only: `str.isdigit` takes "²" too, which `int` then refuses (the connection
@@ -31,3 +39,17 @@ def declared_length(handler: BaseHTTPRequestHandler) -> int | None:
     if length is None or not (length.isascii() and length.isdigit()):
         return None
     return int(length)
+
+
+def read_body(handler: BaseHTTPRequestHandler, max_bytes: int) -> bytes:
+    """The request's body, of its declared length; RequestRefusedError (411, 413, 400) when
+    it declares none, more than `max_bytes`, or does not arrive in the handler's time."""
+    length = declared_length(handler)
+    if length is None:
+        raise RequestRefusedError(411, "a Content-Length is required")
+    if length > max_bytes:
+        raise RequestRefusedError(413, f"the body is over {max_bytes} bytes")
+    try:
+        return handler.rfile.read(length)
+    except TimeoutError as exc:
+        raise RequestRefusedError(400, "the body did not arrive in time") from exc

@@ -34,7 +34,7 @@ from prometheus_client import (
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from contract.site_control import LockReason
-from edge.json_reply import declared_length, reply_json
+from edge.json_reply import RequestRefusedError, read_body, reply_json
 from edge.loopback import LOOPBACK_PEERS, names_loopback
 from edge.safety_lock import SafetyLock, SafetyLockError
 
@@ -50,21 +50,15 @@ class LockAction(BaseModel):
     reason: LockReason | None = None
 
 
-class ActionError(Exception):
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-
-
 def check_local(peer: str, headers: Message) -> None:
-    """ActionError unless the request comes from the Pi itself, as the page's own JSON
+    """RequestRefusedError unless the request comes from the Pi itself, as the page's own JSON
     request does (see the module's docstring)."""
     if peer not in LOOPBACK_PEERS:
-        raise ActionError(403, "the safety lock is set only on the Pi itself (127.0.0.1)")
+        raise RequestRefusedError(403, "the safety lock is set only on the Pi itself (127.0.0.1)")
     if not names_loopback(headers.get("Host", "")):
-        raise ActionError(403, "open the page as http://127.0.0.1 to set the safety lock")
+        raise RequestRefusedError(403, "open the page as http://127.0.0.1 to set the safety lock")
     if headers.get("Content-Type", "").split(";")[0].strip().lower() != "application/json":
-        raise ActionError(415, "send the action as Content-Type: application/json")
+        raise RequestRefusedError(415, "send the action as Content-Type: application/json")
 
 
 # Package data, read once at import: an installation without it fails at start, not
@@ -149,14 +143,14 @@ class StatusServer:
                     return
                 try:
                     check_local(self.client_address[0], self.headers)
-                    action = LockAction.model_validate_json(outer._body(self))
+                    action = LockAction.model_validate_json(read_body(self, MAX_ACTION_BYTES))
                     if action.locked:
                         if action.reason is None:
-                            raise ActionError(400, "a lock needs a reason")
+                            raise RequestRefusedError(400, "a lock needs a reason")
                         safety_lock.lock_locally(action.reason)
                     else:
                         safety_lock.unlock_locally()
-                except ActionError as exc:
+                except RequestRefusedError as exc:
                     reply_json(self, exc.status, {"error": str(exc)})
                 except ValidationError as exc:
                     reply_json(self, 400, {"error": exc.errors()[0]["msg"]})
@@ -182,18 +176,6 @@ class StatusServer:
         self.server = ThreadingHTTPServer((host, port), Handler)
         self.server.daemon_threads = True
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @staticmethod
-    def _body(handler: BaseHTTPRequestHandler) -> bytes:
-        length = declared_length(handler)
-        if length is None:
-            raise ActionError(411, "a Content-Length is required")
-        if length > MAX_ACTION_BYTES:
-            raise ActionError(413, f"the body is over {MAX_ACTION_BYTES} bytes")
-        try:
-            return handler.rfile.read(length)
-        except TimeoutError as exc:
-            raise ActionError(400, "the body did not arrive in time") from exc
 
     @staticmethod
     def _reply(handler: BaseHTTPRequestHandler, content_type: str, body: bytes) -> None:

@@ -19,8 +19,9 @@ from prometheus_client import CollectorRegistry
 from contract.commands import CommandType, SafetyLockParams
 from contract.site_control import LOCAL_BY_CONFIG, LOCAL_BY_PAGE
 from contract.telemetry import NODE_STATUS
+from edge.json_reply import RequestRefusedError
 from edge.safety_lock import STATE_NAME, SafetyLock, SafetyLockError
-from edge.status_page import ActionError, StatusServer, check_local
+from edge.status_page import StatusServer, check_local
 from tests.support.services import free_port
 
 T0 = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
@@ -237,7 +238,7 @@ def test_a_peer_on_the_lan_may_not_set_the_lock():
     headers["Host"] = "127.0.0.1:8080"
     headers["Content-Type"] = "application/json"
     check_local("127.0.0.1", headers)
-    with pytest.raises(ActionError, match="only on the Pi itself"):
+    with pytest.raises(RequestRefusedError, match="only on the Pi itself"):
         check_local("192.168.1.20", headers)
 
 
