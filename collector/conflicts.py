@@ -33,11 +33,11 @@ from collector.telemetry_row import (
     NODE_ID_INDEX,
     REPORTED,
     SEQ_INDEX,
-    TELEMETRY_COLUMNS,
     TS_INDEX,
+    as_sent,
     reported,
 )
-from contract.fields import wire_body
+from contract.fields import TS, wire_body
 
 # Seqs are checked against the rows stored for the last 7 days (an agent's buffer
 # replays up to a week). The newest chunks are uncompressed, where the (node_id, seq)
@@ -72,9 +72,7 @@ CROSS JOIN LATERAL (
     WHERE t.node_id = k.node_id AND t.ts = k.ts AND t.ts BETWEEN %s AND %s
     OFFSET 0
 ) t
-""".format(columns=", ".join(f"t.{f.column}" for f in REPORTED))
-
-_COLUMN_NAMES = tuple(name for name, _ in TELEMETRY_COLUMNS)
+""".format(columns=", ".join(f"t.{f.table_column}" for f in REPORTED))
 
 # Where a refused row is in `BatchRows.rows`, and why it is refused.
 Refusals = Mapping[int, tuple[Reason, str]]
@@ -94,8 +92,8 @@ class Conflict:
         if item.live:
             payload = item.payload
         else:
-            values = dict(zip(_COLUMN_NAMES, self.row, strict=True))
-            values["ts"] = self.row[TS_INDEX].isoformat()
+            values = as_sent(self.row)
+            values[TS.column] = self.row[TS_INDEX].isoformat()
             payload = json.dumps(wire_body(values), separators=(",", ":")).encode()
         seq = self.row[SEQ_INDEX]
         return DeadLetter(item.topic, item.node_id, self.reason, self.detail, payload, seq)

@@ -123,7 +123,9 @@ ON CONFLICT (node_id) DO UPDATE SET
         for f in LATEST
     ),
 )
-LATEST_INDEXES = tuple(TELEMETRY.index(f) for f in LATEST)
+# Where each in a telemetry row, and the scale to divide its stored integer by (node_status
+# keeps them as sent).
+LATEST_INDEXES = tuple((TELEMETRY.index(f), f.stored.scale if f.stored else 1) for f in LATEST)
 
 INSERT_EVENT = """
 INSERT INTO node_events (ts, node_id, tenant_id, state, source, detail)
@@ -430,7 +432,12 @@ class BatchWriter:
                         [s.last_seq for _, s in ordered],
                         [s.clock_drift_s for _, s in ordered],
                         [None if r is None else r[TS_INDEX] for r in newest],
-                        *([None if r is None else r[i] for r in newest] for i in LATEST_INDEXES),
+                        *(
+                            [None if r is None or r[i] is None else r[i] / scale for r in newest]
+                            if scale != 1
+                            else [None if r is None else r[i] for r in newest]
+                            for i, scale in LATEST_INDEXES
+                        ),
                     ],
                 )
             for item, tenant_id in statuses:

@@ -35,8 +35,10 @@ from contract.fields import (
 )
 from contract.telemetry import TelemetrySample
 
-# The columns of a telemetry row, in the order of the row and of the writer's COPY.
-TELEMETRY_COLUMNS = tuple((f.column, f.pg_type) for f in TELEMETRY)
+# The columns of a telemetry row, in the order of the row and of the writer's COPY. A
+# fixed-point field's value is already its stored integer in the row (FixedPoint), so
+# rows compare with what is stored (redeliveries, conflicts.py) as the database does.
+TELEMETRY_COLUMNS = tuple((f.table_column, f.table_type) for f in TELEMETRY)
 TS_INDEX, NODE_ID_INDEX, TENANT_ID_INDEX, SEQ_INDEX = (
     TELEMETRY.index(f) for f in (TS, NODE_ID, TENANT_ID, SEQ)
 )
@@ -75,6 +77,24 @@ def _read(field: TelemetryField, part_checked: bool = False) -> str:
     return value
 
 
+def _stored(field: TelemetryField, value: str) -> str:
+    """The expression of `value` (an expression) as stored in `telemetry`."""
+    if field.stored is None:
+        return value
+    return f"(None if (v := {value}) is None else round(v * {field.stored.scale}))"
+
+
+def as_sent(row: Sequence[Any]) -> dict[str, Any]:
+    """A telemetry row's values by field column in the units they are sent in (a
+    fixed-point integer divided by its scale): what `wire_body` nests into a sample."""
+    return {
+        field.column: value / field.stored.scale
+        if field.stored and field.stored.scale != 1 and value is not None
+        else value
+        for field, value in zip(TELEMETRY, row, strict=True)
+    }
+
+
 def _bind_parts(fields: Sequence[TelemetryField]) -> str:
     """Binds each part the fields read to a local of its name."""
     lines = []
@@ -101,7 +121,7 @@ _ARGUMENTS = (NODE_ID, RECEIVED_AT)
 def _row_source() -> str:
     # The tenant stays None until the writer has looked the node up.
     items = [
-        f.column if f in _ARGUMENTS else _read(f) if f.wire is not None else "None"
+        f.column if f in _ARGUMENTS else _stored(f, _read(f)) if f.wire is not None else "None"
         for f in TELEMETRY
     ]
     return (

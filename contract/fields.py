@@ -65,6 +65,13 @@ MAX_ENERGY_INTERVAL_S = 8 * 24 * 3600.0
 MAX_ENERGY_WH = MAX_POWER_W * MAX_ENERGY_INTERVAL_S / 3600
 
 
+# The continuous aggregates, finer first (each rolls up the one before it). They hold
+# integers (mWh, ms, 0.1 % of SOC, whole W) behind plain views named without `_fixed`
+# (`telemetry_5m`...), which show the aggregate columns below in their units; readers
+# read the views, a refresh names these (migration 0026).
+CONTINUOUS_AGGREGATES = ("telemetry_5m_fixed", "telemetry_1h_fixed", "telemetry_1d_fixed")
+
+
 class Rollup(StrEnum):
     """How an aggregate column is computed in `telemetry_5m` and rolled up into
     `telemetry_1h` and `telemetry_1d`."""
@@ -102,25 +109,51 @@ class Point(NamedTuple):
 
 
 @dataclass(frozen=True, slots=True)
+class FixedPoint:
+    """How a float field is stored in `telemetry`: as the integer of its resolution,
+    `round(value * scale)` (a float whose mantissa is full, such as 5.004 s or 3.459 Wh,
+    compresses to ~7 bytes; the same value in ms or mWh to 1-2: docs/benchmarks.md,
+    "Storage per site")."""
+
+    column: str  # its column in `telemetry`, named for its unit (`pv_mwh`, `solar_w`)
+    pg_type: str  # int4 or int8, as psycopg's binary COPY names it
+    scale: int  # stored units per `unit` (1000: Wh -> mWh)
+
+
+@dataclass(frozen=True, slots=True)
 class TelemetryField:
     """One field of a telemetry sample and of the tables it is stored in."""
 
-    column: str  # its column in `telemetry` and/or `optimizer_decisions`
+    # Its key wherever a sample is flat (the edge's readings, node_status), and its column
+    # in `optimizer_decisions` and in `telemetry` unless `stored` names another.
+    column: str
     wire: str | None  # dotted path in the MQTT sample; None: stamped by the collector
     wire_type: Any  # the type on the wire, with its bounds (pydantic)
-    pg_type: str  # the column's type, as psycopg's binary COPY names it
+    pg_type: str  # its type as sent, where it is stored so (psycopg's binary COPY names)
     unit: str  # "" for none
     source: str  # where its value comes from
     required: bool = True  # on the wire; an optional key may be absent or null
     sunspec: tuple[Point, ...] = ()  # the SunSpec points the edge reads it from
     aggregates: tuple[Aggregate, ...] = ()
+    stored: FixedPoint | None = None  # in `telemetry` as an integer (migration 0026)
+
+    @property
+    def table_column(self) -> str:
+        """Its column in `telemetry`."""
+        return self.stored.column if self.stored else self.column
+
+    @property
+    def table_type(self) -> str:
+        """Its type in `telemetry`, as psycopg's binary COPY names it."""
+        return self.stored.pg_type if self.stored else self.pg_type
 
     @property
     def checked_type(self) -> Any:
         """`wire_type` as a receiver validates it: an integer is also bounded to what its
         column's type holds (PG_INTEGER_RANGES), so a value the column cannot store is
         refused as implausible. The wire type's own bounds are applied after the
-        column's and override them: they must lie within the column's range."""
+        column's and override them: they must lie within the column's range. (A
+        fixed-point field's bounds are within its column's range: test_field_columns.)"""
         column_range = PG_INTEGER_RANGES.get(self.pg_type)
         if column_range is None or self.wire is None:
             return self.wire_type
@@ -219,6 +252,7 @@ BATTERY_VOLTAGE = TelemetryField(
     "SunSpec storage InBatV",
     required=False,
     sunspec=(Point(124, "InBatV"),),
+    stored=FixedPoint("battery_voltage_mv", "int4", 1000),
 )
 BATTERY_POWER_W = TelemetryField(
     "battery_power_w",
@@ -230,6 +264,8 @@ BATTERY_POWER_W = TelemetryField(
     required=False,
     sunspec=(Point(103, "W"), Point(101, "W")),
     aggregates=(MEAN,),
+    # Whole watts: what a meter's or an inverter's register resolves.
+    stored=FixedPoint("battery_w", "int4", 1),
 )
 SOLAR_POWER_W = TelemetryField(
     "solar_power_w",
@@ -240,6 +276,7 @@ SOLAR_POWER_W = TelemetryField(
     "the MPPT strings' DCW summed, else the inverter's DCW",
     sunspec=(Point(160, "DCW"), Point(103, "DCW"), Point(101, "DCW")),
     aggregates=(MEAN,),
+    stored=FixedPoint("solar_w", "int4", 1),
 )
 GRID_POWER_W = TelemetryField(
     "grid_power_w",
@@ -251,6 +288,7 @@ GRID_POWER_W = TelemetryField(
     required=False,
     sunspec=(Point(201, "W"), Point(202, "W"), Point(203, "W"), Point(204, "W")),
     aggregates=(MEAN,),
+    stored=FixedPoint("grid_w", "int4", 1),
 )
 LOAD_POWER_W = TelemetryField(
     "load_power_w",
@@ -261,6 +299,7 @@ LOAD_POWER_W = TelemetryField(
     "derived: inverter AC power plus grid power, floored at 0 by the agent",
     sunspec=(Point(103, "W"), Point(101, "W")),
     aggregates=(MEAN,),
+    stored=FixedPoint("load_w", "int4", 1),
 )
 GRID_PRICE = TelemetryField(
     "grid_price",
@@ -332,6 +371,7 @@ INTERVAL_S = TelemetryField(
     "float8",
     "s",
     "the agent: time since the sample before it, which its energies span",
+    stored=FixedPoint("interval_ms", "int4", 1000),
 )
 COVERED_S = TelemetryField(
     "covered_s",
@@ -342,6 +382,7 @@ COVERED_S = TelemetryField(
     "the agent: the part of interval_s the site was observed over (0 after a gap"
     " longer than a few poll intervals); at most interval_s",
     aggregates=(COVERAGE,),
+    stored=FixedPoint("covered_ms", "int4", 1000),
 )
 
 
@@ -355,6 +396,8 @@ def _energy(column: str, wire: str, source: str, aggregate: Aggregate) -> Teleme
         source,
         required=False,
         aggregates=(aggregate,),
+        # mWh: edge/energy_meter.py rounds energies to 3 decimals of a Wh.
+        stored=FixedPoint(f"{column.removesuffix('_wh')}_mwh", "int8", 1000),
     )
 
 
@@ -469,6 +512,11 @@ TELEMETRY = (
     *ENERGIES,
     *GAP_ENERGIES,
 )
+# Before migration 0026 `telemetry` stored the fixed-point fields as sent (float8), in
+# columns of their own name: they stay, NULL in rows written since, and the aggregates
+# read them for the rows written before it until raw retention has dropped those rows.
+LEGACY_COLUMNS = tuple(f.column for f in TELEMETRY if f.stored)
+
 # What `node_status` keeps of each node's newest sample (its `latest_ts` beside): the
 # values "now" panels show (migration 0015).
 LATEST = (SOC_PERCENT, BATTERY_POWER_W, SOLAR_POWER_W, GRID_POWER_W, LOAD_POWER_W, GRID_MODE)

@@ -30,9 +30,11 @@ def test_valid_sample_is_accepted_as_live_as_its_telemetry_row():
     ts = NOW - timedelta(seconds=2)
     out = _decode(sample("n1", 3, ts))
     mode = "SELF_CONSUMPTION"
-    energy = [5.0, 5.0, 2.08, 0.28, 0.0, 1.94, 0.42, 0.0, 0.0, 0.0, 0.0]
-    row = [ts, "n1", None, 3, 53.0, 52.1, -300.0, 1500.0, 200.0, 1400.0, 0.55, mode, NOW, *energy]
+    # Fixed-point fields as their integers: mV, whole W, ms and mWh.
+    energy = [5000, 5000, 2080, 280, 0, 1940, 420, 0, 0, 0, 0]
+    row = [ts, "n1", None, 3, 53.0, 52100, -300, 1500, 200, 1400, 0.55, mode, NOW, *energy]
     assert out.rows == [row]
+    assert all(type(v) is int for v in row[5:10] + row[13:])
     assert len(row) == len(TELEMETRY_COLUMNS)
     assert [dict(zip(DECISION_SIGHTING_COLUMNS, d, strict=True)) for d in out.decisions] == [
         {
@@ -64,22 +66,31 @@ def test_optional_parts_absent_are_null_in_the_row():
             "tenant_id": None,
             "seq": 1,
             "soc_percent": 51.0,
-            "battery_voltage": None,
-            "battery_power_w": None,
-            "solar_power_w": 1500.0,
-            "grid_power_w": None,
-            "load_power_w": None,
+            "battery_voltage_mv": None,
+            "battery_w": None,
+            "solar_w": 1500,
+            "grid_w": None,
+            "load_w": None,
             "grid_price": 0.55,
             "grid_mode": "SELF_CONSUMPTION",
             "received_at": NOW,
             **dict.fromkeys(
-                ("interval_s", "covered_s", "pv_wh", "grid_import_wh", "grid_export_wh"), None
+                ("interval_ms", "covered_ms", "pv_mwh", "grid_import_mwh", "grid_export_mwh"), None
             ),
-            **dict.fromkeys(("load_wh", "battery_charge_wh", "battery_discharge_wh"), None),
-            **dict.fromkeys(("gap_pv_wh", "gap_grid_import_wh", "gap_grid_export_wh"), None),
+            **dict.fromkeys(("load_mwh", "battery_charge_mwh", "battery_discharge_mwh"), None),
+            **dict.fromkeys(("gap_pv_mwh", "gap_grid_import_mwh", "gap_grid_export_mwh"), None),
         }
     ]
     assert out.decisions == []
+
+
+def test_a_value_finer_than_its_stored_resolution_is_rounded_to_it():
+    """Energies to the mWh, powers to the watt, as edge/energy_meter.py counts them."""
+    body = sample("n1", 1, NOW, energy={"interval_s": 5.0004, "covered_s": 5.0, "pv_wh": 1.2346})
+    body["solar"]["power_w"] = 1499.6
+    [row] = _decode(body).rows
+    values = dict(zip((c for c, _ in TELEMETRY_COLUMNS), row, strict=True))
+    assert (values["interval_ms"], values["pv_mwh"], values["solar_w"]) == (5000, 1235, 1500)
 
 
 def test_an_energy_part_that_disagrees_with_its_interval_is_implausible():

@@ -38,8 +38,8 @@ def test_sample_arrives_with_every_field(database, broker, collector_factory):
     wait_rows(database, 1, "SELECT count(*) FROM telemetry WHERE node_id = %s", (node.id,))
     with database.connect() as conn:
         row = conn.execute(
-            "SELECT ts, tenant_id, seq, soc_percent, battery_voltage, battery_power_w,"
-            " solar_power_w, grid_power_w, load_power_w, grid_price, grid_mode, received_at"
+            "SELECT ts, tenant_id, seq, soc_percent, battery_voltage_mv, battery_w,"
+            " solar_w, grid_w, load_w, grid_price, grid_mode, received_at"
             " FROM telemetry WHERE node_id = %s",
             (node.id,),
         ).fetchone()
@@ -57,11 +57,11 @@ def test_sample_arrives_with_every_field(database, broker, collector_factory):
         tenant,
         7,
         57.0,
-        52.1,
-        -300.0,
-        1500.0,
-        200.0,
-        1400.0,
+        52100,  # mV
+        -300,  # whole watts
+        1500,
+        200,
+        1400,
         0.55,
         "SELF_CONSUMPTION",
     )

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import UTC, datetime
+from typing import Any
 
-from collector.telemetry_row import DECISION_SIGHTING_COLUMNS, decision, telemetry_row
+from collector.telemetry_row import DECISION_SIGHTING_COLUMNS, as_sent, decision, telemetry_row
 from contract.fields import FIELDS, TELEMETRY, wire_body
 from contract.telemetry import TELEMETRY_SAMPLE
 from edge.inverter import Reading
@@ -17,7 +18,7 @@ from edge.registers import sunspec_map
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
 # A value for every field on the wire, keyed by column.
-VALUES = {
+VALUES: dict[str, Any] = {
     "ts": NOW,
     "node_id": "n1",
     "seq": 7,
@@ -54,8 +55,17 @@ def test_every_field_on_the_wire_goes_from_the_edges_body_to_its_column():
     assert set(VALUES) == {f.column for f in FIELDS if f.wire is not None}
     sample = TELEMETRY_SAMPLE.validate_python(wire_body(VALUES))
     row = telemetry_row(sample, "n1", NOW)
-    assert dict(zip((f.column for f in TELEMETRY), row, strict=True)) == {
+    assert as_sent(row) == {
         f.column: NOW if f.column == "received_at" else VALUES.get(f.column) for f in TELEMETRY
+    }
+    # Stored: fixed-point fields as the integers of their resolution.
+    assert dict(zip((f.table_column for f in TELEMETRY), row, strict=True)) == {
+        f.table_column: round(VALUES[f.column] * f.stored.scale)
+        if f.stored
+        else NOW
+        if f.column == "received_at"
+        else VALUES.get(f.column)
+        for f in TELEMETRY
     }
     sighting = decision(sample)
     assert sighting is not None

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from contract.fields import CONTINUOUS_AGGREGATES as AGGREGATES
 from tests.support.services import Database
 
-# Finer first: each rolls up the one before it.
-AGGREGATES = ("telemetry_5m", "telemetry_1h", "telemetry_1d")
+# Before migration 0026 the aggregates were these (now views over the ones above).
+AGGREGATES_BEFORE_0026 = ("telemetry_5m", "telemetry_1h", "telemetry_1d")
 
 
 def materialize(

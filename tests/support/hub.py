@@ -14,6 +14,7 @@ from pathlib import Path
 
 from sqlalchemy import create_engine
 
+from contract.fields import CONTINUOUS_AGGREGATES
 from control_api import audit
 from tests.support.fleet import Node, create_tenant, enroll, unique
 from tests.support.services import REPO, Broker, Database
@@ -76,7 +77,7 @@ def fill_hub(db: Database, broker: Broker) -> Hub:
                 " expires_at) VALUES (%s, %s, %s, 'RESTART_AGENT', '{}', 'succeeded', %s, %s)",
                 (unique("cmd"), node.id, node.tenant_id, start, start + timedelta(minutes=5)),
             )
-        for view in ("telemetry_5m", "telemetry_1h", "telemetry_1d"):
+        for view in CONTINUOUS_AGGREGATES:
             conn.execute(f"CALL refresh_continuous_aggregate('{view}', NULL, NULL)")
         # Older days compressed, the last ones not: the backup holds both kinds of chunk.
         conn.execute(

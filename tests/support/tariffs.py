@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
+from contract.fields import TELEMETRY
 from contract.tariff import TariffVersion
 
 # A sample's columns as the tests give them, energy part included (contract/fields.py).
@@ -35,15 +36,30 @@ SAMPLE_COLUMNS = (
     ("gap_grid_import_wh", "float8"),
     ("gap_grid_export_wh", "float8"),
 )
+# Stored as the collector stores them: fixed-point fields as their integers (FixedPoint);
+# before migration 0026, all as sent.
+_FIELDS = {f.column: f for f in TELEMETRY}
 INSERT_SAMPLES = (
+    f"INSERT INTO telemetry ({', '.join(_FIELDS[c].table_column for c, _ in SAMPLE_COLUMNS)})"
+    " SELECT "
+    + ", ".join(
+        f"round({c} * {stored.scale})" if (stored := _FIELDS[c].stored) else c
+        for c, _ in SAMPLE_COLUMNS
+    )
+    + f" FROM unnest({', '.join(f'%s::{t}[]' for _, t in SAMPLE_COLUMNS)})"
+    + f" AS u({', '.join(c for c, _ in SAMPLE_COLUMNS)})"
+)
+INSERT_SAMPLES_BEFORE_0026 = (
     f"INSERT INTO telemetry ({', '.join(c for c, _ in SAMPLE_COLUMNS)})"
     f" SELECT * FROM unnest({', '.join(f'%s::{t}[]' for _, t in SAMPLE_COLUMNS)})"
 )
 
 
-def insert_samples(conn: Any, rows: Sequence[tuple[Any, ...]]) -> None:
-    """Rows of SAMPLE_COLUMNS, in that order."""
-    conn.execute(INSERT_SAMPLES, [list(col) for col in zip(*rows, strict=True)])
+def insert_samples(conn: Any, rows: Sequence[tuple[Any, ...]], *, fixed_point: bool = True) -> None:
+    """Rows of SAMPLE_COLUMNS, in that order (`fixed_point` False: into a schema before
+    migration 0026)."""
+    statement = INSERT_SAMPLES if fixed_point else INSERT_SAMPLES_BEFORE_0026
+    conn.execute(statement, [list(col) for col in zip(*rows, strict=True)])
 
 
 def sample_row(

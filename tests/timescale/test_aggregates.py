@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from contract.fields import CONTINUOUS_AGGREGATES
 from tests.support.aggregates import materialize
 from tests.support.fleet import create_node, create_tenant
 from tests.support.tariffs import flat_tariff, insert_samples, insert_tariff, sample_row
@@ -15,6 +16,8 @@ pytestmark = pytest.mark.integration
 
 # Night 0.80, day (12:00-24:00) 0.40; export always 0.10.
 DAY_PERIOD = {"name": "day", "from_hour": 12, "to_hour": 24, "price": 0.40}
+# kWh: each sample's energy is stored to the mWh (migration 0026), as the agent counts it.
+HALF_MWH = 0.5e-6
 
 
 def _day_start(days_ago: int) -> datetime:
@@ -52,7 +55,7 @@ def _insert_minutes(conn, node_id, tenant, start, minutes, keep=lambda ts: True)
 
 def refresh_all(conn):
     """Runs the three refresh policies in hierarchy order, as the scheduler would."""
-    for view in ("telemetry_5m", "telemetry_1h", "telemetry_1d"):
+    for view in CONTINUOUS_AGGREGATES:
         (job,) = conn.execute(
             "SELECT job_id FROM timescaledb_information.jobs"
             " WHERE proc_name = 'policy_refresh_continuous_aggregate' AND hypertable_name = %s",
@@ -92,11 +95,13 @@ def test_daily_energy_and_money_match_a_hand_computed_day(database):
     # PV 3 kW x 12 h; import 1 kW x 12 h; export 1.5 kW x 12 h; load 1 kW x 24 h;
     # battery charged 0.5 kW x 12 h; every second of the day observed.
     assert got[0] == 1440
-    assert got[1:] == pytest.approx((60.0, 40.0, 80.0, 86400, 36, 12, 18, 24, 6, 0), abs=1e-9)
+    assert got[1:] == pytest.approx(
+        (60.0, 40.0, 80.0, 86400, 36, 12, 18, 24, 6, 0), abs=1440 * HALF_MWH
+    )
     # Import 12 kWh at 0.80 = 9.60; export 18 kWh at 0.10 = 1.80; grid-only: 12 kWh at
     # 0.80 + 12 kWh at 0.40 = 14.40; savings 14.40 - (9.60 - 1.80) = 6.60.
     assert money[0] == 24
-    assert money[1:5] == pytest.approx((9.6, 1.8, 14.4, 6.6), abs=1e-9)
+    assert money[1:5] == pytest.approx((9.6, 1.8, 14.4, 6.6), abs=1440 * HALF_MWH)
     assert money[5:] == (1.0, "PLN")
 
 
@@ -143,11 +148,16 @@ def test_energy_counts_what_samples_cover_not_how_many_there_are(database):
             "SELECT coverage FROM energy_1h WHERE node_id = %s", (node,)
         ).fetchone()
     assert fine == [
-        (12, 60.0, pytest.approx(1000 * 60 / 3600 / 1000), 1000.0),
+        (12, 60.0, pytest.approx(1000 * 60 / 3600 / 1000, abs=12 * HALF_MWH), 1000.0),
         (1, 0.0, 0.0, 4000.0),
     ]
     # The hour's mean power is the samples' mean (13 samples), not the buckets' (2500).
-    assert coarse == (13, 60.0, pytest.approx(1 / 60), pytest.approx((12 * 1000 + 4000) / 13))
+    assert coarse == (
+        13,
+        60.0,
+        pytest.approx(1 / 60, abs=12 * HALF_MWH),
+        pytest.approx((12 * 1000 + 4000) / 13, abs=0.5),  # whole watts
+    )
     assert coverage == pytest.approx(60 / 3600)
 
 
@@ -201,11 +211,11 @@ def test_compressed_aggregates_hold_the_same_figures(database):
     with database.connect() as conn:
         insert_tariff(conn, tenant, flat_tariff(day.date(), 0.80, 0.10, periods=[DAY_PERIOD]))
         _insert_minutes(conn, node, tenant, day, 24 * 60)
-    materialize(database, day, day + timedelta(days=1), ("telemetry_5m", "telemetry_1h"))
+    materialize(database, day, day + timedelta(days=1), CONTINUOUS_AGGREGATES[:2])
     with database.connect() as conn:
         conn.autocommit = True
         before = _money(conn, node, day)
-        for view in ("telemetry_5m", "telemetry_1h"):
+        for view in CONTINUOUS_AGGREGATES[:2]:
             (job,) = conn.execute(
                 "SELECT job_id FROM timescaledb_information.jobs"
                 " WHERE proc_name = 'policy_compression' AND hypertable_name = %s",
@@ -217,11 +227,11 @@ def test_compressed_aggregates_hold_the_same_figures(database):
             " JOIN timescaledb_information.continuous_aggregates a"
             "   ON a.materialization_hypertable_name = c.hypertable_name"
             " WHERE c.range_start <= %s AND c.range_end > %s"
-            " AND a.view_name IN ('telemetry_5m', 'telemetry_1h')"
+            " AND a.view_name = ANY (%s)"
             " GROUP BY 1 ORDER BY 1",
-            (day, day),
+            (day, day, list(CONTINUOUS_AGGREGATES[:2])),
         ).fetchall()
         after = _money(conn, node, day)
-    assert compressed == [("telemetry_1h", True), ("telemetry_5m", True)]
+    assert compressed == [("telemetry_1h_fixed", True), ("telemetry_5m_fixed", True)]
     assert after == before
-    assert before[1:5] == pytest.approx((9.6, 1.8, 14.4, 6.6), abs=1e-9)
+    assert before[1:5] == pytest.approx((9.6, 1.8, 14.4, 6.6), abs=1440 * HALF_MWH)

@@ -4,8 +4,9 @@ the migrations are frozen snapshots, so this is where the two are held together.
 from __future__ import annotations
 
 import pytest
+from annotated_types import Ge, Le
 
-from contract.fields import DECISIONS, TELEMETRY, Rollup
+from contract.fields import DECISIONS, LEGACY_COLUMNS, PG_INTEGER_RANGES, TELEMETRY, Rollup
 
 pytestmark = pytest.mark.integration
 
@@ -21,6 +22,7 @@ AGGREGATES = ("telemetry_5m", "telemetry_1h", "telemetry_1d")
 TYPE_NAMES = {
     "timestamptz": "timestamp with time zone",
     "text": "text",
+    "int4": "integer",
     "int8": "bigint",
     "float8": "double precision",
 }
@@ -49,10 +51,24 @@ def _aggregate_columns() -> list[tuple[str, str]]:
 
 
 @pytest.mark.parametrize("schema", ["public", "tenant_view"])
-def test_telemetry_has_the_tables_columns_in_order(database, schema):
-    assert _columns(database, f"{schema}.telemetry") == [
-        (f.column, TYPE_NAMES[f.pg_type]) for f in TELEMETRY
-    ]
+def test_telemetry_has_the_tables_columns(database, schema):
+    # The writer names its columns; fixed-point ones were added after the others.
+    assert sorted(_columns(database, f"{schema}.telemetry")) == sorted(
+        [(f.table_column, TYPE_NAMES[f.table_type]) for f in TELEMETRY]
+        + [(legacy, "double precision") for legacy in LEGACY_COLUMNS]
+    )
+
+
+@pytest.mark.parametrize("field", [f for f in TELEMETRY if f.stored], ids=lambda f: f.column)
+def test_a_fixed_point_fields_bounds_fit_its_integer_column(field):
+    """A value the wire type lets through is stored without overflow."""
+    assert field.stored is not None
+    lowest, highest = PG_INTEGER_RANGES[field.stored.pg_type]
+    constraints = [m for info in field.wire_type.__metadata__ for m in info.metadata]
+    ge = next(c.ge for c in constraints if isinstance(c, Ge))
+    le = next(c.le for c in constraints if isinstance(c, Le))
+    assert lowest <= round(ge * field.stored.scale)
+    assert round(le * field.stored.scale) <= highest
 
 
 @pytest.mark.parametrize("schema", ["public", "tenant_view"])

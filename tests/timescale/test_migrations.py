@@ -128,12 +128,13 @@ def test_upgrading_across_0013_keeps_every_figure(fresh_database):
                     " FROM telemetry_1d GROUP BY 1")  # fmt: skip
     [(day, *energies)] = new
     assert day == (today - timedelta(days=20)).date()
-    assert energies == pytest.approx([28.8, 4.8, 24.0])
+    # Stored in mWh (migration 0026): each 5-minute bucket's estimate to half a mWh.
+    assert energies == pytest.approx([28.8, 4.8, 24.0], abs=288 * 0.5e-6)
     # The legacy tariff prices the old day's energy as the agents' prices did: 4.8 kWh
     # export at 0.55 or, 17:00-21:00 UTC, 0.85 (export then paid the import price).
     assert _count(db, "SELECT count(savings) FROM energy_1h") == 24
     revenue = _count(db, "SELECT sum(export_revenue) FROM energy_1h")
-    assert revenue == pytest.approx(0.2 * (20 * 0.55 + 4 * 0.85))
+    assert revenue == pytest.approx(0.2 * (20 * 0.55 + 4 * 0.85), abs=1e-4)
 
     create_tenant(db)  # created since: no tariff until an admin sets one
     command.stamp(alembic_config(db), "0011")

@@ -24,19 +24,19 @@ def test_retention_and_compression_jobs(database):
     tenant = create_tenant(database)
     node = create_node(database, tenant)
     now = datetime.now(UTC)
-    ages_days = (45, 35, 20, 10, 1)
+    ages = [timedelta(days=days) for days in (45, 35, 20, 10, 1)] + [timedelta(hours=2)]
     with database.connect() as conn:
-        for seq, age in enumerate(ages_days):
+        for seq, age in enumerate(ages):
             conn.execute(
                 "INSERT INTO telemetry (ts, node_id, tenant_id, seq, soc_percent)"
                 " VALUES (%s, %s, %s, %s, 50)",
-                (now - timedelta(days=age), node, tenant, seq),
+                (now - age, node, tenant, seq),
             )
-        for age in (20, 1):
+        for days in (20, 1):
             conn.execute(
                 "INSERT INTO dead_letters (received_at, topic, node_id, reason, detail, payload)"
                 " VALUES (%s, 'nodes/x/telemetry', %s, 'invalid_json', 'test', 'x')",
-                (now - timedelta(days=age), node),
+                (now - timedelta(days=days), node),
             )
 
         conn.execute(f"CALL run_job({_job(conn, 'policy_retention', 'telemetry')})")
@@ -58,17 +58,18 @@ def test_retention_and_compression_jobs(database):
                 " FROM timescaledb_information.chunks c"
                 " WHERE c.hypertable_name = 'telemetry' AND c.range_end <= %s"
                 " GROUP BY 1",
-                (now - timedelta(days=1), now),
+                (now - timedelta(hours=6), now),
             ).fetchall()
         )
         recent_chunk_compressed = conn.execute(
             "SELECT is_compressed FROM timescaledb_information.chunks"
             " WHERE hypertable_name = 'telemetry' AND range_start <= %s AND range_end > %s",
-            (now - timedelta(days=1), now - timedelta(days=1)),
+            (now - timedelta(hours=2), now - timedelta(hours=2)),
         ).fetchone()[0]
-    assert kept == [2, 3, 4]  # 45 and 35 days old: dropped; 20, 10 and 1: kept
+    assert kept == [2, 3, 4, 5]  # 45 and 35 days old: dropped; 20, 10, 1 day, 2 h: kept
     assert dead == 1
-    assert compressed[False] is True  # every chunk older than a day is compressed
+    # Every chunk (6 hours, migration 0026) older than 6 hours is compressed.
+    assert compressed[False] is True
     assert recent_chunk_compressed is False
     # Compressed rows stay readable; segmented by node, ordered by time, then seq.
     with database.connect() as conn:

@@ -9,8 +9,9 @@ from zoneinfo import ZoneInfo
 import psycopg
 import pytest
 
+from contract.fields import CONTINUOUS_AGGREGATES
 from tests.grafana.test_money_days import REFRESH_JOB
-from tests.support.aggregates import materialize
+from tests.support.aggregates import AGGREGATES_BEFORE_0026, materialize
 from tests.support.fleet import create_node, create_tenant
 from tests.support.services import downgrade, empty_database, migrate
 from tests.support.tariffs import (
@@ -103,7 +104,7 @@ def test_a_version_from_a_day_whose_midnight_comes_twice_starts_at_the_first(dat
         database,
         first - timedelta(hours=1),
         first + timedelta(hours=2),
-        ("telemetry_5m", "telemetry_1h"),
+        CONTINUOUS_AGGREGATES[:2],
     )
     with database.connect() as conn:
         hours = conn.execute(
@@ -148,8 +149,8 @@ def test_upgrade_prices_again_the_days_of_a_version_that_started_an_hour_late():
                 # only the 10 days before it.
                 for h in (*range(96), 30 * 24)
             ]  # fmt: skip
-            insert_samples(conn, rows)
-        materialize(db, start, start + timedelta(days=31))
+            insert_samples(conn, rows, fixed_point=False)
+        materialize(db, start, start + timedelta(days=31), AGGREGATES_BEFORE_0026)
 
         def day_cost() -> list[tuple[object, ...]]:
             with db.connect() as conn:
@@ -198,7 +199,7 @@ def test_history_from_before_a_site_moved_stays_its_old_tenants(database):
         insert_samples(conn, [row])
         conn.execute("UPDATE nodes SET tenant_id = %s WHERE id = %s", (tenant_b, node))
     # Other tests' refreshes may have moved the watermark past that hour.
-    materialize(database, hour, hour + timedelta(hours=1), ("telemetry_5m", "telemetry_1h"))
+    materialize(database, hour, hour + timedelta(hours=1), CONTINUOUS_AGGREGATES[:2])
     with database.connect() as conn:
         rows = conn.execute(
             "SELECT tenant_id, timezone, currency, import_price, import_cost FROM energy_1h"

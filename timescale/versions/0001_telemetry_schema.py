@@ -16,6 +16,8 @@ Create Date: 2026-11-28
 
 from alembic import op
 
+from timescale.earlier_migration import on_aggregates
+
 revision = "0001"
 down_revision = None
 branch_labels = None
@@ -294,7 +296,8 @@ def _missing_aggregates() -> list[str]:
 
 def upgrade() -> None:
     _run(RELATIONAL + HYPERTABLES)
-    _run(_missing_aggregates() + POLICIES + _tenant_views())
+    cursor = op.get_bind().connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    _run(_missing_aggregates() + on_aggregates(cursor, POLICIES) + _tenant_views())
 
 
 def downgrade() -> None:

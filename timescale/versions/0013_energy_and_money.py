@@ -36,6 +36,8 @@ from types import ModuleType
 
 from alembic import op
 
+from timescale.earlier_migration import on_aggregates
+
 revision = "0013"
 down_revision = "0012"
 branch_labels = None
@@ -337,7 +339,7 @@ def upgrade() -> None:
         TELEMETRY_5M,
         _rollup("telemetry_1h", "telemetry_5m", "1 hour"),
         _rollup("telemetry_1d", "telemetry_1h", "1 day"),
-        *POLICIES,
+        *on_aggregates(op.get_bind().connection.dbapi_connection.cursor(), POLICIES),  # type: ignore[union-attr]
         SITE_ZONES,
         SITE_TARIFFS,
         _energy_view("energy_5m", "telemetry_5m", 300),

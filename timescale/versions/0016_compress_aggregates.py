@@ -15,6 +15,8 @@ Create Date: 2026-11-30
 
 from alembic import op
 
+from timescale.earlier_migration import on_aggregates
+
 revision = "0016"
 down_revision = "0015"
 branch_labels = None
@@ -28,18 +30,21 @@ CHUNK_INTERVALS = {"telemetry_1h": "30 days", "telemetry_1d": "365 days"}
 
 
 def upgrade() -> None:
-    for view, interval in CHUNK_INTERVALS.items():
-        op.execute(f"SELECT set_chunk_time_interval('{view}', INTERVAL '{interval}')")
+    statements = [
+        f"SELECT set_chunk_time_interval('{view}', INTERVAL '{interval}')"
+        for view, interval in CHUNK_INTERVALS.items()
+    ]
     for view, after in COMPRESS_AFTER.items():
-        op.execute(
+        statements += [
             f"ALTER MATERIALIZED VIEW {view} SET (timescaledb.compress = true,"
             " timescaledb.compress_segmentby = 'node_id',"
-            " timescaledb.compress_orderby = 'bucket')"
-        )
-        op.execute(
+            " timescaledb.compress_orderby = 'bucket')",
             f"SELECT add_compression_policy('{view}', compress_after => INTERVAL '{after}',"
-            " if_not_exists => true)"
-        )
+            " if_not_exists => true)",
+        ]
+    cursor = op.get_bind().connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    for statement in on_aggregates(cursor, statements):
+        op.execute(statement)
 
 
 def downgrade() -> None:
