@@ -10,8 +10,8 @@
    (PGlite) at a reduced scale: tests/benchmarks/synthetic_fleet.py says what the fleet
    looks like. One sample per site every 5 minutes: the aggregates then hold as many rows
    as with real 5-second data (the raw table 1/60 of it).
-2. Materializes telemetry_5m, then _1h, then _1d over the whole range (in windows of
-   `--refresh-days`; the newest buckets are left to real-time aggregation, as the
+2. Materializes telemetry_5m_fixed, then _1h_fixed, then _1d_fixed over the whole range
+   (in windows of `--refresh-days`; the newest buckets are left to real-time aggregation, as the
    refresh policies leave them), runs the compression policy's job on telemetry and
    the job pricing local days into money_1d, ANALYZE; prints the times and the sizes
    (bytes per site and per row).
@@ -45,6 +45,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from contract.fields import CONTINUOUS_AGGREGATES
 from tests.benchmarks.synthetic_fleet import (
     Fleet,
     Scale,
@@ -70,10 +71,12 @@ RANGES = {
 }
 ANY_RANGE = "any"
 # Aggregates in refresh order, each with the lag its refresh policy leaves to real time.
-AGGREGATES = (
-    ("telemetry_5m", timedelta(minutes=5)),
-    ("telemetry_1h", timedelta(hours=1)),
-    ("telemetry_1d", timedelta(days=1)),
+AGGREGATES = tuple(
+    zip(
+        CONTINUOUS_AGGREGATES,
+        (timedelta(minutes=5), timedelta(hours=1), timedelta(days=1)),
+        strict=True,
+    )
 )
 FULL_SCALE = Scale(tenants=10, sites=1000, days=90)
 # What the embedded server (PGlite: one single-threaded WASM backend, in memory) fills,

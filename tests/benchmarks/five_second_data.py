@@ -1,5 +1,6 @@
 """Realistic 5-second telemetry of a home energy site, as the collector stores it: one
-`telemetry` row (collector/telemetry_row.py TELEMETRY_COLUMNS) per poll, with the noise
+`telemetry` row (collector/telemetry_row.py TELEMETRY_COLUMNS, fixed-point fields as
+their integers) per poll, with the noise
 and resolution real devices give, since compression ratios depend on exactly that
 (a smooth synthetic curve compresses far better than a meter does).
 
@@ -33,10 +34,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from contract.fields import TELEMETRY
+
 STEP_S = 5.0
 MISSED_POLL = 0.001
 COUNTER_SITES = (0, 1)  # k % 3 in these: the site's devices have energy counters
 DIGITS = 3  # edge/energy_meter.py rounds energies to mWh
+# A row is stored with its fixed-point fields as integers (contract/fields.py FixedPoint).
+SCALES = tuple(f.stored.scale if f.stored else None for f in TELEMETRY)
 
 
 @dataclass(frozen=True)
@@ -199,11 +204,15 @@ def samples(site: Site, start: datetime, end: datetime, seed: int = 0) -> Iterat
                 energy[name] = round(wh, DIGITS)
         gap = 0.0 if site.counters else None
         received = ts + timedelta(microseconds=int(40_000 + rng.expovariate(1 / 80_000)))
-        yield [
+        sent: list[Any] = [
             ts, site.node_id, site.tenant_id, seq, round(soc, 1), voltage, float(battery),
             float(pv), float(grid), float(house), _price(hour), mode, received, interval,
             covered, energy["pv"], energy["imp"], energy["exp"], energy["load"],
             energy["chg"], energy["dis"], gap, gap, gap,
         ]  # fmt: skip
+        yield [
+            value if scale is None or value is None else round(value * scale)
+            for value, scale in zip(sent, SCALES, strict=True)
+        ]
         prev = (ts, pv, house, battery, grid)
         seq += 1

@@ -69,8 +69,8 @@ def on_message(client, userdata, msg):
     body = json.loads(msg.payload)
     if conn is not None:
         conn.execute(
-            "INSERT INTO telemetry (ts, node_id, tenant_id, seq, soc_percent, solar_power_w,"
-            " grid_price, grid_mode) SELECT %s, %s, tenant_id, %s, %s, %s, %s, %s FROM nodes"
+            "INSERT INTO telemetry (ts, node_id, tenant_id, seq, soc_percent, solar_w,"
+            " grid_price, grid_mode) SELECT %s, %s, tenant_id, %s, %s, round(%s), %s, %s FROM nodes"
             " WHERE id = %s ON CONFLICT (node_id, ts) DO NOTHING",
             (body["timestamp"], body["node_id"], body["seq"], body["battery"]["soc_percent"],
              body["solar"]["power_w"], body["grid"]["current_price"], body["grid"]["mode"],

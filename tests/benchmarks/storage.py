@@ -10,31 +10,28 @@ aggregates take, compressed and not, and the steady state the retention gives.
    TimescaleDB (PGlite): `--sites` sites of one tenant, `--days` days up to now of
    5-second samples as the collector writes them (tests/benchmarks/five_second_data.py),
    by COPY, a day of every site per statement.
-2. Materializes telemetry_5m, _1h and _1d, runs the compression policy's job on
-   telemetry (it compresses the days older than its compress_after), ANALYZE.
+2. Materializes the aggregates (telemetry_5m_fixed, _1h_fixed, _1d_fixed), runs the
+   compression policy's job on telemetry (it compresses what is older than its
+   compress_after), ANALYZE.
 3. Raw telemetry: bytes per row of the full days, uncompressed (heap, TOAST and indexes:
    what a chunk takes on disk) and compressed as they are in the table. Then each
-   candidate setting (CANDIDATES) on a copy of `--sample-days` full days: a hypertable of
-   the same columns and indexes, compressed chunk by chunk; its bytes per row before and
+   candidate (CANDIDATES) on a copy of `--sample-days` full days: a hypertable of the
+   same columns and indexes, compressed chunk by chunk; its bytes per row before and
    after, and the pages (shared buffers hit or read) a site's day and a seq lookup read.
+   The candidates: the fixed-point columns as the floats they stood for before migration
+   0026 (FLOATS), as integers in 1-day chunks, and as migration 0026 has them (CHOSEN).
 4. Aggregates: each one's materialized rows, bytes per row uncompressed, and compressed
    (segmentby node_id, orderby bucket) on a copy whose rows are repeated along time to
    fill one whole chunk of the aggregate's interval, so batches are as full as in a
    steady state (a year of daily rows, 30 days of hourly ones, 10 of 5-minute ones);
-   likewise with its double precision columns stored as real, and as the integers of
-   their resolution (mWh, ms, 0.01 %, 0.1 W): schema changes, measured to say what they
-   would take.
+   likewise with their integers stored as the doubles they stand for (before 0026).
 5. The steady state per site, computed: rows per site and day times bytes per row, over
    the retention of each table, the part younger than its compress_after uncompressed
    (nominal), and at worst (compress_after + one chunk + the job's schedule interval
    uncompressed; the retention job likewise late); hourly and daily for one year each.
-   Figures are for the settings of migrations 0001 and 0016 (BEFORE), for those in the
-   database, and for them with schema changes not made: telemetry's floats as
-   fixed-point integers (TYPED) and the aggregates' as real; telemetry's energy part
-   (ENERGY_TYPED) and the aggregates as integers; and everything as integers with raw
-   chunks of 6 hours compressed after 6 hours (TYPED_6H).
-Also printed: where a compressed row's bytes go, column by column (CHOSEN: what
-migration 0020 set).
+   Figures are for the settings of migrations 0001 and 0016 (BEFORE) and of 0020
+   (AS_0020), both with floats, and for those in the database.
+Also printed: where a compressed row's bytes go, column by column, for FLOATS and CHOSEN.
 Bytes per row include each chunk's fixed cost (its indexes' first pages, an empty
 compressed chunk's relations): it is shared by every site in a chunk, so a fleet of
 hundreds of sites pays less per site than these few do.
@@ -55,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from collector.telemetry_row import TELEMETRY_COLUMNS
+from contract.fields import CONTINUOUS_AGGREGATES, TELEMETRY
 from tests.benchmarks.dashboards import RefusedDatabaseError, _floor, _telemetry_span, materialize
 from tests.benchmarks.five_second_data import Site, samples
 from tests.benchmarks.synthetic_fleet import Scale, create_fleet, foreign_telemetry, load_fleet
@@ -85,74 +83,31 @@ class Candidate:
     retyped: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
-def _fixed_point(columns: tuple[str, ...], pg_type: str, scale: int) -> dict[str, tuple[str, str]]:
-    return {c: (pg_type, f"round({c} * {scale})") for c in columns}
-
-
-# Not a setting but a schema change, measured to say what it would take: the float
-# columns as the integers their resolution allows (Gorilla compresses a float whose
-# mantissa is full, such as 5.004 s or 3.459 Wh, to ~7 bytes; delta-of-delta compresses
-# a noisy integer series to 1-2).
-ENERGY_POINT = {
-    **_fixed_point(("interval_s", "covered_s"), "integer", 1000),  # ms
-    **_fixed_point(
-        (
-            "pv_wh",
-            "grid_import_wh",
-            "grid_export_wh",
-            "load_wh",
-            "battery_charge_wh",
-            "battery_discharge_wh",
-            "gap_pv_wh",
-            "gap_grid_import_wh",
-            "gap_grid_export_wh",
-        ),
-        "bigint",
-        1000,  # mWh, the agent's resolution
-    ),
+# Migration 0026 stores the fixed-point fields as integers (contract/fields.py FixedPoint);
+# before it they were stored as sent, as floats: measured again by retyping the copy's
+# integer columns back to the floats they stand for. (A float whose mantissa is full,
+# such as 5.004 s or 3.459 Wh, compresses by Gorilla to ~7 bytes; the same value as the
+# integer of its resolution compresses by delta-of-delta to 1-2.)
+AS_SENT = {
+    f.stored.column: ("double precision", f"{f.stored.column}::float8 / {f.stored.scale}")
+    for f in TELEMETRY
+    if f.stored
 }
-FIXED_POINT = {
-    **ENERGY_POINT,
-    **_fixed_point(("soc_percent", "battery_voltage"), "smallint", 10),
-    **_fixed_point(
-        ("battery_power_w", "solar_power_w", "grid_power_w", "load_power_w"), "integer", 1
-    ),
-}
-
-
-AS_0001 = Candidate("segmentby node_id, orderby ts DESC (migration 0001)", "node_id", "ts DESC")
-# What migration 0020 chose.
-CHOSEN = Candidate(
-    "segmentby node_id, orderby ts DESC, seq DESC (0020)", "node_id", "ts DESC, seq DESC"
-)
-TYPED = Candidate(
-    "as 0020, floats as fixed-point integers (schema change)",
+SIX_HOURS = timedelta(hours=6)
+FLOATS = Candidate(
+    "floats as sent, 1-day chunks (migration 0020)",
     "node_id",
     "ts DESC, seq DESC",
-    retyped=FIXED_POINT,
+    retyped=AS_SENT,
 )
-# Only the columns no dashboard reads from telemetry (the energy part: the aggregates
-# read it): what retyping them alone would give.
-ENERGY_TYPED = replace(
-    TYPED, name="as 0020, energy part as integers (schema change)", retyped=ENERGY_POINT
+INTEGERS_1D = Candidate("fixed-point integers, 1-day chunks", "node_id", "ts DESC, seq DESC")
+# What migration 0026 chose.
+CHOSEN = replace(
+    INTEGERS_1D, name="fixed-point integers, 6-hour chunks (migration 0026)", chunk=SIX_HOURS
 )
-TYPED_6H = replace(
-    TYPED, name="as 0020, fixed-point integers, 6-hour chunks", chunk=timedelta(hours=6)
-)
-CANDIDATES = (
-    AS_0001,
-    Candidate("segmentby node_id, orderby ts", "node_id", "ts"),
-    CHOSEN,
-    Candidate("as 0001, 6-hour chunks", "node_id", "ts DESC", timedelta(hours=6)),
-    Candidate("no segmentby, orderby node_id, ts DESC", "", "node_id, ts DESC"),
-    TYPED,
-    ENERGY_TYPED,
-    TYPED_6H,
-)
-AGGREGATES = (
-    ("telemetry_5m", timedelta(minutes=5)),
-    ("telemetry_1h", timedelta(hours=1)),
-    ("telemetry_1d", DAY),
+CANDIDATES = (FLOATS, INTEGERS_1D, CHOSEN)
+AGGREGATES = tuple(
+    zip(CONTINUOUS_AGGREGATES, (timedelta(minutes=5), timedelta(hours=1), DAY), strict=True)
 )
 # Rows kept for good are counted for this long.
 FOREVER = timedelta(days=365)
@@ -390,24 +345,19 @@ def _chunk_interval(conn: Any, table: str) -> timedelta:
     return timedelta(seconds=float(seconds))
 
 
-def _aggregate_integer(column: str) -> tuple[str, str]:
-    """An aggregate's double precision column as the integer of its resolution."""
-    if column.endswith("_kwh"):
-        return "bigint", f"round({column} * 1e6)"  # mWh, as the samples count them
-    if column == "covered_s":
-        return "bigint", f"round({column} * 1000)"  # ms
-    if column.startswith("soc_"):
-        return "smallint", f"round({column} * 100)"  # 0.01 %
-    return "integer", f"round({column} * 10)"  # mean power: 0.1 W
-
-
-# How an aggregate's double precision columns are stored: as they are, or (schema changes,
-# measured to say what they would take) as real or as the integers of their resolution.
-AGGREGATE_TYPES: dict[str, Callable[[str], tuple[str, str]] | None] = {
-    "double": None,
-    "real": lambda column: ("real", column),
-    "integers": _aggregate_integer,
-}
+def _aggregate_double(column: str) -> tuple[str, str]:
+    """An integer aggregate column as the double precision one it stands for (migration
+    0026: mWh for kWh, ms for seconds, 0.1 % for SOC, whole W)."""
+    scale = (
+        1_000_000
+        if column.endswith("_mwh")
+        else 1000
+        if column.endswith("_ms")
+        else 10
+        if column.endswith("_permille")
+        else 1
+    )
+    return "double precision", f"{column}::float8 / {scale}"
 
 
 def measure_aggregate(
@@ -417,27 +367,27 @@ def measure_aggregate(
     first: datetime,
     last: datetime,
     sites: int,
-    stored_as: str = "double",
+    as_doubles: bool = False,
 ) -> tuple[Measured, float]:
     """(bytes uncompressed and compressed, rows per site and day) of the aggregate's
     rows over the full days [first, last), repeated along time to fill one chunk of its
-    interval from that chunk's start, its double precision columns `stored_as` one of
-    AGGREGATE_TYPES."""
+    interval from that chunk's start; `as_doubles`: its integer value columns stored as
+    the double precision ones they stand for (as before migration 0026)."""
     table = _materialization(conn, view)
     chunk = _chunk_interval(conn, table)
     span = last - first
     rows_per_site_day = DAY / width
     schema, _, name = table.rpartition(".")
-    doubles = [
+    integers = [
         column
         for (column,) in conn.execute(
             "SELECT column_name FROM information_schema.columns WHERE table_schema = %s"
-            " AND table_name = %s AND data_type = 'double precision'",
+            " AND table_name = %s AND data_type IN ('smallint', 'integer', 'bigint')"
+            " AND column_name NOT IN ('tenant_id', 'sample_count')",
             (schema, name),
         ).fetchall()
     ]
-    retype = AGGREGATE_TYPES[stored_as]
-    retyped = {column: retype(column) for column in doubles} if retype else {}
+    retyped = {column: _aggregate_double(column) for column in integers} if as_doubles else {}
     with scratch(conn, table, "bucket", chunk, retyped) as copy:
         others = [c.name for c in conn.execute(f"SELECT * FROM {table} LIMIT 0").description]
         others.remove("bucket")
@@ -553,11 +503,18 @@ def policies(conn: Any) -> dict[str, Compression]:
 
 
 # What migrations 0001 and 0016 set, before issue 18's storage part (migration 0020).
+FIVE_MINUTES, HOURLY, DAILY = CONTINUOUS_AGGREGATES
 BEFORE = {
     "telemetry": Compression(DAY, timedelta(days=7), timedelta(days=30)),
-    "telemetry_5m": Compression(timedelta(days=10), timedelta(days=14), timedelta(days=400)),
-    "telemetry_1h": Compression(timedelta(days=30), timedelta(days=30), None),
-    "telemetry_1d": Compression(timedelta(days=365), None, None),
+    FIVE_MINUTES: Compression(timedelta(days=10), timedelta(days=14), timedelta(days=400)),
+    HOURLY: Compression(timedelta(days=30), timedelta(days=30), None),
+    DAILY: Compression(timedelta(days=365), None, None),
+}
+# Migration 0020: raw telemetry compressed after a day (its chunks a day, the schedule
+# hourly).
+AS_0020 = {
+    **BEFORE,
+    "telemetry": Compression(DAY, DAY, timedelta(days=30), timedelta(hours=1)),
 }
 
 
@@ -606,8 +563,8 @@ def run(
     first = start
     last = _floor(end, DAY) - DAY  # the daily aggregate holds the days before yesterday
     node = sites[0].node_id
-    results: dict[str, Any] = {"candidates": {}, "aggregates": {}}
-    stored_as: dict[str, dict[str, Measured]] = {"real": {}, "integers": {}}
+    results: dict[str, Any] = {"candidates": {}, "aggregates": {}, "aggregates as doubles": {}}
+    as_doubles: dict[str, Measured] = results["aggregates as doubles"]
     with db.connect() as conn:
         current = policies(conn)
         plain, compressed = measure_table(conn, first, _floor(end, DAY))
@@ -638,89 +595,63 @@ def run(
                 f"  {candidate.name:<56} {m.before_per_row:>6.1f} {m.after_per_row:>10.1f}"
                 f" {m.ratio:>5.1f}x {m.pages['a site day']:>18} {m.pages['100 seqs']:>9}"
             )
-        m = results["candidates"][AS_0001.name]
+        m = results["candidates"][CHOSEN.name]
         print(
             f"  {'(uncompressed, as inserted)':<56} {'':>6} {'':>10} {'':>6}"
             f" {m.pages['a site day uncompressed']:>18} {m.pages['100 seqs uncompressed']:>9}"
         )
-        chosen = results["candidates"][CHOSEN.name]
-        print(f"\nwhere the bytes go, compressed ({CHOSEN.name}), B/row:")
-        for name, size in sorted(chosen.columns.items(), key=lambda c: -c[1]):
-            if size / chosen.rows >= 0.05:
-                print(f"  {name:<30} {size / chosen.rows:>6.2f}")
-        data = sum(chosen.columns.values()) / chosen.rows
-        print(f"  {'(all columns)':<30} {data:>6.2f} of {chosen.after_per_row:.2f}")
+        for candidate in (FLOATS, CHOSEN):
+            measured = results["candidates"][candidate.name]
+            print(f"\nwhere the bytes go, compressed ({candidate.name}), B/row:")
+            for name, size in sorted(measured.columns.items(), key=lambda c: -c[1]):
+                if size / measured.rows >= 0.05:
+                    print(f"  {name:<30} {size / measured.rows:>6.2f}")
+            data = sum(measured.columns.values()) / measured.rows
+            print(f"  {'(all columns)':<30} {data:>6.2f} of {measured.after_per_row:.2f}")
         print(
             "\naggregates (compressed: segmentby node_id, orderby bucket, one full chunk;"
-            " as real, as integers: compressed with its double precision columns stored so):"
+            " as doubles: compressed with its integers stored as the doubles they stand for,"
+            " as before migration 0026):"
         )
         print(
-            f"  {'view':<13} {'rows/site-day':>13} {'B/row':>6} {'compressed':>10} {'ratio':>6}"
-            f" {'kB/site-day':>12} {'compressed':>10} {'as real':>8} {'as integers':>12}"
+            f"  {'aggregate':<19} {'rows/site-day':>13} {'B/row':>6} {'compressed':>10}"
+            f" {'ratio':>6} {'kB/site-day':>12} {'compressed':>10} {'as doubles':>11}"
         )
         figures = Figures({"telemetry": per_site_day}, {}, {})
         for view, width in AGGREGATES:
             m, rows_per_day = measure_aggregate(conn, view, width, first, last, len(sites))
             results["aggregates"][view] = m
-            for kind, found in stored_as.items():
-                found[view] = measure_aggregate(conn, view, width, first, last, len(sites), kind)[0]
+            as_doubles[view] = measure_aggregate(
+                conn, view, width, first, last, len(sites), as_doubles=True
+            )[0]
             figures.rows_per_site_day[view] = rows_per_day
             figures.raw[view] = m.before_per_row
             figures.compressed[view] = m.after_per_row
             print(
-                f"  {view:<13} {rows_per_day:>13g} {m.before_per_row:>6.1f}"
+                f"  {view:<19} {rows_per_day:>13g} {m.before_per_row:>6.1f}"
                 f" {m.after_per_row:>10.1f} {m.ratio:>5.1f}x"
                 f" {rows_per_day * m.before_per_row / 1000:>12.2f}"
                 f" {rows_per_day * m.after_per_row / 1000:>10.2f}"
-                f" {rows_per_day * stored_as['real'][view].after_per_row / 1000:>8.2f}"
-                f" {rows_per_day * stored_as['integers'][view].after_per_row / 1000:>12.2f}"
+                f" {rows_per_day * as_doubles[view].after_per_row / 1000:>11.2f}"
             )
-    results["aggregates stored as"] = stored_as
-    measured = results["candidates"]
-    as_0001 = measured[AS_0001.name]
-    figures.raw["telemetry"] = plain.before_per_row if plain.rows else as_0001.before_per_row
+    chosen = results["candidates"][CHOSEN.name]
+    figures.raw["telemetry"] = plain.before_per_row if plain.rows else chosen.before_per_row
     figures.compressed["telemetry"] = (
-        compressed.after_per_row if compressed.rows else as_0001.after_per_row
+        compressed.after_per_row if compressed.rows else chosen.after_per_row
     )
-    before = replace(figures, raw=dict(figures.raw), compressed=dict(figures.compressed))
-    before.compressed["telemetry"] = as_0001.after_per_row
-    results["before"] = report_steady_state("as migrations 0001 and 0016 set it", before, BEFORE)
+    floats = results["candidates"][FLOATS.name]
+    before = Figures(
+        figures.rows_per_site_day,
+        {"telemetry": floats.before_per_row} | {v: m.before_per_row for v, m in as_doubles.items()},
+        {"telemetry": floats.after_per_row} | {v: m.after_per_row for v, m in as_doubles.items()},
+    )
+    results["before"] = report_steady_state(
+        "as migrations 0001 and 0016 set it (floats)", before, BEFORE
+    )
+    results["0020"] = report_steady_state(
+        "as migration 0020 set it (floats, raw compressed after a day)", before, AS_0020
+    )
     results["now"] = report_steady_state("as the database is set now", figures, current)
-
-    def retyped(raw: Candidate, aggregates: str) -> Figures:
-        found = Figures(
-            figures.rows_per_site_day,
-            {"telemetry": measured[raw.name].before_per_row},
-            {"telemetry": measured[raw.name].after_per_row},
-        )
-        for view, m in stored_as[aggregates].items():
-            found.raw[view] = m.before_per_row
-            found.compressed[view] = m.after_per_row
-        return found
-
-    results["typed"] = report_steady_state(
-        "as set now, if telemetry's floats were fixed-point integers and the aggregates'"
-        " real (schema changes, not made)",
-        retyped(TYPED, "real"),
-        current,
-    )
-    results["energy typed"] = report_steady_state(
-        "as set now, if telemetry's energy part and the aggregates were integers"
-        " (schema changes, not made)",
-        retyped(ENERGY_TYPED, "integers"),
-        current,
-    )
-    six_hours = timedelta(hours=6)
-    plan = {
-        **current,
-        "telemetry": replace(current["telemetry"], chunk=six_hours, compress_after=six_hours),
-    }
-    results["integers"] = report_steady_state(
-        "if telemetry's floats and the aggregates were integers and raw chunks of 6 hours"
-        " compressed after 6 hours (schema changes, not made)",
-        retyped(TYPED_6H, "integers"),
-        plan,
-    )
     return results
 
 

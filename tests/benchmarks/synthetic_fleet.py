@@ -214,19 +214,19 @@ powered AS (
             ELSE %(step)s END AS covered_s
     FROM shaped
 )
-INSERT INTO telemetry (ts, node_id, tenant_id, seq, soc_percent, battery_voltage,
-    battery_power_w, solar_power_w, grid_power_w, load_power_w, grid_price, grid_mode,
-    received_at, interval_s, covered_s, pv_wh, grid_import_wh, grid_export_wh, load_wh,
-    battery_charge_wh, battery_discharge_wh)
+INSERT INTO telemetry (ts, node_id, tenant_id, seq, soc_percent, battery_voltage_mv,
+    battery_w, solar_w, grid_w, load_w, grid_price, grid_mode,
+    received_at, interval_ms, covered_ms, pv_mwh, grid_import_mwh, grid_export_mwh, load_mwh,
+    battery_charge_mwh, battery_discharge_mwh)
 SELECT ts, node_id, tenant_id,
-    (extract(epoch FROM ts - %(origin)s::timestamptz) / %(step)s)::bigint, soc, 51.2,
-    battery, pv, load - pv - battery, load, 0,
+    (extract(epoch FROM ts - %(origin)s::timestamptz) / %(step)s)::bigint, soc, 51200,
+    round(battery), round(pv), round(load - pv - battery), round(load), 0,
     CASE WHEN battery < 0 THEN 'CHARGE' WHEN battery > 0 THEN 'DISCHARGE'
         ELSE 'SELF_CONSUMPTION' END,
-    ts, interval_s, covered_s,
-    pv * covered_s / 3600, greatest(load - pv - battery, 0) * covered_s / 3600,
-    greatest(pv + battery - load, 0) * covered_s / 3600, load * covered_s / 3600,
-    greatest(-battery, 0) * covered_s / 3600, greatest(battery, 0) * covered_s / 3600
+    ts, round(interval_s * 1000), round(covered_s * 1000),
+    round(pv * covered_s / 3.6), round(greatest(load - pv - battery, 0) * covered_s / 3.6),
+    round(greatest(pv + battery - load, 0) * covered_s / 3.6), round(load * covered_s / 3.6),
+    round(greatest(-battery, 0) * covered_s / 3.6), round(greatest(battery, 0) * covered_s / 3.6)
 FROM powered
 """
 

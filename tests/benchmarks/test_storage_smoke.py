@@ -9,7 +9,7 @@ import argparse
 import pytest
 
 from tests.benchmarks.dashboards import RefusedDatabaseError
-from tests.benchmarks.storage import AGGREGATES, CANDIDATES, run
+from tests.benchmarks.storage import AGGREGATES, CANDIDATES, FLOATS, INTEGERS_1D, run
 from tests.support.services import empty_database
 
 pytestmark = pytest.mark.integration
@@ -25,7 +25,7 @@ def test_every_setting_is_measured_on_compressed_samples():
 
     plain, compressed = results["table"]
     # Two full days of one site at 5 s, less a missed poll in a thousand: the policy
-    # (compress after a day) compressed the older one.
+    # (compress 2 hours after a chunk's end) compressed them.
     assert plain.rows + compressed.rows == pytest.approx(2 * 17280, rel=0.003)
     assert compressed.rows > 0
     assert compressed.after < compressed.before
@@ -34,14 +34,15 @@ def test_every_setting_is_measured_on_compressed_samples():
         assert m.rows == pytest.approx(17280, rel=0.003)
         assert 0 < m.after < m.before
         assert m.pages["a site day"] > 0
+    # Full-mantissa floats are what compression cannot shrink; their integers it can.
+    measured = results["candidates"]
+    floats, integers = measured[FLOATS.name], measured[INTEGERS_1D.name]
+    assert sum(integers.columns.values()) < sum(floats.columns.values()) / 2
+    assert integers.after < floats.after
     assert list(results["aggregates"]) == [view for view, _ in AGGREGATES]
-    assert all(0 < m.after < m.before for m in results["aggregates"].values())
-    # Compressing after a day instead of a week is the larger part of the saving.
-    assert 0 < results["now"] < results["before"]
-    assert 0 < results["typed"] < results["now"]
-    assert 0 < results["energy typed"] < results["now"]
-    assert results["integers"] > 0
-    # Means and sums with full mantissas are what the aggregates' compression cannot shrink.
     for view, m in results["aggregates"].items():
-        assert 0 < results["aggregates stored as"]["integers"][view].after < m.after
+        assert 0 < m.after < m.before
+        assert m.after < results["aggregates as doubles"][view].after
+    # Compressing after a day instead of a week, then integers in 6-hour chunks.
+    assert 0 < results["now"] < results["0020"] < results["before"]
     assert again["now"] == pytest.approx(results["now"], rel=0.05)

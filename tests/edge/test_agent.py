@@ -33,7 +33,7 @@ def test_agent_publishes_what_the_inverter_reads(database, site):
         metrics = agent.http("/metrics")
         with database.connect() as conn:
             soc, solar, load, mode = conn.execute(
-                "SELECT soc_percent, solar_power_w, load_power_w, grid_mode FROM telemetry"
+                "SELECT soc_percent, solar_w, load_w, grid_mode FROM telemetry"
                 " WHERE node_id = %s ORDER BY seq LIMIT 1",
                 (node.id,),
             ).fetchone()

@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import create_engine
 
 from collector.inventory import record_inventory
+from contract.fields import CONTINUOUS_AGGREGATES
 from contract.inventory import NodeInventory
 from control_api.audit import AuditEntry, append
 from grafana import build
@@ -116,8 +117,8 @@ class TestAgainstTimescale:
             _insert_minutes(conn, node_a, tenant_a, day, 24 * 60)
             _insert_minutes(conn, node_b, tenant_b, day, 24 * 60)
             conn.execute(
-                "INSERT INTO telemetry (ts, node_id, tenant_id, seq, soc_percent, solar_power_w,"
-                " battery_power_w, grid_power_w, load_power_w, grid_price, grid_mode)"
+                "INSERT INTO telemetry (ts, node_id, tenant_id, seq, soc_percent, solar_w,"
+                " battery_w, grid_w, load_w, grid_price, grid_mode)"
                 " VALUES (%s, %s, %s, 99999, 71.5, 2500, -400, -900, 1200, 0.42, 'AUTO')",
                 (now - timedelta(minutes=1), node_a, tenant_a),
             )
@@ -318,7 +319,7 @@ class TestAgainstTimescale:
                     " WHERE user_view_name = %s",
                     (view,),
                 ).fetchone()[0]
-                for view in ("telemetry_5m", "telemetry_1h")
+                for view in CONTINUOUS_AGGREGATES[:2]
             )
         results, plans = {}, {}
         for interval in ("5m", "1h"):

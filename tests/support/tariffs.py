@@ -77,8 +77,9 @@ def sample_row(
     covered_s: float,
     gap: tuple[float | None, float | None, float | None] = (None, None, None),
 ) -> tuple[Any, ...]:
-    """A sample whose energies are its powers held over `covered_s` (as the agent counts
-    them from power: edge/energy_meter.py), split by sign as the field table says; `gap`:
+    """A sample whose energies are its powers held over `covered_s`, to the mWh (as the
+    agent counts them from power: edge/energy_meter.py), split by sign as the field table
+    says; `gap`:
     what counters counted over a gap before it (PV, import, export Wh)."""
     hours = covered_s / 3600
     return (
@@ -95,12 +96,17 @@ def sample_row(
         "AUTO",
         interval_s,
         covered_s,
-        pv_w * hours,
-        max(grid_w, 0) * hours,
-        max(-grid_w, 0) * hours,
-        load_w * hours,
-        max(-battery_w, 0) * hours,
-        max(battery_w, 0) * hours,
+        *(
+            round(wh, 3)  # to the mWh, as edge/energy_meter.py sends them
+            for wh in (
+                pv_w * hours,
+                max(grid_w, 0) * hours,
+                max(-grid_w, 0) * hours,
+                load_w * hours,
+                max(-battery_w, 0) * hours,
+                max(battery_w, 0) * hours,
+            )
+        ),
         *gap,
     )
 

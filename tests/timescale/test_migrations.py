@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from alembic import command
 
+from tests.support.aggregates import AGGREGATES_BEFORE_0026, materialize
 from tests.support.fleet import create_node, create_tenant
 from tests.support.services import (
     Database,
@@ -16,6 +17,7 @@ from tests.support.services import (
     empty_database,
     migrate,
 )
+from tests.support.tariffs import insert_samples, sample_row
 
 pytestmark = pytest.mark.integration
 
@@ -143,3 +145,91 @@ def test_upgrading_across_0013_keeps_every_figure(fresh_database):
     assert _rows(db, "SELECT bucket::date, sum(pv_kwh), sum(grid_export_kwh), sum(load_kwh)"
                      " FROM telemetry_1d GROUP BY 1") == new  # fmt: skip
     assert _count(db, "SELECT sum(pv_kwh) FROM legacy_telemetry_1h") == pytest.approx(old_pv)
+
+
+# Every figure the aggregates show, per bucket (views of the old names and units).
+FIGURES = """
+SELECT bucket, sample_count, soc_avg, soc_min, soc_max, battery_power_w, solar_power_w,
+    grid_power_w, load_power_w, covered_s, pv_kwh, grid_import_kwh, grid_export_kwh, load_kwh,
+    battery_charge_kwh, battery_discharge_kwh, gap_pv_kwh
+FROM {view} ORDER BY bucket
+"""
+VIEWS = ("telemetry_5m", "telemetry_1h", "telemetry_1d")
+
+
+def _figures(db) -> dict[str, list[tuple[object, ...]]]:
+    return {view: _rows(db, FIGURES.format(view=view)) for view in VIEWS}
+
+
+def _assert_same_figures(got, expected) -> None:
+    """Equal to what fixed-point storage keeps: mWh, ms, 0.1 % of SOC, whole watts."""
+    for view in VIEWS:
+        assert [row[:2] for row in got[view]] == [row[:2] for row in expected[view]], view
+        for row, want in zip(got[view], expected[view], strict=True):
+            _assert_same_row(row, want)
+
+
+def _assert_same_row(row, want) -> None:
+    assert row[:2] == want[:2]
+    assert row[2:5] == pytest.approx(want[2:5], abs=0.05), row[0]
+    assert row[5:9] == pytest.approx(want[5:9], abs=0.5), row[0]
+    assert row[9] == pytest.approx(want[9], abs=5e-4 * row[1]), row[0]
+    assert row[10:] == pytest.approx(want[10:], abs=5e-7 * row[1]), row[0]
+
+
+def test_upgrading_across_0026_keeps_every_figure_and_counts_old_and_new_rows(fresh_database):
+    """A hub at 0025 with float telemetry for a day 2 days ago and aggregates of a day 60
+    days ago whose raw rows retention dropped: after 0026 the views show the same figures
+    (the history copied into the integer aggregates, live aggregation starting where it
+    did); samples written since in the integer columns and late float rows add up in one
+    bucket; the downgrade gives the floats back with every figure."""
+    db = fresh_database
+    migrate(db, "0025")
+    tenant = create_tenant(db)
+    node = create_node(db, tenant)
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+    def rows(start: datetime, minutes: range, seq: int) -> list[tuple[object, ...]]:
+        return [
+            sample_row(
+                start + timedelta(minutes=m), node, tenant, seq + m, soc=40 + m % 7 / 3,
+                battery_w=-333.3, pv_w=1234.56, grid_w=-400.2, load_w=500.7, interval_s=60.0,
+                covered_s=59.99, gap=(0.1234, None, None),
+            )
+            for m in minutes
+        ]  # fmt: skip
+
+    old, recent = today - timedelta(days=60), today - timedelta(days=2)
+    with db.connect() as conn:
+        insert_samples(conn, rows(old, range(0, 24 * 60, 7), 0), fixed_point=False)
+        insert_samples(conn, rows(recent, range(0, 24 * 60, 7), 10_000), fixed_point=False)
+    materialize(db, old - timedelta(days=1), today, AGGREGATES_BEFORE_0026)
+    with db.connect() as conn:
+        conn.execute("DELETE FROM telemetry WHERE ts < %s", (today - timedelta(days=30),))
+    before = _figures(db)
+    assert len(before["telemetry_1d"]) == 2
+
+    migrate(db)
+    _assert_same_figures(_figures(db), before)
+    assert _count(db, "SELECT count(*) FROM telemetry_5m_fixed") == len(before["telemetry_5m"])
+
+    # Written since, as the collector writes them: into the integer columns, beside
+    # the float rows of the same 5-minute bucket: 10:00-10:05 holds the float row of
+    # 10:02 and new ones at 10:02:30 and 10:04:30.
+    with db.connect() as conn:
+        start = recent + timedelta(hours=10, seconds=30)
+        insert_samples(conn, rows(start, range(2, 5, 2), 20_000))
+    materialize(db, recent, today)
+    after = _figures(db)
+    bucket = next(r for r in after["telemetry_5m"] if r[0] == recent + timedelta(hours=10))
+    assert bucket[1] == 3
+    assert bucket[10] == pytest.approx(3 * 1234.56 * 59.99 / 3600 / 1000, abs=2e-6)
+    assert bucket[6] == pytest.approx(1234.56, abs=0.5)
+    day = next(r for r in after["telemetry_1d"] if r[0] == recent)
+    assert day[1] == before["telemetry_1d"][1][1] + 2
+    # The old day, beyond the raw rows, is as copied.
+    _assert_same_row(after["telemetry_1d"][0], before["telemetry_1d"][0])
+
+    downgrade(db, "0025")
+    _assert_same_figures(_figures(db), after)
+    assert _count(db, "SELECT count(*) FROM telemetry WHERE solar_power_w IS NULL") == 0

@@ -60,8 +60,8 @@ def _seed(database, tenant):
     with database.connect() as conn:
         for i in range(3):
             conn.execute(
-                "INSERT INTO telemetry (ts, node_id, tenant_id, seq, soc_percent, solar_power_w,"
-                " grid_power_w, load_power_w, grid_price) VALUES (%s, %s, %s, %s, 50, 100, 10,"
+                "INSERT INTO telemetry (ts, node_id, tenant_id, seq, soc_percent, solar_w,"
+                " grid_w, load_w, grid_price) VALUES (%s, %s, %s, %s, 50, 100, 10,"
                 " 110, 0.5)",
                 (ts + timedelta(minutes=i), node, tenant, i),
             )
