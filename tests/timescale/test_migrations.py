@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from alembic import command
@@ -157,7 +158,7 @@ FROM {view} ORDER BY bucket
 VIEWS = ("telemetry_5m", "telemetry_1h", "telemetry_1d")
 
 
-def _figures(db) -> dict[str, list[tuple[object, ...]]]:
+def _figures(db) -> dict[str, list[tuple[Any, ...]]]:
     return {view: _rows(db, FIGURES.format(view=view)) for view in VIEWS}
 
 
