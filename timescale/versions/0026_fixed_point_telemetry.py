@@ -68,8 +68,9 @@ STORED = {sent: (stored, scale) for sent, stored, _, scale in RETYPED}
 
 AGGREGATES = ("telemetry_5m", "telemetry_1h", "telemetry_1d")
 FIXED = {name: f"{name}_fixed" for name in AGGREGATES}
-# The energy views over the aggregates, and every view that reads them or the renamed
-# columns (each dropped and made again around the change).
+# The energy views over the aggregates, and the tenant views of the aggregates and of
+# telemetry (`SELECT *`: made again to show the new columns), each dropped and made
+# again around the change.
 ENERGY_VIEWS = {"energy_5m": ("telemetry_5m", 300), "energy_1h": ("telemetry_1h", 3600)}
 TENANT_VIEWS = ("telemetry", *AGGREGATES, *ENERGY_VIEWS)
 ADMIN_ROLE = "wattfleet_grafana_admin"
