@@ -37,7 +37,7 @@ from collector.telemetry_row import (
     as_sent,
     reported,
 )
-from contract.fields import TS, wire_body
+from contract.fields import TS, TelemetryField, wire_body
 
 # Seqs are checked against the rows stored for the last 7 days (an agent's buffer
 # replays up to a week). The newest chunks are uncompressed, where the (node_id, seq)
@@ -60,6 +60,17 @@ CROSS JOIN LATERAL (
 ) t
 """
 
+
+def _stored_value(field: TelemetryField) -> str:
+    """A reported field's stored value as the collector writes it now: a fixed-point
+    field of a row stored before migration 0026 is in its float column (its own name),
+    so a redelivery of that sample after the upgrade is still seen as one."""
+    if field.stored is None:
+        return f"t.{field.table_column}"
+    legacy = f"round(t.{field.column} * {field.stored.scale})"
+    return f"coalesce(t.{field.table_column}, {legacy}::{field.stored.pg_type})"
+
+
 # What is stored at these nodes and times: one index lookup each, fenced like
 # STORED_SEQS. The bounds on ts (the rows' earliest and latest) let the planner leave
 # out the chunks outside them, compressed ones above all, before it runs: per lookup,
@@ -68,11 +79,14 @@ STORED_REPORTS = """
 SELECT k.node_id, k.ts, {columns}
 FROM unnest(%s::text[], %s::timestamptz[]) AS k(node_id, ts)
 CROSS JOIN LATERAL (
-    SELECT {columns} FROM telemetry t
+    SELECT {values} FROM telemetry t
     WHERE t.node_id = k.node_id AND t.ts = k.ts AND t.ts BETWEEN %s AND %s
     OFFSET 0
 ) t
-""".format(columns=", ".join(f"t.{f.table_column}" for f in REPORTED))
+""".format(
+    columns=", ".join(f"t.{f.table_column}" for f in REPORTED),
+    values=", ".join(f"{_stored_value(f)} AS {f.table_column}" for f in REPORTED),
+)
 
 # Where a refused row is in `BatchRows.rows`, and why it is refused.
 Refusals = Mapping[int, tuple[Reason, str]]

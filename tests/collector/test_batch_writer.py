@@ -10,6 +10,7 @@ import pytest
 
 from collector.decode import DecodedMessage, Decoder, Limits, Reason
 from collector.ingest import BatchWriter
+from collector.telemetry_row import as_sent
 from contract import topics
 from tests.support.fleet import create_node, create_tenant, sample
 
@@ -172,3 +173,29 @@ def test_a_message_the_database_refuses_is_confirmed_with_the_rest_of_its_batch(
     # One range list per part the batch was split into.
     confirmed = [seq for first, last in result.confirmed[node] for seq in range(first, last + 1)]
     assert sorted(confirmed) == [0, 1, 2, 3, 4, 5]
+
+
+def test_a_sample_stored_before_fixed_point_columns_is_redelivered_not_in_conflict(database):
+    """A row stored before migration 0026 holds its energies, voltage and powers in the
+    float columns; an agent replaying that sample after the upgrade (its buffer keeps a
+    week) is a redelivery, and other values at its time still a conflict."""
+    tenant = create_tenant(database)
+    node = create_node(database, tenant)
+    at = datetime.now(UTC) - timedelta(hours=1)
+    old = sample(node, 1, at)
+    [row] = Decoder(Limits()).decode(topics.telemetry(node), json.dumps(old).encode(), at).rows
+    values = as_sent(row) | {"tenant_id": tenant}
+    # As the collector wrote it before 0026: every field under its own name, as sent.
+    with database.connect() as conn:
+        conn.execute(
+            f"INSERT INTO telemetry ({', '.join(values)})"
+            f" VALUES ({', '.join(['%s'] * len(values))})",
+            list(values.values()),
+        )
+    forged = sample(node, 1, at, energy={**old["energy"], "pv_wh": 2.081})
+    again = datetime.now(UTC)
+    result = _write(database, [_message(node, old, again)])
+    assert (result.attempted, result.inserted, result.dead) == (1, 0, {})
+    assert result.confirmed == {node: [(1, 1)]}
+    result = _write(database, [_message(node, forged, again)])
+    assert result.dead == {Reason.CONFLICTING_DUPLICATE: 1}
