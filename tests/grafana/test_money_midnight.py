@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.grafana.test_dashboards import ADMIN_ROLE, load, sql_targets
-from tests.grafana.test_money_days import REFRESH_JOB, _run_as, _same
+from tests.grafana.test_money_days import REFRESH_JOB, _run_all_as, _same
 from tests.support.aggregates import materialize
 from tests.support.fleet import create_node, create_tenant
 from tests.support.grafana_sql import render
@@ -111,33 +111,36 @@ def test_upgrade_prices_again_the_days_bounded_at_their_second_midnight(fleet):
         assert _bounds(db, sites[name], day - timedelta(days=1)) == {(first - 24 * UTC_HOUR, first)}
 
 
-def _ranges() -> Iterator[tuple[datetime, datetime]]:
-    """Ranges starting at each midnight, between them, and an hour before; and ending
-    there."""
-    for _, first in TWICE.values():
-        for start in (first - UTC_HOUR, first, first + UTC_HOUR / 2, first + UTC_HOUR):
-            yield start, start + timedelta(days=3) - timedelta(seconds=1)
-            yield start - timedelta(days=3), start - timedelta(seconds=1)
+def _ranges(first: datetime) -> Iterator[tuple[datetime, datetime]]:
+    """Ranges starting at the midnights from `first`, between them, and an hour before;
+    and ending there."""
+    for start in (first - UTC_HOUR, first, first + UTC_HOUR / 2, first + UTC_HOUR):
+        yield start, start + timedelta(days=3) - timedelta(seconds=1)
+        yield start - timedelta(days=3), start - timedelta(seconds=1)
 
 
 def test_money_panels_match_energy_1h_across_two_midnights(fleet):
     db, sites = fleet["db"], fleet["sites"]
     _run_job(db)
+    panels = [
+        (f"{title} {start}..{end} {nodes}", render(sql, start, end, {"node": nodes}))
+        for title, sql in sql_targets(load("wattfleet-savings"))
+        if title != "node"
+        # Each site's own ranges, alone and with the others (on the other's days it has
+        # one midnight, as every site's other days).
+        for name, (_, first) in TWICE.items()
+        for start, end in _ranges(first)
+        for nodes in ([sites[name]], sorted(sites.values()))
+    ]
+    queries = [query for _, query in panels]
     differ, with_rows = [], 0
-    for title, sql in sql_targets(load("wattfleet-savings")):
-        if title == "node":
-            continue
-        for start, end in _ranges():
-            for nodes in ([sites["azores"]], [sites["havana"]], sorted(sites.values())):
-                query = render(sql, start, end, {"node": nodes})
-                for role in fleet["roles"]:
-                    rows = _run_as(db, role, query, reference=False)
-                    reference = _run_as(db, role, query, reference=True)
-                    with_rows += bool(reference)
-                    if not _same(rows, reference):
-                        differ.append(
-                            f"{title} {start}..{end} {nodes} {role}:\n {rows}\n != {reference}"
-                        )
+    for role in fleet["roles"]:
+        found = _run_all_as(db, role, queries, reference=False)
+        references = _run_all_as(db, role, queries, reference=True)
+        for (what, _), rows, reference in zip(panels, found, references, strict=True):
+            with_rows += bool(reference)
+            if not _same(rows, reference):
+                differ.append(f"{what} {role}:\n {rows}\n != {reference}")
     assert not differ, "\n".join(differ)
     assert with_rows > 500
 
