@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from contract.fields import CONTINUOUS_AGGREGATES
 from tests.grafana.test_dashboards import ADMIN_ROLE, load, sql_targets
 from tests.support.aggregates import materialize
 from tests.support.fleet import create_node, create_tenant
@@ -361,7 +362,7 @@ def test_hours_materialized_late_are_priced_again_once_invalidated(fleet):
                          grid_w=6000.0, load_w=6000.0, interval_s=600, covered_s=600)  # fmt: skip
         insert_samples(conn, [row])
     window = (late.replace(minute=0), late.replace(minute=0) + timedelta(hours=1))
-    materialize(db, *window, ("telemetry_5m", "telemetry_1h"))
+    materialize(db, *window, CONTINUOUS_AGGREGATES[:2])
     _run_job(db)
     truth = _run_as(db, ADMIN_ROLE, query, reference=True)
     assert not _same(_run_as(db, ADMIN_ROLE, query, reference=False), truth)
@@ -390,7 +391,7 @@ def test_hours_materialized_while_the_job_was_stopped_are_priced_again(fleet):
                          grid_w=6000.0, load_w=6000.0, interval_s=600, covered_s=600)  # fmt: skip
         insert_samples(conn, [row])
     hour = late.replace(minute=0)
-    materialize(db, hour, hour + timedelta(hours=1), ("telemetry_5m", "telemetry_1h"))
+    materialize(db, hour, hour + timedelta(hours=1), CONTINUOUS_AGGREGATES[:2])
     _run_job(db)
     [grid_import] = [
         sql for title, sql in sql_targets(load("wattfleet-savings")) if title == "Grid import"

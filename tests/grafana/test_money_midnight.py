@@ -15,7 +15,7 @@ import pytest
 
 from tests.grafana.test_dashboards import ADMIN_ROLE, load, sql_targets
 from tests.grafana.test_money_days import REFRESH_JOB, _run_all_as, _same
-from tests.support.aggregates import materialize
+from tests.support.aggregates import AGGREGATES_BEFORE_0026, materialize
 from tests.support.fleet import create_node, create_tenant
 from tests.support.grafana_sql import render
 from tests.support.services import downgrade, empty_database, migrate
@@ -90,9 +90,9 @@ def fleet() -> Iterator[dict[str, Any]]:
             rows = []
             for phase, node in enumerate(sites.values()):
                 rows += _samples(node, tenant, phase)
-            insert_samples(conn, rows)
+            insert_samples(conn, rows, fixed_point=False)  # at 0022
             conn.execute(f"ALTER ROLE {ADMIN_ROLE} LOGIN PASSWORD 'grafana-admin-test'")
-        materialize(db, START, END)
+        materialize(db, START, END, AGGREGATES_BEFORE_0026)
         role = f"mm_{tenant}"
         create_tenant_role(db, tenant, role)
         yield {"db": db, "sites": sites, "roles": (role, ADMIN_ROLE)}

@@ -118,6 +118,8 @@ class InstalledAgent:
                 "import importlib.metadata as m; print(m.version('wattfleet'))",
             ],
             cwd=self.root,
+            # As the agent runs: a PYTHONPATH naming a checkout would find its metadata.
+            env=self.env(),
             capture_output=True,
             text=True,
             check=True,
