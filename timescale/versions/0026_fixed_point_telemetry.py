@@ -276,27 +276,37 @@ def _copy(source: str, target: str, columns: str, values: str) -> str:
     )
 
 
-def _carry_watermarks(pairs: dict[str, str]) -> str:
-    """Each new aggregate's watermark (where live aggregation starts) set to its old one's:
-    the rows copied below it are what its real-time view shows. A refresh would set it
-    only from a window holding raw rows, which an upgrade with the collector stopped does
-    not have. The watermark is TimescaleDB's own catalog row (2.11 and later). The new
-    aggregates' refresh policies then compute their windows again from the raw rows,
-    late samples the old ones had not refreshed included: a new aggregate holds all of
-    its range as invalid until refreshed."""
-    watermark = (
-        "_timescaledb_functions.cagg_watermark((SELECT mat_hypertable_id"
-        " FROM _timescaledb_catalog.continuous_agg WHERE user_view_schema = 'public'"
-        " AND user_view_name = '{view}'))"
-    )
-    return ";\n".join(
-        "UPDATE _timescaledb_catalog.continuous_aggs_watermark"
-        f" SET watermark = {watermark.format(view=old)}"
-        " WHERE mat_hypertable_id = (SELECT mat_hypertable_id"
-        " FROM _timescaledb_catalog.continuous_agg WHERE user_view_schema = 'public'"
-        f" AND user_view_name = '{new}')"
-        for old, new in pairs.items()
-    )
+MAT_ID = (
+    "(SELECT mat_hypertable_id FROM _timescaledb_catalog.continuous_agg"
+    " WHERE user_view_schema = 'public' AND user_view_name = '{view}')"
+)
+INVALIDATIONS = "_timescaledb_catalog.continuous_aggs_materialization_invalidation_log"
+
+
+def _carry_state(old: str, new: str, name: str) -> list[str]:
+    """Aggregate `new` (holding `old`'s rows) takes over where `old` stood, in
+    TimescaleDB's own catalog (2.11 and later):
+    - its watermark, where live aggregation starts: the rows copied below it are what
+      its real-time view shows (a refresh would set it only from a window holding raw
+      rows, which an upgrade with the collector stopped does not have);
+    - what is left to refresh: `old`'s pending invalidations, and the whole of its
+      refresh policy's window, so its first runs compute that again from the raw rows
+      (late samples since `old` last ran included). A new aggregate holds all time as
+      invalid: a refresh by hand over a range older than the raw rows would then have
+      replaced the copied history with nothing."""
+    old_id, new_id = MAT_ID.format(view=old), MAT_ID.format(view=new)
+    window = f"now() - INTERVAL '{REFRESH[name][0]}'"
+    return [
+        "UPDATE _timescaledb_catalog.continuous_aggs_watermark SET watermark ="
+        f" _timescaledb_functions.cagg_watermark({old_id}) WHERE mat_hypertable_id = {new_id}",
+        f"DELETE FROM {INVALIDATIONS} WHERE materialization_id = {new_id}",
+        f"INSERT INTO {INVALIDATIONS} (materialization_id, lowest_modified_value,"
+        " greatest_modified_value)"
+        f" SELECT {new_id}, lowest_modified_value, greatest_modified_value FROM {INVALIDATIONS}"
+        f" WHERE materialization_id = {old_id}"
+        f" UNION ALL SELECT {new_id}, _timescaledb_functions.to_unix_microseconds({window}),"
+        " 9223372036854775807",
+    ]
 
 
 def _dependents() -> list[str]:
@@ -364,7 +374,7 @@ def upgrade() -> None:
         statements += _policies(FIXED[name], name)
     _run(statements)
     _run([_copy(name, FIXED[name], NAMES, AS_FIXED) for name in AGGREGATES])
-    _run([_carry_watermarks(FIXED)])
+    _run([statement for name in AGGREGATES for statement in _carry_state(name, FIXED[name], name)])
     _run([f"DROP MATERIALIZED VIEW {name}" for name in reversed(AGGREGATES)])
     _run([*_views(aggregates_are_views=True), _money_job(FIXED["telemetry_1h"])])
 
@@ -389,7 +399,7 @@ def downgrade() -> None:
     statements += _policies("telemetry_1d", "telemetry_1d")
     _run(statements)
     _run([_copy(FIXED[name], name, OLD_NAMES, AS_OLD) for name in AGGREGATES])
-    _run([_carry_watermarks({FIXED[name]: name for name in AGGREGATES})])
+    _run([statement for name in AGGREGATES for statement in _carry_state(FIXED[name], name, name)])
     _run([f"DROP MATERIALIZED VIEW {FIXED[name]}" for name in reversed(AGGREGATES)])
     _run([f"ALTER TABLE telemetry DROP COLUMN {stored}" for _, stored, _, _ in RETYPED])
     _run([*_views(aggregates_are_views=False), _money_job("telemetry_1h")])
