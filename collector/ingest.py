@@ -39,6 +39,7 @@ from collector.telemetry_row import (
     TS_INDEX,
     Decision,
     decision_key,
+    sent,
 )
 from contract.fields import DECISIONS, LATEST, NODE_ID, TELEMETRY, TENANT_ID, TS
 
@@ -123,9 +124,8 @@ ON CONFLICT (node_id) DO UPDATE SET
         for f in LATEST
     ),
 )
-# Where each in a telemetry row, and the scale to divide its stored integer by (node_status
-# keeps them as sent).
-LATEST_INDEXES = tuple((TELEMETRY.index(f), f.stored.scale if f.stored else 1) for f in LATEST)
+# Where each is in a telemetry row (node_status keeps them as sent).
+LATEST_INDEXES = tuple((TELEMETRY.index(f), f) for f in LATEST)
 
 INSERT_EVENT = """
 INSERT INTO node_events (ts, node_id, tenant_id, state, source, detail)
@@ -433,10 +433,8 @@ class BatchWriter:
                         [s.clock_drift_s for _, s in ordered],
                         [None if r is None else r[TS_INDEX] for r in newest],
                         *(
-                            [None if r is None or r[i] is None else r[i] / scale for r in newest]
-                            if scale != 1
-                            else [None if r is None else r[i] for r in newest]
-                            for i, scale in LATEST_INDEXES
+                            [None if r is None else sent(f, r[i]) for r in newest]
+                            for i, f in LATEST_INDEXES
                         ),
                     ],
                 )

@@ -84,15 +84,18 @@ def _stored(field: TelemetryField, value: str) -> str:
     return f"(None if (v := {value}) is None else round(v * {field.stored.scale}))"
 
 
+def sent(field: TelemetryField, value: Any) -> Any:
+    """A value of `field` in a telemetry row, in the unit it is sent in (a fixed-point
+    integer divided by its scale)."""
+    if field.stored is None or field.stored.scale == 1 or value is None:
+        return value
+    return value / field.stored.scale
+
+
 def as_sent(row: Sequence[Any]) -> dict[str, Any]:
-    """A telemetry row's values by field column in the units they are sent in (a
-    fixed-point integer divided by its scale): what `wire_body` nests into a sample."""
-    return {
-        field.column: value / field.stored.scale
-        if field.stored and field.stored.scale != 1 and value is not None
-        else value
-        for field, value in zip(TELEMETRY, row, strict=True)
-    }
+    """A telemetry row's values by field column, as sent: what `wire_body` nests into a
+    sample."""
+    return {field.column: sent(field, value) for field, value in zip(TELEMETRY, row, strict=True)}
 
 
 def _bind_parts(fields: Sequence[TelemetryField]) -> str:
