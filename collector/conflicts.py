@@ -41,9 +41,10 @@ from contract.fields import TS, TelemetryField, wire_body
 
 # Seqs are checked against the rows stored for the last 7 days (an agent's buffer
 # replays up to a week). The newest chunks are uncompressed, where the (node_id, seq)
-# index finds them; older ones are compressed (migration 0020: after a day) with batches
-# ordered by seq after ts, each keeping its seq range, so a lookup opens only the batches
-# that hold those seqs. A seq reused after 7 days is not found.
+# index finds them; older ones are compressed (migration 0026: 6-hour chunks, 2 hours
+# after they end) with batches ordered by seq after ts (0020), each keeping its seq range,
+# so a lookup opens only the batches that hold those seqs. A seq reused after 7 days is
+# not found.
 SEQ_CHECK_WINDOW = timedelta(days=7)
 
 # Each run of consecutive seqs is one index range scan. OFFSET 0 keeps the subquery from

@@ -33,6 +33,10 @@ BASE_RELATIONS = (
     "telemetry_5m",
     "telemetry_1h",
     "telemetry_1d",
+    # The integer aggregates behind the views above (migration 0026).
+    "telemetry_5m_fixed",
+    "telemetry_1h_fixed",
+    "telemetry_1d_fixed",
     "nodes",
     "node_status",
     "tenants",
