@@ -124,7 +124,8 @@ ON CONFLICT (node_id) DO UPDATE SET
         for f in LATEST
     ),
 )
-# Where each is in a telemetry row (node_status keeps them as sent).
+# Where each is in a telemetry row. node_status keeps them in the units they are sent in,
+# at the resolution they are stored at (powers to the watt).
 LATEST_INDEXES = tuple((TELEMETRY.index(f), f) for f in LATEST)
 
 INSERT_EVENT = """

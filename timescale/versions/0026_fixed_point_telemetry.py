@@ -306,6 +306,12 @@ def _carry_state(old: str, new: str, name: str) -> list[str]:
         f" WHERE materialization_id = {old_id}"
         f" UNION ALL SELECT {new_id}, _timescaledb_functions.to_unix_microseconds({window}),"
         " 9223372036854775807",
+        # A TimescaleDB whose catalog keeps these elsewhere would leave the copied rows
+        # hidden behind an empty watermark: stop here instead.
+        "DO $$ BEGIN IF (SELECT watermark FROM _timescaledb_catalog.continuous_aggs_watermark"
+        f" WHERE mat_hypertable_id = {new_id}) IS DISTINCT FROM"
+        f" _timescaledb_functions.cagg_watermark({old_id})"
+        f" THEN RAISE EXCEPTION '{new} did not take over the watermark of {old}'; END IF; END $$",
     ]
 
 
