@@ -10,6 +10,7 @@ import pytest
 from contract.fields import CONTINUOUS_AGGREGATES
 from tests.support.aggregates import materialize
 from tests.support.fleet import create_node, create_tenant
+from tests.support.services import empty_database, migrate
 from tests.support.tariffs import flat_tariff, insert_samples, insert_tariff, sample_row
 
 pytestmark = pytest.mark.integration
@@ -185,6 +186,41 @@ def test_backfilled_samples_change_the_aggregates_after_refresh(database):
     assert after[0] == 1440
     assert after[5] == pytest.approx(36.0)
     assert after[4] == pytest.approx(86400)
+
+
+def test_samples_weeks_old_written_since_the_install_reach_every_aggregate():
+    """Weeks of history written on a fresh install (an import, a backfill), beyond the
+    refresh policies' windows, refreshed by hand: each aggregate rolls up every hour the
+    finer one computed (migration 0026 carries over where changes to the finer one are
+    logged)."""
+    with empty_database("weeks_old") as db:
+        migrate(db)
+        tenant = create_tenant(db)
+        node = create_node(db, tenant)
+        first = _day_start(30)
+        hours = int((_day_start(0) - first).total_seconds() // 3600)
+        with db.connect() as conn:
+            insert_samples(
+                conn,
+                [
+                    sample_row(
+                        first + timedelta(hours=h), node, tenant, h, soc=50.0, battery_w=0.0,
+                        pv_w=0.0, grid_w=1000.0, load_w=1000.0, interval_s=3600.0,
+                        covered_s=3600.0,
+                    )
+                    for h in range(hours)
+                ],
+            )  # fmt: skip
+        materialize(db, first, _day_start(0))
+        with db.connect() as conn:
+            hourly = conn.execute(
+                "SELECT count(*), sum(load_kwh) FROM telemetry_1h WHERE node_id = %s", (node,)
+            ).fetchone()
+            daily = conn.execute(
+                "SELECT count(*), sum(load_kwh) FROM telemetry_1d WHERE node_id = %s", (node,)
+            ).fetchone()
+    assert hourly == (hours, pytest.approx(hours * 1.0))
+    assert daily == (30, pytest.approx(hours * 1.0))
 
 
 def test_buckets_without_a_tariff_keep_their_energy_and_have_no_money(database):

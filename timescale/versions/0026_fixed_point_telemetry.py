@@ -281,6 +281,7 @@ MAT_ID = (
     " WHERE user_view_schema = 'public' AND user_view_name = '{view}')"
 )
 INVALIDATIONS = "_timescaledb_catalog.continuous_aggs_materialization_invalidation_log"
+THRESHOLDS = "_timescaledb_catalog.continuous_aggs_invalidation_threshold"
 
 
 def _carry_state(old: str, new: str, name: str) -> list[str]:
@@ -293,7 +294,8 @@ def _carry_state(old: str, new: str, name: str) -> list[str]:
       refresh policy's window, so its first runs compute that again from the raw rows
       (late samples since `old` last ran included). A new aggregate holds all time as
       invalid: a refresh by hand over a range older than the raw rows would then have
-      replaced the copied history with nothing."""
+      replaced the copied history with nothing;
+    - the invalidation threshold of its rows, for the aggregate that rolls it up."""
     old_id, new_id = MAT_ID.format(view=old), MAT_ID.format(view=new)
     window = f"now() - INTERVAL '{REFRESH[name][0]}'"
     return [
@@ -306,6 +308,16 @@ def _carry_state(old: str, new: str, name: str) -> list[str]:
         f" WHERE materialization_id = {old_id}"
         f" UNION ALL SELECT {new_id}, _timescaledb_functions.to_unix_microseconds({window}),"
         " 9223372036854775807",
+        # Below its threshold, changes to an aggregate's rows are logged for the one that
+        # rolls it up: the new one's is still TimescaleDB's earliest time, so without
+        # the old one's the hourly and daily aggregates would never see what the finer
+        # one recomputes, such as a backfill weeks old.
+        f"UPDATE {THRESHOLDS} SET watermark = (SELECT watermark FROM {THRESHOLDS}"
+        f" WHERE hypertable_id = {old_id}) WHERE hypertable_id = {new_id}"
+        f" AND EXISTS (SELECT FROM {THRESHOLDS} WHERE hypertable_id = {old_id})",
+        f"INSERT INTO {THRESHOLDS} (hypertable_id, watermark) SELECT {new_id}, watermark"
+        f" FROM {THRESHOLDS} WHERE hypertable_id = {old_id}"
+        f" AND NOT EXISTS (SELECT FROM {THRESHOLDS} WHERE hypertable_id = {new_id})",
         # A TimescaleDB whose catalog keeps these elsewhere would leave the copied rows
         # hidden behind an empty watermark: stop here instead.
         "DO $$ BEGIN IF (SELECT watermark FROM _timescaledb_catalog.continuous_aggs_watermark"
