@@ -1,12 +1,15 @@
-"""An earlier migration's module, for a later one that rebuilds what it made with its own
-frozen SQL (the versions are files named by revision, not importable package modules)."""
+"""What migrations share about the ones before them: an earlier migration's module, for a
+later one that rebuilds what it made with its own frozen SQL (the versions are files
+named by revision, not importable package modules); and which of an earlier one's
+statements still apply when it runs again over a later schema."""
 
 from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+
+from alembic import op
 
 VERSIONS = Path(__file__).with_name("versions")
 
@@ -26,10 +29,11 @@ def load(filename: str) -> ModuleType:
 AGGREGATES = ("telemetry_5m", "telemetry_1h", "telemetry_1d")
 
 
-def on_aggregates(cursor: Any, statements: list[str]) -> list[str]:
+def on_aggregates(statements: list[str]) -> list[str]:
     """`statements` without those that set up one of the aggregates (a policy, chunks,
     compression) once it is a plain view: run again over a later schema, an earlier
     migration leaves that to the later one."""
+    cursor = op.get_bind().connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     cursor.execute(
         "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
         " WHERE n.nspname = 'public' AND c.relname = ANY (%s) AND NOT EXISTS ("

@@ -296,8 +296,7 @@ def _missing_aggregates() -> list[str]:
 
 def upgrade() -> None:
     _run(RELATIONAL + HYPERTABLES)
-    cursor = op.get_bind().connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    _run(_missing_aggregates() + on_aggregates(cursor, POLICIES) + _tenant_views())
+    _run(_missing_aggregates() + on_aggregates(POLICIES) + _tenant_views())
 
 
 def downgrade() -> None:

@@ -30,13 +30,9 @@ Revises: 0012
 Create Date: 2026-11-30
 """
 
-import importlib.util
-from pathlib import Path
-from types import ModuleType
-
 from alembic import op
 
-from timescale.earlier_migration import on_aggregates
+from timescale.earlier_migration import load, on_aggregates
 
 revision = "0013"
 down_revision = "0012"
@@ -231,17 +227,6 @@ def _energy_view(name: str, source: str, bucket_seconds: int) -> str:
     """
 
 
-def _load_0001() -> ModuleType:
-    # Downgrade rebuilds the aggregates of the old shape with migration 0001's own SQL.
-    path = Path(__file__).with_name("0001_telemetry_schema.py")
-    spec = importlib.util.spec_from_file_location("wattfleet_migration_0001", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 TENANT_FILTER = (
     "(SELECT tr.tenant_id FROM public.tenant_roles tr WHERE tr.role_name = current_user)"
 )
@@ -339,7 +324,7 @@ def upgrade() -> None:
         TELEMETRY_5M,
         _rollup("telemetry_1h", "telemetry_5m", "1 hour"),
         _rollup("telemetry_1d", "telemetry_1h", "1 day"),
-        *on_aggregates(op.get_bind().connection.dbapi_connection.cursor(), POLICIES),  # type: ignore[union-attr]
+        *on_aggregates(POLICIES),
         SITE_ZONES,
         SITE_TARIFFS,
         _energy_view("energy_5m", "telemetry_5m", 300),
@@ -354,7 +339,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    old = _load_0001()
+    # The aggregates of the old shape, with migration 0001's own SQL.
+    old = load("0001_telemetry_schema.py")
     legacy = _scalar("SELECT to_regclass('legacy_telemetry_5m') IS NOT NULL")
     statements = [f"DROP VIEW IF EXISTS tenant_view.{name}" for name in ANALYTICS]
     statements += [

@@ -42,8 +42,7 @@ def upgrade() -> None:
             f"SELECT add_compression_policy('{view}', compress_after => INTERVAL '{after}',"
             " if_not_exists => true)",
         ]
-    cursor = op.get_bind().connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    for statement in on_aggregates(cursor, statements):
+    for statement in on_aggregates(statements):
         op.execute(statement)
 
 

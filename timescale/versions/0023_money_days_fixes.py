@@ -23,11 +23,9 @@ Revises: 0022
 Create Date: 2026-12-01
 """
 
-import importlib.util
-from pathlib import Path
-from types import ModuleType
-
 from alembic import op
+
+from timescale.earlier_migration import load
 
 revision = "0023"
 down_revision = "0022"
@@ -57,17 +55,6 @@ NEW_BOUNDS = (
 )
 
 
-def _load_0021() -> ModuleType:
-    # The job's pricing as 0021 wrote it: only its day bounds change here.
-    path = Path(__file__).with_name("0021_money_days.py")
-    spec = importlib.util.spec_from_file_location("wattfleet_migration_0021", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 # Where 0021's job computes how far it prices; the guard goes right after.
 UPTO = "    upto := least(date_trunc('hour', now()), "
 # Nothing materialized: the watermark is TimescaleDB's earliest time (no telemetry is
@@ -86,7 +73,8 @@ RECENT_FIXED = "least(priced_until, upto) - (config->>'reprice')::interval"
 
 
 def _refresh(fixed: bool) -> str:
-    sql: str = _load_0021().REFRESH
+    # The job's pricing as 0021 wrote it: only its day bounds and guards change here.
+    sql: str = load("0021_money_days.py").REFRESH
     if not fixed:
         return sql
     start = sql.index(UPTO)
@@ -97,7 +85,7 @@ def _refresh(fixed: bool) -> str:
 
 
 def _price_days(bounds: tuple[str, str]) -> str:
-    sql: str = _load_0021().PRICE_DAYS
+    sql: str = load("0021_money_days.py").PRICE_DAYS
     for old, new in zip(OLD_BOUNDS, bounds, strict=True):
         assert old in sql, old
         sql = sql.replace(old, new)

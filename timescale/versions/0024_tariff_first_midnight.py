@@ -19,10 +19,9 @@ Revises: 0023
 Create Date: 2026-12-01
 """
 
-import importlib.util
-from pathlib import Path
-
 from alembic import op
+
+from timescale.earlier_migration import load
 
 revision = "0024"
 down_revision = "0023"
@@ -44,13 +43,9 @@ NEW_BOUNDS = (
 def _site_tariffs(bounds: tuple[str, str]) -> str:
     """0013's view with these bounds, replacing the one in place (same columns: the
     energy views and the tenant view on it stay)."""
-    path = Path(__file__).with_name("0013_energy_and_money.py")
-    spec = importlib.util.spec_from_file_location("wattfleet_migration_0013", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    sql: str = module.SITE_TARIFFS.replace("CREATE VIEW", "CREATE OR REPLACE VIEW", 1)
+    sql: str = load("0013_energy_and_money.py").SITE_TARIFFS.replace(
+        "CREATE VIEW", "CREATE OR REPLACE VIEW", 1
+    )
     for old, new in zip(OLD_BOUNDS, bounds, strict=True):
         assert old in sql, old
         sql = sql.replace(old, new)

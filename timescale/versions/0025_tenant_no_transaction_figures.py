@@ -17,11 +17,9 @@ Revises: 0024
 Create Date: 2026-12-01
 """
 
-import importlib.util
-from pathlib import Path
-from types import ModuleType
-
 from alembic import op
+
+from timescale.earlier_migration import load
 
 revision = "0025"
 down_revision = "0024"
@@ -53,18 +51,10 @@ FUNCTIONS = f"""
 """
 
 
-def _migration_0008() -> ModuleType:
-    path = Path(__file__).with_name("0008_tenant_catalog_access.py")
-    spec = importlib.util.spec_from_file_location("wattfleet_migration_0008", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _move(from_role: str, to_role: str) -> None:
-    for_each = _migration_0008()._for_each  # runs a statement for each name a query gives
+    for_each = load(
+        "0008_tenant_catalog_access.py"
+    )._for_each  # runs a statement for each name a query gives
     for_each(FUNCTIONS, f"REVOKE EXECUTE ON FUNCTION %s FROM {from_role}")
     for_each(FUNCTIONS, f"GRANT EXECUTE ON FUNCTION %s TO {to_role}")
     op.execute(f"REVOKE SELECT ON pg_catalog.pg_locks FROM {from_role}")
