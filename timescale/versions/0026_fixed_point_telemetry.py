@@ -33,7 +33,7 @@ Revises: 0025
 Create Date: 2026-12-01
 """
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from alembic import op
 
@@ -91,6 +91,13 @@ GAP_KWH = (
     ("gap_grid_export_kwh", "gap_grid_export_wh"),
 )
 SOC = ("soc_avg", "soc_min", "soc_max")
+
+
+def _mwh(kwh: str) -> str:
+    """The integer aggregates' column for a kWh one: `pv_kwh` -> `pv_mwh`."""
+    return f"{kwh.removesuffix('_kwh')}_mwh"
+
+
 CAGG_OPTIONS = "timescaledb.continuous, timescaledb.materialized_only = false"
 WIDTHS = {"telemetry_5m": "5 minutes", "telemetry_1h": "1 hour", "telemetry_1d": "1 day"}
 
@@ -157,7 +164,7 @@ COLUMNS = (
     *(Column(power, "integer", 1, power, "mean") for power in POWERS),
     Column("covered_ms", "bigint", 1000, "covered_s", "sum"),
     *(
-        Column(f"{kwh.removesuffix('_kwh')}_mwh", "bigint", 1_000_000, kwh, "sum")
+        Column(_mwh(kwh), "bigint", 1_000_000, kwh, "sum")
         for kwh in [kwh for kwh, *_ in ENERGY_KWH] + [kwh for kwh, _ in GAP_KWH]
     ),
 )
@@ -177,12 +184,8 @@ SELECT time_bucket(INTERVAL '5 minutes', ts) AS bucket, node_id, tenant_id,
     round(max(soc_percent) * 10)::smallint AS soc_max_permille,
     {", ".join(f"round(avg({_power(p)}))::integer AS {p}" for p in POWERS)},
     round(sum({_value("covered_s")}))::bigint AS covered_ms,
-    {", ".join(_mwh_5m(f"{kwh.removesuffix('_kwh')}_mwh", wh, p) for kwh, wh, p in ENERGY_KWH)},
-    {
-    ", ".join(
-        f"round(sum({_value(wh)}))::bigint AS {kwh.removesuffix('_kwh')}_mwh" for kwh, wh in GAP_KWH
-    )
-}
+    {", ".join(_mwh_5m(_mwh(kwh), wh, p) for kwh, wh, p in ENERGY_KWH)},
+    {", ".join(f"round(sum({_value(wh)}))::bigint AS {_mwh(kwh)}" for kwh, wh in GAP_KWH)}
 FROM telemetry
 GROUP BY 1, node_id, tenant_id
 WITH NO DATA
@@ -221,9 +224,14 @@ def _view(name: str) -> str:
     )
 
 
+def _cursor() -> Any:
+    # Straight to the DBAPI cursor, as in 0013: no placeholder parsing of the raw SQL.
+    return op.get_bind().connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+
+
 def _materialization(view: str) -> str:
     """The hypertable that holds a continuous aggregate's materialized rows."""
-    cursor = op.get_bind().connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    cursor = _cursor()
     cursor.execute(
         "SELECT format('%%I.%%I', h.schema_name, h.table_name)"
         " FROM _timescaledb_catalog.continuous_agg a"
@@ -237,8 +245,7 @@ def _materialization(view: str) -> str:
 
 
 def _run(statements: list[str]) -> None:
-    # Straight to the DBAPI cursor, as in 0013: no placeholder parsing of the raw SQL.
-    cursor = op.get_bind().connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    cursor = _cursor()
     for statement in statements:
         cursor.execute(statement)
 
@@ -280,6 +287,7 @@ MAT_ID = (
     "(SELECT mat_hypertable_id FROM _timescaledb_catalog.continuous_agg"
     " WHERE user_view_schema = 'public' AND user_view_name = '{view}')"
 )
+WATERMARKS = "_timescaledb_catalog.continuous_aggs_watermark"
 INVALIDATIONS = "_timescaledb_catalog.continuous_aggs_materialization_invalidation_log"
 THRESHOLDS = "_timescaledb_catalog.continuous_aggs_invalidation_threshold"
 
@@ -299,7 +307,7 @@ def _carry_state(old: str, new: str, name: str) -> list[str]:
     old_id, new_id = MAT_ID.format(view=old), MAT_ID.format(view=new)
     window = f"now() - INTERVAL '{REFRESH[name][0]}'"
     return [
-        "UPDATE _timescaledb_catalog.continuous_aggs_watermark SET watermark ="
+        f"UPDATE {WATERMARKS} SET watermark ="
         f" _timescaledb_functions.cagg_watermark({old_id}) WHERE mat_hypertable_id = {new_id}",
         f"DELETE FROM {INVALIDATIONS} WHERE materialization_id = {new_id}",
         f"INSERT INTO {INVALIDATIONS} (materialization_id, lowest_modified_value,"
@@ -312,15 +320,12 @@ def _carry_state(old: str, new: str, name: str) -> list[str]:
         # rolls it up: the new one's is still TimescaleDB's earliest time, so without
         # the old one's the hourly and daily aggregates would never see what the finer
         # one recomputes, such as a backfill weeks old.
-        f"UPDATE {THRESHOLDS} SET watermark = (SELECT watermark FROM {THRESHOLDS}"
-        f" WHERE hypertable_id = {old_id}) WHERE hypertable_id = {new_id}"
-        f" AND EXISTS (SELECT FROM {THRESHOLDS} WHERE hypertable_id = {old_id})",
         f"INSERT INTO {THRESHOLDS} (hypertable_id, watermark) SELECT {new_id}, watermark"
         f" FROM {THRESHOLDS} WHERE hypertable_id = {old_id}"
-        f" AND NOT EXISTS (SELECT FROM {THRESHOLDS} WHERE hypertable_id = {new_id})",
+        " ON CONFLICT (hypertable_id) DO UPDATE SET watermark = EXCLUDED.watermark",
         # A TimescaleDB whose catalog keeps these elsewhere would leave the copied rows
         # hidden behind an empty watermark: stop here instead.
-        "DO $$ BEGIN IF (SELECT watermark FROM _timescaledb_catalog.continuous_aggs_watermark"
+        f"DO $$ BEGIN IF (SELECT watermark FROM {WATERMARKS}"
         f" WHERE mat_hypertable_id = {new_id}) IS DISTINCT FROM"
         f" _timescaledb_functions.cagg_watermark({old_id})"
         f" THEN RAISE EXCEPTION '{new} did not take over the watermark of {old}'; END IF; END $$",
@@ -368,7 +373,7 @@ def _raw_storage(direction: str) -> list[str]:
 
 
 def _exists(relation: str) -> bool:
-    cursor = op.get_bind().connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    cursor = _cursor()
     cursor.execute("SELECT to_regclass(%s) IS NOT NULL", (relation,))
     row = cursor.fetchone()
     assert row is not None
