@@ -57,6 +57,7 @@ from tests.benchmarks.dashboards import RefusedDatabaseError, _floor, _telemetry
 from tests.benchmarks.five_second_data import Site, samples
 from tests.benchmarks.synthetic_fleet import Scale, create_fleet, foreign_telemetry, load_fleet
 from tests.support.services import Database, migrate, start_embedded_timescaledb
+from timescale.earlier_migration import load
 
 DAY = timedelta(days=1)
 SCRATCH = "storage_bench_candidate"
@@ -345,19 +346,12 @@ def _chunk_interval(conn: Any, table: str) -> timedelta:
     return timedelta(seconds=float(seconds))
 
 
-def _aggregate_double(column: str) -> tuple[str, str]:
-    """An integer aggregate column as the double precision one it stands for (migration
-    0026: mWh for kWh, ms for seconds, 0.1 % for SOC, whole W)."""
-    scale = (
-        1_000_000
-        if column.endswith("_mwh")
-        else 1000
-        if column.endswith("_ms")
-        else 10
-        if column.endswith("_permille")
-        else 1
-    )
-    return "double precision", f"{column}::float8 / {scale}"
+# The integer aggregates' value columns as the double precision ones they stand for, as
+# migration 0026 converts them (mWh for kWh, ms for seconds, 0.1 % for SOC, whole W).
+AS_DOUBLES = {
+    column.name: ("double precision", f"{column.name}::float8 / {column.scale}")
+    for column in load("0026_fixed_point_telemetry.py").COLUMNS
+}
 
 
 def measure_aggregate(
@@ -377,17 +371,7 @@ def measure_aggregate(
     chunk = _chunk_interval(conn, table)
     span = last - first
     rows_per_site_day = DAY / width
-    schema, _, name = table.rpartition(".")
-    integers = [
-        column
-        for (column,) in conn.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_schema = %s"
-            " AND table_name = %s AND data_type IN ('smallint', 'integer', 'bigint')"
-            " AND column_name NOT IN ('tenant_id', 'sample_count')",
-            (schema, name),
-        ).fetchall()
-    ]
-    retyped = {column: _aggregate_double(column) for column in integers} if as_doubles else {}
+    retyped = AS_DOUBLES if as_doubles else {}
     with scratch(conn, table, "bucket", chunk, retyped) as copy:
         others = [c.name for c in conn.execute(f"SELECT * FROM {table} LIMIT 0").description]
         others.remove("bucket")
