@@ -8,9 +8,10 @@ from datetime import datetime
 
 from contract.fields import CONTINUOUS_AGGREGATES as AGGREGATES
 from tests.support.services import Database
+from timescale import earlier_migration
 
 # Before migration 0026 the aggregates were these (now views over the ones above).
-AGGREGATES_BEFORE_0026 = ("telemetry_5m", "telemetry_1h", "telemetry_1d")
+AGGREGATES_BEFORE_0026 = earlier_migration.AGGREGATES
 
 
 def materialize(
